@@ -1,0 +1,1 @@
+"""NLP_glue_tasks."""

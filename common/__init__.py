@@ -1,0 +1,1 @@
+"""Shared core of annealing-kd: schedule, losses, training loop, run directory, checkpoints."""

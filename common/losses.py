@@ -1,0 +1,55 @@
+"""Losses: annealing phase 1, hard-label phase 2, and Hinton KD for the baseline."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def annealing_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, phi: float, reduction: str = "mean"
+) -> torch.Tensor:
+    """MSE(z_s, Phi * z_t).
+
+    ``mean``: mean over all elements (the original code, the published numbers).
+    ``sum``: the paper's per-example squared L2 norm, summed over classes, mean over the batch.
+    """
+    target = phi * teacher_logits.detach().to(student_logits.dtype)
+    if reduction == "mean":
+        return F.mse_loss(student_logits, target)
+    if reduction == "sum":
+        return (student_logits - target).pow(2).flatten(1).sum(1).mean()
+    raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'sum'")
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy, or MSE for a one-output regression head (both sides shaped (B,))."""
+    if logits.dim() == 2 and logits.size(1) == 1:
+        return F.mse_loss(logits.squeeze(1), labels.to(logits.dtype).view(-1))
+    return F.cross_entropy(logits, labels.long())
+
+
+def hinton_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """alpha * tau^2 * KL(softmax(z_t/tau) || softmax(z_s/tau)) + (1 - alpha) * task loss.
+
+    For a regression head (one output) there are no distributions: the soft term is
+    MSE(z_s, z_t) instead.
+    """
+    teacher_logits = teacher_logits.detach().to(student_logits.dtype)
+    if student_logits.dim() == 2 and student_logits.size(1) == 1:
+        soft = F.mse_loss(student_logits, teacher_logits)
+    else:
+        tau = temperature
+        soft = F.kl_div(
+            F.log_softmax(student_logits / tau, dim=-1),
+            F.log_softmax(teacher_logits / tau, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        ) * (tau * tau)
+    return alpha * soft + (1.0 - alpha) * task_loss(student_logits, labels)

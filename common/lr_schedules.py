@@ -1,0 +1,31 @@
+"""Learning-rate multipliers as functions of (optimizer step, total steps of the phase)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+LrFactor = Callable[[int, int], float]
+
+
+def constant(step: int, total: int) -> float:
+    return 1.0
+
+
+def step_decay(step: int, total: int) -> float:
+    """lr, lr/10 from 1/2 of the phase, lr/100 from 3/4 (the CIFAR recipe of the paper)."""
+    if step >= 3 * total // 4:
+        return 0.01
+    if step >= total // 2:
+        return 0.1
+    return 1.0
+
+
+def linear_warmup_decay(warmup_steps: int) -> LrFactor:
+    """Linear warm-up over ``warmup_steps``, then linear decay to 0 (the BERT/GLUE recipe)."""
+
+    def factor(step: int, total: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total - step) / max(1, total - warmup_steps))
+
+    return factor

@@ -1,0 +1,44 @@
+"""The annealing schedule of Annealing-KD.
+
+Phase-1 unit i of n (epoch, or optimizer step with per-step annealing), 0-based:
+
+    T_i    = tau_max - floor(i * tau_max / n)        (integer temperature, tau_max ... 1)
+    Phi(T) = 1 - (T - 1) / tau_max                   (teacher-logit multiplier, 1/tau_max ... 1)
+
+The n units are split into tau_max equal stages (as equal as integers allow); Phi is exactly 1
+in the last stage and never exceeds it. Needs n >= tau_max so that every stage has a unit.
+"""
+
+from __future__ import annotations
+
+from common.errors import UsageError
+
+
+def check_schedule(n: int, tau_max: int, unit: str = "epochs") -> None:
+    """Refuse schedules that cannot give every temperature a stage."""
+    if tau_max < 1:
+        raise UsageError(f"max temperature must be >= 1, got {tau_max}")
+    if n < 1:
+        raise UsageError(f"phase 1 needs at least 1 of its {unit}, got {n}")
+    if n < tau_max:
+        raise UsageError(
+            f"phase 1 has {n} {unit} but max temperature is {tau_max}: each temperature needs "
+            f"at least one stage; lower the max temperature to <= {n}"
+            + (" or anneal per optimizer step (--anneal-per-step)" if unit == "epochs" else "")
+        )
+
+
+def temperature(i: int, n: int, tau_max: int) -> int:
+    """Integer temperature of phase-1 unit ``i`` of ``n``."""
+    return tau_max - (i * tau_max) // n
+
+
+def phi(temp: int, tau_max: int) -> float:
+    """Multiplier of the teacher's logits at temperature ``temp``."""
+    return 1.0 - (temp - 1) / tau_max
+
+
+def annealing_schedule(n: int, tau_max: int, unit: str = "epochs") -> list[tuple[int, float]]:
+    """(T, Phi) for each of the ``n`` phase-1 units."""
+    check_schedule(n, tau_max, unit)
+    return [(t, phi(t, tau_max)) for t in (temperature(i, n, tau_max) for i in range(n))]

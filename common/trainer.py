@@ -1,0 +1,285 @@
+"""One training loop for both CLIs, on ``accelerate``.
+
+A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...). Each phase trains one
+model with one objective, evaluates every epoch, keeps its best and last weights and a training
+state in ``<run>/<phase>/``, and can be resumed at any epoch boundary:
+
+    task    hard labels (cross-entropy, or MSE for regression)
+    anneal  MSE(z_s, Phi(T) * z_t), T stepping down from tau_max to 1 (Annealing-KD phase 1)
+    kd      Hinton KD
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.checkpoint import (
+    load_state,
+    load_weights,
+    rng_states,
+    save_state,
+    save_weights,
+    set_rng_states,
+)
+from common.errors import UsageError
+from common.losses import annealing_loss, hinton_kd_loss, task_loss
+from common.lr_schedules import LrFactor, constant
+from common.run_dir import RunDir
+from common.schedule import check_schedule, phi, temperature
+from common.seeding import seed_everything
+
+Batch = Any
+Metrics = dict[str, float]
+
+
+@dataclass
+class Phase:
+    """One stage of a run: a model trained with one objective for some epochs."""
+
+    name: str
+    objective: str  # "task" | "anneal" | "kd"
+    epochs: int
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    lr_factor: LrFactor = constant
+    max_temperature: int = 1
+    anneal_per_step: bool = False
+    anneal_reduction: str = "mean"
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
+    max_grad_norm: float | None = None
+    max_steps: int = 0  # stop the phase after this many optimizer steps (0: no limit)
+
+
+@dataclass
+class Batches:
+    """How the loop reads a batch: student logits, labels and (for anneal/kd) frozen targets."""
+
+    student_logits: Callable[[nn.Module, Batch], torch.Tensor]
+    labels: Callable[[Batch], torch.Tensor]
+    teacher_logits: Callable[[Batch], torch.Tensor] | None = None
+
+
+def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1):
+    """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
+    {none, bf16, fp16}; works alone and under ``accelerate launch`` / ``torchrun``."""
+    from accelerate import Accelerator
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    if amp == "fp16" and cpu:
+        raise UsageError("fp16 mixed precision needs a GPU; use bf16 or none on the CPU")
+    mixed = {"none": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}.get(amp)
+    if mixed is None:
+        raise UsageError(f"unknown mixed precision {amp!r}; use none, bf16 or fp16")
+    return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """A frozen teacher: eval mode, no parameter wants a gradient."""
+    return model.eval().requires_grad_(False)
+
+
+def frozen_logits(teacher: nn.Module, forward: Callable[[nn.Module, Batch], torch.Tensor]):
+    """Targets computed on the fly by a frozen teacher, never with autograd."""
+    freeze(teacher)
+
+    def targets(batch: Batch) -> torch.Tensor:
+        with torch.inference_mode():
+            out = forward(teacher, batch).float()
+        return out.clone()  # a normal tensor, usable as a loss target
+
+    return targets
+
+
+@torch.inference_mode()
+def predict(accelerator, model: nn.Module, loader, forward, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits and labels of a prepared loader, gathered over processes, in order."""
+    was_training = model.training
+    model.eval()
+    outs, ys = [], []
+    for batch in loader:
+        logits, y = accelerator.gather_for_metrics((forward(model, batch).float(), labels(batch)))
+        outs.append(logits.cpu())
+        ys.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(outs), torch.cat(ys)
+
+
+class Trainer:
+    """Runs phases, records every epoch, writes results.json / metrics.jsonl / curves.png."""
+
+    def __init__(self, accelerator, run: RunDir, *, config: dict[str, Any], env: dict[str, Any],
+                 evaluate: Callable[[nn.Module], Metrics], selection_metric: str,
+                 selected_on: str, seed: int = 42, resume: bool = False,
+                 deterministic: bool = False, log_every: int = 10) -> None:
+        self.acc, self.run, self.config, self.env = accelerator, run, config, env
+        self.evaluate, self.metric, self.selected_on = evaluate, selection_metric, selected_on
+        self.seed, self.resume, self.deterministic, self.log_every = seed, resume, deterministic, log_every
+        self.records: list[dict[str, Any]] = []
+        self.best: dict[str, dict[str, Any]] = {}  # phase name -> best epoch of that phase
+        self.extra: dict[str, Any] = {}
+
+    # ---- one phase -------------------------------------------------------------------------
+    def fit(self, model: nn.Module, phase: Phase, loader, batches: Batches) -> dict[str, Any]:
+        """Train ``model`` (already ``accelerator.prepare`` d) through ``phase``; return its best
+        epoch record. The model holds the last weights afterwards."""
+        acc, pdir = self.acc, self.run / phase.name
+        if phase.epochs < 1:
+            raise UsageError(f"{phase.name} needs at least 1 epoch, got {phase.epochs}")
+        if phase.objective in ("anneal", "kd") and batches.teacher_logits is None:
+            raise ValueError(f"phase {phase.name}: objective {phase.objective} needs teacher_logits")
+        sampler = getattr(loader, "sampler", None)
+        optimizer = acc.prepare(phase.make_optimizer(model))
+        loader = acc.prepare(loader)
+        steps_per_epoch = math.ceil(len(loader) / acc.gradient_accumulation_steps)
+        total = steps_per_epoch * phase.epochs
+        if phase.max_steps:
+            total = min(total, phase.max_steps)
+        if phase.objective == "anneal":
+            check_schedule(total if phase.anneal_per_step else phase.epochs, phase.max_temperature,
+                           "optimizer steps" if phase.anneal_per_step else "epochs")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: phase.lr_factor(s, total))
+
+        start, best, opt_steps = 0, None, 0
+        state_path = pdir / "state.pt"
+        if self.resume and state_path.exists():
+            state = load_state(state_path)
+            acc.unwrap_model(model).load_state_dict(load_weights(pdir / "last.safetensors"))
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_states(state["rng"])
+            start, best, opt_steps = state["epoch"], state["best"], state["opt_steps"]
+            self.records = list(state["records"])
+            if start >= phase.epochs or state["finished"]:
+                self.best[phase.name] = best
+                acc.print(f"{phase.name}: finished earlier, best epoch {best['epoch']} "
+                          f"{self.metric}={best['metric']:.4f}")
+                return best
+
+        phase_seed = zlib.crc32(phase.name.encode())
+        for epoch in range(start, phase.epochs):
+            tic = time.perf_counter()
+            seed_everything(self.seed * 1009 + phase_seed + epoch, self.deterministic)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            model.train()
+            temp, mult = self._anneal(phase, epoch, opt_steps, total)
+            loss_sum = torch.zeros((), device=acc.device)
+            n_batches = 0
+            bar = _progress(loader, f"{phase.name} {epoch + 1}/{phase.epochs}", acc.is_main_process)
+            for batch in bar:
+                with acc.accumulate(model):
+                    if phase.anneal_per_step:
+                        temp, mult = self._anneal(phase, epoch, opt_steps, total)
+                    loss = self._loss(model, phase, batch, batches, mult)
+                    acc.backward(loss)
+                    if acc.sync_gradients and phase.max_grad_norm:
+                        acc.clip_grad_norm_(model.parameters(), phase.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if acc.sync_gradients:
+                        scheduler.step()
+                        opt_steps += 1
+                loss_sum += loss.detach().float()
+                n_batches += 1
+                if n_batches % self.log_every == 1 and acc.is_main_process:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                    phi="-" if mult is None else f"{mult:.3f}")
+                if phase.max_steps and opt_steps >= phase.max_steps:
+                    break
+            train_loss = (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
+            if not math.isfinite(train_loss):
+                raise UsageError(
+                    f"{phase.name} epoch {epoch + 1}: the training loss is not finite; the last "
+                    f"good checkpoint is kept in {pdir}; lower the learning rate or turn off fp16")
+            metrics = self.evaluate(model)
+            record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": mult,
+                      "lr": scheduler.get_last_lr()[0], "train_loss": train_loss, "eval": metrics,
+                      "seconds": round(time.perf_counter() - tic, 3)}
+            self.records.append(record)
+            value = metrics[self.metric]
+            if best is None or value > best["metric"] or not math.isfinite(best["metric"]):
+                best = {"phase": phase.name, "epoch": epoch + 1, "metric": value, "eval": metrics}
+                self._save_weights(model, pdir / "best.safetensors")
+            finished = epoch + 1 == phase.epochs or bool(phase.max_steps and opt_steps >= phase.max_steps)
+            self._save_weights(model, pdir / "last.safetensors")
+            if acc.is_main_process:
+                save_state({"epoch": epoch + 1, "finished": finished, "opt_steps": opt_steps,
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": rng_states(), "best": best, "records": self.records},
+                           state_path)
+            acc.wait_for_everyone()
+            self.write_results()
+            acc.print(_summary(record, self.metric))
+            if finished:
+                break
+        self.best[phase.name] = best
+        return best
+
+    def _anneal(self, phase: Phase, epoch: int, step: int, total: int) -> tuple[int | None, float | None]:
+        if phase.objective != "anneal":
+            return None, None
+        i, n = (min(step, total - 1), total) if phase.anneal_per_step else (epoch, phase.epochs)
+        t = temperature(i, n, phase.max_temperature)
+        return t, phi(t, phase.max_temperature)
+
+    def _loss(self, model, phase: Phase, batch, batches: Batches, mult: float | None) -> torch.Tensor:
+        logits = batches.student_logits(model, batch).float()
+        labels = batches.labels(batch)
+        if phase.objective == "task":
+            return task_loss(logits, labels)
+        targets = batches.teacher_logits(batch)
+        if phase.objective == "anneal":
+            return annealing_loss(logits, targets, mult, phase.anneal_reduction)
+        if phase.objective == "kd":
+            return hinton_kd_loss(logits, targets, labels, phase.kd_alpha, phase.kd_temperature)
+        raise ValueError(f"unknown objective {phase.objective!r}")
+
+    def _save_weights(self, model: nn.Module, path) -> None:
+        if self.acc.is_main_process:
+            save_weights(self.acc.unwrap_model(model).state_dict(), path)
+
+    # ---- across phases ---------------------------------------------------------------------
+    def load_best(self, model: nn.Module, phase_name: str) -> None:
+        """Load the best weights of a finished phase into ``model``."""
+        self.acc.wait_for_everyone()
+        self.acc.unwrap_model(model).load_state_dict(
+            load_weights(self.run / phase_name / "best.safetensors"))
+
+    def select(self, phase_names: list[str]) -> dict[str, Any]:
+        """The best epoch over the given phases by the selection metric (first one on ties)."""
+        candidates = [self.best[p] for p in phase_names]
+        return max(candidates, key=lambda b: b["metric"])
+
+    def final_entry(self, chosen: dict[str, Any], metrics: Metrics | None = None) -> dict[str, Any]:
+        """The ``final`` entry of results.json for the chosen epoch."""
+        return {"selected_by": self.metric, "selected_on": self.selected_on,
+                "selected_phase": chosen["phase"], "selected_epoch": chosen["epoch"],
+                "metrics": metrics if metrics is not None else chosen["eval"]}
+
+    def write_results(self, final: dict[str, Any] | None = None) -> None:
+        self.run.write_results(self.config, self.env, self.records, final, **self.extra)
+        if final is not None:
+            self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
+
+
+def _progress(loader, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _summary(r: dict[str, Any], metric: str) -> str:
+    anneal = f" T={r['temperature']} phi={r['phi']:.3f}" if r["phi"] is not None else ""
+    evals = " ".join(f"{k}={v:.4f}" for k, v in r["eval"].items())
+    return (f"[{r['phase']}] epoch {r['epoch']}{anneal} lr={r['lr']:.2e} "
+            f"train_loss={r['train_loss']:.4f} {evals} ({r['seconds']:.1f}s)")

@@ -1,0 +1,1 @@
+"""computer_vision_tasks."""
