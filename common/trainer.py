@@ -137,7 +137,6 @@ class Trainer:
             raise UsageError(f"{phase.name} needs at least 1 epoch, got {phase.epochs}")
         if phase.objective in ("anneal", "kd") and batches.teacher_logits is None:
             raise ValueError(f"phase {phase.name}: objective {phase.objective} needs teacher_logits")
-        sampler = getattr(loader, "sampler", None)
         optimizer = acc.prepare(phase.make_optimizer(model))
         loader = acc.prepare(loader)
         steps_per_epoch = math.ceil(len(loader) / acc.gradient_accumulation_steps)
@@ -169,8 +168,7 @@ class Trainer:
         for epoch in range(start, phase.epochs):
             tic = time.perf_counter()
             seed_everything(self.seed * 1009 + phase_seed + epoch, self.deterministic)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
+            loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
             model.train()
             temp, mult = self._anneal(phase, epoch, opt_steps, total)
             loss_sum = torch.zeros((), device=acc.device)

@@ -1,0 +1,98 @@
+"""Teacher logits computed once per example and cached on disk.
+
+The cache key is a hash of the teacher checkpoint's content (config and weight files), the task
+and the teacher's token ids of every example. The token ids stand for the data, the teacher's
+tokenizer, ``--do_lower_case`` and ``--max_seq_length`` at once: any change gives a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.checkpoint import atomic_write
+from common.trainer import freeze, predict
+from NLP_glue_tasks.data import model_inputs
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "annealing-kd" / "teacher_logits"
+
+
+def model_identity(path: str, cache_dir: str | None = None) -> str:
+    """sha256 of a checkpoint's config.json and weight files (a local folder or a hub id)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        from transformers.utils import cached_file
+
+        folder = Path(cached_file(path, "config.json", cache_dir=cache_dir)).parent
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.name == "config.json" or f.suffix in WEIGHT_SUFFIXES:
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):  # noqa: B023
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def inputs_hash(feats: list[dict[str, Any]]) -> str:
+    """sha256 of every example's token ids (and segment ids)."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for f in feats:
+        for k in ("input_ids", "token_type_ids"):
+            if k in f:
+                h.update(np.asarray(f[k], dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
+                  feats: list[dict[str, Any]], collator, batch_size: int, cache_dir: str | Path,
+                  tag: str, overwrite: bool = False) -> torch.Tensor:
+    """Logits (N, C) of a frozen model on ``feats``, in order, from the cache or computed once
+    (in DDP each process computes its shard; the main process writes the file)."""
+    from safetensors.torch import load_file, save_file
+    from torch.utils.data import DataLoader
+
+    key = hashlib.sha256(f"{identity}|{task}|{inputs_hash(feats)}".encode()).hexdigest()[:32]
+    path = Path(cache_dir) / f"{key}.safetensors"
+    if path.is_file() and not overwrite:
+        logits = load_file(str(path))["logits"]
+        if logits.size(0) == len(feats):
+            acc.print(f"{tag}: reusing cached logits {path}")
+            return logits
+    tic = time.perf_counter()
+    model = freeze(load_model()).to(acc.device)
+    loader = acc.prepare(DataLoader(feats, batch_size=batch_size, shuffle=False, collate_fn=collator))
+    amp = torch.bfloat16 if acc.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast(acc.device.type, dtype=amp, enabled=acc.device.type == "cuda"):
+        logits, index = predict(acc, model, _progress(loader, tag, acc.is_main_process),
+                                lambda m, b: m(**model_inputs(b)).logits, lambda b: b["index"])
+    out = torch.empty(len(feats), logits.size(1))
+    out[index] = logits
+    if acc.is_main_process:
+        atomic_write(path, lambda tmp: save_file({"logits": out.contiguous()}, tmp,
+                                                 metadata={"tag": tag, "task": task}))
+    acc.wait_for_everyone()
+    acc.print(f"{tag}: logits of {len(feats)} examples computed in "
+              f"{time.perf_counter() - tic:.1f}s, cached in {path}")
+    del model
+    return out
+
+
+def _progress(loader, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

@@ -1,0 +1,28 @@
+"""GLUE dev metrics with scikit-learn and scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from NLP_glue_tasks.tasks import Task
+
+
+def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray, suffix: str = "") -> dict[str, float]:
+    """The task's metrics (``Task.metrics``) from logits (N, C) and labels (N,)."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if task.is_regression:
+        preds = logits.reshape(-1)
+        values = {"pearson": float(pearsonr(preds, labels)[0]),
+                  "spearman": float(spearmanr(preds, labels)[0])}
+    else:
+        preds = logits.argmax(-1)
+        labels = labels.astype(np.int64)
+        values = {"accuracy": float(accuracy_score(labels, preds))}
+        if "f1" in task.metrics:
+            values["f1"] = float(f1_score(labels, preds))
+        if "mcc" in task.metrics:
+            values["mcc"] = float(matthews_corrcoef(labels, preds))
+    return {f"{k}{suffix}": values[k] for k in task.metrics}

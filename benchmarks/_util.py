@@ -1,0 +1,80 @@
+"""Small helpers shared by the benchmarks: device, timing, alternating repeats, tables."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when visible, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(runs: dict[str, Callable[[], int]], repeats: int, device: torch.device,
+              warmup: dict[str, Callable[[], int]] | None = None) -> dict[str, list[float]]:
+    """Run each function once untimed (``warmup`` if given), then ``repeats`` rounds in turn:
+    A, B, C, A, B, C, ... Each function returns how many examples it processed; the result is
+    examples/second per round."""
+    for name, fn in (warmup or runs).items():
+        print(f"  warm-up: {name}", flush=True)
+        fn()
+        sync(device)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name, fn in runs.items():
+            sync(device)
+            tic = time.perf_counter()
+            n = fn()
+            sync(device)
+            rates[name].append(n / (time.perf_counter() - tic))
+        print(f"  round {r + 1}/{repeats}: "
+              + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()), flush=True)
+    return rates
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A plain fixed-width table (markdown-compatible)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+             for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _fmt(c: object) -> str:
+    if isinstance(c, float):
+        return f"{c:,.2f}" if abs(c) < 100 else f"{c:,.1f}"
+    return str(c)
+
+
+def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return "MET" if ok else "MISSED"
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, " \
+           f"{torch.get_num_threads()} torch threads"

@@ -1,0 +1,132 @@
+"""Command line of the CIFAR pipeline: the original flags (both ``-`` and ``_`` spellings) and ours.
+
+No heavy imports here: ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common.errors import UsageError
+
+DATASET_NAMES = ["cifar10", "cifar100", "mnist", "fashion-mnist", "fake"]
+METHODS = ["annealing", "kd", "scratch", "takd"]
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad arguments become a one-line :class:`UsageError` (exit 2), not usage + SystemExit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message}; see --help")
+
+
+def _add(parser: argparse._ActionsContainer, *names: str, **kwargs) -> None:
+    """Add a flag under each given name and its ``-``/``_`` twin."""
+    spelled: list[str] = []
+    for name in names:
+        body = name[2:]
+        for variant in (name, "--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
+            if variant not in spelled:
+                spelled.append(variant)
+    parser.add_argument(*spelled, **kwargs)
+
+
+def build_parser() -> Parser:
+    p = Parser(
+        prog="annealing_kd_train.py",
+        description="Annealing-KD on CIFAR-10/100 (and MNIST, Fashion-MNIST): trains or loads the "
+        "teacher, then trains the student by --method. Every flag also accepts its '_' or '-' twin.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("original flags")
+    _add(g, "--dataset", default="cifar100", help=f"one of {', '.join(DATASET_NAMES)}")
+    _add(g, "--dataset-dir", default="./data", help="where the datasets are (or are downloaded to)")
+    _add(g, "--teacher", default="resnet110", help="resnet8/14/20/26/32/44/56/110, plane2/4/6/8/10")
+    _add(g, "--student", "--model", default="resnet8", help="student architecture")
+    _add(g, "--teacher_epochs", type=int, default=200, help="epochs to train the teacher")
+    _add(g, "--student_epochs_p1", type=int, default=200, help="annealing phase-1 epochs")
+    _add(g, "--student_epochs_p2", type=int, default=100, help="annealing phase-2 epochs")
+    _add(g, "--max_temperature", type=int, default=10, help="tau_max of the annealing schedule")
+    _add(g, "--batch-size", type=int, default=128, help="training batch size (per process)")
+    _add(g, "--learning-rate", type=float, default=0.1,
+         help="SGD lr of ResNets: lr, lr/10 at 1/2, lr/100 at 3/4 of each phase; plain CNNs: "
+         "constant lr/10 (0.01 by default, as the original)")
+    _add(g, "--momentum", type=float, default=0.9, help="SGD momentum")
+    _add(g, "--weight-decay", type=float, default=1e-4, help="SGD weight decay")
+    _add(g, "--teacher-checkpoint", default="",
+         help="trained teacher: our .safetensors or the original's {'model_state_dict': ...} file")
+    _add(g, "--cuda", dest="device", action="store_const", const="cuda",
+         help="same as --device cuda")
+
+    o = p.add_argument_group("ours")
+    _add(o, "--method", default="annealing", help=f"one of {', '.join(METHODS)}")
+    _add(o, "--assistant", default=None, help="TAKD's teacher assistant (e.g. resnet20)")
+    _add(o, "--student-epochs", type=int, default=None,
+         help="epochs of the student for scratch/kd/takd (default: p1 + p2, Annealing-KD's budget)")
+    _add(o, "--assistant-epochs", type=int, default=None,
+         help="epochs of the TAKD assistant (default: --student-epochs)")
+    _add(o, "--kd-alpha", type=float, default=0.5, help="weight of the soft term in Hinton KD")
+    _add(o, "--kd-temperature", type=float, default=5.0, help="temperature of Hinton KD")
+    _add(o, "--anneal-per-step", action="store_true",
+         help="step the annealing temperature per optimizer step instead of per epoch")
+    _add(o, "--val-size", type=int, default=None,
+         help="training images held out for checkpoint selection (default: 5000, at most a tenth "
+         "of the images used); 0 selects on the test set as the paper did")
+    _add(o, "--train-subset", type=int, default=None, help="train on only N images (quick runs)")
+    _add(o, "--seed", type=int, default=20, help="seed of initialisation, data order and split")
+    _add(o, "--output-dir", default=None,
+         help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
+    _add(o, "--overwrite-output-dir", action="store_true", help="replace a run in --output-dir")
+    _add(o, "--resume", action="store_true", help="continue the run in --output-dir")
+    _add(o, "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
+    _add(o, "--channels-last", action="store_true", help="channels-last memory format")
+    _add(o, "--num-workers", type=int, default=4, help="data-loading worker processes")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad settings before anything is loaded or trained."""
+    if args.dataset not in DATASET_NAMES:
+        raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if args.method not in METHODS:
+        raise UsageError(f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}")
+    if args.method == "takd" and not args.assistant:
+        raise UsageError("--method takd needs a teacher assistant; pass e.g. --assistant resnet20")
+    if args.student_epochs is None:
+        args.student_epochs = args.student_epochs_p1 + args.student_epochs_p2
+    if args.assistant_epochs is None:
+        args.assistant_epochs = args.student_epochs
+    epochs = {"--student_epochs_p1": args.student_epochs_p1,
+              "--student_epochs_p2": args.student_epochs_p2} if args.method == "annealing" else {
+              "--student-epochs": args.student_epochs}
+    if args.method != "scratch" and not args.teacher_checkpoint:
+        epochs["--teacher_epochs"] = args.teacher_epochs
+    if args.method == "takd":
+        epochs["--assistant-epochs"] = args.assistant_epochs
+    for flag, n in epochs.items():
+        if n < 1:
+            raise UsageError(f"{flag} must be at least 1, got {n}")
+    if args.method == "annealing":
+        if args.max_temperature < 1:
+            raise UsageError(f"--max_temperature must be at least 1, got {args.max_temperature}")
+        if not args.anneal_per_step and args.max_temperature > args.student_epochs_p1:
+            raise UsageError(
+                f"--max_temperature {args.max_temperature} exceeds --student_epochs_p1 "
+                f"{args.student_epochs_p1}: each temperature needs at least one epoch; lower "
+                "--max_temperature, raise --student_epochs_p1, or pass --anneal-per-step")
+    for flag, value in (("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate)):
+        if value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    if args.num_workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if args.resume and args.overwrite_output_dir:
+        raise UsageError("--resume and --overwrite-output-dir contradict each other; pass one")
+    if args.output_dir is None:
+        args.output_dir = f"runs/{args.dataset}-{args.method}-{args.teacher}-{args.student}"
