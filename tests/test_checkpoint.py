@@ -7,7 +7,14 @@ import textwrap
 import pytest
 import torch
 
-from common.checkpoint import load_state, load_weights, rng_states, save_state, save_weights, set_rng_states
+from common.checkpoint import (
+    load_state,
+    load_weights,
+    rng_states,
+    save_state,
+    save_weights,
+    set_rng_states,
+)
 from common.errors import UsageError
 from common.seeding import EpochShuffleSampler
 

@@ -14,12 +14,12 @@ MODULES = ["NLP_glue_tasks.annealing_kd_glue", "computer_vision_tasks.annealing_
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_help_from_repo_root_without_heavy_imports(script):
     code = (
-        "import runpy, sys; sys.argv = [%r, '--help']\n"
-        "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+        f"import runpy, sys; sys.argv = [{script!r}, '--help']\n"
+        f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-    ) % (script, script)
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
