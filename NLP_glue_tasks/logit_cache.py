@@ -75,7 +75,8 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
             return logits
     tic = time.perf_counter()
     model = freeze(load_model()).to(acc.device)
-    loader = acc.prepare(DataLoader(feats, batch_size=batch_size, shuffle=False, collate_fn=collator))
+    by_length = sorted(feats, key=lambda f: len(f["input_ids"]))  # less padding; "index" keeps order
+    loader = acc.prepare(DataLoader(by_length, batch_size=batch_size, shuffle=False, collate_fn=collator))
     amp = torch.bfloat16 if acc.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     with torch.autocast(acc.device.type, dtype=amp, enabled=acc.device.type == "cuda"):
         logits, index = predict(acc, model, _progress(loader, tag, acc.is_main_process),

@@ -26,3 +26,22 @@ def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray, suffix: 
         if "mcc" in task.metrics:
             values["mcc"] = float(matthews_corrcoef(labels, preds))
     return {f"{k}{suffix}": values[k] for k in task.metrics}
+
+
+def label_order_hint(task: Task, logits: np.ndarray, labels: np.ndarray, margin: float = 0.2) -> str | None:
+    """A warning when the teacher's dev accuracy is far better under another label order: the
+    sign of a teacher fine-tuned with other label ids (its config cannot always tell)."""
+    from itertools import permutations
+
+    if task.is_regression:
+        return None
+    preds, labels = np.asarray(logits).argmax(-1), np.asarray(labels).astype(np.int64)
+    acc = {p: float((np.asarray(p)[preds] == labels).mean()) for p in permutations(range(task.num_labels))}
+    best = max(acc, key=acc.get)
+    ident = tuple(range(task.num_labels))
+    if acc[best] - acc[ident] < margin:
+        return None
+    names = [task.labels[i] for i in best]
+    return (f"warning: the teacher's dev accuracy is {acc[ident]:.3f} with the label order "
+            f"{list(task.labels)} but {acc[best]:.3f} if its outputs meant {names}: was it "
+            "fine-tuned with another label order (e.g. an old run_glue.py for MNLI)?")

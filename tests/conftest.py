@@ -13,6 +13,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests use tiny models: one intra-op thread is far faster than two on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """The CLIs create an Accelerator per run; in one test process that state must be reset."""
     yield

@@ -1,0 +1,128 @@
+"""GLUE pieces without training: task table, TSV reading, metrics, logit-cache keys, --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from glue_fixtures import HEADERS, write_glue
+
+from common.errors import UsageError
+from NLP_glue_tasks.data import read_tsv, task_dir
+from NLP_glue_tasks.metrics import compute_metrics, label_order_hint
+from NLP_glue_tasks.tasks import TASKS, get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys; import NLP_glue_tasks.annealing_kd_glue as m; "
+            "print(sorted(k for k in ('torch', 'transformers', 'datasets') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stderr
+    out = subprocess.run([sys.executable, "NLP_glue_tasks/annealing_kd_glue.py", "--help"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "--num_train_epochs_phase_1" in out.stdout
+
+
+def test_task_table_matches_the_paper():
+    assert set(TASKS) == {"cola", "sst-2", "mrpc", "sts-b", "qqp", "mnli", "qnli", "rte", "wnli"}
+    sel = {k: t.selection for k, t in TASKS.items()}
+    assert sel == {"cola": "mcc", "sst-2": "accuracy", "mrpc": "f1", "sts-b": "pearson",
+                   "qqp": "accuracy", "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy",
+                   "wnli": "accuracy"}
+    assert get_task("SST2") is TASKS["sst-2"] and get_task("STS-B").is_regression
+    assert TASKS["mnli"].dev == ("dev_matched", "dev_mismatched")
+    for t in TASKS.values():
+        assert len(t.labels) == len(t.tsv_labels) and t.selection in t.metrics
+    with pytest.raises(UsageError, match="unknown task"):
+        get_task("squad")
+
+
+def test_metrics_hand_computed():
+    # preds 1 1 0 0 vs labels 1 0 0 0: TP 1, FP 1, TN 2, FN 0
+    logits = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], dtype=float)
+    labels = np.array([1, 0, 0, 0])
+    m = compute_metrics(TASKS["mrpc"], logits, labels)
+    assert m["accuracy"] == pytest.approx(0.75) and m["f1"] == pytest.approx(2 / 3)
+    mcc = compute_metrics(TASKS["cola"], logits, labels)["mcc"]
+    assert mcc == pytest.approx((1 * 2 - 1 * 0) / np.sqrt(2 * 1 * 3 * 2))
+    # STS-B: predictions 1 2 3 4 vs 2 4 6 9: Pearson by hand, Spearman 1 (same order)
+    x, y = np.array([1.0, 2, 3, 4]), np.array([2.0, 4, 6, 9])
+    r = ((x - x.mean()) * (y - y.mean())).sum() / np.sqrt(((x - x.mean()) ** 2).sum() * ((y - y.mean()) ** 2).sum())
+    m = compute_metrics(TASKS["sts-b"], x[:, None], y)
+    assert m == {"pearson": pytest.approx(r), "spearman": pytest.approx(1.0)}
+    m = compute_metrics(TASKS["mnli"], np.eye(3), np.array([0, 1, 1]), "_mm")
+    assert m == {"accuracy_mm": pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize("folder", list(HEADERS))
+def test_read_every_task_tsv(tmp_path, folder):
+    task = next(t for t in TASKS.values() if t.folder == folder)
+    write_glue(tmp_path, folder, n_train=10, n_dev=6, n_test=4)
+    d = task_dir(tmp_path, task)  # the GLUE root is accepted too
+    assert d == tmp_path / folder
+    for split in ("train", *task.dev):
+        ex = read_tsv(d / f"{split}.tsv", task, split)
+        assert len(ex) == (10 if split == "train" else 6) and ex.labels is not None
+        assert (ex.text_b is None) == (task.text_b is None)
+        if task.is_regression:
+            assert all(isinstance(v, float) and 0 <= v <= 5 for v in ex.labels)
+        else:
+            assert set(ex.labels) <= set(range(task.num_labels))
+    for split in task.test:
+        ex = read_tsv(d / f"{split}.tsv", task, split)
+        assert ex.labels is None and ex.ids == [str(i) for i in range(4)]
+
+
+def test_tsv_quotes_kept_and_bad_rows(tmp_path):
+    task = TASKS["qqp"]
+    rows = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
+            '0\t1\t2\tis "this\tor "that" so?\t1', "1\t1\t2\tbroken line", "2\t1\t2\ta\tb\t0"]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    ex = read_tsv(tmp_path / "train.tsv", task, "train")
+    assert ex.text_a == ['is "this', "a"] and ex.text_b == ['or "that" so?', "b"] and ex.labels == [1, 0]
+    (tmp_path / "dev.tsv").write_text("id\tquestion1\tquestion2\tlabel\n0\ta\tb\t1\n")
+    with pytest.raises(UsageError, match="no column 'is_duplicate'"):
+        read_tsv(tmp_path / "dev.tsv", task, "dev")
+    (tmp_path / "dev.tsv").write_text(rows[0] + "\n0\t1\t2\ta\tb\tmaybe\n")
+    with pytest.raises(UsageError, match="label 'maybe'"):
+        read_tsv(tmp_path / "dev.tsv", task, "dev")
+    with pytest.raises(UsageError, match="does not exist"):
+        read_tsv(tmp_path / "nope.tsv", task, "train")
+
+
+def test_original_readme_command_parses():
+    from NLP_glue_tasks.annealing_kd_glue import check_args
+    from NLP_glue_tasks.cli import build_parser
+
+    cmd = ("--model_type roberta --teacher_model_name_or_path /t --student_model_name_or_path "
+           "distilroberta-base --task_name RTE --do_train --do_eval --evaluate_during_training "
+           "--data_dir /glue/RTE --max_seq_length 128 --per_gpu_train_batch_size 32 "
+           "--learning_rate 2e-5 --num_train_epochs_phase_1 14 --num_train_epochs_phase_2 4.0 "
+           "--max_temperature 7 --output_dir /out --overwrite_output_dir --fp16 --seed 42 "
+           "--local_rank -1 --gradient_accumulation_steps 1 --weight_decay 0.0 --adam_epsilon 1e-8 "
+           "--max_grad_norm 1.0 --warmup_steps 0 --logging_steps 50 --save_steps 50 "
+           "--per_gpu_eval_batch_size 8 --overwrite_cache --do_lower_case")
+    args = build_parser().parse_args(cmd.split())
+    assert (args.method, args.num_train_epochs_phase_1, args.num_train_epochs_phase_2) == ("annealing", 14, 4)
+    check_args(args, get_task(args.task_name))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*cmd.split(), "--num_train_epochs_phase_2", "2.5"])
+    args.method = "takd"
+    with pytest.raises(UsageError, match="assistant"):
+        check_args(args, get_task("rte"))
+
+
+def test_label_order_hint():
+    task = TASKS["mnli"]
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    teacher_ids = np.array([1, 2, 0])[labels]  # a teacher that says 1 for entailment, ...
+    logits = np.eye(3)[teacher_ids]
+    hint = label_order_hint(task, logits, labels)
+    assert hint and "['contradiction', 'entailment', 'neutral']" in hint
+    assert label_order_hint(task, np.eye(3)[labels], labels) is None
+    assert label_order_hint(TASKS["sts-b"], labels[:, None].astype(float), labels) is None
