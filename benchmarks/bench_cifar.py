@@ -1,0 +1,304 @@
+"""CIFAR benchmark: phase 1 of Annealing-KD, ours against the original's way (images/s).
+
+- ours:      the teacher (``common.trainer.frozen_logits``: eval mode, ``torch.inference_mode``)
+             gives the targets; a student step with the shared ``common.losses.annealing_loss``;
+             optionally channels_last, bf16 autocast, ``torch.compile`` and the GPU-resident
+             loader (``computer_vision_tasks.gpu_data.GpuLoader``).
+- original:  as the original script: teacher in eval mode but with autograd on and its
+             parameters wanting gradients, ``F.mse_loss(student(x), teacher(x) * T / T_max)``
+             and ``loss.backward()``, so the backward runs through the whole teacher (its
+             gradients pile up unused); fp32, NCHW, torchvision transforms on the CPU.
+
+``--mode teacher`` / ``--mode student`` time plain cross-entropy training of one model instead
+(teacher training and phase 2), for estimating a whole table row.
+
+Data: ``tensors`` (pre-made batches on the device: the training step alone), ``torchvision``
+(the CPU path: uint8 arrays -> PIL -> RandomCrop/Flip/ToTensor/Normalize in a DataLoader) or
+``gpu`` (GpuLoader). The original's way reads ``tensors`` when ours does, else ``torchvision``.
+
+    python benchmarks/bench_cifar.py --batches 4 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CIFAR_TRAIN = 50_000
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default="phase1", choices=["phase1", "teacher", "student"])
+    p.add_argument("--teacher", default="resnet110")
+    p.add_argument("--student", default="resnet8")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=4, help="batches in one timed round")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds of each loop")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", default="none", choices=["none", "bf16"], help="autocast for ours")
+    p.add_argument("--layout", default="both", choices=["nchw", "channels_last", "both"],
+                   help="memory format(s) of ours; 'both' times each")
+    p.add_argument("--data", default="tensors", choices=["tensors", "torchvision", "gpu"],
+                   help="where ours reads its batches")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (torchvision)")
+    p.add_argument("--compile", action="store_true", help="torch.compile ours' models")
+    p.add_argument("--skip-original", action="store_true")
+    p.add_argument("--max-temperature", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default); 1 is steadier on a busy machine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def ours_step(student, targets, opt, x, phi: float, amp):
+    """One phase-1 step of ours: frozen targets (no autograd), student forward/backward/update."""
+    from common.losses import annealing_loss
+
+    with amp:
+        t = targets(x)
+        s = student(x)
+    loss = annealing_loss(s.float(), t, phi)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def original_step(student, teacher, opt, x, T: int, max_temperature: int):
+    """One phase-1 step exactly as the original script: the teacher (eval mode, parameters
+    wanting gradients) runs with autograd on and the backward goes through it."""
+    import torch.nn.functional as F
+
+    opt.zero_grad()
+    output = student(x)
+    teacher_outputs = teacher(x)
+    loss = F.mse_loss(output, teacher_outputs * T / max_temperature)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def calibrate_bn(model, x) -> None:
+    """Set every BatchNorm's running statistics from one batch (an untrained deep ResNet in eval
+    mode has exploding logits, which would make the losses overflow)."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch sets the statistics exactly
+    with torch.no_grad():
+        model.train()(x)
+    for m in bns:
+        m.momentum = 0.1
+    model.eval()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import copy
+    import json
+
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from benchmarks._util import alternate, machine, median, resolve_device, table, verdict
+    from common.losses import task_loss
+    from common.trainer import frozen_logits
+    from computer_vision_tasks.data import ArrayImages, get_spec, transforms_for
+    from computer_vision_tasks.gpu_data import GpuLoader, from_hwc
+    from computer_vision_tasks.models import create_model
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.data == "gpu" and device.type != "cuda":
+        print("note: --data gpu on the CPU: GpuLoader runs on CPU tensors")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    spec = get_spec("cifar10")
+    n = args.batch_size * args.batches
+    rng = np.random.default_rng(args.seed)
+    hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, args.num_classes, n)
+
+    # ---- data sources: each is a callable returning an iterable of (x, y) on the device ----
+    gen = torch.Generator().manual_seed(args.seed)
+    pool = [(torch.randn(args.batch_size, 3, 32, 32, generator=gen).to(device),
+             torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device))
+            for _ in range(args.batches)]
+    tv_loader = DataLoader(ArrayImages(hwc, labels, transforms_for(spec, train=True)),
+                           batch_size=args.batch_size, shuffle=True,
+                           num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+                           pin_memory=device.type == "cuda")
+
+    def torchvision_batches():
+        for x, y in tv_loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    gpu_loaders = {cl: GpuLoader(from_hwc(hwc), labels, args.batch_size, spec.mean, spec.std,
+                                 train=True, seed=args.seed, device=device, channels_last=cl)
+                   for cl in (False, True)}
+    epoch = [0]
+
+    def gpu_batches(cl: bool):
+        loader = gpu_loaders[cl]
+        epoch[0] += 1
+        loader.set_epoch(epoch[0])
+        return loader
+
+    def source(kind: str, cl: bool):
+        if kind == "tensors":
+            return lambda: pool
+        if kind == "torchvision":
+            return torchvision_batches
+        return lambda: gpu_batches(cl)
+
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+    layouts = {"nchw": [False], "channels_last": [True], "both": [False, True]}[args.layout]
+
+    def sgd(model):
+        return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def prepare(model, cl: bool):
+        model = copy.deepcopy(model).to(device)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if args.compile else model
+
+    teacher0 = create_model(args.teacher, args.num_classes)
+    student0 = create_model(args.student, args.num_classes)
+    calibrate_bn(teacher0, pool[0][0].cpu())  # sane eval-mode logits, as a trained teacher's
+    phi = 0.5  # any fixed multiplier: the cost does not depend on it
+    losses: dict[str, float] = {}
+    runs, describe = {}, {}
+
+    def ours_phase1(cl: bool):
+        student, teacher = prepare(student0, cl), prepare(teacher0, cl)
+        student.train()
+        opt = sgd(student)
+        targets = frozen_logits(teacher, lambda m, x: m(x))
+        batches = source(args.data, cl)
+        name = f"ours ({'channels_last' if cl else 'NCHW'})"
+
+        def run(limit: int | None = None) -> int:
+            seen = 0
+            for b, (x, _) in enumerate(batches()):
+                if limit is not None and b >= limit:
+                    break
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                loss = ours_step(student, targets, opt, x, phi, amp)
+                seen += len(x)
+            losses[name] = loss.item()
+            return seen
+
+        return name, run
+
+    def plain_training(which: str, cl: bool):
+        model = prepare(teacher0 if which == "teacher" else student0, cl).train()
+        opt = sgd(model)
+        batches = source(args.data, cl)
+        name = f"{which} training ({'channels_last' if cl else 'NCHW'})"
+
+        def run(limit: int | None = None) -> int:
+            seen = 0
+            for b, (x, y) in enumerate(batches()):
+                if limit is not None and b >= limit:
+                    break
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with amp:
+                    out = model(x)
+                loss = task_loss(out.float(), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                seen += len(x)
+            losses[name] = loss.item()
+            return seen
+
+        return name, run
+
+    if args.mode == "phase1":
+        for cl in layouts:
+            name, fn = ours_phase1(cl)
+            runs[name] = fn
+        if not args.skip_original:
+            student = copy.deepcopy(student0).to(device).train()
+            # the original: eval mode, autograd on, parameters wanting gradients (never zeroed)
+            teacher = copy.deepcopy(teacher0).to(device).eval().requires_grad_(True)
+            opt = sgd(student)
+            ref_batches = source("tensors" if args.data == "tensors" else "torchvision", False)
+            T = args.max_temperature // 2
+
+            def original(limit: int | None = None) -> int:
+                seen = 0
+                for b, (x, _) in enumerate(ref_batches()):
+                    if limit is not None and b >= limit:
+                        break
+                    loss = original_step(student, teacher, opt, x, T, args.max_temperature)
+                    seen += len(x)
+                losses["original"] = loss.item()
+                return seen
+
+            runs["original"] = original
+        describe = {"teacher": args.teacher, "student": args.student}
+    else:
+        for cl in layouts:
+            name, fn = plain_training(args.mode, cl)
+            runs[name] = fn
+        describe = {args.mode: args.teacher if args.mode == "teacher" else args.student}
+
+    print(f"CIFAR {args.mode} benchmark: {describe}, batch {args.batch_size}, {args.batches} "
+          f"batches per round, {args.repeats} repeats, {device}, amp {args.amp}, data "
+          f"{args.data}{', compiled' if args.compile else ''}", flush=True)
+    warm = {k: (lambda fn=fn: fn(1)) for k, fn in runs.items()}
+    rates, cpu_rates = alternate(runs, args.repeats, device, warmup=warm)
+    med = {k: median(v) for k, v in rates.items()}
+    cpu = {k: median(v) for k, v in cpu_rates.items()} if device.type == "cpu" else None
+    ref = med.get("original")
+    headers = ["loop", "images/s", "epoch s (50k)"] + (["vs original"] if ref else [])
+    rows = [[k, v, CIFAR_TRAIN / v] + ([v / ref] if ref else []) for k, v in med.items()]
+    if cpu:
+        headers += ["images/CPU-s"] + (["vs original (CPU time)"] if ref else [])
+        for row, k in zip(rows, med, strict=True):
+            row += [cpu[k]] + ([cpu[k] / cpu["original"]] if ref else [])
+    print(f"\nmachine: {machine()} (a load average above the core count means other processes "
+          "competed for the cores: compare the CPU-time columns)")
+    print(table(headers, rows))
+    result = {"mode": args.mode, "machine": machine(), "device": str(device), "amp": args.amp,
+              "data": args.data, "compile": args.compile, "batch_size": args.batch_size,
+              "batches": args.batches, "repeats": args.repeats, **describe,
+              "images_per_s": med, "all_rates": rates, "images_per_cpu_s": cpu,
+              "last_loss": losses}
+    if ref:
+        best = max((k for k in med if k != "original"), key=med.get)
+        print(f"\nbest of ours ({best}) vs original: {med[best] / ref:.2f}x images/s "
+              f"(target >= 3: {verdict(med[best] / ref, 3)})"
+              + (f"; by CPU time {cpu[best] / cpu['original']:.2f}x" if cpu else ""))
+        result["ours_vs_original"] = {k: v / ref for k, v in med.items() if k != "original"}
+        if cpu:
+            result["ours_vs_original_cpu_time"] = {k: v / cpu["original"] for k, v in cpu.items()
+                                                   if k != "original"}
+    bad = {k: v for k, v in losses.items() if not np.isfinite(v)}
+    if bad:
+        print(f"warning: non-finite final loss in {bad}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

