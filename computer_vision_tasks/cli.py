@@ -55,7 +55,8 @@ def build_parser() -> Parser:
     _add(g, "--weight-decay", type=float, default=1e-4, help="SGD weight decay")
     _add(g, "--teacher-checkpoint", default="",
          help="trained teacher: our .safetensors or the original's {'model_state_dict': ...} file")
-    _add(g, "--cuda", dest="device", action="store_const", const="cuda", default="auto",
+    _add(g, "--cuda", dest="device", action="store_const", const="cuda",
+         default=argparse.SUPPRESS,
          help="same as --device cuda")
 
     o = p.add_argument_group("ours")

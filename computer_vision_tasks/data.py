@@ -42,7 +42,7 @@ DATASETS = {
     "fashion-mnist": Spec(10, 1, 28, (0.2860,), (0.3530,)),
     "fake": Spec(10, 3, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 }
-FAKE_TRAIN, FAKE_TEST = 2560, 256
+FAKE_TRAIN, FAKE_TEST = 2560, 128
 
 
 def get_spec(name: str) -> Spec:

@@ -12,15 +12,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tests use tiny models: one intra-op thread is far faster than two on a shared CPU."""
+def pytest_configure(config):
+    """Tests use tiny models: one intra-op thread is far faster than two on a shared 2-core CPU,
+    and one setting for the whole session keeps float sums identical between runs."""
     import torch
 
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
