@@ -196,6 +196,7 @@ class Pipeline:
         self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
                                evaluate=self.evaluate, selection_metric=task.selection,
                                selected_on="dev", seed=args.seed, resume=args.resume,
+                               deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
         self.trainer.extra["task"] = task.name
 

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--teacher_learning_rate", type=float, default=None,
                    help="default: --learning_rate")
     n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
     n.add_argument("--resume", action="store_true", help="continue an interrupted run")
     n.add_argument("--do_predict", action="store_true",
                    help="write test-set predictions as GLUE leaderboard TSVs to <output_dir>/predictions")

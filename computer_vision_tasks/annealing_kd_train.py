@@ -146,11 +146,20 @@ def train(args) -> int:
     if args.resume:
         check_same_run(run.read_results().get("config") or {}, vars(args))
 
-    train_loader = data.train_loader(splits.train, args.batch_size, args.seed, args.num_workers)
     eval_bs = 2 * args.batch_size
-    test_loader = acc.prepare(data.eval_loader(splits.test, eval_bs, args.num_workers))
-    sel_loader = (acc.prepare(data.eval_loader(splits.val, eval_bs, args.num_workers))
-                  if splits.val is not None else test_loader)
+    if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader:
+        # the whole dataset on the GPU, augmented there (one process; DDP uses the DataLoader)
+        def loader(ds, train: bool):
+            return data.gpu_loader(ds, spec, args.batch_size if train else eval_bs, train,
+                                   args.seed, acc.device, args.channels_last)
+    else:
+        def loader(ds, train: bool):
+            if train:
+                return data.train_loader(ds, args.batch_size, args.seed, args.num_workers)
+            return acc.prepare(data.eval_loader(ds, eval_bs, args.num_workers))
+    train_loader = loader(splits.train, True)
+    test_loader = loader(splits.test, False)
+    sel_loader = loader(splits.val, False) if splits.val is not None else test_loader
 
     def accuracy(model, loader, fwd=forward) -> float:
         logits, y = predict(acc, model, loader, fwd, labels)
@@ -162,7 +171,7 @@ def train(args) -> int:
     trainer = Trainer(acc, run, config=config, env=environment_info(),
                       evaluate=lambda m: {f"{split}_accuracy": accuracy(m, sel_loader)},
                       selection_metric=f"{split}_accuracy", selected_on=split, seed=args.seed,
-                      resume=args.resume)
+                      resume=args.resume, deterministic=args.deterministic)
 
     def phase(name: str, objective: str, epochs: int, arch: str, **extra) -> Phase:
         """SGD; ResNets: step decay restarting per phase; plain CNNs: constant lr/10."""

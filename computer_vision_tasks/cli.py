@@ -83,6 +83,10 @@ def build_parser() -> Parser:
     _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     _add(o, "--channels-last", action="store_true", help="channels-last memory format")
     _add(o, "--num-workers", type=int, default=4, help="data-loading worker processes")
+    _add(o, "--no-gpu-loader", action="store_true",
+         help="on CUDA, use the torchvision DataLoader instead of the GPU-resident loader "
+         "(whole dataset on the GPU, augmentation there; the default on one GPU)")
+    _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
     return p
 
 

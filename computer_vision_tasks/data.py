@@ -193,3 +193,26 @@ def train_loader(ds: Dataset, batch_size: int, seed: int, num_workers: int) -> D
 def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available())
+
+
+def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw uint8 images (N,C,H,W) and labels of a split (a ``Subset`` of a torchvision or
+    :class:`ArrayImages` dataset), without transforms."""
+    from computer_vision_tasks.gpu_data import from_hwc
+
+    base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
+    images, labels = from_hwc(base.data), torch.as_tensor(np.asarray(base.targets))
+    if idx is not None:
+        images, labels = images[idx], labels[idx]
+    return images, labels
+
+
+def gpu_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
+               channels_last: bool):
+    """A :class:`~computer_vision_tasks.gpu_data.GpuLoader` over a split: the same augmentation
+    as :func:`transforms_for` (crop with padding 4, flip where the dataset allows it)."""
+    from computer_vision_tasks.gpu_data import GpuLoader
+
+    images, labels = uint8_arrays(ds)
+    return GpuLoader(images, labels, batch_size, spec.mean, spec.std, train=train, seed=seed,
+                     device=device, channels_last=channels_last, flip=spec.flip)

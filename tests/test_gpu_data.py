@@ -163,3 +163,21 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
     trainer.fit(model, phase, train, batches)
     assert seen == [0, 1]
     assert [r["epoch"] for r in trainer.records] == [1, 2]
+
+
+def test_cli_wiring_gpu_loader_matches_the_dataloader_on_a_split():
+    """data.gpu_loader (what the CIFAR CLI uses on one GPU) serves the same held-out images,
+    normalised the same way, as the torchvision DataLoader path, and every training image once."""
+    from computer_vision_tasks import data
+
+    spec = data.get_spec("fake")
+    splits = data.make_splits("fake", "unused", val_size=40, train_subset=100, seed=3)
+    ref = torch.cat([x for x, _ in data.eval_loader(splits.val, 16, 0)])
+    ref_y = torch.cat([y for _, y in data.eval_loader(splits.val, 16, 0)])
+    ours = list(data.gpu_loader(splits.val, spec, 16, False, 3, "cpu", False))
+    assert torch.allclose(torch.cat([x for x, _ in ours]), ref, atol=1e-6)
+    assert torch.equal(torch.cat([y for _, y in ours]), ref_y)
+    train = data.gpu_loader(splits.train, spec, 32, True, 3, "cpu", True)
+    labels = torch.cat([y for _, y in train])
+    _, all_labels = data.uint8_arrays(splits.train)
+    assert len(labels) == 100 and torch.equal(labels.sort().values, all_labels.sort().values)
