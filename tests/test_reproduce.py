@@ -1,0 +1,199 @@
+"""reproduce/run_table.py: the plan of each table, the report, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reproduce import run_table as rt  # noqa: E402
+
+TINY = ("--dataset fake --train-subset 160 --val-size 32 --batch-size 32 --num-workers 0 "
+        "--device cpu")
+
+
+def _commands(capsys, *argv: str) -> list[list[str]]:
+    assert rt.main([*argv, "--dry-run"]) == 0
+    return [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def test_cifar_dry_run_every_row(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "cifar10", "--seeds", "3", "--scale", "0.05",
+                     "--out", str(tmp_path))
+    assert len(cmds) == 1 + 5 * 3  # teacher once; assistant, alone, KD, TAKD, Annealing per seed
+    teacher = cmds[0]
+    assert _flag(teacher, "--method") == "scratch" and _flag(teacher, "--student") == "resnet110"
+    assert _flag(teacher, "--student-epochs") == "10"  # 200 * 0.05
+    t_ckpt = str(tmp_path / "cifar10" / "teacher" / "student" / "best.safetensors")
+    by_out = {Path(_flag(c, "--output-dir")).name: c for c in cmds}
+    assert set(by_out) == {"teacher", *(f"{k}-s{s}" for k in ("kd", "takd", "annealing") for s in
+                                        range(3)), *(f"assistant-resnet20-s{s}" for s in range(3)),
+                           *(f"scratch-resnet8-s{s}" for s in range(3))}
+    for seed in range(3):
+        kd, ann, takd = by_out[f"kd-s{seed}"], by_out[f"annealing-s{seed}"], by_out[f"takd-s{seed}"]
+        assert _flag(kd, "--teacher-checkpoint") == t_ckpt == _flag(ann, "--teacher-checkpoint")
+        assert _flag(kd, "--seed") == str(seed) and _flag(kd, "--student-epochs") == "20"
+        assert _flag(ann, "--student_epochs_p1") == "10" and _flag(ann, "--max_temperature") == "10"
+        assert "--anneal-per-step" not in ann
+        assistant = by_out[f"assistant-resnet20-s{seed}"]
+        assert _flag(takd, "--teacher") == "resnet20" == _flag(assistant, "--student")
+        assert _flag(takd, "--teacher-checkpoint") == str(
+            Path(_flag(assistant, "--output-dir")) / "student" / "best.safetensors")
+        assert _flag(by_out[f"scratch-resnet8-s{seed}"], "--method") == "scratch"
+    assert all(_flag(c, "--dataset") == "cifar10" for c in cmds)
+
+
+def test_few_epochs_anneal_per_step(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "cifar100", "--seeds", "1", "--scale", "0.01",
+                     "--out", str(tmp_path))
+    ann = [c for c in cmds if _flag(c, "--method") == "annealing"][0]
+    assert _flag(ann, "--student_epochs_p1") == "2" and "--anneal-per-step" in ann
+    assert rt.schedule({"teacher": 3, "p1": 14, "p2": 4, "tau": 7}, 0.05) == {
+        "teacher": 1, "p1": 1, "p2": 1, "tau": 7, "per_step": True}
+
+
+def test_fmnist_gap_shares_student_alone(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "fmnist-gap", "--seeds", "2", "--val-size", "5000",
+                     "--out", str(tmp_path))
+    teachers = [_flag(c, "--student") for c in cmds if c[-1].endswith("teacher")]
+    assert teachers == ["resnet20", "resnet56", "resnet110"]
+    scratch = [c for c in cmds if _flag(c, "--method") == "scratch" and "--teacher" not in c
+               and not c[-1].endswith("teacher")]
+    assert len(scratch) == 2  # one per seed, shared by the three teacher columns
+    assert len(cmds) == 3 + 2 + 3 * 2 * 4  # teachers, alone, (assistant, KD, TAKD, Annealing)
+    assert all(_flag(c, "--val-size") == "5000" and _flag(c, "--dataset") == "fashion-mnist"
+               for c in cmds)
+    takd = [c for c in cmds if "takd" in c[-1]]
+    assert {_flag(c, "--teacher") for c in takd} == {"resnet14", "resnet20"}
+
+
+def test_glue_dry_run(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "glue-roberta", "--seeds", "2", "--tasks", "rte,sts-b",
+                     "--data-dir", "/glue", "--out", str(tmp_path))
+    assert len(cmds) == 2 * (1 + 2 * 5)  # per task: teacher; finetune, KD, assistant, TAKD, Anneal
+    teacher = cmds[0]
+    assert _flag(teacher, "--student_model_name_or_path") == "roberta-large"
+    assert _flag(teacher, "--data_dir") == "/glue/RTE" and _flag(teacher, "--task_name") == "rte"
+    ann = [c for c in cmds if _flag(c, "--method") == "annealing" and "sts-b" in c]
+    assert _flag(ann[0], "--teacher_model_name_or_path") == str(tmp_path / "sts-b" / "teacher" / "student")
+    assert (_flag(ann[0], "--num_train_epochs_phase_1"), _flag(ann[0], "--max_temperature")) == ("14", "7")
+    assert _flag(ann[0], "--student_model_name_or_path") == "distilroberta-base"
+
+
+def test_movie_reviews_dry_run_prepares_data(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "movie-reviews", "--seeds", "1", "--teacher", "/m/teacher",
+                     "--out", str(tmp_path))
+    assert cmds[0][2:4] == ["movie-reviews", "--out"] and cmds[1][2] == "small-student"
+    runs = cmds[2:]
+    assert [_flag(c, "--method") for c in runs] == ["finetune", "finetune", "kd", "annealing"]
+    assert _flag(runs[0], "--student_model_name_or_path") == "/m/teacher"
+    assert all(_flag(c, "--data_dir") == _flag(cmds[0], "--out") for c in runs)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--table", "cifar10", "--seeds", "0"], "--seeds must be at least 1"),
+    (["--table", "cifar10", "--scale", "0"], "--scale must be positive"),
+    (["--table", "cifar10", "--tasks", "rte"], "--tasks applies to"),
+    (["--table", "glue-bert", "--tasks", "nope"], "unknown task"),
+    (["--table", "cifar10", "--extra", "'unclosed"], "--extra is not a valid"),
+])
+def test_usage_errors(argv: list[str], message: str, capsys) -> None:
+    assert rt.main([*argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def _finish(run: rt.Run, value: float, key: str = "test_accuracy") -> None:
+    run.out.mkdir(parents=True, exist_ok=True)
+    final = {"selected_by": key, "metrics": {key: value}}
+    (run.out / "results.json").write_text(json.dumps({"final": final}))
+
+
+def test_report_mean_std_beside_published(tmp_path: Path, capsys) -> None:
+    """Fabricated results: KD 80/82/84 -> 82.00 ± 2.00; the teacher once; a missing cell."""
+    args = rt.build_parser().parse_args(["--table", "cifar10", "--seeds", "3", "--out", str(tmp_path)])
+    plan = rt.make_plan(args)
+    kd = [r for r in plan.runs if r.row == "KD"]
+    for run, value in zip(kd, [0.80, 0.82, 0.84], strict=True):
+        _finish(run, value)
+    _finish([r for r in plan.runs if r.row == "teacher"][0], 0.9)
+    alone = [r for r in plan.runs if r.row == "student alone"]
+    _finish(alone[0], 0.5)
+    _finish(alone[1], 0.6)
+    assert rt.main(["--table", "cifar10", "--seeds", "3", "--out", str(tmp_path),
+                    "--report-only"]) == 0
+    md = (tmp_path / "cifar10.md").read_text()
+    assert "| KD | 82.00 ± 2.00 | 88.45 |" in md
+    assert "| teacher | 90.00 | 93.80 |" in md
+    assert "| student alone | 55.00 ± 7.07 (n=2) | 88.44 |" in md
+    assert "| Annealing-KD | – | 89.44 |" in md
+    assert (tmp_path / "cifar10.png").stat().st_size > 1000
+    values = json.loads((tmp_path / "cifar10.json").read_text())["values"]
+    assert values["KD"]["CIFAR-10"] == {"0": 80.0, "1": 82.0, "2": 84.0}
+
+
+def test_glue_score_is_mean_over_tasks_per_seed(tmp_path: Path) -> None:
+    args = rt.build_parser().parse_args(["--table", "glue-bert", "--seeds", "2", "--tasks",
+                                         "cola,rte", "--out", str(tmp_path)])
+    plan = rt.make_plan(args)
+    got = {("cola", 0): (0.40, "mcc"), ("cola", 1): (0.50, "mcc"),
+           ("rte", 0): (0.60, "accuracy"), ("rte", 1): (0.80, "accuracy")}
+    for run in plan.runs:
+        if run.row == "KD":
+            value, key = got[(run.out.parent.name, run.seed)]
+            _finish(run, value, key)
+    score = rt.collect(plan)["KD"]["score"]
+    assert score == pytest.approx({0: 50.0, 1: 65.0})
+    rt.write_report(plan, args, "cmd")
+    md = (tmp_path / "glue-bert.md").read_text()
+    assert "| KD | 45.00 ± 7.07 | 41.89 | 70.00 ± 14.14 | 64.98 | 57.50 ± 10.61 | 77.65 |" in md
+
+
+def test_tiny_cifar_table_end_to_end(tmp_path: Path, capsys) -> None:
+    """Every row on fake data through the real CLI; a rerun skips finished runs and resumes an
+    unfinished one."""
+    argv = ["--table", "cifar10", "--seeds", "1", "--scale", "0.01", "--teacher", "resnet8",
+            "--assistant", "resnet8", "--out", str(tmp_path), "--extra", TINY]
+    assert rt.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count(": done in") == 6
+    md = (tmp_path / "cifar10.md").read_text()
+    for row in ("teacher", "assistant", "student alone", "KD", "TAKD", "Annealing-KD"):
+        line = [x for x in md.splitlines() if x.startswith(f"| {row} |")][0]
+        assert line.split("|")[2].strip() not in ("", "–")
+    assert "Runs: 6 of 6 finished" in md
+    ann = json.loads((tmp_path / "cifar10" / "annealing-s0" / "results.json").read_text())
+    assert ann["config"]["teacher_checkpoint"].endswith("teacher/student/best.safetensors")
+    assert ann["config"]["anneal_per_step"] is True and ann["final"]["metrics"]["test_accuracy"] >= 0
+    assert (tmp_path / "cifar10" / "annealing-s0" / "curves.png").is_file()
+
+    # stop-and-restart: finished runs are skipped, an unfinished one is resumed
+    kd = tmp_path / "cifar10" / "kd-s0" / "results.json"
+    data = json.loads(kd.read_text())
+    data["final"] = None
+    kd.write_text(json.dumps(data))
+    assert rt.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier, skipped") == 5 and out.count(": done in") == 1
+    log = (tmp_path / "logs" / "cifar10__kd-s0.log").read_text()
+    calls = [line for line in log.splitlines() if line.startswith("$ ")]
+    assert len(calls) == 2 and "--resume" not in calls[0] and calls[1].endswith("--resume")
+
+
+def test_failed_run_stops_with_one_line_error(tmp_path: Path, capsys) -> None:
+    argv = ["--table", "cifar10", "--seeds", "1", "--out", str(tmp_path), "--extra",
+            "--dataset nosuch"]
+    assert rt.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nosuch'" in err  # the CLI's message, from the log tail
+    assert err.strip().splitlines()[-1].startswith("error: [1/6] teacher")
+    assert "Runs: 0 of 6 finished" in (tmp_path / "cifar10.md").read_text()  # partial report
