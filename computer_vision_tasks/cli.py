@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 
 from common.errors import UsageError
+from common.methods import get_method, method_names, steps_of
 
 DATASET_NAMES = ["cifar10", "cifar100", "mnist", "fashion-mnist", "fake"]
-METHODS = ["annealing", "kd", "scratch", "takd"]
+EPOCH_FLAGS = {"teacher": "--teacher_epochs", "assistant": "--assistant-epochs",
+               "student": "--student-epochs", "phase1": "--student_epochs_p1",
+               "phase2": "--student_epochs_p2"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,7 +63,7 @@ def build_parser() -> Parser:
          help="same as --device cuda")
 
     o = p.add_argument_group("ours")
-    _add(o, "--method", default="annealing", help=f"one of {', '.join(METHODS)}")
+    _add(o, "--method", default="annealing", help=f"one of {', '.join(method_names())}")
     _add(o, "--assistant", default=None, help="TAKD's teacher assistant (e.g. resnet20)")
     _add(o, "--student-epochs", type=int, default=None,
          help="epochs of the student for scratch/kd/takd (default: p1 + p2, Annealing-KD's budget)")
@@ -90,6 +93,12 @@ def build_parser() -> Parser:
     return p
 
 
+def epochs(args: argparse.Namespace, budget: str) -> tuple[str, int]:
+    """The flag and the number of epochs of a step's budget (a new method's: --student-epochs)."""
+    flag = EPOCH_FLAGS.get(budget, "--student-epochs")
+    return flag, getattr(args, flag[2:].replace("-", "_"))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -100,32 +109,27 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse bad settings before anything is loaded or trained."""
     if args.dataset not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
-    if args.method not in METHODS:
-        raise UsageError(f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}")
-    if args.method == "takd" and not args.assistant:
-        raise UsageError("--method takd needs a teacher assistant; pass e.g. --assistant resnet20")
+    method = get_method(args.method)
+    if method.uses("assistant") and not args.assistant:
+        raise UsageError(f"--method {args.method} needs a teacher assistant; pass e.g. "
+                         "--assistant resnet20")
     if args.student_epochs is None:
         args.student_epochs = args.student_epochs_p1 + args.student_epochs_p2
     if args.assistant_epochs is None:
         args.assistant_epochs = args.student_epochs
-    epochs = {"--student_epochs_p1": args.student_epochs_p1,
-              "--student_epochs_p2": args.student_epochs_p2} if args.method == "annealing" else {
-              "--student-epochs": args.student_epochs}
-    if args.method != "scratch" and not args.teacher_checkpoint:
-        epochs["--teacher_epochs"] = args.teacher_epochs
-    if args.method == "takd":
-        epochs["--assistant-epochs"] = args.assistant_epochs
-    for flag, n in epochs.items():
+    for step in steps_of(method, trains_teacher=not args.teacher_checkpoint):
+        flag, n = epochs(args, step.budget)
         if n < 1:
             raise UsageError(f"{flag} must be at least 1, got {n}")
-    if args.method == "annealing":
+        if step.objective != "anneal":
+            continue
         if args.max_temperature < 1:
             raise UsageError(f"--max_temperature must be at least 1, got {args.max_temperature}")
-        if not args.anneal_per_step and args.max_temperature > args.student_epochs_p1:
+        if not args.anneal_per_step and args.max_temperature > n:
             raise UsageError(
-                f"--max_temperature {args.max_temperature} exceeds --student_epochs_p1 "
-                f"{args.student_epochs_p1}: each temperature needs at least one epoch; lower "
-                "--max_temperature, raise --student_epochs_p1, or pass --anneal-per-step")
+                f"--max_temperature {args.max_temperature} exceeds {flag} {n}: each temperature "
+                "needs at least one epoch; lower --max_temperature, raise it, or pass "
+                "--anneal-per-step")
     for flag, value in (("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate)):
         if value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
