@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from common.methods import method_names
+
+# transformers.get_scheduler names that need no extra arguments
+SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt"]
+
 
 def whole_number(text: str) -> int:
     """An epoch count; '3.0' (the original's float flags) is accepted, '3.5' is not."""
@@ -70,13 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max_temperature", type=int, default=7, help="tau_max of the annealing")
     o.add_argument("--max_steps", type=int, default=0,
                    help="cap on optimizer steps per phase (0: none); phase 1 then anneals per step")
-    o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up, then linear decay")
+    o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    o.add_argument("--lr_scheduler_type", default="linear", choices=SCHEDULERS,
+                   help="learning-rate schedule after the warm-up (transformers.get_scheduler)")
     o.add_argument("--logging_steps", type=int, default=50, help="progress-bar update interval")
     o.add_argument("--save_steps", type=int, default=0,
                    help="accepted; a checkpoint is written every epoch")
 
     n = p.add_argument_group("ours")
-    n.add_argument("--method", choices=["annealing", "kd", "finetune", "takd"], default="annealing")
+    n.add_argument("--method", choices=method_names(), default="annealing",
+                   help="the distillation method (common/methods; scratch = finetune)")
     n.add_argument("--num_train_epochs", type=whole_number, default=None,
                    help="epochs of finetune/kd/takd students and the TAKD assistant "
                         "(default: phase 1 + phase 2, the same budget as Annealing-KD)")
