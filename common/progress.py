@@ -15,5 +15,6 @@ def progress_bar(iterable: Iterable, desc: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
     tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    return tqdm(iterable, desc=desc, disable=not enabled, leave=False, dynamic_ncols=tty,
-                mininterval=0.1 if tty else LOG_INTERVAL_S, file=sys.stderr)
+    off = {} if enabled else {"disable": True}  # when enabled, TQDM_DISABLE=1 still turns it off
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=tty,
+                mininterval=0.1 if tty else LOG_INTERVAL_S, file=sys.stderr, **off)
