@@ -240,7 +240,7 @@ def decode_all(source: Source, size: int, channels: int) -> np.ndarray:
 
 def channel_stats(images) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images (N, H, W, C) in [0, 1], over all
-    pixels; ``images`` may be an array or an iterable of (H, W, C) arrays."""
+    pixels (a constant channel gets std 1); ``images``: an iterable of (H, W, C) arrays."""
     total = total_sq = None
     count = 0
     for img in images:
@@ -250,7 +250,7 @@ def channel_stats(images) -> tuple[tuple[float, ...], tuple[float, ...]]:
         count += len(x)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0))
-    return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
+    return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
 
 
 def transforms(spec: data.Spec, train: bool, augment: str):
