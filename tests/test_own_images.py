@@ -247,6 +247,7 @@ def test_timm_teacher_end_to_end(tmp_path):
     assert run(tmp_path, folder, "--method", "kd", "--teacher", "timm:resnet10t") == 0
     teacher = load_file(tmp_path / "run" / "teacher" / "best.safetensors")
     assert teacher["fc.weight"].shape[0] == 3 and teacher["conv1.0.weight"].shape[1] == 1
+    assert run(tmp_path, folder, "--method", "kd", "--teacher", "timm:nosuchnet", out="r2") == 2
 
 
 # ---- Hugging Face datasets ------------------------------------------------------------------------
