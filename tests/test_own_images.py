@@ -349,3 +349,29 @@ def test_bad_own_data_is_one_line_exit_2(tmp_path, capsys, make, args):
     assert (match in err) if make is not _broken else re.search(
         rf"cannot (decode|read) image {re.escape(match)}", err), err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+# ---- make example-own-data ------------------------------------------------------------------------
+def test_example_own_images_writes_the_folder_and_distills(tmp_path, capsys):
+    from test_cifar_data import write_idx_gz
+
+    from demo import example_own_images as ex
+
+    arrays = write_idx_gz(tmp_path / "fm", n_train=200, n_test=60)
+    images, labels = arrays["train"]
+    assert ex.main(["--out", str(tmp_path / "ex"), "--fashion-mnist", str(tmp_path / "fm"),
+                    "--per-class", "3", "--test-per-class", "1", "--teacher", "resnet8",
+                    "--epochs", "2", "--device", "cpu"]) == 0
+    folder = tmp_path / "ex" / "images"
+    first_bag = int((labels == 8).nonzero()[0][0])  # the PNGs are the idx images, lossless
+    png = np.asarray(Image.open(folder / "train" / "bag" / "0000.png"))
+    assert np.array_equal(png, images[first_bag])
+    assert sorted(p.name for p in (folder / "train").iterdir()) == sorted(ex.CLASSES)
+    assert len(list((folder / "train").rglob("*.png"))) == 30
+    r = results(tmp_path / "ex" / "run")
+    assert r["config"]["classes"] == sorted(ex.CLASSES) and r["config"]["test_images"] == 10
+    assert r["config"]["channels"] == 1 and r["final"]["selected_on"] == "val"
+    assert "student selected" in capsys.readouterr().out
+    # the Makefile target runs it
+    assert "demo/example_own_images.py" in (ROOT / "Makefile").read_text().split(
+        "example-own-data:")[1].split("\n\n")[0]
