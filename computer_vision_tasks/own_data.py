@@ -37,6 +37,17 @@ STATS_MAX_IMAGES = 10_000
 GREY_MODES = {"1", "L", "I", "I;16", "F"}
 
 
+class ImageDecodeError(UsageError):
+    """An image that cannot be decoded. Raised in a DataLoader worker, torch re-raises it in the
+    main process with the worker's traceback as the message: keep only our line."""
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
+
 # ---- sources: where the images of a split come from ---------------------------------------------
 class Source:
     """The images of one split: ``open(i)`` gives a PIL image, ``name(i)`` names it in errors."""
@@ -63,7 +74,7 @@ class Source:
         except UsageError:
             raise
         except Exception as exc:
-            raise UsageError(f"cannot decode image {self.name(i)} ({type(exc).__name__}: "
+            raise ImageDecodeError(f"cannot decode image {self.name(i)} ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())[:120]}); fix or remove the file") from None
 
 

@@ -351,6 +351,22 @@ def test_bad_own_data_is_one_line_exit_2(tmp_path, capsys, make, args):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.parametrize("extra", [[], ["--memory-limit-gb", "0", "--num-workers", "1"]])
+def test_truncated_image_is_named_in_memory_and_from_a_worker(tmp_path, capsys, extra):
+    """The header reads fine, the pixels do not: found when decoding at start (in memory) or in
+    a DataLoader worker (from disk), named on one line either way."""
+    folder = write_folder(tmp_path / "d", {"train": 3, "val": 1})
+    bad = folder / "val" / "emu" / "0.png"  # not in the statistics: decoded first by the loader
+    bad.write_bytes(bad.read_bytes()[:60])
+    assert run(tmp_path, folder, "--method", "scratch", "--batch-size", "4",
+               *extra) == 2
+    lines = capsys.readouterr().err.strip().splitlines()  # from disk: after the training bar
+    err = lines[-1].rsplit("\r", 1)[-1]
+    assert err.startswith("error: ") and sum("error" in line for line in lines) == 1
+    assert f"cannot decode image {bad} (OSError" in err and "Traceback" not in err, err
+    assert ("student 1/1" in lines[0]) == bool(extra)  # in memory: refused before training
+
+
 # ---- make example-own-data ------------------------------------------------------------------------
 def test_example_own_images_writes_the_folder_and_distills(tmp_path, capsys):
     from test_cifar_data import write_idx_gz
