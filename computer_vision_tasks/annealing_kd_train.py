@@ -112,6 +112,8 @@ def train(args) -> int:
         roles["--assistant"] = args.assistant
     for flag, name in roles.items():
         model_zoo.check_model_name(name, flag)
+    if args.pretrained:
+        model_zoo.check_pretrained(list(roles.values()))
 
     acc = make_accelerator(args.device, args.amp)
     seed_everything(args.seed)
@@ -132,9 +134,8 @@ def train(args) -> int:
 
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
 
-    def make(name: str):
-        model = model_zoo.create_model(name, spec.num_classes, spec.channels, spec.size,
-                                       args.pretrained)
+    def make(name: str, pretrained: bool = args.pretrained):
+        model = model_zoo.create_model(name, spec.num_classes, spec.channels, spec.size, pretrained)
         return model.to(memory_format=memory_format)
 
     def forward(model, batch):
@@ -149,7 +150,8 @@ def train(args) -> int:
 
     teacher = None
     if args.method != "scratch":
-        teacher = make(args.teacher)  # created (seeded) in the same order in every run
+        # created (seeded) in the same order in every run; a checkpoint replaces the weights
+        teacher = make(args.teacher, args.pretrained and not args.teacher_checkpoint)
     student = make(args.student)
     assistant = make(args.assistant) if args.method == "takd" else None
     if teacher is not None and args.teacher_checkpoint:

@@ -61,6 +61,14 @@ def check_model_name(name: str, role: str = "model") -> None:
         raise UsageError(f"unknown {role} {name!r}: not a timm model; see timm.list_models()")
 
 
+def check_pretrained(names: list[str]) -> None:
+    """``--pretrained`` applies to the torchvision:/timm: models; refuse it when there are none."""
+    if all(split_name(n)[0] == "cifar" for n in names):
+        raise UsageError(f"--pretrained: no pretrained weights for {', '.join(names)} (only "
+                         "torchvision:/timm: models have them); drop --pretrained or use "
+                         "--teacher-checkpoint")
+
+
 def _adapt_first_conv(model: nn.Module, channels: int) -> None:
     """Replace the first 3-channel Conv2d by a ``channels``-channel one (weights summed/averaged)."""
     for parent in model.modules():
@@ -109,10 +117,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     """A model by name with a ``num_classes`` head for ``in_channels`` x ``image_size``^2 input."""
     check_model_name(name)
     family, base = split_name(name)
-    if family == "cifar":
-        if pretrained:
-            raise UsageError(f"--pretrained: the CIFAR model {name} has no pretrained weights; use "
-                             "--teacher-checkpoint, or a torchvision:/timm: model")
+    if family == "cifar":  # no pretrained weights: see check_pretrained
         return models.create_model(name, num_classes, in_channels, image_size)
     if family == "timm":
         try:

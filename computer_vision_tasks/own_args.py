@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser, add) -> None:
         "your own data (--dataset imagefolder --dataset-dir DIR, or --dataset hf:<name>)")
     add(g, "--image-size", type=int, default=None,
         help="resize every image to this square size (default: the images' own size when all "
-        "training images are square and of one size)")
+        "training images are square and of one size). torchvision:/timm: models get the "
+        "images at this size as they are (a model that cannot run at it is refused at start)")
     add(g, "--augment", default="auto", choices=AUGMENTS,
         help=f"crop-flip: CIFAR recipe (random crop, padding 4, flip) on images resized to "
         f"--image-size; random-resized-crop: ImageNet recipe (RandomResizedCrop + flip; eval: "
@@ -36,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser, add) -> None:
     add(g, "--label-column", default=None,
         help="hf: the label column (default: 'label', 'labels' or the only ClassLabel feature)")
     add(g, "--pretrained", action="store_true",
-        help="torchvision:/timm: teacher, student and assistant start from ImageNet weights "
-        "(classifier head new, sized to the dataset); torchvision weights come from the torch "
-        "hub cache and need the network once")
+        help="the torchvision:/timm: models (teacher without --teacher-checkpoint, assistant, "
+        "student) start from ImageNet weights, the classifier head new and sized to the dataset; "
+        "CIFAR models from scratch. torchvision weights come from the torch hub cache and need "
+        "the network once")
 
 
 def check_args(args: argparse.Namespace) -> None:

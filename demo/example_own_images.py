@@ -7,6 +7,8 @@ Writes ``<out>/images/{train,test}/<class>/<i>.png`` from Fashion-MNIST (the Deb
 files), the layout ``--dataset imagefolder`` reads, then runs Annealing-KD from a torchvision
 resnet18 teacher (trained in the run) into a CIFAR resnet8 student on it, selecting on images
 held out of train and reporting the test folder. Results: ``<out>/run/results.json``.
+At this size (450 training images, a few epochs, an ImageNet-shaped resnet18 on 28x28 images)
+the accuracies show that the pipeline runs, not how the methods rank.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--test-per-class", type=int, default=20, help="test images per class")
     p.add_argument("--teacher", default="torchvision:resnet18")
     p.add_argument("--student", default="resnet8")
-    p.add_argument("--epochs", type=int, default=4, help="teacher and phase-1 epochs")
+    p.add_argument("--teacher-epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=8,
+                   help="phase-1 epochs (tau_max: at most 4); phase 2: half of it")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -78,9 +82,9 @@ def _main(argv: Sequence[str] | None) -> int:
     val = max(len(CLASSES), a.per_class * len(CLASSES) // 10)
     return main(["--dataset", "imagefolder", "--dataset-dir", str(folder), "--val-size", str(val),
                  "--teacher", a.teacher, "--student", a.student, "--method", "annealing",
-                 "--teacher_epochs", str(a.epochs), "--student_epochs_p1", str(a.epochs),
+                 "--teacher_epochs", str(a.teacher_epochs), "--student_epochs_p1", str(a.epochs),
                  "--student_epochs_p2", str(max(1, a.epochs // 2)), "--max_temperature",
-                 str(a.epochs), "--batch-size", "32", "--learning-rate", "0.05",
+                 str(min(4, a.epochs)), "--batch-size", "32", "--learning-rate", "0.01",
                  "--num-workers", "0", "--device", a.device, "--output-dir", str(out / "run"),
                  "--overwrite-output-dir"])
 

@@ -334,7 +334,7 @@ def _checkpoint_with_10_classes(folder: Path) -> str:
     (lambda f: "unknown --student 'resnet9'", ["--student", "resnet9"]),
     (lambda f: "torchvision:squeezenet1_1 does not run on 16x16 images",
      ["--method", "scratch", "--student", "torchvision:squeezenet1_1"]),
-    (lambda f: "--pretrained: the CIFAR model resnet8 has no pretrained weights",
+    (lambda f: "--pretrained: no pretrained weights for resnet8 (only torchvision:/timm:",
      ["--method", "scratch", "--pretrained"]),
     (lambda f: f"{f / 'nothing' / 'train'} does not exist", ["--dataset-dir", "{folder}/nothing"]),
     (lambda f: "--image-size only applies to --dataset imagefolder or hf:<name>, not fake",
@@ -377,7 +377,7 @@ def test_example_own_images_writes_the_folder_and_distills(tmp_path, capsys):
     images, labels = arrays["train"]
     assert ex.main(["--out", str(tmp_path / "ex"), "--fashion-mnist", str(tmp_path / "fm"),
                     "--per-class", "3", "--test-per-class", "1", "--teacher", "resnet8",
-                    "--epochs", "2", "--device", "cpu"]) == 0
+                    "--epochs", "2", "--teacher-epochs", "1", "--device", "cpu"]) == 0
     folder = tmp_path / "ex" / "images"
     first_bag = int((labels == 8).nonzero()[0][0])  # the PNGs are the idx images, lossless
     png = np.asarray(Image.open(folder / "train" / "bag" / "0000.png"))
