@@ -276,6 +276,25 @@ def test_hf_dataset_from_disk_end_to_end(tmp_path):
     assert c["classes"] == ["cat", "dog", "emu"] and (c["train_images"], c["val_images"]) == (12, 6)
 
 
+def test_hf_columns_found_by_name_and_type_hidden_test_labels_skipped(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"img": datasets.Image(),
+                                  "fine": datasets.ClassLabel(names=["b", "a"])})
+
+    def split(labels):
+        return datasets.Dataset.from_dict(
+            {"img": [Image.new("RGB", (8, 8), (10 * y, 0, 0)) for y in labels], "fine": labels},
+            features=features)
+
+    datasets.DatasetDict({"train": split([0, 1] * 5), "test": split([-1, -1])}).save_to_disk(
+        tmp_path / "hf")
+    own = own_data.load(parse_args(["--dataset", f"hf:{tmp_path / 'hf'}", "--val-size", "2"]))
+    assert own.info["classes"] == ["b", "a"]  # the ClassLabel's order, not sorted
+    assert own.splits.test is None and len(own.splits.val) == 2  # -1 labels: test not used
+    base = own.splits.train.dataset  # the decoded images, each with its own label
+    assert base.targets.tolist() == [0, 1] * 5 and base.data[:, 0, 0, 0].tolist() == [0, 10] * 5
+
+
 def test_hf_offline_unknown_dataset_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
