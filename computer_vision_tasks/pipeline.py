@@ -17,14 +17,15 @@ from common.methods import Step, get_method, run_method, table
 from common.run_dir import RunDir, environment_info
 from common.seeding import seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-from computer_vision_tasks import data, models
+from computer_vision_tasks import data, model_zoo, models, own_args
 from computer_vision_tasks.cli import epochs
 
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
                "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
                "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
                "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "seed",
-               "val_size", "train_subset"]
+               "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
+               "pretrained"]
 
 
 def check_same_run(saved: dict, now: dict) -> None:
@@ -62,6 +63,12 @@ def load_teacher_checkpoint(model, path: str, arch: str, num_classes: int) -> No
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and state[k].shape != v.shape]
+    heads = [k for k, v in own.items() if k in state and state[k].shape != v.shape
+             and v.dim() >= 1 and v.shape[0] == num_classes and state[k].shape[1:] == v.shape[1:]]
+    if heads and not missing and not unexpected and len(wrong) <= 2:  # weight (and bias)
+        raise UsageError(f"teacher checkpoint {p} has {state[heads[0]].shape[0]} classes "
+                         f"({heads[0]}) but the dataset has {num_classes}; give a teacher "
+                         "trained on this dataset's classes")
     if missing or unexpected or wrong:
         detail = "; ".join(s for s in (
             f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else "",
@@ -77,22 +84,26 @@ class CifarPipeline:
 
     def __init__(self, args) -> None:
         self.args, self.method = args, get_method(args.method)
-        self.spec = data.get_spec(args.dataset)
         self.arch = {"student": args.student, "teacher": args.teacher, "assistant": args.assistant}
         roles = [r for r in ("student", "teacher", "assistant") if self.method.uses(r)]
         for role in roles:
-            models.check_model_name(self.arch[role], f"--{role}")
+            model_zoo.check_model_name(self.arch[role], f"--{role}")
+        if args.pretrained:
+            model_zoo.check_pretrained([self.arch[r] for r in roles])
         self.acc = acc = make_accelerator(args.device, args.amp)
         seed_everything(args.seed)
         with acc.main_process_first():  # one process downloads / unpacks
-            self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
-                                           args.train_subset, args.seed)
+            self.load_data()
         self.split = "val" if self.splits.val is not None else "test"
+        # own data without a test split: the selection split is all that is reported
+        self.report = "test" if self.splits.test is not None else "val"
         self.batches_per_epoch = math.ceil(len(self.splits.train) / (args.batch_size * acc.num_processes))
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         # created (seeded) in the same order in every run: teacher, student, assistant
-        self.models = {r: self.make(self.arch[r]) for r in ("teacher", "student", "assistant")
-                       if r in roles}
+        # (a teacher from a checkpoint does not need pretrained weights)
+        self.models = {r: self.make(self.arch[r], args.pretrained and not (
+                           r == "teacher" and args.teacher_checkpoint))
+                       for r in ("teacher", "student", "assistant") if r in roles}
         self.trains_teacher = "teacher" in roles and not args.teacher_checkpoint
         if "teacher" in roles and args.teacher_checkpoint:
             load_teacher_checkpoint(self.models["teacher"], args.teacher_checkpoint, args.teacher,
@@ -108,21 +119,39 @@ class CifarPipeline:
         self.config = {**vars(args), "num_classes": self.spec.num_classes,
                        "train_images": len(self.splits.train),
                        "val_images": len(self.splits.val) if self.splits.val is not None else 0,
-                       "test_images": len(self.splits.test), "processes": acc.num_processes}
+                       "test_images": len(self.splits.test) if self.splits.test is not None else 0,
+                       "processes": acc.num_processes, **self.own_info}
         self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
                                evaluate=lambda m: {f"{self.split}_accuracy": self.accuracy(m, self.sel_loader)},
                                selection_metric=f"{self.split}_accuracy", selected_on=self.split,
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic)
 
     # ---- data and models ---------------------------------------------------------------------
-    def make(self, name: str) -> torch.nn.Module:
-        model = models.create_model(name, self.spec.num_classes, self.spec.channels, self.spec.size)
+    def load_data(self) -> None:
+        """A torchvision dataset, or own data (imagefolder / hf:<name>): classes, size and
+        normalisation from the data."""
+        args = self.args
+        self.own_info: dict[str, Any] = {}
+        if own_args.is_own(args.dataset):
+            from computer_vision_tasks import own_data
+
+            loaded = own_data.load(args)
+            self.spec, self.splits, self.own_info = loaded.spec, loaded.splits, loaded.info
+        else:
+            self.spec = data.get_spec(args.dataset)
+            self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
+                                           args.train_subset, args.seed)
+
+    def make(self, name: str, pretrained: bool) -> torch.nn.Module:
+        model = model_zoo.create_model(name, self.spec.num_classes, self.spec.channels,
+                                       self.spec.size, pretrained)
         return model.to(memory_format=self.memory_format)
 
     def loader(self, ds, train: bool):
         args, acc = self.args, self.acc
         bs = args.batch_size if train else 2 * args.batch_size
-        if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader:
+        in_memory = self.own_info.get("images_in_memory", True)  # own data decoded per batch
+        if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader and in_memory:
             # the whole dataset on the GPU, augmented there (one process; DDP uses the DataLoader)
             return data.gpu_loader(ds, self.spec, bs, train, args.seed, acc.device, args.channels_last)
         if train:
@@ -130,10 +159,11 @@ class CifarPipeline:
         return acc.prepare(data.eval_loader(ds, bs, args.num_workers))
 
     def make_loaders(self) -> None:
-        self.train_loader = self.loader(self.splits.train, True)
-        self.test_loader = self.loader(self.splits.test, False)
-        self.sel_loader = (self.loader(self.splits.val, False) if self.splits.val is not None
-                           else self.test_loader)
+        splits = self.splits
+        self.train_loader = self.loader(splits.train, True)
+        self.sel_loader = self.loader(splits.val if splits.val is not None else splits.test, False)
+        self.test_loader = (self.loader(splits.test, False) if splits.test is not None
+                            else self.sel_loader)
 
     def forward(self, model, batch) -> torch.Tensor:
         return model(batch[0].contiguous(memory_format=self.memory_format))
@@ -153,18 +183,21 @@ class CifarPipeline:
 
     def describe(self, role: str, model, source: str) -> None:
         info = {"model": self.arch[role], "parameters": models.num_parameters(model),
-                "source": source, "test_accuracy": self.accuracy(model, self.test_loader, True)}
+                "source": source}
+        if self.report == "test":
+            info["test_accuracy"] = self.accuracy(model, self.test_loader, True)
         if self.split == "val":
             info["val_accuracy"] = self.accuracy(model, self.sel_loader, True)
         self.trainer.extra[role] = info
         if role == "teacher":
-            self.acc.print(f"teacher {self.arch[role]}: test accuracy {info['test_accuracy']:.4f}")
+            self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "
+                           f"{info[f'{self.report}_accuracy']:.4f}")
 
     # ---- the method's hooks (common.methods.run.Pipeline) --------------------------------------
     def phase(self, step: Step) -> Phase:
         """SGD; ResNets: step decay restarting per phase; plain CNNs: constant lr/10."""
         args = self.args
-        resnet = models.is_resnet(self.arch[step.model])
+        resnet = not model_zoo.is_plain_cnn(self.arch[step.model])
         lr = args.learning_rate if resnet else args.learning_rate / 10
 
         def make_optimizer(model):
@@ -205,8 +238,8 @@ class CifarPipeline:
         if acc.is_main_process and phases != ["student"]:
             save_weights(acc.unwrap_model(student).state_dict(), run / "student" / "best.safetensors")
             shutil.copyfile(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
-        metrics = {f"{self.split}_accuracy": chosen["metric"], "test_accuracy": best_test,
-                   "last_epoch_test_accuracy": last_test}
+        metrics = {f"{self.split}_accuracy": chosen["metric"], f"{self.report}_accuracy": best_test,
+                   f"last_epoch_{self.report}_accuracy": last_test}
         trainer.extra["student"] = {"model": self.arch["student"],
                                     "parameters": models.num_parameters(student),
                                     "checkpoint": str(run / "student" / "best.safetensors")}
@@ -217,15 +250,21 @@ class CifarPipeline:
         return final
 
     def summary(self, chosen: dict, metrics: dict) -> str:
-        """The end-of-run table: teacher (and assistant), student best and last-epoch test accuracy."""
-        extra = self.trainer.extra
+        """The end-of-run table: teacher (and assistant), student best and last-epoch accuracy on
+        the test split (own data without one: on the selection split)."""
+        extra, report = self.trainer.extra, self.report
         rows = {role: [extra[role]["model"], f"{extra[role]['parameters']:,}",
-                       f"{100 * extra[role]['test_accuracy']:.2f}%", ""]
+                       f"{100 * extra[role][f'{report}_accuracy']:.2f}%", ""]
                 for role in ("teacher", "assistant") if role in extra}
         s = extra["student"]
-        rows["student"] = [s["model"], f"{s['parameters']:,}", f"{100 * metrics['test_accuracy']:.2f}%",
-                           f"{100 * metrics['last_epoch_test_accuracy']:.2f}%"]
-        where = (f"{self.config['val_images']} held-out training images" if self.split == "val"
+        rows["student"] = [s["model"], f"{s['parameters']:,}",
+                           f"{100 * metrics[f'{report}_accuracy']:.2f}%",
+                           f"{100 * metrics[f'last_epoch_{report}_accuracy']:.2f}%"]
+        val_source = ("val images" if self.own_info.get("splits", {}).get("val") == "val"
+                      else "held-out training images")
+        where = (f"{self.config['val_images']} {val_source}" if self.split == "val"
                  else "the test set (as the paper; optimistic)")
-        note = f"student selected: {chosen['phase']} epoch {chosen['epoch']}, by accuracy on {where}"
-        return table("", ["model", "params", "test acc", "last epoch"], rows, [note])
+        notes = [f"student selected: {chosen['phase']} epoch {chosen['epoch']}, by accuracy on {where}"]
+        if report != "test":
+            notes.append("no test split: the accuracies above are on the selection split (optimistic)")
+        return table("", ["model", "params", f"{report} acc", "last epoch"], rows, notes)
