@@ -94,6 +94,6 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
 
 
 def _progress(loader, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from common.progress import progress_bar
 
-    return tqdm(loader, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress_bar(loader, desc, enabled)
