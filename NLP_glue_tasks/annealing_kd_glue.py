@@ -15,6 +15,7 @@ its tokenizer to <out>/student.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Sequence
@@ -26,8 +27,9 @@ if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealin
 
 from common.errors import UsageError, run_cli  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
+from NLP_glue_tasks.custom_data import resolve_task  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
-from NLP_glue_tasks.tasks import SUBMISSION, Task, get_task, split_suffix  # noqa: E402
+from NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix  # noqa: E402
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -137,8 +139,10 @@ class Side:
         from NLP_glue_tasks.data import Collator, encode
 
         self.tok = tok
-        self.train = encode(tok, train_ex, args.max_seq_length)
-        self.dev = {s: encode(tok, ex, args.max_seq_length) for s, ex in dev_ex.items()}
+        # datasets' on-disk cache: the main process tokenizes, the others read its files
+        with acc.main_process_first() if hasattr(train_ex, "encode") else contextlib.nullcontext():
+            self.train = encode(tok, train_ex, args.max_seq_length)
+            self.dev = {s: encode(tok, ex, args.max_seq_length) for s, ex in dev_ex.items()}
         pad = args.max_seq_length if args.pad_to_max_length else None
         self.collator = Collator(tok, max_length=pad, pad_to_multiple_of=pad_multiple)
         self.dev_loaders = {s: acc.prepare(make_loader(f, args.per_gpu_eval_batch_size, self.collator))
@@ -146,7 +150,7 @@ class Side:
 
 
 # ---- the pipeline -----------------------------------------------------------------------------
-def check_args(args, task: Task) -> None:
+def check_args(args, task: Task | None = None) -> None:
     """Problems found before anything heavy is imported."""
     if not (args.do_train or args.do_eval or args.do_predict):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
@@ -199,6 +203,8 @@ class Pipeline:
                                deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
         self.trainer.extra["task"] = task.name
+        if getattr(task, "source", None) is not None:  # your own data: files, columns, labels
+            self.trainer.extra.update(task.source.describe())
 
     def evaluate(self, model) -> dict[str, float]:
         return dev_metrics(self.acc, model, self.dev_of[id(model)], self.task)
@@ -428,7 +434,8 @@ def predict_test(args, task: Task, acc) -> list[Path]:
         order = index.argsort()
         logits = logits[order]
         if task.is_regression:
-            preds = [f"{v:.3f}" for v in logits.view(-1).clamp(0.0, 5.0).tolist()]
+            scores = logits.view(-1) if task.name == "custom" else logits.view(-1).clamp(0.0, 5.0)
+            preds = [f"{v:.3f}" for v in scores.tolist()]
         else:
             preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
         text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(ex.ids, preds, strict=True))
@@ -442,8 +449,8 @@ def predict_test(args, task: Task, acc) -> list[Path]:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    task = get_task(args.task_name)
-    check_args(args, task)
+    check_args(args)
+    task = resolve_task(args)
     if args.do_train:
         pipe = Pipeline(args, task)
         pipe.train()

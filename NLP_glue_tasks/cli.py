@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from NLP_glue_tasks.custom_data import add_arguments
+
 
 def whole_number(text: str) -> int:
     """An epoch count; '3.0' (the original's float flags) is accepted, '3.5' is not."""
@@ -27,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--teacher_model_name_or_path", default=None,
                    help="fine-tuned teacher (or a base model with --train_teacher)")
     a.add_argument("--student_model_name_or_path", default=None, help="student checkpoint")
-    a.add_argument("--task_name", required=True,
-                   help="cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte or wnli")
+    a.add_argument("--task_name", default=None,
+                   help="cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte or wnli; leave it out "
+                        "for your own data (--train_file ... or --dataset_name: the task 'custom')")
     a.add_argument("--data_dir", default=None,
                    help="GLUE task folder of download_glue_data.py (e.g. GLUE/RTE); "
                         "without it, nyu-mll/glue is loaded through `datasets`")
@@ -105,4 +108,5 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for comparison only: run the teacher on every step instead of the cache")
     n.add_argument("--pad_to_max_length", action="store_true",
                    help="pad every batch to --max_seq_length instead of its longest input")
+    add_arguments(p)
     return p
