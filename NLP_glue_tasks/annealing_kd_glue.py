@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealin
 
 from common.errors import UsageError, run_cli  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
-from NLP_glue_tasks.custom_data import resolve_task  # noqa: E402
+from NLP_glue_tasks.custom_data import resolve_task, uses_own_data  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
 from NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix  # noqa: E402
 
@@ -449,8 +449,10 @@ def predict_test(args, task: Task, acc) -> list[Path]:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    check_args(args)
-    task = resolve_task(args)
+    own = uses_own_data(args)  # your own files are read only once the other arguments are fine
+    task = None if own else resolve_task(args)
+    check_args(args, task)
+    task = task or resolve_task(args)
     if args.do_train:
         pipe = Pipeline(args, task)
         pipe.train()
