@@ -96,8 +96,13 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args) -> dict[str
 def run_trainer(data: Path, student: Path, work: Path, seed: int, args) -> dict[str, float]:
     import numpy as np
     from datasets import load_dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     tok = AutoTokenizer.from_pretrained(str(student))
     raw = load_dataset("csv", data_files={"train": str(data / "train.tsv"), "dev": str(data / "dev.tsv")},
