@@ -215,9 +215,9 @@ class Pipeline:
     # one phase of training ---------------------------------------------------------------------
     def fit(self, model, side: Side, name: str, objective: str, epochs: int, lr: float,
             targets=None, collator=None) -> dict[str, Any]:
-        import torch
 
         from common.lr_schedules import linear_warmup_decay
+        from common.optim import adamw
         from common.trainer import Batches, Phase
         from NLP_glue_tasks.data import model_inputs
 
@@ -227,9 +227,8 @@ class Pipeline:
         def make_optimizer(m):
             decay = [p for p in m.parameters() if p.requires_grad and p.dim() >= 2]
             rest = [p for p in m.parameters() if p.requires_grad and p.dim() < 2]  # bias, LayerNorm
-            return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                      {"params": rest, "weight_decay": 0.0}], lr=lr,
-                                     eps=args.adam_epsilon)
+            return adamw([{"params": decay, "weight_decay": args.weight_decay},
+                          {"params": rest, "weight_decay": 0.0}], lr=lr, eps=args.adam_epsilon)
 
         per_step = args.anneal_per_step or bool(args.max_steps)
         phase = Phase(name, objective, epochs, make_optimizer,

@@ -84,7 +84,7 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args) -> dict[str
                    "--num_train_epochs", str(args.epochs), "--per_gpu_train_batch_size",
                    str(args.batch_size), "--per_gpu_eval_batch_size", str(args.batch_size),
                    "--learning_rate", str(args.lr), "--max_seq_length", str(args.max_seq_length),
-                   "--seed", str(seed), "--no_cuda"])
+                   "--seed", str(seed), "--no_cuda", "--do_train"])
     finally:
         core.Trainer.fit = fit
     if rc != 0:
