@@ -13,7 +13,6 @@ regression. Metrics: accuracy and F1 (two classes) or macro-F1, Pearson / Spearm
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -124,14 +123,14 @@ def _tokenize(batch: dict[str, list], indices: list[int], *, tok, a: str, b: str
 
 
 def tokenizer_identity(tok) -> str:
-    """A stable hash of a tokenizer: its full JSON for fast tokenizers (without the truncation
-    and padding state that calling it changes), else ``datasets``' pickle hash."""
+    """A stable hash of a tokenizer: its full JSON for fast tokenizers (with the truncation and
+    padding state cleared: ``transformers`` sets both anew on every call), else ``datasets``'
+    pickle hash."""
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
-        spec = json.loads(backend.to_str())
-        spec.pop("truncation", None)
-        spec.pop("padding", None)
-        text = json.dumps(spec, sort_keys=True)
+        backend.no_truncation()
+        backend.no_padding()
+        text = backend.to_str()
     else:
         from datasets.fingerprint import Hasher
 
@@ -163,7 +162,8 @@ class Split:
         if self._labels is None:
             import numpy as np
 
-            self._labels = np.asarray(self.data.label_map.convert(self.ds[self.data.label]))
+            column = self.ds.with_format("arrow")[:].column(self.data.label).to_pylist()
+            self._labels = np.asarray(self.data.label_map.convert(column))
         return self._labels
 
     def encode(self, tok, max_length: int):
