@@ -55,7 +55,8 @@ def command(train: Path, dev: Path, teacher: Path, student: Path, out: Path) -> 
             "--num_train_epochs_phase_1", "3", "--num_train_epochs_phase_2", "1",
             "--max_temperature", "3", "--learning_rate", "1e-4", "--teacher_learning_rate", "5e-5",
             "--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "64",
-            "--max_seq_length", "64", "--output_dir", str(out / "run"), "--overwrite_output_dir",
+            "--max_seq_length", "64", "--do_train", "--output_dir", str(out / "run"),
+            "--overwrite_output_dir",
             "--logits_cache_dir", str(out / "logits")]
 
 
