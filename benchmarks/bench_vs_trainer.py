@@ -10,8 +10,10 @@ no warm-up), AdamW without weight decay, gradient clipping 1.0, epochs, seeds an
     trainer  transformers.Trainer(eval_strategy="epoch", save_strategy="no")
 
 Epoch time = wall time of the training call (all epochs: training, dev evaluation, and for ours
-the per-epoch checkpoints) / epochs; setup (tokenization, model loading) is not counted. Runs
-alternate (ours, trainer for seed 0; trainer, ours for seed 1; ...); medians over the seeds.
+the per-epoch checkpoints) / epochs, and the process's CPU time over the same call (all threads;
+less disturbed by other jobs); setup (tokenization, model loading) is not counted. One untimed
+2-step warm-up of each first (imports, allocations); then runs alternate (ours, trainer for
+seed 0; trainer, ours for seed 1; ...); medians over the seeds.
 Dev accuracy: the last epoch's for both.
 
     python benchmarks/bench_vs_trainer.py --train-size 4000 --epochs 2 --seeds 0 1 2
@@ -61,7 +63,7 @@ def prepare(work: Path, args) -> tuple[Path, Path]:
     return data, student
 
 
-def run_ours(data: Path, student: Path, work: Path, seed: int, args) -> dict[str, float]:
+def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
     import common.trainer as core
     from NLP_glue_tasks.annealing_kd_glue import main
 
@@ -70,11 +72,11 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args) -> dict[str
     fit = core.Trainer.fit
 
     def timed_fit(self, *a, **k):
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         try:
             return fit(self, *a, **k)
         finally:
-            timed.append(time.perf_counter() - tic)
+            timed.append((time.perf_counter() - tic, time.process_time() - cpu))
 
     core.Trainer.fit = timed_fit
     try:
@@ -84,16 +86,17 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args) -> dict[str
                    "--num_train_epochs", str(args.epochs), "--per_gpu_train_batch_size",
                    str(args.batch_size), "--per_gpu_eval_batch_size", str(args.batch_size),
                    "--learning_rate", str(args.lr), "--max_seq_length", str(args.max_seq_length),
-                   "--seed", str(seed), "--no_cuda", "--do_train"])
+                   "--seed", str(seed), "--no_cuda", "--do_train", "--max_steps", str(max_steps)])
     finally:
         core.Trainer.fit = fit
     if rc != 0:
         raise SystemExit(f"our run failed (exit {rc})")
     res = json.loads((out / "results.json").read_text())
-    return {"epoch_seconds": timed[0] / args.epochs, "dev_accuracy": res["epochs"][-1]["eval"]["accuracy"]}
+    return {"epoch_seconds": timed[0][0] / args.epochs, "epoch_cpu_seconds": timed[0][1] / args.epochs,
+            "dev_accuracy": res["epochs"][-1]["eval"]["accuracy"]}
 
 
-def run_trainer(data: Path, student: Path, work: Path, seed: int, args) -> dict[str, float]:
+def run_trainer(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
     import numpy as np
     from datasets import load_dataset
     from transformers import (
@@ -119,14 +122,16 @@ def run_trainer(data: Path, student: Path, work: Path, seed: int, args) -> dict[
         per_device_eval_batch_size=args.batch_size, learning_rate=args.lr,
         num_train_epochs=args.epochs, eval_strategy="epoch", save_strategy="no",
         logging_strategy="epoch", report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
-        weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0, lr_scheduler_type="linear")
+        weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0, lr_scheduler_type="linear",
+        max_steps=max_steps or -1)
     trainer = Trainer(model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc["dev"],
                       data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     trainer.train()
-    seconds = time.perf_counter() - tic
+    seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     evals = [r["eval_accuracy"] for r in trainer.state.log_history if "eval_accuracy" in r]
-    return {"epoch_seconds": seconds / args.epochs, "dev_accuracy": evals[-1]}
+    return {"epoch_seconds": seconds / args.epochs, "epoch_cpu_seconds": cpu / args.epochs,
+            "dev_accuracy": evals[-1] if evals else float("nan")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,24 +159,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return 0
+        for run in runs.values():  # untimed warm-up: imports, first allocations
+            run(data, student, work / "warmup", args.seeds[0], args, max_steps=2)
         res: dict[str, list[dict[str, float]]] = {"ours": [], "trainer": []}
         for i, seed in enumerate(args.seeds):
             order = ["ours", "trainer"] if i % 2 == 0 else ["trainer", "ours"]
             for name in order:
                 r = runs[name](data, student, work, seed, args)
                 res[name].append(r)
-                print(f"seed {seed} {name:<8} {r['epoch_seconds']:6.2f} s/epoch  dev accuracy "
+                print(f"seed {seed} {name:<8} {r['epoch_seconds']:6.2f} s/epoch "
+                      f"({r['epoch_cpu_seconds']:6.2f} CPU-s)  dev accuracy "
                       f"{r['dev_accuracy']:.4f}", flush=True)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("epoch_seconds", "dev_accuracy")}
-           for k, v in res.items()}
+    med = {k: {m: statistics.median(r[m] for r in v)
+               for m in ("epoch_seconds", "epoch_cpu_seconds", "dev_accuracy")} for k, v in res.items()}
     ratio = med["ours"]["epoch_seconds"] / med["trainer"]["epoch_seconds"]
+    cpu_ratio = med["ours"]["epoch_cpu_seconds"] / med["trainer"]["epoch_cpu_seconds"]
     acc = {k: [r["dev_accuracy"] for r in v] for k, v in res.items()}
     print(f"\nmedian epoch time: ours {med['ours']['epoch_seconds']:.2f} s, Trainer "
-          f"{med['trainer']['epoch_seconds']:.2f} s: ours/Trainer = {ratio:.3f}")
+          f"{med['trainer']['epoch_seconds']:.2f} s: ours/Trainer = {ratio:.3f} (CPU time: {cpu_ratio:.3f})")
     print(f"dev accuracy: ours {acc['ours']}, Trainer {acc['trainer']}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "runs": res, "medians": med, "ratio": ratio}, indent=1))
+                                         "runs": res, "medians": med, "ratio": ratio, "cpu_ratio": cpu_ratio}, indent=1))
     return 0
 
 
