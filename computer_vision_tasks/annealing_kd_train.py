@@ -51,6 +51,12 @@ def load_teacher_checkpoint(model, path: str, arch: str, num_classes: int) -> No
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and state[k].shape != v.shape]
+    heads = [k for k, v in own.items() if k in state and state[k].shape != v.shape
+             and v.dim() >= 1 and v.shape[0] == num_classes and state[k].shape[1:] == v.shape[1:]]
+    if heads and not missing and not unexpected and len(wrong) <= 2:  # weight (and bias)
+        raise UsageError(f"teacher checkpoint {p} has {state[heads[0]].shape[0]} classes "
+                         f"({heads[0]}) but the dataset has {num_classes}; give a teacher "
+                         "trained on this dataset's classes")
     if missing or unexpected or wrong:
         detail = "; ".join(s for s in (
             f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else "",
@@ -65,7 +71,8 @@ RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_
                "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
                "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
                "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "seed",
-               "val_size", "train_subset"]
+               "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
+               "pretrained"]
 
 
 def check_same_run(saved: dict, now: dict) -> None:
@@ -94,22 +101,32 @@ def train(args) -> int:
     from common.schedule import check_schedule
     from common.seeding import seed_everything
     from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-    from computer_vision_tasks import data, models
+    from computer_vision_tasks import data, model_zoo, models, own_args
 
-    spec = data.get_spec(args.dataset)
+    own = own_args.is_own(args.dataset)
+    spec = None if own else data.get_spec(args.dataset)
     roles = {"--student": args.student}
     if args.method != "scratch":
         roles["--teacher"] = args.teacher
     if args.method == "takd":
         roles["--assistant"] = args.assistant
     for flag, name in roles.items():
-        models.check_model_name(name, flag)
+        model_zoo.check_model_name(name, flag)
+    if args.pretrained:
+        model_zoo.check_pretrained(list(roles.values()))
 
     acc = make_accelerator(args.device, args.amp)
     seed_everything(args.seed)
+    own_info: dict = {}
     with acc.main_process_first():  # one process downloads / unpacks
-        splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size, args.train_subset,
-                                  args.seed)
+        if own:  # imagefolder / hf:<name>: classes, size and normalisation from the data
+            from computer_vision_tasks import own_data
+
+            loaded = own_data.load(args)
+            spec, splits, own_info = loaded.spec, loaded.splits, loaded.info
+        else:
+            splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
+                                      args.train_subset, args.seed)
     split = "val" if splits.val is not None else "test"
     if args.method == "annealing" and args.anneal_per_step:
         steps = math.ceil(len(splits.train) / (args.batch_size * acc.num_processes))
@@ -117,8 +134,8 @@ def train(args) -> int:
 
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
 
-    def make(name: str):
-        model = models.create_model(name, spec.num_classes, spec.channels, spec.size)
+    def make(name: str, pretrained: bool = args.pretrained):
+        model = model_zoo.create_model(name, spec.num_classes, spec.channels, spec.size, pretrained)
         return model.to(memory_format=memory_format)
 
     def forward(model, batch):
@@ -133,7 +150,8 @@ def train(args) -> int:
 
     teacher = None
     if args.method != "scratch":
-        teacher = make(args.teacher)  # created (seeded) in the same order in every run
+        # created (seeded) in the same order in every run; a checkpoint replaces the weights
+        teacher = make(args.teacher, args.pretrained and not args.teacher_checkpoint)
     student = make(args.student)
     assistant = make(args.assistant) if args.method == "takd" else None
     if teacher is not None and args.teacher_checkpoint:
@@ -147,7 +165,8 @@ def train(args) -> int:
         check_same_run(run.read_results().get("config") or {}, vars(args))
 
     eval_bs = 2 * args.batch_size
-    if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader:
+    in_memory = own_info.get("images_in_memory", True)  # own data decoded per batch: DataLoader
+    if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader and in_memory:
         # the whole dataset on the GPU, augmented there (one process; DDP uses the DataLoader)
         def loader(ds, train: bool):
             return data.gpu_loader(ds, spec, args.batch_size if train else eval_bs, train,
@@ -158,8 +177,10 @@ def train(args) -> int:
                 return data.train_loader(ds, args.batch_size, args.seed, args.num_workers)
             return acc.prepare(data.eval_loader(ds, eval_bs, args.num_workers))
     train_loader = loader(splits.train, True)
-    test_loader = loader(splits.test, False)
-    sel_loader = loader(splits.val, False) if splits.val is not None else test_loader
+    sel_loader = loader(splits.val, False) if splits.val is not None else loader(splits.test, False)
+    # own data without a test split: the selection split is all that is reported
+    report = "test" if splits.test is not None else "val"
+    test_loader = loader(splits.test, False) if splits.test is not None else sel_loader
 
     def accuracy(model, loader, fwd=forward) -> float:
         logits, y = predict(acc, model, loader, fwd, labels)
@@ -167,7 +188,8 @@ def train(args) -> int:
 
     config = {**vars(args), "num_classes": spec.num_classes, "train_images": len(splits.train),
               "val_images": len(splits.val) if splits.val is not None else 0,
-              "test_images": len(splits.test), "processes": acc.num_processes}
+              "test_images": len(splits.test) if splits.test is not None else 0,
+              "processes": acc.num_processes, **own_info}
     trainer = Trainer(acc, run, config=config, env=environment_info(),
                       evaluate=lambda m: {f"{split}_accuracy": accuracy(m, sel_loader)},
                       selection_metric=f"{split}_accuracy", selected_on=split, seed=args.seed,
@@ -175,7 +197,7 @@ def train(args) -> int:
 
     def phase(name: str, objective: str, epochs: int, arch: str, **extra) -> Phase:
         """SGD; ResNets: step decay restarting per phase; plain CNNs: constant lr/10."""
-        resnet = models.is_resnet(arch)
+        resnet = not model_zoo.is_plain_cnn(arch)
         lr = args.learning_rate if resnet else args.learning_rate / 10
 
         def make_optimizer(model):
@@ -187,8 +209,9 @@ def train(args) -> int:
                      kd_temperature=args.kd_temperature, **extra)
 
     def describe(model, arch: str, source: str) -> dict:
-        info = {"model": arch, "parameters": models.num_parameters(model), "source": source,
-                "test_accuracy": accuracy(model, test_loader, frozen_forward)}
+        info = {"model": arch, "parameters": models.num_parameters(model), "source": source}
+        if report == "test":
+            info["test_accuracy"] = accuracy(model, test_loader, frozen_forward)
         if split == "val":
             info["val_accuracy"] = accuracy(model, sel_loader, frozen_forward)
         return info
@@ -206,7 +229,8 @@ def train(args) -> int:
             teacher = acc.unwrap_model(teacher)
             source = str(run / "teacher" / "best.safetensors")
         trainer.extra["teacher"] = describe(teacher, args.teacher, source)
-        acc.print(f"teacher {args.teacher}: test accuracy {trainer.extra['teacher']['test_accuracy']:.4f}")
+        acc.print(f"teacher {args.teacher}: {report} accuracy "
+                  f"{trainer.extra['teacher'][f'{report}_accuracy']:.4f}")
 
     if assistant is not None:  # TAKD: teacher -> assistant by KD
         assistant = acc.prepare(assistant)
@@ -243,33 +267,42 @@ def train(args) -> int:
     if acc.is_main_process and phases != ["student"]:
         save_weights(acc.unwrap_model(student).state_dict(), run / "student" / "best.safetensors")
         shutil.copyfile(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
-    metrics = {f"{split}_accuracy": chosen["metric"], "test_accuracy": best_test,
-               "last_epoch_test_accuracy": last_test}
+    metrics = {f"{split}_accuracy": chosen["metric"], f"{report}_accuracy": best_test,
+               f"last_epoch_{report}_accuracy": last_test}
     trainer.extra["student"] = {"model": args.student,
                                 "parameters": models.num_parameters(student),
                                 "checkpoint": str(run / "student" / "best.safetensors")}
     trainer.write_results(trainer.final_entry(chosen, metrics))
-    acc.print(summary_table(trainer.extra, chosen, metrics, split, config["val_images"]))
+    val_source = ("val images" if own_info.get("splits", {}).get("val") == "val"
+                  else "held-out training images")
+    acc.print(summary_table(trainer.extra, chosen, metrics, split, config["val_images"], report,
+                            val_source))
     acc.wait_for_everyone()
     return 0
 
 
-def summary_table(extra: dict, chosen: dict, metrics: dict, split: str, val_images: int) -> str:
-    """The end-of-run table: teacher (and assistant), student best and last-epoch test accuracy."""
-    rows = [f"{'':10} {'model':10} {'params':>10} {'test acc':>9} {'last epoch':>10}"]
+def summary_table(extra: dict, chosen: dict, metrics: dict, split: str, val_images: int,
+                  report: str = "test", val_source: str = "held-out training images") -> str:
+    """The end-of-run table: teacher (and assistant), student best and last-epoch accuracy on the
+    test split (own data without one: on the selection split)."""
+    w = max([10] + [len(extra[r]["model"]) for r in ("teacher", "assistant", "student")
+                    if extra.get(r)])
+    rows = [f"{'':10} {'model':{w}} {'params':>10} {report + ' acc':>9} {'last epoch':>10}"]
     for role in ("teacher", "assistant"):
         if extra.get(role):
             r = extra[role]
-            rows.append(f"{role:10} {r['model']:10} {r['parameters']:>10,} "
-                        f"{100 * r['test_accuracy']:>8.2f}% {'':>10}")
+            rows.append(f"{role:10} {r['model']:{w}} {r['parameters']:>10,} "
+                        f"{100 * r[f'{report}_accuracy']:>8.2f}% {'':>10}")
     s = extra["student"]
-    rows.append(f"{'student':10} {s['model']:10} {s['parameters']:>10,} "
-                f"{100 * metrics['test_accuracy']:>8.2f}% "
-                f"{100 * metrics['last_epoch_test_accuracy']:>9.2f}%")
-    where = (f"{val_images} held-out training images" if split == "val"
+    rows.append(f"{'student':10} {s['model']:{w}} {s['parameters']:>10,} "
+                f"{100 * metrics[f'{report}_accuracy']:>8.2f}% "
+                f"{100 * metrics[f'last_epoch_{report}_accuracy']:>9.2f}%")
+    where = (f"{val_images} {val_source}" if split == "val"
              else "the test set (as the paper; optimistic)")
     rows.append(f"student selected: {chosen['phase']} epoch {chosen['epoch']}, by accuracy on "
                 f"{where}")
+    if report != "test":
+        rows.append("no test split: the accuracies above are on the selection split (optimistic)")
     return "\n".join(rows)
 
 
