@@ -21,7 +21,8 @@ test: setup
 demo: setup
 	$(BIN)/python demo/run_demo.py
 
-example-own-data: setup  # your own data, offline: a small image folder, distilled (~2 min)
+example-own-data: setup  # your own data, offline: a tiny CSV (text CLI) and a small image folder (~2 min)
+	$(BIN)/python demo/example_own_text.py --out example_output/own_text
 	$(BIN)/python demo/example_own_images.py --out runs/example-own-images
 
 lint: setup

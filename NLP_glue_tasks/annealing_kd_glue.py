@@ -15,6 +15,7 @@ its tokenizer to <out>/student.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sys
@@ -28,8 +29,9 @@ if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealin
 from common.errors import UsageError, run_cli  # noqa: E402
 from common.methods import ROLES, Step, get_method, run_method, table  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
+from NLP_glue_tasks.custom_data import resolve_task, uses_own_data  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
-from NLP_glue_tasks.tasks import SUBMISSION, Task, get_task, split_suffix  # noqa: E402
+from NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix  # noqa: E402
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -139,8 +141,10 @@ class Side:
         from NLP_glue_tasks.data import Collator, encode
 
         self.tok = tok
-        self.train = encode(tok, train_ex, args.max_seq_length)
-        self.dev = {s: encode(tok, ex, args.max_seq_length) for s, ex in dev_ex.items()}
+        # datasets' on-disk cache: the main process tokenizes, the others read its files
+        with acc.main_process_first() if hasattr(train_ex, "encode") else contextlib.nullcontext():
+            self.train = encode(tok, train_ex, args.max_seq_length)
+            self.dev = {s: encode(tok, ex, args.max_seq_length) for s, ex in dev_ex.items()}
         pad = args.max_seq_length if args.pad_to_max_length else None
         self.collator = Collator(tok, max_length=pad, pad_to_multiple_of=pad_multiple)
         self.dev_loaders = {s: acc.prepare(make_loader(f, args.per_gpu_eval_batch_size, self.collator))
@@ -148,7 +152,7 @@ class Side:
 
 
 # ---- the pipeline -----------------------------------------------------------------------------
-def check_args(args, task: Task) -> None:
+def check_args(args, task: Task | None = None) -> None:
     """Problems found before anything heavy is imported."""
     if not (args.do_train or args.do_eval or args.do_predict):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
@@ -212,6 +216,8 @@ class Pipeline:
                                deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
         self.trainer.extra["task"] = task.name
+        if getattr(task, "source", None) is not None:  # your own data: files, columns, labels
+            self.trainer.extra.update(task.source.describe())
         self.trains_teacher = bool(args.train_teacher)
         self.paths = {r: getattr(args, f"{r}_model_name_or_path") for r in ROLES}
         self.toks: dict[str, Any] = {}
@@ -239,9 +245,9 @@ class Pipeline:
     # ---- the method's hooks (common.methods.run.Pipeline) ---------------------------------------
     def phase(self, step: Step):
         """AdamW (no decay on biases and LayerNorm), warm-up and decay by get_scheduler."""
-        import torch
         from transformers import get_scheduler
 
+        from common.optim import adamw
         from common.trainer import Phase
 
         args = self.args
@@ -251,9 +257,8 @@ class Pipeline:
         def make_optimizer(m):
             decay = [p for p in m.parameters() if p.requires_grad and p.dim() >= 2]
             rest = [p for p in m.parameters() if p.requires_grad and p.dim() < 2]  # bias, LayerNorm
-            return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                      {"params": rest, "weight_decay": 0.0}], lr=lr,
-                                     eps=args.adam_epsilon)
+            return adamw([{"params": decay, "weight_decay": args.weight_decay},
+                          {"params": rest, "weight_decay": 0.0}], lr=lr, eps=args.adam_epsilon)
 
         def make_scheduler(optimizer, total: int):
             return get_scheduler(args.lr_scheduler_type, optimizer,
@@ -449,7 +454,8 @@ def predict_test(args, task: Task, acc) -> list[Path]:
         order = index.argsort()
         logits = logits[order]
         if task.is_regression:
-            preds = [f"{v:.3f}" for v in logits.view(-1).clamp(0.0, 5.0).tolist()]
+            scores = logits.view(-1) if task.name == "custom" else logits.view(-1).clamp(0.0, 5.0)
+            preds = [f"{v:.3f}" for v in scores.tolist()]
         else:
             preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
         text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(ex.ids, preds, strict=True))
@@ -463,8 +469,10 @@ def predict_test(args, task: Task, acc) -> list[Path]:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    task = get_task(args.task_name)
+    own = uses_own_data(args)  # your own files are read only once the other arguments are fine
+    task = None if own else resolve_task(args)
     check_args(args, task)
+    task = task or resolve_task(args)
     if args.do_train:
         pipe = Pipeline(args, task)
         pipe.train()

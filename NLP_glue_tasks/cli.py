@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from common.methods import method_names
+from NLP_glue_tasks.custom_data import add_arguments
 
 # transformers.get_scheduler names that need no extra arguments
 SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     _what_to_do(p.add_argument_group("what to do (original flags)"))
     _optimisation(p.add_argument_group("optimisation (original flags)"))
     _ours(p.add_argument_group("ours"))
+    add_arguments(p)
     return p
 
 
@@ -41,8 +43,9 @@ def _models_and_data(a: argparse._ArgumentGroup) -> None:
     a.add_argument("--teacher_model_name_or_path", default=None,
                    help="fine-tuned teacher (or a base model with --train_teacher)")
     a.add_argument("--student_model_name_or_path", default=None, help="student checkpoint")
-    a.add_argument("--task_name", required=True,
-                   help="cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte or wnli")
+    a.add_argument("--task_name", default=None,
+                   help="cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte or wnli; leave it out "
+                        "for your own data (--train_file ... or --dataset_name: the task 'custom')")
     a.add_argument("--data_dir", default=None,
                    help="GLUE task folder of download_glue_data.py (e.g. GLUE/RTE); "
                         "without it, nyu-mll/glue is loaded through `datasets`")

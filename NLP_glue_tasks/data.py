@@ -117,6 +117,8 @@ def load_hub(task: Task, split: str, cache_dir: str | None = None) -> Examples:
 
 
 def load_split(task: Task, split: str, data_dir: str | None, cache_dir: str | None = None) -> Examples:
+    if getattr(task, "source", None) is not None:  # your own data (custom_data.py)
+        return task.source.split(split)
     if data_dir:
         return read_tsv(task_dir(data_dir, task) / f"{split}.tsv", task, split)
     return load_hub(task, split, cache_dir)
@@ -124,6 +126,8 @@ def load_split(task: Task, split: str, data_dir: str | None, cache_dir: str | No
 
 def encode(tokenizer, ex: Examples, max_length: int) -> list[dict[str, Any]]:
     """Token ids per example (no padding), with its position ``index`` and label."""
+    if not isinstance(ex, Examples):  # your own data: a cached datasets.Dataset (custom_data.py)
+        return ex.encode(tokenizer, max_length)
     enc = tokenizer(ex.text_a, ex.text_b, truncation=True, max_length=max_length)
     keys = [k for k in MODEL_KEYS if k in enc]
     feats = []
@@ -138,7 +142,25 @@ def encode(tokenizer, ex: Examples, max_length: int) -> list[dict[str, Any]]:
 
 def attach(feats: list[dict[str, Any]], other: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     """Add another model's token ids (e.g. the teacher's, for an online teacher) to each feature."""
+    if not isinstance(feats, list):
+        return Attached(feats, other, name)
     return [{**f, name: {k: o[k] for k in MODEL_KEYS if k in o}} for f, o in zip(feats, other, strict=True)]
+
+
+class Attached:
+    """:func:`attach` for datasets read lazily (``datasets.Dataset``)."""
+
+    def __init__(self, feats, other, name: str) -> None:
+        if len(feats) != len(other):
+            raise ValueError(f"{len(feats)} features but {len(other)} of {name}")
+        self.feats, self.other, self.name = feats, other, name
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        o = self.other[i]
+        return {**self.feats[i], self.name: {k: o[k] for k in MODEL_KEYS if k in o}}
 
 
 class Collator:

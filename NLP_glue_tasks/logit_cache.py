@@ -50,6 +50,11 @@ def inputs_hash(feats: list[dict[str, Any]]) -> str:
     """sha256 of every example's token ids (and segment ids)."""
     import numpy as np
 
+    if not isinstance(feats, list):  # a datasets.Dataset: read the Arrow columns
+        from NLP_glue_tasks.custom_data import arrow_inputs_hash
+
+        return arrow_inputs_hash(feats)
+
     h = hashlib.sha256()
     for f in feats:
         for k in ("input_ids", "token_type_ids"):
@@ -76,7 +81,7 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
             return logits
     tic = time.perf_counter()
     model = freeze(load_model()).to(acc.device)
-    by_length = sorted(feats, key=lambda f: len(f["input_ids"]))  # less padding; "index" keeps order
+    by_length = _by_length(feats)  # less padding; "index" keeps the order
     loader = acc.prepare(DataLoader(by_length, batch_size=batch_size, shuffle=False, collate_fn=collator))
     amp = torch.bfloat16 if acc.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     with torch.autocast(acc.device.type, dtype=amp, enabled=acc.device.type == "cuda"):
@@ -92,3 +97,9 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
               f"{time.perf_counter() - tic:.1f}s, cached in {path}")
     del model
     return out
+
+
+def _by_length(feats):
+    from NLP_glue_tasks.custom_data import by_length
+
+    return by_length(feats)

@@ -231,7 +231,7 @@ class Trainer:
                 n_batches += 1
                 if n_batches % self.log_every == 1 and acc.is_main_process:
                     bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                    phi="-" if mult is None else f"{mult:.3f}")
+                                    phi="-" if mult is None else f"{mult:.3f}", refresh=False)
                 if phase.max_steps and opt_steps >= phase.max_steps:
                     break
             train_loss = (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()

