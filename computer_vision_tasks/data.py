@@ -113,9 +113,13 @@ def _cifar(name: str, root: Path, train: bool, transform):
     files = ("data_batch_1..5, test_batch, batches.meta" if name == "cifar10" else
              "train, test, meta")
     layout = f"{folder}/ ({files}: the python version of the dataset)"
+    present = (root / folder).exists()
     try:
-        return cls(str(root), train=train, transform=transform, download=not (root / folder).exists())
-    except Exception as exc:  # URLError offline, RuntimeError for corrupt files
+        return cls(str(root), train=train, transform=transform, download=not present)
+    except Exception as exc:  # URLError offline; missing or unreadable files
+        if present:
+            raise UsageError(f"cannot read {name} from {root / folder} ({type(exc).__name__}: "
+                             f"{exc}): missing or corrupted files; it must hold {layout}") from None
         raise _missing(name, root, layout, exc) from None
 
 
