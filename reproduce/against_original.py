@@ -251,6 +251,18 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict:
     return {"t": float(res.statistic), "p": float(res.pvalue), "note": ""}
 
 
+def detectable_difference(a: Sequence[float], b: Sequence[float], power: float = 0.8) -> float:
+    """The difference of means a two-sided Welch test at ALPHA would detect with ``power``, given
+    these spreads: (t_{1-ALPHA/2} + t_{power}) x standard error, at Welch's degrees of freedom."""
+    from scipy import stats
+
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float((stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(power, df)) * math.sqrt(va + vb))
+
+
 def verdict(method: str, ours: Sequence[float], original: Sequence[float], test: dict) -> str:
     """The sentence the report is for."""
     (mo, _), (mr, _) = mean_std(ours), mean_std(original)
@@ -283,15 +295,19 @@ def phase1_phi(epochs: list[dict]) -> list[float | None]:
 def summarize(runs: list[dict], methods: Sequence[str]) -> dict:
     """Per method: accuracies of both codes, mean, std, Welch test, verdict; Phi of both."""
     out: dict = {}
-    for m in methods:
-        acc = {code: [r["test_accuracy"] for r in runs if r["method"] == m and r["code"] == code]
+    rows = [(m, m, "test_accuracy") for m in methods]
+    if "annealing" in methods and all("best_last_phase_test_accuracy" in r for r in runs):
+        rows.append(("annealing phase 2", "annealing", "best_last_phase_test_accuracy"))
+    for row, m, key in rows:
+        acc = {code: [r[key] for r in runs if r["method"] == m and r["code"] == code]
                for code in ("ours", "original")}
         if not acc["ours"] or not acc["original"]:
             continue
         test = welch(acc["ours"], acc["original"])
-        out[m] = {"test_accuracy": acc,
-                  "mean_std": {c: mean_std(v) for c, v in acc.items()},
-                  "welch": test, "verdict": verdict(m, acc["ours"], acc["original"], test)}
+        out[row] = {"test_accuracy": acc, "mean_std": {c: mean_std(v) for c, v in acc.items()},
+                    "welch": test, "verdict": verdict(row, acc["ours"], acc["original"], test),
+                    "detectable_difference": (detectable_difference(acc["ours"], acc["original"])
+                                              if min(map(len, acc.values())) > 1 else None)}
     phis = {code: next((phase1_phi(r["epochs"]) for r in runs
                         if r["method"] == "annealing" and r["code"] == code), [])
             for code in ("ours", "original")}
@@ -317,7 +333,7 @@ def write_report(path_md: Path, report: dict) -> None:
         "",
         "## Verdict",
         "",
-        *[f"- {s[m]['verdict']}" for m in METHODS if m in s],
+        *[f"- {s[r]['verdict']}" for r in _rows(s)],
         f"- Phi per phase-1 epoch is {'identical' if s['phi_identical'] else 'NOT identical'} "
         "in both codes (table below).",
         "",
@@ -341,28 +357,36 @@ def write_report(path_md: Path, report: dict) -> None:
         "",
         "## Test accuracy (%), mean +- std over seeds",
         "",
-        "| method | ours | original | difference | Welch t | p (two-sided) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "`annealing`: the CLI's final student (ours: best epoch of phase 1 + phase 2); "
+        "`annealing phase 2`: the best phase-2 epoch, what the original reports. The last column: "
+        "the difference this test would detect with 80% power at these spreads.",
+        "",
+        "| method | ours | original | difference | Welch t | p (two-sided) | detectable |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for m in METHODS:
-        if m not in s:
-            continue
+    for m in _rows(s):
         (mo, so), (mr, sr) = s[m]["mean_std"]["ours"], s[m]["mean_std"]["original"]
-        w = s[m]["welch"]
+        w, dd = s[m]["welch"], s[m].get("detectable_difference")
         lines.append(f"| {m} | {100 * mo:.2f} +- {100 * so:.2f} | {100 * mr:.2f} +- {100 * sr:.2f}"
-                     f" | {100 * (mo - mr):+.2f} | {w['t']:.3f} | {w['p']:.4f} |")
+                     f" | {100 * (mo - mr):+.2f} | {w['t']:.3f} | {w['p']:.4f} | "
+                     f"{'-' if dd is None else f'{100 * dd:.1f}'} |")
     lines += ["", "Per seed (ours / original):", ""]
-    for m in METHODS:
-        if m in s:
-            acc = s[m]["test_accuracy"]
-            lines.append(f"- {m}: " + "; ".join(
+    for m in _rows(s):
+        acc = s[m]["test_accuracy"]
+        lines.append(f"- {m}: " + "; ".join(
                 f"{100 * a:.2f} / {100 * b:.2f}" for a, b in zip(acc["ours"], acc["original"])))
+    if report.get("notes"):
+        lines += ["", "## What this says", "", *report["notes"]]
     lines += ["", "## Phi per phase-1 epoch", "", *phi_table(s["phi"]["ours"], s["phi"]["original"]),
               "", "## Differences that remain", "", *[f"- {d}" for d in report["differences"]],
               "", "## Seconds", "",
               "| run | seconds |", "|---|---:|",
               *[f"| {k} | {v:.0f} |" for k, v in report["timings"].items()], ""]
     path_md.write_text("\n".join(lines))
+
+
+def _rows(summary: dict) -> list[str]:
+    return [k for k, v in summary.items() if isinstance(v, dict) and "mean_std" in v]
 
 
 def _pct(v: float | None) -> str:
@@ -411,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau-max", type=int, default=4)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the .json beside --report (no runs)")
+    p.add_argument("--notes", default=None,
+                   help="with --report-only: a text file whose lines go into the report")
     p.add_argument("--run-original", default=None, help=argparse.SUPPRESS)  # worker: spec.json
     return p
 
@@ -559,11 +587,30 @@ def compare(args) -> int:
     return 0
 
 
+def rebuild_report(md: Path, notes: str | None) -> int:
+    """The report again from the runs recorded in its .json (e.g. after adding notes)."""
+    path = md.with_suffix(".json")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path} ({type(exc).__name__}); run the comparison first "
+                         "or pass --report of a finished one") from None
+    report["summary"] = summarize(report["runs"], report["settings"]["methods"])
+    if notes:
+        report["notes"] = Path(notes).read_text().splitlines()
+    path.write_text(json.dumps(report, indent=1, default=float))
+    write_report(md, report)
+    print(f"report: {md}")
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.run_original:
         run_original(json.loads(Path(args.run_original).read_text()))
         return 0
+    if args.report_only:
+        return rebuild_report(Path(args.report), args.notes)
     return compare(args)
 
 

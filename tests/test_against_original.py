@@ -100,6 +100,15 @@ def test_welch_matches_the_hand_computed_statistic_and_df():
     assert res["p"] != pytest.approx(2 * stats.t.sf(abs(t), 5))  # not Student's pooled df
 
 
+def test_detectable_difference_is_t_quantiles_times_the_welch_standard_error():
+    from scipy import stats
+
+    df = 0.75**2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
+    want = (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * math.sqrt(0.75)
+    assert ao.detectable_difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]) == pytest.approx(want)
+    assert ao.detectable_difference([0.5, 0.5], [0.5, 0.5]) == 0.0
+
+
 def test_welch_degenerate_cases():
     assert ao.welch([0.5, 0.5], [0.5, 0.5])["p"] == 1.0
     assert math.isnan(ao.welch([0.5, 0.5], [0.6, 0.6])["p"])
@@ -143,6 +152,31 @@ def test_summarize_and_report(tmp_path):
     assert s["annealing"]["verdict"] in text
     assert "| 2 | 1.0000 | 1.0000 | yes |" in text
     assert "| annealing | 81.00 +- 1.41 | 80.00 +- 1.41 | +1.00 |" in text
+
+
+def test_report_only_rebuilds_the_summary_and_adds_notes(tmp_path):
+    runs = [{**_run(code, "annealing", seed, acc, [0.5, 1.0]), "best_last_phase_test_accuracy": acc}
+            for code, seed, acc in [("ours", 1, 0.8), ("ours", 2, 0.82), ("original", 1, 0.81),
+                                    ("original", 2, 0.79)]]
+    report = {"finished": "now", "seconds": 1.0, "command": "python x", "runs": runs,
+              "settings": {"train_images": 4, "test_images": 2, "subset_seed": 0,
+                           "teacher": "resnet20", "student": "resnet8", "teacher_epochs": 1,
+                           "p1": 2, "p2": 1, "tau_max": 2, "learning_rate": 0.1, "seeds": [1, 2],
+                           "methods": ["annealing"]},
+              "teacher": {"original_test_accuracy": 0.9, "ours_test_accuracy": None},
+              "differences": [], "timings": {}}
+    md = tmp_path / "r.md"
+    md.with_suffix(".json").write_text(json.dumps(report))
+    (tmp_path / "notes.txt").write_text("A note by hand.")
+    proc = _cli("--original", str(tmp_path), "--report", str(md), "--report-only",
+                "--notes", str(tmp_path / "notes.txt"))
+    assert proc.returncode == 0, proc.stderr
+    text = md.read_text()
+    assert "A note by hand." in text and "| annealing phase 2 | 81.00 +- 1.41 |" in text
+    assert set(json.loads(md.with_suffix(".json").read_text())["summary"]) >= {
+        "annealing", "annealing phase 2", "phi", "phi_identical"}
+    proc = _cli("--original", str(tmp_path), "--report", str(tmp_path / "none.md"), "--report-only")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot read")
 
 
 def _cli(*args, env=None):
