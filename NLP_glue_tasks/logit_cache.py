@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from common.checkpoint import atomic_write
+from common.progress import progress_bar
 from common.trainer import freeze, predict
 from NLP_glue_tasks.data import model_inputs
 
@@ -79,7 +80,7 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     loader = acc.prepare(DataLoader(by_length, batch_size=batch_size, shuffle=False, collate_fn=collator))
     amp = torch.bfloat16 if acc.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     with torch.autocast(acc.device.type, dtype=amp, enabled=acc.device.type == "cuda"):
-        logits, index = predict(acc, model, _progress(loader, tag, acc.is_main_process),
+        logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
                                 lambda m, b: m(**model_inputs(b)).logits, lambda b: b["index"])
     out = torch.empty(len(feats), logits.size(1))
     out[index] = logits
@@ -91,9 +92,3 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
               f"{time.perf_counter() - tic:.1f}s, cached in {path}")
     del model
     return out
-
-
-def _progress(loader, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(loader, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

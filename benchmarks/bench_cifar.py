@@ -90,16 +90,9 @@ def original_step(student, teacher, opt, x, T: int, max_temperature: int):
 def calibrate_bn(model, x) -> None:
     """Set every BatchNorm's running statistics from one batch (an untrained deep ResNet in eval
     mode has exploding logits, which would make the losses overflow)."""
-    import torch
+    from torch.optim.swa_utils import update_bn
 
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: one batch sets the statistics exactly
-    with torch.no_grad():
-        model.train()(x)
-    for m in bns:
-        m.momentum = 0.1
+    update_bn([x], model)  # cumulative average over the one batch, momenta restored after
     model.eval()
 
 

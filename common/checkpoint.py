@@ -67,33 +67,3 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"training state {path} is corrupt ({type(exc).__name__}); "
                          "start again with --overwrite-output-dir") from None
 
-
-def rng_states() -> dict[str, Any]:
-    """The RNG states of python, numpy and torch, in a weights_only-safe form."""
-    import random
-
-    import numpy as np
-
-    np_state = np.random.get_state()
-    state = {
-        "python": [list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_states(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_states` saved."""
-    import random
-
-    import numpy as np
-
-    random.setstate((3, tuple(state["python"][0]), state["python"][1]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype("uint32"), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

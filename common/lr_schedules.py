@@ -1,4 +1,7 @@
-"""Learning-rate multipliers as functions of (optimizer step, total steps of the phase)."""
+"""Learning-rate multipliers as functions of (optimizer step, total steps of the phase).
+
+The CIFAR recipe lives here; the GLUE warm-up and decay come from ``transformers.get_scheduler``.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +22,3 @@ def step_decay(step: int, total: int) -> float:
         return 0.1
     return 1.0
 
-
-def linear_warmup_decay(warmup_steps: int) -> LrFactor:
-    """Linear warm-up over ``warmup_steps``, then linear decay to 0 (the BERT/GLUE recipe)."""
-
-    def factor(step: int, total: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total - step) / max(1, total - warmup_steps))
-
-    return factor

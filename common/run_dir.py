@@ -79,10 +79,7 @@ class RunDir:
         return bool(self.read_results().get("final"))
 
     def read_results(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / RESULTS).read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_results(self.path)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -149,3 +146,11 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     return str(obj)
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """The results.json of a run directory ({} when it is missing or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / RESULTS).read_text())
+    except (OSError, ValueError):
+        return {}

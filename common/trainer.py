@@ -2,7 +2,8 @@
 
 A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...). Each phase trains one
 model with one objective, evaluates every epoch, keeps its best and last weights and a training
-state in ``<run>/<phase>/``, and can be resumed at any epoch boundary:
+state in ``<run>/<phase>/``, and can be resumed at any epoch boundary. The objectives, registered
+by name in :data:`OBJECTIVES` (a new one: :func:`register_objective`):
 
     task    hard labels (cross-entropy, or MSE for regression)
     anneal  MSE(z_s, Phi(T) * z_t), T stepping down from tau_max to 1 (Annealing-KD phase 1)
@@ -15,23 +16,17 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from common.checkpoint import (
-    load_state,
-    load_weights,
-    rng_states,
-    save_state,
-    save_weights,
-    set_rng_states,
-)
+from common.checkpoint import load_state, load_weights, save_state, save_weights
 from common.errors import UsageError
 from common.losses import annealing_loss, hinton_kd_loss, task_loss
 from common.lr_schedules import LrFactor, constant
+from common.progress import progress_bar
 from common.run_dir import RunDir
 from common.schedule import check_schedule, phi, temperature
 from common.seeding import seed_everything
@@ -40,22 +35,70 @@ Batch = Any
 Metrics = dict[str, float]
 
 
+@dataclass(frozen=True)
+class Objective:
+    """A training loss: ``loss(logits, labels, targets, phi, **options) -> scalar``.
+
+    ``targets`` are the frozen teacher's logits when ``needs_teacher`` (else None); ``phi`` is the
+    annealing multiplier when ``anneals`` (else None); ``options`` are the phase's
+    :attr:`Phase.options` (each objective takes the keys it knows and ignores the rest)."""
+
+    loss: Callable[..., torch.Tensor]
+    needs_teacher: bool = True
+    anneals: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str, *, needs_teacher: bool = True, anneals: bool = False):
+    """Decorator: register ``loss`` as the objective ``name`` (usable in any :class:`Phase`)."""
+
+    def add(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        OBJECTIVES[name] = Objective(loss, needs_teacher, anneals)
+        return loss
+
+    return add
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; registered: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+@register_objective("task", needs_teacher=False)
+def _task(logits, labels, targets, phi, **options) -> torch.Tensor:
+    return task_loss(logits, labels)
+
+
+@register_objective("anneal", anneals=True)
+def _anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **options):
+    return annealing_loss(logits, targets, phi, anneal_reduction)
+
+
+@register_objective("kd")
+def _kd(logits, labels, targets, phi, *, kd_alpha: float = 0.5, kd_temperature: float = 4.0,
+        **options) -> torch.Tensor:
+    return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature)
+
+
 @dataclass
 class Phase:
     """One stage of a run: a model trained with one objective for some epochs."""
 
     name: str
-    objective: str  # "task" | "anneal" | "kd"
+    objective: str  # a name in OBJECTIVES: "task" | "anneal" | "kd" | ...
     epochs: int
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
     lr_factor: LrFactor = constant
     max_temperature: int = 1
     anneal_per_step: bool = False
-    anneal_reduction: str = "mean"
-    kd_alpha: float = 0.5
-    kd_temperature: float = 4.0
     max_grad_norm: float | None = None
     max_steps: int = 0  # stop the phase after this many optimizer steps (0: no limit)
+    options: dict[str, Any] = field(default_factory=dict)  # the objective's keyword options
+    # (optimizer, total steps) -> scheduler; replaces lr_factor (e.g. transformers.get_scheduler)
+    make_scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None
 
 
 @dataclass
@@ -135,18 +178,16 @@ class Trainer:
         acc, pdir = self.acc, self.run / phase.name
         if phase.epochs < 1:
             raise UsageError(f"{phase.name} needs at least 1 epoch, got {phase.epochs}")
-        if phase.objective in ("anneal", "kd") and batches.teacher_logits is None:
+        if get_objective(phase.objective).needs_teacher and batches.teacher_logits is None:
             raise ValueError(f"phase {phase.name}: objective {phase.objective} needs teacher_logits")
         optimizer = acc.prepare(phase.make_optimizer(model))
         loader = acc.prepare(loader)
-        steps_per_epoch = math.ceil(len(loader) / acc.gradient_accumulation_steps)
-        total = steps_per_epoch * phase.epochs
-        if phase.max_steps:
-            total = min(total, phase.max_steps)
-        if phase.objective == "anneal":
-            check_schedule(total if phase.anneal_per_step else phase.epochs, phase.max_temperature,
-                           "optimizer steps" if phase.anneal_per_step else "epochs")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: phase.lr_factor(s, total))
+        total = self.check_phase(phase, len(loader))
+        if phase.make_scheduler is not None:
+            scheduler = phase.make_scheduler(optimizer, total)
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                          lambda s: phase.lr_factor(s, total))
 
         start, best, opt_steps = 0, None, 0
         state_path = pdir / "state.pt"
@@ -155,7 +196,6 @@ class Trainer:
             acc.unwrap_model(model).load_state_dict(load_weights(pdir / "last.safetensors"))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            set_rng_states(state["rng"])
             start, best, opt_steps = state["epoch"], state["best"], state["opt_steps"]
             self.records = list(state["records"])
             if start >= phase.epochs or state["finished"]:
@@ -173,7 +213,7 @@ class Trainer:
             temp, mult = self._anneal(phase, epoch, opt_steps, total)
             loss_sum = torch.zeros((), device=acc.device)
             n_batches = 0
-            bar = _progress(loader, f"{phase.name} {epoch + 1}/{phase.epochs}", acc.is_main_process)
+            bar = progress_bar(loader, f"{phase.name} {epoch + 1}/{phase.epochs}", acc.is_main_process)
             for batch in bar:
                 with acc.accumulate(model):
                     if phase.anneal_per_step:
@@ -213,7 +253,7 @@ class Trainer:
             if acc.is_main_process:
                 save_state({"epoch": epoch + 1, "finished": finished, "opt_steps": opt_steps,
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rng": rng_states(), "best": best, "records": self.records},
+                            "best": best, "records": self.records},
                            state_path)
             acc.wait_for_everyone()
             self.write_results()
@@ -223,24 +263,30 @@ class Trainer:
         self.best[phase.name] = best
         return best
 
+    def check_phase(self, phase: Phase, batches_per_epoch: int) -> int:
+        """The optimizer steps of ``phase``; refuses an annealing schedule that does not fit them
+        (called by :meth:`fit`, and before a run trains anything by ``common.methods``)."""
+        steps_per_epoch = math.ceil(batches_per_epoch / self.acc.gradient_accumulation_steps)
+        total = steps_per_epoch * phase.epochs
+        if phase.max_steps:
+            total = min(total, phase.max_steps)
+        if get_objective(phase.objective).anneals:
+            check_schedule(total if phase.anneal_per_step else phase.epochs, phase.max_temperature,
+                           "optimizer steps" if phase.anneal_per_step else "epochs")
+        return total
+
     def _anneal(self, phase: Phase, epoch: int, step: int, total: int) -> tuple[int | None, float | None]:
-        if phase.objective != "anneal":
+        if not get_objective(phase.objective).anneals:
             return None, None
         i, n = (min(step, total - 1), total) if phase.anneal_per_step else (epoch, phase.epochs)
         t = temperature(i, n, phase.max_temperature)
         return t, phi(t, phase.max_temperature)
 
     def _loss(self, model, phase: Phase, batch, batches: Batches, mult: float | None) -> torch.Tensor:
+        objective = get_objective(phase.objective)
         logits = batches.student_logits(model, batch).float()
-        labels = batches.labels(batch)
-        if phase.objective == "task":
-            return task_loss(logits, labels)
-        targets = batches.teacher_logits(batch)
-        if phase.objective == "anneal":
-            return annealing_loss(logits, targets, mult, phase.anneal_reduction)
-        if phase.objective == "kd":
-            return hinton_kd_loss(logits, targets, labels, phase.kd_alpha, phase.kd_temperature)
-        raise ValueError(f"unknown objective {phase.objective!r}")
+        targets = batches.teacher_logits(batch) if objective.needs_teacher else None
+        return objective.loss(logits, batches.labels(batch), targets, mult, **phase.options)
 
     def _save_weights(self, model: nn.Module, path) -> None:
         if self.acc.is_main_process:
@@ -268,12 +314,6 @@ class Trainer:
         self.run.write_results(self.config, self.env, self.records, final, **self.extra)
         if final is not None:
             self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
-
-
-def _progress(loader, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(loader, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
 def _summary(r: dict[str, Any], metric: str) -> str:

@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 
 from common.errors import UsageError
+from common.methods import get_method, method_names, steps_of
+from computer_vision_tasks import own_args
 
 DATASET_NAMES = ["cifar10", "cifar100", "mnist", "fashion-mnist", "fake"]
-METHODS = ["annealing", "kd", "scratch", "takd"]
+EPOCH_FLAGS = {"teacher": "--teacher_epochs", "assistant": "--assistant-epochs",
+               "student": "--student-epochs", "phase1": "--student_epochs_p1",
+               "phase2": "--student_epochs_p2"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,9 +43,15 @@ def build_parser() -> Parser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("original flags")
-    _add(g, "--dataset", default="cifar100", help=f"one of {', '.join(DATASET_NAMES)}")
-    _add(g, "--dataset-dir", default="./data", help="where the datasets are (or are downloaded to)")
-    _add(g, "--teacher", default="resnet110", help="resnet8/14/20/26/32/44/56/110, plane2/4/6/8/10")
+    _add(g, "--dataset", default="cifar100",
+         help=f"one of {', '.join(DATASET_NAMES)}; or your own: imagefolder (with --dataset-dir) "
+         "or hf:<name> (a Hugging Face image classification dataset)")
+    _add(g, "--dataset-dir", default="./data",
+         help="where the datasets are (or are downloaded to); imagefolder: DIR with "
+         "train/<class>/<images> and optionally val/ and test/")
+    _add(g, "--teacher", default="resnet110",
+         help="resnet8/14/20/26/32/44/56/110, plane2/4/6/8/10, torchvision:<name> (e.g. "
+         "torchvision:resnet18) or timm:<name> (needs pip install 'annealing-kd[timm]')")
     _add(g, "--student", "--model", default="resnet8", help="student architecture")
     _add(g, "--teacher_epochs", type=int, default=200, help="epochs to train the teacher")
     _add(g, "--student_epochs_p1", type=int, default=200, help="annealing phase-1 epochs")
@@ -49,8 +59,8 @@ def build_parser() -> Parser:
     _add(g, "--max_temperature", type=int, default=10, help="tau_max of the annealing schedule")
     _add(g, "--batch-size", type=int, default=128, help="training batch size (per process)")
     _add(g, "--learning-rate", type=float, default=0.1,
-         help="SGD lr of ResNets: lr, lr/10 at 1/2, lr/100 at 3/4 of each phase; plain CNNs: "
-         "constant lr/10 (0.01 by default, as the original)")
+         help="SGD lr of ResNets (and torchvision:/timm: models): lr, lr/10 at 1/2, lr/100 at "
+         "3/4 of each phase; plain CNNs: constant lr/10 (0.01 by default, as the original)")
     _add(g, "--momentum", type=float, default=0.9, help="SGD momentum")
     _add(g, "--weight-decay", type=float, default=1e-4, help="SGD weight decay")
     _add(g, "--teacher-checkpoint", default="",
@@ -60,7 +70,7 @@ def build_parser() -> Parser:
          help="same as --device cuda")
 
     o = p.add_argument_group("ours")
-    _add(o, "--method", default="annealing", help=f"one of {', '.join(METHODS)}")
+    _add(o, "--method", default="annealing", help=f"one of {', '.join(method_names())}")
     _add(o, "--assistant", default=None, help="TAKD's teacher assistant (e.g. resnet20)")
     _add(o, "--student-epochs", type=int, default=None,
          help="epochs of the student for scratch/kd/takd (default: p1 + p2, Annealing-KD's budget)")
@@ -85,9 +95,17 @@ def build_parser() -> Parser:
     _add(o, "--num-workers", type=int, default=4, help="data-loading worker processes")
     _add(o, "--no-gpu-loader", action="store_true",
          help="on CUDA, use the torchvision DataLoader instead of the GPU-resident loader "
-         "(whole dataset on the GPU, augmentation there; the default on one GPU)")
+         "(whole dataset on the GPU, augmentation there; the default on one GPU for data held "
+         "in memory; own images decoded from disk always use the DataLoader)")
     _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
+    own_args.add_arguments(p, _add)
     return p
+
+
+def epochs(args: argparse.Namespace, budget: str) -> tuple[str, int]:
+    """The flag and the number of epochs of a step's budget (a new method's: --student-epochs)."""
+    flag = EPOCH_FLAGS.get(budget, "--student-epochs")
+    return flag, getattr(args, flag[2:].replace("-", "_"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -98,34 +116,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad settings before anything is loaded or trained."""
-    if args.dataset not in DATASET_NAMES:
+    own_args.check_args(args)
+    if args.dataset not in DATASET_NAMES and not own_args.is_own(args.dataset):
         raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
-    if args.method not in METHODS:
-        raise UsageError(f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}")
-    if args.method == "takd" and not args.assistant:
-        raise UsageError("--method takd needs a teacher assistant; pass e.g. --assistant resnet20")
+    method = get_method(args.method)
+    if method.uses("assistant") and not args.assistant:
+        raise UsageError(f"--method {args.method} needs a teacher assistant; pass e.g. "
+                         "--assistant resnet20")
     if args.student_epochs is None:
         args.student_epochs = args.student_epochs_p1 + args.student_epochs_p2
     if args.assistant_epochs is None:
         args.assistant_epochs = args.student_epochs
-    epochs = {"--student_epochs_p1": args.student_epochs_p1,
-              "--student_epochs_p2": args.student_epochs_p2} if args.method == "annealing" else {
-              "--student-epochs": args.student_epochs}
-    if args.method != "scratch" and not args.teacher_checkpoint:
-        epochs["--teacher_epochs"] = args.teacher_epochs
-    if args.method == "takd":
-        epochs["--assistant-epochs"] = args.assistant_epochs
-    for flag, n in epochs.items():
+    for step in steps_of(method, trains_teacher=not args.teacher_checkpoint):
+        flag, n = epochs(args, step.budget)
         if n < 1:
             raise UsageError(f"{flag} must be at least 1, got {n}")
-    if args.method == "annealing":
+        if step.objective != "anneal":
+            continue
         if args.max_temperature < 1:
             raise UsageError(f"--max_temperature must be at least 1, got {args.max_temperature}")
-        if not args.anneal_per_step and args.max_temperature > args.student_epochs_p1:
+        if not args.anneal_per_step and args.max_temperature > n:
             raise UsageError(
-                f"--max_temperature {args.max_temperature} exceeds --student_epochs_p1 "
-                f"{args.student_epochs_p1}: each temperature needs at least one epoch; lower "
-                "--max_temperature, raise --student_epochs_p1, or pass --anneal-per-step")
+                f"--max_temperature {args.max_temperature} exceeds {flag} {n}: each temperature "
+                "needs at least one epoch; lower --max_temperature, raise it, or pass "
+                "--anneal-per-step")
     for flag, value in (("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate)):
         if value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
@@ -134,4 +148,6 @@ def check_args(args: argparse.Namespace) -> None:
     if args.resume and args.overwrite_output_dir:
         raise UsageError("--resume and --overwrite-output-dir contradict each other; pass one")
     if args.output_dir is None:
-        args.output_dir = f"runs/{args.dataset}-{args.method}-{args.teacher}-{args.student}"
+        args.output_dir = "runs/" + "-".join(
+            str(v).replace(":", "_").replace("/", "_")
+            for v in (args.dataset, args.method, args.teacher, args.student))

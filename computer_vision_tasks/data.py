@@ -171,7 +171,7 @@ def default_val_size(n_train: int, train_subset: int | None) -> int:
 class Splits:
     train: Dataset  # augmented
     val: Dataset | None  # held out of the training set, not augmented
-    test: Dataset
+    test: Dataset | None  # None: own data without a test split
 
 
 def make_splits(name: str, root: str | os.PathLike, val_size: int | None,
@@ -182,7 +182,14 @@ def make_splits(name: str, root: str | os.PathLike, val_size: int | None,
     train_aug = load_split(name, root, True, transforms_for(spec, True))
     train_plain = load_split(name, root, True, transforms_for(spec, False))
     test = load_split(name, root, False, transforms_for(spec, False))
-    n = len(train_aug)
+    val_idx, train_idx = split_indices(len(train_aug), val_size, train_subset, seed, name)
+    return Splits(Subset(train_aug, train_idx), Subset(train_plain, val_idx) if val_idx else None,
+                  test)
+
+
+def split_indices(n: int, val_size: int | None, train_subset: int | None, seed: int,
+                  name: str) -> tuple[list[int], list[int]]:
+    """Held-out and training indices of ``n`` training images; they depend only on ``seed``."""
     if val_size is None:
         val_size = default_val_size(n, train_subset)
     if val_size < 0 or val_size >= n:
@@ -195,8 +202,7 @@ def make_splits(name: str, root: str | os.PathLike, val_size: int | None,
             raise UsageError(f"--train-subset {train_subset} must be in [1, {len(train_idx)}] "
                              f"({n} training images, {val_size} held out for validation)")
         train_idx = train_idx[:train_subset]
-    return Splits(Subset(train_aug, train_idx), Subset(train_plain, val_idx) if val_size else None,
-                  test)
+    return val_idx, train_idx
 
 
 def train_loader(ds: Dataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:

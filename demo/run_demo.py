@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import re
+import os
 import shlex
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: python demo/run_demo.py
     sys.path.insert(0, str(ROOT))
 
 from common.errors import UsageError, run_cli  # noqa: E402
+from common.run_dir import read_results  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
 CIFAR_CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
@@ -57,14 +57,14 @@ def run_cli_process(cmd: list[str], log: Path) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, "TQDM_DISABLE": "1"})  # no progress bars
         assert proc.stdout is not None
-        for raw in proc.stdout:  # split on newlines only: tqdm redraws its bar after a '\r'
-            line = raw.decode("utf-8", errors="replace")
-            f.write(line)
-            shown = line.rsplit("\r", 1)[-1].rstrip()  # progress bars go to the log only
-            if shown and not re.search(r"\d%\|", shown):
-                print("    " + shown, flush=True)
+        for line in proc.stdout:
+            text = line.decode("utf-8", errors="replace")
+            f.write(text)
+            if text.strip():
+                print("    " + text.rstrip(), flush=True)
         rc = proc.wait()
     if rc != 0:
         raise UsageError(f"the command above failed (exit {rc}); its output is in {log}")
@@ -78,7 +78,7 @@ def split_epochs(epochs: int) -> tuple[int, int]:
 
 
 def results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
+    return read_results(run_dir)
 
 
 def image_runs(args: argparse.Namespace, out: Path, data_dir: str) -> list[tuple[str, float, float]]:

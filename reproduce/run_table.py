@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
     sys.path.insert(0, str(ROOT))
 
 from common.errors import UsageError, run_cli  # noqa: E402
+from common.run_dir import read_results  # noqa: E402
 from reproduce import published  # noqa: E402
 
 CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
@@ -70,10 +71,7 @@ class Run:
         return [python, str(CLI[self.cli]), *self.args, flag, str(self.out), *extra]
 
     def results(self) -> dict:
-        try:
-            return json.loads((self.out / "results.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_results(self.out)
 
     def finished(self) -> bool:
         return bool(self.results().get("final"))

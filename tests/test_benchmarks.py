@@ -8,14 +8,12 @@ import copy
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
 
 from benchmarks import bench_cifar, bench_e2e, bench_glue  # noqa: E402
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo import prepare_data as prep  # noqa: E402
 from demo import run_demo  # noqa: E402

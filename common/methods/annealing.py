@@ -1,0 +1,14 @@
+"""Annealing-KD (Jafari et al. 2021).
+
+phase1: the student regresses the teacher's annealed logits, MSE(z_s, Phi(T) * z_t), with the
+        temperature T stepping down from tau_max to 1 (common/schedule.py, common/losses.py);
+phase2: from the best phase-1 weights, the student trains on hard labels, without the teacher.
+The final student is the best epoch over both phases.
+"""
+
+from common.methods.base import Method, Step, register
+
+register(Method("annealing", (
+    Step("phase1", "student", "anneal", teacher="teacher"),
+    Step("phase2", "student", "task", start="phase1"),
+), "Annealing-KD: annealed teacher logits (phase 1), then hard labels (phase 2)"))

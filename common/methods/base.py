@@ -1,0 +1,72 @@
+"""What a distillation method is: a few phases, each training one model with one objective.
+
+A method names models by role (``teacher``, ``assistant``, ``student``); each CLI knows how to
+build, feed, evaluate and save the model of a role, the method says what to do with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.errors import UsageError
+
+ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
+
+
+@dataclass(frozen=True)
+class Step:
+    """One phase: train the ``model`` role with ``objective`` (a name in
+    ``common.trainer.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
+    for the epoch budget ``epochs`` (default: the phase name), starting from the best weights of
+    phase ``start`` (None: the model as it is)."""
+
+    phase: str
+    model: str
+    objective: str
+    teacher: str | None = None
+    epochs: str | None = None
+    start: str | None = None
+
+    @property
+    def budget(self) -> str:
+        return self.epochs or self.phase
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named sequence of steps. The final student is the best epoch of its ``student`` steps."""
+
+    name: str
+    steps: tuple[Step, ...]
+    summary: str
+    aliases: tuple[str, ...] = ()
+
+    def uses(self, role: str) -> bool:
+        return any(role in (s.model, s.teacher) for s in self.steps)
+
+    @property
+    def student_phases(self) -> list[str]:
+        return [s.phase for s in self.steps if s.model == "student"]
+
+
+# a teacher that is trained here (not given as a checkpoint) gets this phase first
+TEACHER_STEP = Step("teacher", "teacher", "task")
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Make ``method`` (and its aliases) a ``--method`` choice of both CLIs."""
+    for name in (method.name, *method.aliases):
+        METHODS[name] = method
+    return method
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; choose one of {', '.join(method_names())}")
+    return METHODS[name]

@@ -1,0 +1,65 @@
+"""Run a method's phases on a CLI's pipeline: the one place where method sequences are executed."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from common.methods.base import TEACHER_STEP, Method, Step
+
+
+class Pipeline(Protocol):
+    """What each CLI provides: its models, data, optimizer and evaluation per role."""
+
+    trainer: Any  # common.trainer.Trainer
+    trains_teacher: bool  # True: the teacher is trained here first (not given trained)
+    batches_per_epoch: int  # per process
+
+    def phase(self, step: Step) -> Any:
+        """The common.trainer.Phase of a step (epochs, optimizer, schedule, objective options)."""
+
+    def model(self, role: str) -> Any:
+        """The trainable (accelerate-prepared) model of a role."""
+
+    def targets(self, role: str) -> Any:
+        """Frozen logits of a finished role's model, to train another model against."""
+
+    def fit(self, model: Any, step: Step, phase: Any, targets: Any) -> dict[str, Any]:
+        """Train ``model`` through ``phase`` (common.trainer.Trainer.fit with the CLI's batches)."""
+
+    def finished(self, role: str, model: Any) -> None:
+        """A teacher or assistant holds its best weights: save it, describe it, free memory."""
+
+
+def steps_of(method: Method, trains_teacher: bool) -> tuple[Step, ...]:
+    teacher_first = method.uses("teacher") and trains_teacher
+    return ((TEACHER_STEP,) if teacher_first else ()) + method.steps
+
+
+def run_method(method: Method, pipe: Pipeline) -> tuple[Any, dict[str, Any]]:
+    """Run every phase of ``method``; return the student (holding its last weights) and the
+    selected epoch: the best over the student's phases."""
+    steps = steps_of(method, pipe.trains_teacher)
+    phases = {s.phase: pipe.phase(s) for s in steps}
+    for phase in phases.values():  # refuse a schedule that cannot fit before anything trains
+        pipe.trainer.check_phase(phase, pipe.batches_per_epoch)
+    models: dict[str, Any] = {}
+    for step in steps:
+        targets = pipe.targets(step.teacher) if step.teacher else None
+        model = models[step.model] = models.get(step.model) or pipe.model(step.model)
+        if step.start:
+            pipe.trainer.load_best(model, step.start)
+        pipe.fit(model, step, phases[step.phase], targets)
+        if step.model != "student":
+            pipe.trainer.load_best(model, step.phase)
+            pipe.finished(step.model, model)
+            del models[step.model]
+    return models["student"], pipe.trainer.select(method.student_phases)
+
+
+def table(title: str, columns: list[str], rows: dict[str, list[str]], notes: list[str]) -> str:
+    """The end-of-run table of both CLIs: one row per role (teacher, assistant, student)."""
+    width = max([10] + [len(c) + 2 for c in columns] + [len(v) + 2 for r in rows.values() for v in r])
+    lines = [title] if title else []
+    lines.append(f"{'':10}" + "".join(f"{c:>{width}}" for c in columns))
+    lines += [f"{role:10}" + "".join(f"{v:>{width}}" for v in cells) for role, cells in rows.items()]
+    return "\n".join(lines + notes)

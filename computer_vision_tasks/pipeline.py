@@ -1,0 +1,270 @@
+"""The CIFAR pipeline: data, models, forward, evaluation and saving of each role; the method
+(``common.methods``) says which phases run. Imported only when a run starts (not by ``--help``)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.checkpoint import load_weights, save_weights
+from common.errors import UsageError
+from common.lr_schedules import constant, step_decay
+from common.methods import Step, get_method, run_method, table
+from common.run_dir import RunDir, environment_info
+from common.seeding import seed_everything
+from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
+from computer_vision_tasks import data, model_zoo, models, own_args
+from computer_vision_tasks.cli import epochs
+
+RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
+               "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
+               "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
+               "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "seed",
+               "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
+               "pretrained"]
+
+
+def check_same_run(saved: dict, now: dict) -> None:
+    """--resume must continue the same experiment: refuse changed settings."""
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != now[key]:
+            raise UsageError(f"--resume: --{key} was {saved[key]!r} in this run, now {now[key]!r}; "
+                             "resume with the original settings or start a new --output-dir")
+
+
+def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
+    """Our safetensors, or the original's torch.save'd ``{'model_state_dict': ...}`` (weights_only)."""
+    if p.suffix == ".safetensors":
+        return load_weights(p)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"cannot read teacher checkpoint {p} ({type(exc).__name__}); give our "
+                         ".safetensors file or a torch.save'd {'model_state_dict': ...}") from None
+    state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UsageError(f"teacher checkpoint {p} holds no state dict; give our .safetensors "
+                         "file or a torch.save'd {'model_state_dict': ...}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_teacher_checkpoint(model, path: str, arch: str, num_classes: int) -> None:
+    """Load a teacher checkpoint that must fit ``model`` exactly (else a one-line UsageError)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"teacher checkpoint {p} does not exist; check --teacher-checkpoint")
+    state = read_state_dict(p)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+    heads = [k for k, v in own.items() if k in state and state[k].shape != v.shape
+             and v.dim() >= 1 and v.shape[0] == num_classes and state[k].shape[1:] == v.shape[1:]]
+    if heads and not missing and not unexpected and len(wrong) <= 2:  # weight (and bias)
+        raise UsageError(f"teacher checkpoint {p} has {state[heads[0]].shape[0]} classes "
+                         f"({heads[0]}) but the dataset has {num_classes}; give a teacher "
+                         "trained on this dataset's classes")
+    if missing or unexpected or wrong:
+        detail = "; ".join(s for s in (
+            f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+            f"shape mismatch {wrong[0]}" if wrong else "") if s)
+        raise UsageError(f"teacher checkpoint {p} does not fit --teacher {arch} with {num_classes} "
+                         f"classes ({detail}); pass the architecture and --dataset it was trained on")
+    model.load_state_dict(state)
+
+
+class CifarPipeline:
+    """One run: builds data, models and the trainer, then runs ``args.method``."""
+
+    def __init__(self, args) -> None:
+        self.args, self.method = args, get_method(args.method)
+        self.arch = {"student": args.student, "teacher": args.teacher, "assistant": args.assistant}
+        roles = [r for r in ("student", "teacher", "assistant") if self.method.uses(r)]
+        for role in roles:
+            model_zoo.check_model_name(self.arch[role], f"--{role}")
+        if args.pretrained:
+            model_zoo.check_pretrained([self.arch[r] for r in roles])
+        self.acc = acc = make_accelerator(args.device, args.amp)
+        seed_everything(args.seed)
+        with acc.main_process_first():  # one process downloads / unpacks
+            self.load_data()
+        self.split = "val" if self.splits.val is not None else "test"
+        # own data without a test split: the selection split is all that is reported
+        self.report = "test" if self.splits.test is not None else "val"
+        self.batches_per_epoch = math.ceil(len(self.splits.train) / (args.batch_size * acc.num_processes))
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        # created (seeded) in the same order in every run: teacher, student, assistant
+        # (a teacher from a checkpoint does not need pretrained weights)
+        self.models = {r: self.make(self.arch[r], args.pretrained and not (
+                           r == "teacher" and args.teacher_checkpoint))
+                       for r in ("teacher", "student", "assistant") if r in roles}
+        self.trains_teacher = "teacher" in roles and not args.teacher_checkpoint
+        if "teacher" in roles and args.teacher_checkpoint:
+            load_teacher_checkpoint(self.models["teacher"], args.teacher_checkpoint, args.teacher,
+                                    self.spec.num_classes)
+        with acc.main_process_first():
+            self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
+                              resume=args.resume, is_main=acc.is_main_process,
+                              check=acc.is_main_process)
+        if args.resume:
+            check_same_run(self.run.read_results().get("config") or {}, vars(args))
+        self.make_loaders()
+        self.frozen: dict[str, torch.nn.Module] = {}
+        self.config = {**vars(args), "num_classes": self.spec.num_classes,
+                       "train_images": len(self.splits.train),
+                       "val_images": len(self.splits.val) if self.splits.val is not None else 0,
+                       "test_images": len(self.splits.test) if self.splits.test is not None else 0,
+                       "processes": acc.num_processes, **self.own_info}
+        self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
+                               evaluate=lambda m: {f"{self.split}_accuracy": self.accuracy(m, self.sel_loader)},
+                               selection_metric=f"{self.split}_accuracy", selected_on=self.split,
+                               seed=args.seed, resume=args.resume, deterministic=args.deterministic)
+
+    # ---- data and models ---------------------------------------------------------------------
+    def load_data(self) -> None:
+        """A torchvision dataset, or own data (imagefolder / hf:<name>): classes, size and
+        normalisation from the data."""
+        args = self.args
+        self.own_info: dict[str, Any] = {}
+        if own_args.is_own(args.dataset):
+            from computer_vision_tasks import own_data
+
+            loaded = own_data.load(args)
+            self.spec, self.splits, self.own_info = loaded.spec, loaded.splits, loaded.info
+        else:
+            self.spec = data.get_spec(args.dataset)
+            self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
+                                           args.train_subset, args.seed)
+
+    def make(self, name: str, pretrained: bool) -> torch.nn.Module:
+        model = model_zoo.create_model(name, self.spec.num_classes, self.spec.channels,
+                                       self.spec.size, pretrained)
+        return model.to(memory_format=self.memory_format)
+
+    def loader(self, ds, train: bool):
+        args, acc = self.args, self.acc
+        bs = args.batch_size if train else 2 * args.batch_size
+        in_memory = self.own_info.get("images_in_memory", True)  # own data decoded per batch
+        if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader and in_memory:
+            # the whole dataset on the GPU, augmented there (one process; DDP uses the DataLoader)
+            return data.gpu_loader(ds, self.spec, bs, train, args.seed, acc.device, args.channels_last)
+        if train:
+            return data.train_loader(ds, bs, args.seed, args.num_workers)
+        return acc.prepare(data.eval_loader(ds, bs, args.num_workers))
+
+    def make_loaders(self) -> None:
+        splits = self.splits
+        self.train_loader = self.loader(splits.train, True)
+        self.sel_loader = self.loader(splits.val if splits.val is not None else splits.test, False)
+        self.test_loader = (self.loader(splits.test, False) if splits.test is not None
+                            else self.sel_loader)
+
+    def forward(self, model, batch) -> torch.Tensor:
+        return model(batch[0].contiguous(memory_format=self.memory_format))
+
+    def frozen_forward(self, model, batch) -> torch.Tensor:
+        with self.acc.autocast():  # a model that accelerate did not prepare: autocast here
+            return self.forward(model, batch)
+
+    @staticmethod
+    def labels(batch) -> torch.Tensor:
+        return batch[1]
+
+    def accuracy(self, model, loader, frozen: bool = False) -> float:
+        fwd = self.frozen_forward if frozen else self.forward
+        logits, y = predict(self.acc, model, loader, fwd, self.labels)
+        return (logits.argmax(1) == y).float().mean().item()
+
+    def describe(self, role: str, model, source: str) -> None:
+        info = {"model": self.arch[role], "parameters": models.num_parameters(model),
+                "source": source}
+        if self.report == "test":
+            info["test_accuracy"] = self.accuracy(model, self.test_loader, True)
+        if self.split == "val":
+            info["val_accuracy"] = self.accuracy(model, self.sel_loader, True)
+        self.trainer.extra[role] = info
+        if role == "teacher":
+            self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "
+                           f"{info[f'{self.report}_accuracy']:.4f}")
+
+    # ---- the method's hooks (common.methods.run.Pipeline) --------------------------------------
+    def phase(self, step: Step) -> Phase:
+        """SGD; ResNets: step decay restarting per phase; plain CNNs: constant lr/10."""
+        args = self.args
+        resnet = not model_zoo.is_plain_cnn(self.arch[step.model])
+        lr = args.learning_rate if resnet else args.learning_rate / 10
+
+        def make_optimizer(model):
+            return torch.optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
+                                   weight_decay=args.weight_decay)
+
+        return Phase(step.phase, step.objective, epochs(args, step.budget)[1], make_optimizer,
+                     lr_factor=step_decay if resnet else constant,
+                     max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
+                     options={"kd_alpha": args.kd_alpha, "kd_temperature": args.kd_temperature})
+
+    def model(self, role: str):
+        return self.acc.prepare(self.models.pop(role))
+
+    def targets(self, role: str):
+        if role not in self.frozen:  # a teacher from --teacher-checkpoint
+            self.frozen[role] = self.models.pop(role).to(self.acc.device)
+            self.describe(role, self.frozen[role], str(self.args.teacher_checkpoint))
+        return frozen_logits(self.frozen[role], self.frozen_forward)
+
+    def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
+        batches = Batches(self.forward, self.labels, targets)
+        return self.trainer.fit(model, phase, self.train_loader, batches)
+
+    def finished(self, role: str, model) -> None:
+        self.frozen[role] = self.acc.unwrap_model(model)
+        self.describe(role, self.frozen[role], str(self.run / role / "best.safetensors"))
+
+    # ---- the whole run ---------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        acc, run, trainer = self.acc, self.run, self.trainer
+        student, chosen = run_method(self.method, self)
+        self.frozen.clear()  # the student's last phase no longer needs a teacher
+        last_test = self.accuracy(student, self.test_loader)  # the last epoch's weights
+        trainer.load_best(student, chosen["phase"])
+        best_test = self.accuracy(student, self.test_loader)
+        phases = self.method.student_phases
+        if acc.is_main_process and phases != ["student"]:
+            save_weights(acc.unwrap_model(student).state_dict(), run / "student" / "best.safetensors")
+            shutil.copyfile(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
+        metrics = {f"{self.split}_accuracy": chosen["metric"], f"{self.report}_accuracy": best_test,
+                   f"last_epoch_{self.report}_accuracy": last_test}
+        trainer.extra["student"] = {"model": self.arch["student"],
+                                    "parameters": models.num_parameters(student),
+                                    "checkpoint": str(run / "student" / "best.safetensors")}
+        final = trainer.final_entry(chosen, metrics)
+        trainer.write_results(final)
+        acc.print(self.summary(chosen, metrics))
+        acc.wait_for_everyone()
+        return final
+
+    def summary(self, chosen: dict, metrics: dict) -> str:
+        """The end-of-run table: teacher (and assistant), student best and last-epoch accuracy on
+        the test split (own data without one: on the selection split)."""
+        extra, report = self.trainer.extra, self.report
+        rows = {role: [extra[role]["model"], f"{extra[role]['parameters']:,}",
+                       f"{100 * extra[role][f'{report}_accuracy']:.2f}%", ""]
+                for role in ("teacher", "assistant") if role in extra}
+        s = extra["student"]
+        rows["student"] = [s["model"], f"{s['parameters']:,}",
+                           f"{100 * metrics[f'{report}_accuracy']:.2f}%",
+                           f"{100 * metrics[f'last_epoch_{report}_accuracy']:.2f}%"]
+        val_source = ("val images" if self.own_info.get("splits", {}).get("val") == "val"
+                      else "held-out training images")
+        where = (f"{self.config['val_images']} {val_source}" if self.split == "val"
+                 else "the test set (as the paper; optimistic)")
+        notes = [f"student selected: {chosen['phase']} epoch {chosen['epoch']}, by accuracy on {where}"]
+        if report != "test":
+            notes.append("no test split: the accuracies above are on the selection split (optimistic)")
+        return table("", ["model", "params", f"{report} acc", "last epoch"], rows, notes)
