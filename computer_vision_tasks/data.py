@@ -93,17 +93,33 @@ def _missing(name: str, root: Path, layout: str, exc: Exception) -> UsageError:
                       f"{root} (or run once online)")
 
 
+def _present_only(cls):
+    """``cls`` accepting any files in its layout: torchvision's md5 check refuses everything but the
+    official archive (e.g. other images written in the CIFAR python layout); a file that is not a
+    valid pickle of that layout still fails when it is read."""
+    return type(cls.__name__, (cls,), {
+        "train_list": [(f, None) for f, _ in cls.train_list],
+        "test_list": [(f, None) for f, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None}})
+
+
 def _cifar(name: str, root: Path, train: bool, transform):
     from torchvision import datasets
 
     cls, folder = ((datasets.CIFAR10, "cifar-10-batches-py") if name == "cifar10"
                    else (datasets.CIFAR100, "cifar-100-python"))
+    if (root / folder).exists():
+        cls = _present_only(cls)
     files = ("data_batch_1..5, test_batch, batches.meta" if name == "cifar10" else
              "train, test, meta")
     layout = f"{folder}/ ({files}: the python version of the dataset)"
+    present = (root / folder).exists()
     try:
-        return cls(str(root), train=train, transform=transform, download=not (root / folder).exists())
-    except Exception as exc:  # URLError offline, RuntimeError for corrupt files
+        return cls(str(root), train=train, transform=transform, download=not present)
+    except Exception as exc:  # URLError offline; missing or unreadable files
+        if present:
+            raise UsageError(f"cannot read {name} from {root / folder} ({type(exc).__name__}: "
+                             f"{exc}): missing or corrupted files; it must hold {layout}") from None
         raise _missing(name, root, layout, exc) from None
 
 

@@ -171,7 +171,17 @@ def test_missing_cifar_offline_names_folder_and_layout(tmp_path, monkeypatch, na
         data.load_split(name, tmp_path, True, None)
 
 
+def test_other_images_in_the_cifar_layout_are_read(tmp_path):
+    write_cifar10(tmp_path)  # real md5 sums do not match the generated files: read anyway
+    test = data.load_split("cifar10", tmp_path, False, None)
+    assert len(test) == 40 and (test.data[0] == 128).all()
+
+
 def test_corrupt_cifar_folder_is_a_usage_error(tmp_path):
-    write_cifar10(tmp_path)  # real md5 sums do not match the generated files
+    folder = write_cifar10(tmp_path)
+    (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(UsageError, match="corrupted"):
+        data.load_split("cifar10", tmp_path, False, None)
+    (folder / "test_batch").unlink()
+    with pytest.raises(UsageError, match="missing or corrupted"):
         data.load_split("cifar10", tmp_path, False, None)
