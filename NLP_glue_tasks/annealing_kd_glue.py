@@ -230,7 +230,8 @@ class Pipeline:
                       lr_factor=linear_warmup_decay(args.warmup_steps),
                       max_temperature=args.max_temperature, anneal_per_step=per_step,
                       anneal_reduction=args.anneal_reduction, kd_alpha=args.kd_alpha,
-                      kd_temperature=args.kd_temperature, max_grad_norm=args.max_grad_norm or None,
+                      kd_temperature=args.kd_temperature, kd_reduction=args.kd_reduction,
+                      max_grad_norm=args.max_grad_norm or None,
                       max_steps=args.max_steps)
         if callable(targets) or targets is None:
             lookup = targets

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--assistant_model_name_or_path", default=None, help="TAKD teacher assistant")
     n.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the soft KD term")
     n.add_argument("--kd_temperature", type=float, default=4.0, help="KD softmax temperature")
+    n.add_argument("--kd_reduction", choices=["batchmean", "elementwise-mean"], default="batchmean",
+                   help="KD soft term: batchmean = KL summed over classes, mean over the batch; "
+                        "elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the "
+                        "TAKD code behind the paper's KD/TAKD rows: C times smaller)")
     n.add_argument("--train_teacher", action="store_true",
                    help="fine-tune the teacher on the task first (saved to <output_dir>/teacher)")
     n.add_argument("--teacher_epochs", type=whole_number, default=3)

@@ -54,6 +54,7 @@ class Phase:
     anneal_reduction: str = "mean"
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
+    kd_reduction: str = "batchmean"  # or "elementwise-mean" (paper-era TAKD code)
     max_grad_norm: float | None = None
     max_steps: int = 0  # stop the phase after this many optimizer steps (0: no limit)
 
@@ -239,7 +240,8 @@ class Trainer:
         if phase.objective == "anneal":
             return annealing_loss(logits, targets, mult, phase.anneal_reduction)
         if phase.objective == "kd":
-            return hinton_kd_loss(logits, targets, labels, phase.kd_alpha, phase.kd_temperature)
+            return hinton_kd_loss(logits, targets, labels, phase.kd_alpha, phase.kd_temperature,
+                                  phase.kd_reduction)
         raise ValueError(f"unknown objective {phase.objective!r}")
 
     def _save_weights(self, model: nn.Module, path) -> None:

@@ -64,7 +64,7 @@ def load_teacher_checkpoint(model, path: str, arch: str, num_classes: int) -> No
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
                "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
                "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
-               "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "seed",
+               "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "kd_reduction", "seed",
                "val_size", "train_subset"]
 
 
@@ -184,7 +184,7 @@ def train(args) -> int:
 
         return Phase(name, objective, epochs, make_optimizer,
                      lr_factor=step_decay if resnet else constant, kd_alpha=args.kd_alpha,
-                     kd_temperature=args.kd_temperature, **extra)
+                     kd_temperature=args.kd_temperature, kd_reduction=args.kd_reduction, **extra)
 
     def describe(model, arch: str, source: str) -> dict:
         info = {"model": arch, "parameters": models.num_parameters(model), "source": source,
