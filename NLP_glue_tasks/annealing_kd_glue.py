@@ -27,7 +27,14 @@ if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealin
 from common.errors import UsageError, run_cli  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
-from NLP_glue_tasks.tasks import SUBMISSION, Task, get_task, split_suffix  # noqa: E402
+from NLP_glue_tasks.tasks import (  # noqa: E402
+    SUBMISSION,
+    Task,
+    get_task,
+    label_columns,
+    metric_names,
+    split_suffix,
+)
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -61,8 +68,10 @@ def _norm(name: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-def check_labels(config, task: Task, path: str, role: str, need_head: bool) -> None:
-    """A classifier head must fit the task: label count, and label order when it is named."""
+def check_labels(config, task: Task, path: str, role: str, need_head: bool,
+                 order: str | None = None) -> None:
+    """A classifier head must fit the task: label count, and label order when it is named
+    (``order``: the teacher's --teacher_label_order, which its names must then match)."""
     head = any("ForSequenceClassification" in a for a in (config.architectures or []))
     if need_head and not head:
         raise UsageError(f"{role} {path} has no sequence-classification head; give a checkpoint "
@@ -74,10 +83,14 @@ def check_labels(config, task: Task, path: str, role: str, need_head: bool) -> N
                          f"{task.num_labels}; use a checkpoint fine-tuned on {task.name} or a base model")
     names = [config.id2label[i] for i in range(config.num_labels)]
     named = not all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
-    if named and not task.is_regression and [_norm(n) for n in names] != [_norm(n) for n in task.labels]:
+    expected = order.split(",") if order else task.labels
+    if named and not task.is_regression and [_norm(n) for n in names] != [_norm(n) for n in expected]:
+        remap = (f", or pass --teacher_label_order {','.join(map(str, names))} to remap its outputs"
+                 if role == "teacher" and sorted(map(_norm, names)) == sorted(map(_norm, task.labels))
+                 else "")
         raise UsageError(f"{role} {path} labels {names} do not match {task.name} labels "
-                         f"{list(task.labels)} (this order); labels are never swapped silently: "
-                         "use a model fine-tuned with this label order")
+                         f"{list(expected)} (this order); labels are never swapped silently: "
+                         f"use a model fine-tuned with this label order{remap}")
 
 
 def load_model(path: str, task: Task, args, role: str, need_head: bool = False, config_name=None):
@@ -85,7 +98,7 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(config_name or path, args, role)
-    check_labels(config, task, path, role, need_head)
+    check_labels(config, task, path, role, need_head, teacher_order(args, role))
     config.num_labels = task.num_labels
     config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
     config.label2id = {v: k for k, v in config.id2label.items()}
@@ -94,6 +107,10 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
         path, config=config, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code),
         path, role)
     return model.float()
+
+
+def teacher_order(args, role: str) -> str | None:
+    return getattr(args, "teacher_label_order", None) if role == "teacher" else None
 
 
 # ---- data and evaluation ----------------------------------------------------------------------
@@ -171,6 +188,14 @@ def check_args(args, task: Task) -> None:
                          "as --student_model_name_or_path with --method finetune")
     if args.online_teacher and args.method not in ("annealing", "kd"):
         raise UsageError("--online_teacher is for annealing and kd only")
+    if args.teacher_label_order:
+        if args.method == "finetune" or args.train_teacher:
+            raise UsageError("--teacher_label_order remaps a given fine-tuned teacher; drop it with "
+                             "--method finetune or --train_teacher (that teacher uses our order)")
+        label_columns(task, args.teacher_label_order)
+    if args.metric and args.metric not in metric_names(task):
+        raise UsageError(f"--metric {args.metric!r} is not a {task.name} dev metric; choose one of "
+                         f"{', '.join(metric_names(task))}")
 
 
 class Pipeline:
@@ -194,7 +219,8 @@ class Pipeline:
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
         self.dev_of: dict[int, dict[str, Any]] = {}  # id(model) -> its dev loaders
         self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
-                               evaluate=self.evaluate, selection_metric=task.selection,
+                               evaluate=self.evaluate,
+                               selection_metric=args.metric or task.selection,
                                selected_on="dev", seed=args.seed, resume=args.resume,
                                deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
@@ -275,8 +301,6 @@ class Pipeline:
 
     # the whole run ------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        from NLP_glue_tasks.metrics import label_order_hint
-
         args, acc, task, trainer = self.args, self.acc, self.task, self.trainer
         method = args.method
         n_epochs = args.num_train_epochs or args.num_train_epochs_phase_1 + args.num_train_epochs_phase_2
@@ -287,7 +311,8 @@ class Pipeline:
         if method == "takd":
             checks.append((args.assistant_model_name_or_path, "assistant", False))
         for path, role, need_head in checks:  # fail fast, before any model is loaded
-            check_labels(load_config(path, args, role), task, path, role, need_head)
+            check_labels(load_config(path, args, role), task, path, role, need_head,
+                         teacher_order(args, role))
         s_tok = load_tokenizer(args.tokenizer_name or s_path, args, "student")
         student = load_model(s_path, task, args, "student", config_name=args.config_name)
 
@@ -305,15 +330,15 @@ class Pipeline:
                 del teacher
                 acc.free_memory()
             if args.online_teacher:
-                targets, collator, rows["teacher"] = self.online_teacher(t_path, t_tok, t_side, s_tok)
+                targets, collator, t_dev = self.online_teacher(t_path, t_tok, t_side, s_tok)
             else:
                 targets, t_dev = self.logits(t_path, t_side, "teacher")
-                rows["teacher"] = metrics_of_logits(task, t_dev, self.dev_ex)
-                split = task.dev[0]
-                hint = label_order_hint(task, t_dev[split].numpy(), self.dev_ex[split].labels)
-                if hint:
-                    acc.print(hint)
+            targets, t_dev = self.in_task_order(targets, t_dev)
+            rows["teacher"] = metrics_of_logits(task, t_dev, self.dev_ex)
             trainer.extra["teacher"] = {"path": t_path, "eval": rows["teacher"]}
+            if not task.is_regression:
+                trainer.extra["teacher"]["label_order"] = (args.teacher_label_order or
+                                                           ",".join(task.labels)).split(",")
 
         if method == "takd":
             a_path = args.assistant_model_name_or_path
@@ -354,13 +379,42 @@ class Pipeline:
         rows["student"] = chosen["eval"]
         final["table"] = rows
         trainer.write_results(final)
-        print_table(acc, task, rows, chosen)
+        print_table(acc, task, rows, chosen, trainer.metric)
         return final
+
+    def in_task_order(self, targets, t_dev: dict[str, Any]):
+        """The teacher's train targets and dev logits in the task's label order: remapped by
+        --teacher_label_order (after the cache: it keeps the raw outputs); without the flag, stop
+        before any training if the teacher reads much better on dev in another order."""
+        from NLP_glue_tasks.metrics import better_label_order
+
+        args, task = self.args, self.task
+        if args.teacher_label_order:
+            cols = label_columns(task, args.teacher_label_order)
+            if callable(targets):
+                raw = targets
+
+                def targets(batch):
+                    return raw(batch)[:, cols]
+            else:
+                targets = targets[:, cols]
+            return targets, {s: z[:, cols] for s, z in t_dev.items()}
+        split = task.dev[0]
+        found = better_label_order(task, t_dev[split].numpy(), self.dev_ex[split].labels)
+        if found:
+            names, ours, theirs = found
+            raise UsageError(
+                f"the teacher's {split} accuracy is {ours:.3f} in the label order "
+                f"{','.join(task.labels)} but {theirs:.3f} if its outputs mean {','.join(names)} "
+                "(fine-tuned with another label order?); pass --teacher_label_order "
+                f"{','.join(names)} to remap its outputs (--teacher_label_order "
+                f"{','.join(task.labels)} keeps them)")
+        return targets, t_dev
 
     def online_teacher(self, t_path: str, t_tok, t_side: Side, s_tok):
         """For comparison only: the teacher runs on every training step (on its own token ids).
-        Returns the targets, the collator that pads student and teacher inputs, its dev metrics."""
-        from common.trainer import frozen_logits
+        Returns the targets, the collator that pads student and teacher inputs, its dev logits."""
+        from common.trainer import frozen_logits, predict
         from NLP_glue_tasks.data import Collator, model_inputs
 
         teacher = load_model(t_path, self.task, self.args, "teacher", need_head=True)
@@ -368,12 +422,15 @@ class Pipeline:
         pad = self.args.max_seq_length if self.args.pad_to_max_length else None
         collator = Collator(s_tok, {"teacher": t_tok}, max_length=pad)
         targets = frozen_logits(teacher, lambda m, b: m(**model_inputs(b, "teacher")).logits)
-        return targets, collator, dev_metrics(self.acc, teacher, t_side.dev_loaders, self.task)
+        dev = {s: predict(self.acc, teacher, loader, lambda m, b: m(**model_inputs(b)).logits,
+                          lambda b: b["labels"])[0] for s, loader in t_side.dev_loaders.items()}
+        return targets, collator, dev
 
 
-def print_table(acc, task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any]) -> None:
+def print_table(acc, task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any],
+                metric: str) -> None:
     keys = list(next(iter(rows.values())).keys())
-    acc.print(f"\n{task.name} dev ({task.selection} selects; student = {chosen['phase']} "
+    acc.print(f"\n{task.name} dev ({metric} selects; student = {chosen['phase']} "
               f"epoch {chosen['epoch']})")
     acc.print(f"{'model':<10}" + "".join(f"{k:>14}" for k in keys))
     for name, m in rows.items():

@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step the temperature per optimizer step instead of per epoch")
     n.add_argument("--anneal_reduction", choices=["mean", "sum"], default="mean",
                    help="phase-1 MSE: mean over elements (original) or per-example sum (paper)")
+    n.add_argument("--teacher_label_order", default=None,
+                   help="label names of the teacher's outputs 0..C-1, comma-separated, when it was "
+                        "fine-tuned in another order (e.g. contradiction,entailment,neutral for an "
+                        "old run_glue.py MNLI teacher): its logits (cached ones too) are remapped to "
+                        "this task's order. Without it, a teacher that reads much better on dev in "
+                        "another order stops the run with the flag to pass")
+    n.add_argument("--metric", default=None,
+                   help="dev metric that selects the best epoch (default: the task's, as the "
+                        "original: CoLA mcc, MRPC f1, STS-B corr = mean of pearson and spearman, "
+                        "MNLI accuracy (matched), others accuracy)")
     n.add_argument("--trust_remote_code", action="store_true",
                    help="allow checkpoints to run their own code (off by default)")
     n.add_argument("--logits_cache_dir", default=None,
