@@ -66,9 +66,10 @@ if [ "$TABLE" = fmnist ]; then
     echo "error: no Fashion-MNIST in $DATASET_DIR; copy /usr/share/datasets/fashion-mnist/*.gz there and carry it" >&2
     exit 2
   fi
-  SIZE=""; [ "$TINY" = 1 ] && SIZE="--tiny"
-  echo "== Fashion-MNIST table (limit 460s)"
-  timeout -k 10 460 $PY benchmarks/fmnist_gpu_table.py --device "$DEVICE" --dataset-dir "$DATASET_DIR" \
+  SIZE=""; LIMIT=460
+  [ "$TINY" = 1 ] && SIZE="--tiny" && LIMIT=1800  # the smoke test runs on a CPU: no 8-minute goal
+  echo "== Fashion-MNIST table (limit ${LIMIT}s)"
+  timeout -k 10 "$LIMIT" $PY benchmarks/fmnist_gpu_table.py --device "$DEVICE" --dataset-dir "$DATASET_DIR" \
     --budget-s 400 --out "$OUT/fmnist-table" $SIZE 2>&1 | tee "$OUT/fmnist-table.log"
   rc=${PIPESTATUS[0]}
   echo "== done in ${SECONDS}s (exit $rc)"
