@@ -59,7 +59,10 @@ def hinton_kd_loss(
         soft = F.kl_div(
             F.log_softmax(student_logits / tau, dim=-1),
             F.log_softmax(teacher_logits / tau, dim=-1),
-            reduction="batchmean" if reduction == "batchmean" else "mean",
+            reduction="sum",
             log_target=True,
         ) * (tau * tau)
+        # batchmean: / batch size; elementwise-mean: / (batch x classes), written out because
+        # torch announces that kl_div's reduction="mean" will become batchmean
+        soft = soft / (student_logits.size(0) if reduction == "batchmean" else student_logits.numel())
     return alpha * soft + (1.0 - alpha) * task_loss(student_logits, labels)
