@@ -31,7 +31,12 @@ from common.methods import ROLES, Step, get_method, run_method, table  # noqa: E
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
 from NLP_glue_tasks.custom_data import resolve_task, uses_own_data  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
-from NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix  # noqa: E402
+from NLP_glue_tasks.tasks import (  # noqa: E402
+    SUBMISSION,
+    Task,
+    label_columns,
+    split_suffix,
+)
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -65,8 +70,10 @@ def _norm(name: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-def check_labels(config, task: Task, path: str, role: str, need_head: bool) -> None:
-    """A classifier head must fit the task: label count, and label order when it is named."""
+def check_labels(config, task: Task, path: str, role: str, need_head: bool,
+                 order: str | None = None) -> None:
+    """A classifier head must fit the task: label count, and label order when it is named
+    (``order``: the teacher's --teacher_label_order, which its names must then match)."""
     head = any("ForSequenceClassification" in a for a in (config.architectures or []))
     if need_head and not head:
         raise UsageError(f"{role} {path} has no sequence-classification head; give a checkpoint "
@@ -78,10 +85,14 @@ def check_labels(config, task: Task, path: str, role: str, need_head: bool) -> N
                          f"{task.num_labels}; use a checkpoint fine-tuned on {task.name} or a base model")
     names = [config.id2label[i] for i in range(config.num_labels)]
     named = not all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
-    if named and not task.is_regression and [_norm(n) for n in names] != [_norm(n) for n in task.labels]:
+    expected = order.split(",") if order else task.labels
+    if named and not task.is_regression and [_norm(n) for n in names] != [_norm(n) for n in expected]:
+        remap = (f", or pass --teacher_label_order {','.join(map(str, names))} to remap its outputs"
+                 if role == "teacher" and sorted(map(_norm, names)) == sorted(map(_norm, task.labels))
+                 else "")
         raise UsageError(f"{role} {path} labels {names} do not match {task.name} labels "
-                         f"{list(task.labels)} (this order); labels are never swapped silently: "
-                         "use a model fine-tuned with this label order")
+                         f"{list(expected)} (this order); labels are never swapped silently: "
+                         f"use a model fine-tuned with this label order{remap}")
 
 
 def load_model(path: str, task: Task, args, role: str, need_head: bool = False, config_name=None):
@@ -89,7 +100,7 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(config_name or path, args, role)
-    check_labels(config, task, path, role, need_head)
+    check_labels(config, task, path, role, need_head, teacher_order(args, role))
     config.num_labels = task.num_labels
     config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
     config.label2id = {v: k for k, v in config.id2label.items()}
@@ -98,6 +109,10 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
         path, config=config, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code),
         path, role)
     return model.float()
+
+
+def teacher_order(args, role: str) -> str | None:
+    return getattr(args, "teacher_label_order", None) if role == "teacher" else None
 
 
 # ---- data and evaluation ----------------------------------------------------------------------
@@ -179,7 +194,12 @@ def check_args(args, task: Task | None = None) -> None:
                          f"pass it as --student_model_name_or_path with --method {args.method}")
     if args.online_teacher and method.uses("assistant"):
         raise UsageError("--online_teacher is for methods without an assistant (annealing, kd)")
-
+    if args.teacher_label_order:
+        if not method.uses("teacher") or args.train_teacher:
+            raise UsageError("--teacher_label_order remaps a given fine-tuned teacher; drop it with "
+                             "--method finetune or --train_teacher (that teacher uses our order)")
+        if task is not None:  # your own data: checked once its labels are read
+            label_columns(task, args.teacher_label_order)
 
 def amp_of(args) -> str:
     return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
@@ -211,7 +231,8 @@ class Pipeline:
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
         self.dev_of: dict[int, dict[str, Any]] = {}  # id(model) -> its dev loaders
         self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
-                               evaluate=self.evaluate, selection_metric=task.selection,
+                               evaluate=self.evaluate,
+                               selection_metric=args.metric or task.selection,
                                selected_on="dev", seed=args.seed, resume=args.resume,
                                deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
@@ -273,7 +294,8 @@ class Pipeline:
                      max_grad_norm=args.max_grad_norm or None, max_steps=args.max_steps,
                      make_scheduler=make_scheduler,
                      options={"anneal_reduction": args.anneal_reduction, "kd_alpha": args.kd_alpha,
-                              "kd_temperature": args.kd_temperature})
+                              "kd_temperature": args.kd_temperature,
+                              "kd_reduction": args.kd_reduction})
 
     def model(self, role: str):
         model = self.student if role == "student" else load_model(self.paths[role], self.task,
@@ -282,21 +304,18 @@ class Pipeline:
 
     def targets(self, role: str):
         """Frozen logits of the teacher or assistant: cached per example (or, with
-        --online_teacher, computed on every step)."""
-        from NLP_glue_tasks.metrics import label_order_hint
-
+        --online_teacher, computed on every step); the teacher's in the task's label order."""
         task, path = self.task, self.paths[role]
         if role == "teacher" and self.args.online_teacher:
-            targets, self.online_collator, self.rows[role] = self.online_teacher()
+            targets, self.online_collator, dev = self.online_teacher()
         else:
             targets, dev = self.logits(path, self.side(role), role, model=self.done.pop(role, None))
-            self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ex))
-            split = task.dev[0]
-            hint = role == "teacher" and label_order_hint(task, dev[split].numpy(),
-                                                          self.dev_ex[split].labels)
-            if hint:
-                self.acc.print(hint)
-        self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
+        if role == "teacher":
+            targets, dev = self.in_task_order(targets, dev)
+        self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ex))
+        extra = self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
+        if role == "teacher" and not task.is_regression:
+            extra["label_order"] = (self.args.teacher_label_order or ",".join(task.labels)).split(",")
         return targets
 
     def fit(self, model, step: Step, phase, targets) -> dict[str, Any]:
@@ -362,7 +381,8 @@ class Pipeline:
             if self.method.uses(role):
                 need_head = role == "teacher" and not self.trains_teacher
                 path = self.paths[role]
-                check_labels(load_config(path, self.args, role), self.task, path, role, need_head)
+                check_labels(load_config(path, self.args, role), self.task, path, role, need_head,
+                             teacher_order(self.args, role))
 
     def train(self) -> dict[str, Any]:
         args, trainer = self.args, self.trainer
@@ -379,13 +399,42 @@ class Pipeline:
         self.rows["student"] = chosen["eval"]
         final["table"] = self.rows
         trainer.write_results(final)
-        self.acc.print(summary(self.task, self.rows, chosen))
+        self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric))
         return final
+
+    def in_task_order(self, targets, t_dev: dict[str, Any]):
+        """The teacher's train targets and dev logits in the task's label order: remapped by
+        --teacher_label_order (after the cache: it keeps the raw outputs); without the flag, stop
+        before any training if the teacher reads much better on dev in another order."""
+        from NLP_glue_tasks.metrics import better_label_order
+
+        args, task = self.args, self.task
+        if args.teacher_label_order:
+            cols = label_columns(task, args.teacher_label_order)
+            if callable(targets):
+                raw = targets
+
+                def targets(batch):
+                    return raw(batch)[:, cols]
+            else:
+                targets = targets[:, cols]
+            return targets, {s: z[:, cols] for s, z in t_dev.items()}
+        split = task.dev[0]
+        found = better_label_order(task, t_dev[split].numpy(), self.dev_ex[split].labels)
+        if found:
+            names, ours, theirs = found
+            raise UsageError(
+                f"the teacher's {split} accuracy is {ours:.3f} in the label order "
+                f"{','.join(task.labels)} but {theirs:.3f} if its outputs mean {','.join(names)} "
+                "(fine-tuned with another label order?); pass --teacher_label_order "
+                f"{','.join(names)} to remap its outputs (--teacher_label_order "
+                f"{','.join(task.labels)} keeps them)")
+        return targets, t_dev
 
     def online_teacher(self):
         """For comparison only: the teacher runs on every training step (on its own token ids).
-        Returns the targets, the collator that pads student and teacher inputs, its dev metrics."""
-        from common.trainer import frozen_logits
+        Returns the targets, the collator that pads student and teacher inputs, its dev logits."""
+        from common.trainer import frozen_logits, predict
         from NLP_glue_tasks.data import Collator, model_inputs
 
         t_side = self.side("teacher")
@@ -394,14 +443,17 @@ class Pipeline:
         pad = self.args.max_seq_length if self.args.pad_to_max_length else None
         collator = Collator(self.toks["student"], {"teacher": t_side.tok}, max_length=pad)
         targets = frozen_logits(teacher, lambda m, b: m(**model_inputs(b, "teacher")).logits)
-        return targets, collator, dev_metrics(self.acc, teacher, t_side.dev_loaders, self.task)
+        dev = {s: predict(self.acc, teacher, loader, lambda m, b: m(**model_inputs(b)).logits,
+                          lambda b: b["labels"])[0] for s, loader in t_side.dev_loaders.items()}
+        return targets, collator, dev
 
 
-def summary(task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any]) -> str:
+def summary(task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any],
+            metric: str) -> str:
     """The end-of-run table: dev metrics of teacher, assistant and student."""
     keys = list(next(iter(rows.values())).keys())
     cells = {name: [f"{100 * m.get(k, float('nan')):.2f}" for k in keys] for name, m in rows.items()}
-    return table(f"\n{task.name} dev ({task.selection} selects; student = {chosen['phase']} "
+    return table(f"\n{task.name} dev ({metric} selects; student = {chosen['phase']} "
                  f"epoch {chosen['epoch']})", keys, cells, [])
 
 

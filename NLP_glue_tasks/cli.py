@@ -112,6 +112,10 @@ def _ours(n: argparse._ArgumentGroup) -> None:
     n.add_argument("--assistant_model_name_or_path", default=None, help="TAKD teacher assistant")
     n.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the soft KD term")
     n.add_argument("--kd_temperature", type=float, default=4.0, help="KD softmax temperature")
+    n.add_argument("--kd_reduction", choices=["batchmean", "elementwise-mean"], default="batchmean",
+                   help="KD soft term: batchmean = KL summed over classes, mean over the batch; "
+                        "elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the "
+                        "TAKD code behind the paper's KD/TAKD rows: C times smaller)")
     n.add_argument("--train_teacher", action="store_true",
                    help="fine-tune the teacher on the task first (saved to <output_dir>/teacher)")
     n.add_argument("--teacher_epochs", type=whole_number, default=3)
@@ -126,6 +130,12 @@ def _ours(n: argparse._ArgumentGroup) -> None:
                    help="step the temperature per optimizer step instead of per epoch")
     n.add_argument("--anneal_reduction", choices=["mean", "sum"], default="mean",
                    help="phase-1 MSE: mean over elements (original) or per-example sum (paper)")
+    n.add_argument("--teacher_label_order", default=None,
+                   help="label names of the teacher's outputs 0..C-1, comma-separated, when it was "
+                        "fine-tuned in another order (e.g. contradiction,entailment,neutral for an "
+                        "old run_glue.py MNLI teacher): its logits (cached ones too) are remapped to "
+                        "this task's order. Without it, a teacher that reads much better on dev in "
+                        "another order stops the run with the flag to pass")
     n.add_argument("--trust_remote_code", action="store_true",
                    help="allow checkpoints to run their own code (off by default)")
     n.add_argument("--logits_cache_dir", default=None,

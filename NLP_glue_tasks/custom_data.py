@@ -46,7 +46,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--label_column_name", default="label",
                    help="strings/integers: classes (sorted); floats: regression")
     g.add_argument("--metric", default=None,
-                   help="the selection metric (default: the task's; custom: accuracy or pearson); "
+                   help="the dev metric that selects the best epoch (default: the task's, as the original: "
+                        "CoLA mcc, MRPC f1, STS-B corr = mean of pearson and spearman, others "
+                        "accuracy (MNLI matched); custom: accuracy or pearson); "
                         "one of accuracy, f1 (two classes), macro_f1, pearson, spearman, mcc")
 
 

@@ -1,7 +1,8 @@
 """Teacher logits computed once per example and cached on disk.
 
-The cache key is a hash of the teacher checkpoint's content (config and weight files), the task
-and the teacher's token ids of every example. The token ids stand for the data, the teacher's
+The cache key is a hash of the teacher checkpoint's content (config and weight files), the task,
+the precision the logits are computed in (fp32 on the CPU, bf16 or fp16 autocast on a GPU) and the
+teacher's token ids of every example. The token ids stand for the data, the teacher's
 tokenizer, ``--do_lower_case`` and ``--max_seq_length`` at once: any change gives a new key.
 """
 
@@ -64,6 +65,18 @@ def inputs_hash(feats: list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
+def logit_precision(device: torch.device) -> str:
+    """What the teacher's logits are computed in: fp32 on the CPU; bf16 autocast on a GPU that
+    supports it, else fp16."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def cache_key(identity: str, task: str, precision: str, feats: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(f"{identity}|{task}|{precision}|{inputs_hash(feats)}".encode()).hexdigest()[:32]
+
+
 def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
                   feats: list[dict[str, Any]], collator, batch_size: int, cache_dir: str | Path,
                   tag: str, overwrite: bool = False) -> torch.Tensor:
@@ -72,8 +85,8 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     from safetensors.torch import load_file, save_file
     from torch.utils.data import DataLoader
 
-    key = hashlib.sha256(f"{identity}|{task}|{inputs_hash(feats)}".encode()).hexdigest()[:32]
-    path = Path(cache_dir) / f"{key}.safetensors"
+    precision = logit_precision(acc.device)
+    path = Path(cache_dir) / f"{cache_key(identity, task, precision, feats)}.safetensors"
     if path.is_file() and not overwrite:
         logits = load_file(str(path))["logits"]
         if logits.size(0) == len(feats):
@@ -83,15 +96,16 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     model = freeze(load_model()).to(acc.device)
     by_length = _by_length(feats)  # less padding; "index" keeps the order
     loader = acc.prepare(DataLoader(by_length, batch_size=batch_size, shuffle=False, collate_fn=collator))
-    amp = torch.bfloat16 if acc.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    with torch.autocast(acc.device.type, dtype=amp, enabled=acc.device.type == "cuda"):
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    with torch.autocast(acc.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
                                 lambda m, b: m(**model_inputs(b)).logits, lambda b: b["index"])
     out = torch.empty(len(feats), logits.size(1))
     out[index] = logits
     if acc.is_main_process:
         atomic_write(path, lambda tmp: save_file({"logits": out.contiguous()}, tmp,
-                                                 metadata={"tag": tag, "task": task}))
+                                                 metadata={"tag": tag, "task": task,
+                                                           "precision": precision}))
     acc.wait_for_everyone()
     acc.print(f"{tag}: logits of {len(feats)} examples computed in "
               f"{time.perf_counter() - tic:.1f}s, cached in {path}")

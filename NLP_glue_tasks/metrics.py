@@ -17,6 +17,7 @@ def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray, suffix: 
         preds = logits.reshape(-1)
         values = {"pearson": float(pearsonr(preds, labels)[0]),
                   "spearman": float(spearmanr(preds, labels)[0])}
+        values["corr"] = (values["pearson"] + values["spearman"]) / 2  # what the original selected on
     else:
         preds = logits.argmax(-1)
         labels = labels.astype(np.int64)
@@ -31,20 +32,24 @@ def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray, suffix: 
     return {f"{k}{suffix}": values[k] for k in task.metrics}
 
 
-def label_order_hint(task: Task, logits: np.ndarray, labels: np.ndarray, margin: float = 0.2) -> str | None:
-    """A warning when the teacher's dev accuracy is far better under another label order: the
-    sign of a teacher fine-tuned with other label ids (its config cannot always tell)."""
+def better_label_order(task: Task, logits: np.ndarray, labels: np.ndarray, margin: float = 0.2,
+                       p_value: float = 0.01) -> tuple[list[str], float, float] | None:
+    """Label names that the teacher's outputs mean if that reading is much better than ours:
+    dev accuracy higher by ``margin`` and significantly so (a one-sided binomial test on the
+    examples that exactly one of the two readings gets right). ``None`` when ours is fine.
+    Returns (names of outputs 0..C-1, accuracy in our order, accuracy in that order)."""
     from itertools import permutations
+
+    from scipy.stats import binomtest
 
     if task.is_regression or task.num_labels > 5:  # 5! orders at most
         return None
     preds, labels = np.asarray(logits).argmax(-1), np.asarray(labels).astype(np.int64)
-    acc = {p: float((np.asarray(p)[preds] == labels).mean()) for p in permutations(range(task.num_labels))}
-    best = max(acc, key=acc.get)
+    right = {p: np.asarray(p)[preds] == labels for p in permutations(range(task.num_labels))}
     ident = tuple(range(task.num_labels))
-    if acc[best] - acc[ident] < margin:
+    best = max(right, key=lambda p: right[p].mean())
+    gain = right[best].mean() - right[ident].mean()
+    wins, losses = int((right[best] & ~right[ident]).sum()), int((right[ident] & ~right[best]).sum())
+    if gain < margin or binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue >= p_value:
         return None
-    names = [task.labels[i] for i in best]
-    return (f"warning: the teacher's dev accuracy is {acc[ident]:.3f} with the label order "
-            f"{list(task.labels)} but {acc[best]:.3f} if its outputs meant {names}: was it "
-            "fine-tuned with another label order (e.g. an old run_glue.py for MNLI)?")
+    return [task.labels[i] for i in best], float(right[ident].mean()), float(right[best].mean())

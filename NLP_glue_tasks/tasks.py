@@ -22,7 +22,7 @@ class Task:
     labels: tuple[str, ...]  # label names in model order; () for regression
     tsv_labels: tuple[str, ...]  # the same labels as written in the TSVs
     metrics: tuple[str, ...]  # what is reported on dev
-    selection: str  # the paper's metric, used to select the student
+    selection: str  # what the original selected the student on (STS-B: corr, the paper reports pearson)
     hub_columns: tuple[str, str | None] = ("sentence", None)
     dev: tuple[str, ...] = ("dev",)  # dev splits; the first one is the selection split
     test: tuple[str, ...] = ("test",)
@@ -48,8 +48,8 @@ TASKS: dict[str, Task] = {
              ("accuracy",), "accuracy"),
         Task("mrpc", "MRPC", "#1 String", "#2 String", "Quality", ("not_equivalent", "equivalent"),
              ("0", "1"), ("f1", "accuracy"), "f1", hub_columns=("sentence1", "sentence2")),
-        Task("sts-b", "STS-B", "sentence1", "sentence2", "score", (), (), ("pearson", "spearman"),
-             "pearson", hub_columns=("sentence1", "sentence2")),
+        Task("sts-b", "STS-B", "sentence1", "sentence2", "score", (), (),
+             ("pearson", "spearman", "corr"), "corr", hub_columns=("sentence1", "sentence2")),
         Task("qqp", "QQP", "question1", "question2", "is_duplicate", ("not_duplicate", "duplicate"),
              ("0", "1"), ("f1", "accuracy"), "accuracy", hub_columns=("question1", "question2"),
              test_index="id"),
@@ -82,6 +82,28 @@ def get_task(name: str) -> Task:
     if key not in TASKS:
         raise UsageError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     return TASKS[key]
+
+
+def metric_names(task: Task) -> list[str]:
+    """Every dev metric of a task (MNLI: also the mismatched ones, ``_mm``)."""
+    return [m + split_suffix(task, s) for s in task.dev for m in task.metrics]
+
+
+def label_columns(task: Task, order: str) -> list[int]:
+    """``--teacher_label_order`` (the label names of the teacher's outputs 0..C-1, comma-separated)
+    as the teacher's column of each of our labels: ``teacher_logits[:, cols]`` is in our order."""
+    def norm(name: str) -> str:
+        return "".join(c for c in name.lower() if c.isalnum())
+
+    names = [norm(n) for n in order.split(",")]
+    ours = [norm(n) for n in task.labels]
+    if task.is_regression:
+        raise UsageError(f"--teacher_label_order applies to classification tasks; {task.name} is a "
+                         "regression")
+    if sorted(names) != sorted(ours):
+        raise UsageError(f"--teacher_label_order {order!r} is not an order of the {task.name} labels "
+                         f"{','.join(task.labels)}; name each once, comma-separated")
+    return [names.index(n) for n in ours]
 
 
 def split_suffix(task: Task, split: str) -> str:

@@ -9,19 +9,36 @@
 #   bash benchmarks/gpu_check.sh                      # on the GPU machine
 #   bash benchmarks/gpu_check.sh --device cpu --tiny  # smoke test of every part on a CPU
 #
+# --table fmnist instead runs the Fashion-MNIST table (teacher resnet20, student resnet8; rows
+# student alone, KD, TAKD, Annealing-KD) at the paper's schedule length (teacher 200 epochs,
+# phase 1 200 + phase 2 200, baselines 400) on as many training images as 400 s allow
+# (benchmarks/fmnist_gpu_table.py measures the steps first), within the same 8 minutes.
+# The GPU machine has no internet: the data (about 30 MB) travels in an ignored folder:
+#   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
+# and the device tool's run names it in carry: ["data/fashion-mnist"], command
+#   bash benchmarks/gpu_check.sh --table fmnist --dataset-dir data/fashion-mnist
+#   bash benchmarks/gpu_check.sh --table fmnist --device cpu --tiny   # smoke test on a CPU
+#
 # Figures (logs and JSON) go to $OUT (default: gpu_check_out/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE=cuda
 TINY=0
+TABLE=""
+DATASET_DIR=data/fashion-mnist
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --tiny) TINY=1; shift ;;
-    *) echo "error: unknown argument $1; use --device {cuda,cpu} and/or --tiny" >&2; exit 2 ;;
+    --table) TABLE="$2"; shift 2 ;;
+    --dataset-dir) DATASET_DIR="$2"; shift 2 ;;
+    *) echo "error: unknown argument $1; use --device {cuda,cpu}, --tiny, --table fmnist, --dataset-dir DIR" >&2; exit 2 ;;
   esac
 done
+if [ -n "$TABLE" ] && [ "$TABLE" != fmnist ]; then
+  echo "error: unknown table $TABLE; the one table is --table fmnist" >&2; exit 2
+fi
 PY=${PY:-python3}
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 OUT=${OUT:-gpu_check_out}
@@ -43,6 +60,21 @@ else FAST="--layout channels_last --data gpu"; fi
 echo "== machine"
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 $PY -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+
+if [ "$TABLE" = fmnist ]; then
+  if ! ls "$DATASET_DIR"/train-images-idx3-ubyte.gz >/dev/null 2>&1 && [ ! -d "$DATASET_DIR/FashionMNIST/raw" ]; then
+    echo "error: no Fashion-MNIST in $DATASET_DIR; copy /usr/share/datasets/fashion-mnist/*.gz there and carry it" >&2
+    exit 2
+  fi
+  SIZE=""; LIMIT=460
+  [ "$TINY" = 1 ] && SIZE="--tiny" && LIMIT=1800  # the smoke test runs on a CPU: no 8-minute goal
+  echo "== Fashion-MNIST table (limit ${LIMIT}s)"
+  timeout -k 10 "$LIMIT" $PY benchmarks/fmnist_gpu_table.py --device "$DEVICE" --dataset-dir "$DATASET_DIR" \
+    --budget-s 400 --out "$OUT/fmnist-table" $SIZE 2>&1 | tee "$OUT/fmnist-table.log"
+  rc=${PIPESTATUS[0]}
+  echo "== done in ${SECONDS}s (exit $rc)"
+  exit "$rc"
+fi
 
 FAILED=()
 part() {  # part NAME LIMIT_S COMMAND...

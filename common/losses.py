@@ -29,18 +29,28 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels.long())
 
 
+KD_REDUCTIONS = ("batchmean", "elementwise-mean")
+
+
 def hinton_kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
     alpha: float,
     temperature: float,
+    reduction: str = "batchmean",
 ) -> torch.Tensor:
     """alpha * tau^2 * KL(softmax(z_t/tau) || softmax(z_s/tau)) + (1 - alpha) * task loss.
 
+    ``reduction`` of the KL term (see :data:`KD_REDUCTIONS`):
+    ``batchmean``: summed over classes, mean over the batch (the true KL per example).
+    ``elementwise-mean``: mean over batch x classes, ``nn.KLDivLoss()``'s default, as in the TAKD
+    code base that produced the paper's KD/TAKD rows: a soft term C times smaller for C classes.
     For a regression head (one output) there are no distributions: the soft term is
-    MSE(z_s, z_t) instead.
+    MSE(z_s, z_t) instead (one output: both reductions agree).
     """
+    if reduction not in KD_REDUCTIONS:
+        raise ValueError(f"unknown KD reduction {reduction!r}; use one of {', '.join(KD_REDUCTIONS)}")
     teacher_logits = teacher_logits.detach().to(student_logits.dtype)
     if student_logits.dim() == 2 and student_logits.size(1) == 1:
         soft = F.mse_loss(student_logits, teacher_logits)
@@ -49,7 +59,10 @@ def hinton_kd_loss(
         soft = F.kl_div(
             F.log_softmax(student_logits / tau, dim=-1),
             F.log_softmax(teacher_logits / tau, dim=-1),
-            reduction="batchmean",
+            reduction="sum",
             log_target=True,
         ) * (tau * tau)
+        # batchmean: / batch size; elementwise-mean: / (batch x classes), written out because
+        # torch announces that kl_div's reduction="mean" will become batchmean
+        soft = soft / (student_logits.size(0) if reduction == "batchmean" else student_logits.numel())
     return alpha * soft + (1.0 - alpha) * task_loss(student_logits, labels)

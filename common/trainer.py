@@ -79,8 +79,8 @@ def _anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **o
 
 @register_objective("kd")
 def _kd(logits, labels, targets, phi, *, kd_alpha: float = 0.5, kd_temperature: float = 4.0,
-        **options) -> torch.Tensor:
-    return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature)
+        kd_reduction: str = "batchmean", **options) -> torch.Tensor:
+    return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature, kd_reduction)
 
 
 @dataclass

@@ -78,6 +78,10 @@ def build_parser() -> Parser:
          help="epochs of the TAKD assistant (default: --student-epochs)")
     _add(o, "--kd-alpha", type=float, default=0.5, help="weight of the soft term in Hinton KD")
     _add(o, "--kd-temperature", type=float, default=5.0, help="temperature of Hinton KD")
+    _add(o, "--kd-reduction", default="batchmean", choices=["batchmean", "elementwise-mean"],
+         help="KD soft term: batchmean = KL summed over classes, mean over the batch; "
+         "elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the TAKD code "
+         "behind the paper's KD/TAKD rows: C times smaller)")
     _add(o, "--anneal-per-step", action="store_true",
          help="step the annealing temperature per optimizer step instead of per epoch")
     _add(o, "--val-size", type=int, default=None,

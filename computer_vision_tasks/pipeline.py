@@ -23,7 +23,7 @@ from computer_vision_tasks.cli import epochs
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
                "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
                "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
-               "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "seed",
+               "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "kd_reduction", "seed",
                "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
                "pretrained"]
 
@@ -207,7 +207,8 @@ class CifarPipeline:
         return Phase(step.phase, step.objective, epochs(args, step.budget)[1], make_optimizer,
                      lr_factor=step_decay if resnet else constant,
                      max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
-                     options={"kd_alpha": args.kd_alpha, "kd_temperature": args.kd_temperature})
+                     options={"kd_alpha": args.kd_alpha, "kd_temperature": args.kd_temperature,
+                              "kd_reduction": args.kd_reduction})
 
     def model(self, role: str):
         return self.acc.prepare(self.models.pop(role))

@@ -132,3 +132,35 @@ def test_gpu_check_script_parses_and_refuses_unknown_arguments():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument" in bad.stderr
+
+
+def test_gpu_check_table_mode_refuses_unknown_tables_and_missing_data(tmp_path):
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    bad = subprocess.run(["bash", str(script), "--table", "cifar"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown table cifar" in bad.stderr
+    missing = subprocess.run(["bash", str(script), "--table", "fmnist", "--dataset-dir",
+                              str(tmp_path)], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")})
+    assert missing.returncode == 2 and "no Fashion-MNIST in" in missing.stderr
+
+
+def test_fmnist_gpu_table_plan_chains_the_runs(tmp_path):
+    from benchmarks import fmnist_gpu_table as fm
+
+    args = fm.parse_args(["--images", "1024", "--out", str(tmp_path)])
+    runs = {row: cmd for row, _, cmd in fm.plan_runs(args, tmp_path)}
+    assert list(runs) == ["teacher", "student alone", "KD", "assistant", "TAKD", "Annealing-KD"]
+
+    def flag(row, name):
+        return runs[row][runs[row].index(name) + 1]
+
+    t_ckpt = str(tmp_path / "teacher" / "student" / "best.safetensors")
+    assert flag("teacher", "--student") == "resnet20" and flag("teacher", "--student-epochs") == "200"
+    assert all(flag(r, "--train-subset") == "1024" and flag(r, "--amp") == "bf16" for r in runs)
+    assert flag("KD", "--teacher-checkpoint") == t_ckpt == flag("Annealing-KD", "--teacher-checkpoint")
+    assert flag("TAKD", "--teacher-checkpoint") == str(
+        tmp_path / "assistant" / "student" / "best.safetensors")
+    assert flag("TAKD", "--teacher") == "resnet14" == flag("assistant", "--student")
+    assert all(flag(r, "--student-epochs") == "400" for r in ("student alone", "KD", "TAKD"))
+    assert (flag("Annealing-KD", "--student_epochs_p1"), flag("Annealing-KD", "--max_temperature")) == (
+        "200", "10")

@@ -335,3 +335,22 @@ def test_the_pipeline_learns(tmp_path):
                  "--student-epochs", "3", "--train-subset", "1024", "--batch-size", "64",
                  "--num-workers", "0", "--device", "cpu", "--output-dir", str(out)]) == 0
     assert results(out)["final"]["metrics"]["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("flag,value", [("--kd-reduction", "elementwise-mean"),
+                                        ("--kd_reduction", "batchmean"), (None, "batchmean")])
+def test_kd_reduction_reaches_the_loss(tmp_path, monkeypatch, flag, value):
+    import common.trainer
+
+    seen = []
+    loss = common.trainer.hinton_kd_loss
+
+    def recording(*args):
+        seen.append(args[5])
+        return loss(*args)
+
+    monkeypatch.setattr(common.trainer, "hinton_kd_loss", recording)
+    extra = [flag, value] if flag else []
+    assert run(tmp_path / "run", "--method", "kd", *extra) == 0
+    assert seen and set(seen) == {value}
+    assert results(tmp_path / "run")["config"]["kd_reduction"] == value

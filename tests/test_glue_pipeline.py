@@ -308,3 +308,41 @@ def test_ddp_two_processes(env, tmp_path):
     ddp = {f.name: load_file(str(f))["logits"] for f in (tmp_path / "ddp" / "cache").glob("*.safetensors")}
     assert single.keys() == ddp.keys() and len(ddp) == 2
     assert all(torch.allclose(single[k], ddp[k], atol=1e-6) for k in ddp)
+
+
+def test_kd_reduction_reaches_the_loss(env, tmp_path, monkeypatch):
+    import common.trainer
+
+    seen = []
+    loss = common.trainer.hinton_kd_loss
+
+    def recording(*args):
+        seen.append(args[5])
+        return loss(*args)
+
+    monkeypatch.setattr(common.trainer, "hinton_kd_loss", recording)
+    out = tmp_path / "run"
+    assert main(argv(env, "rte", out, "--do_train", "--method", "kd", "--num_train_epochs", "1",
+                     "--kd_reduction", "elementwise-mean")) == 0
+    assert seen and set(seen) == {"elementwise-mean"}
+    assert results(out)["config"]["kd_reduction"] == "elementwise-mean"
+
+
+def test_sts_b_reports_pearson_spearman_corr_and_metric_picks_selection(env, tmp_path, capsys):
+    """STS-B: pearson, spearman and their mean corr every epoch; corr selects (the original's
+    choice) unless --metric says otherwise."""
+    out = tmp_path / "run"
+    assert main(argv(env, "sts-b", out, "--do_train", "--method", "kd", "--num_train_epochs", "2",
+                     "--metric", "pearson")) == 0
+    res = results(out)
+    for r in res["epochs"]:
+        e = r["eval"]
+        assert set(e) == {"pearson", "spearman", "corr"}
+        assert e["corr"] == pytest.approx((e["pearson"] + e["spearman"]) / 2)
+    assert res["final"]["selected_by"] == "pearson"
+    best = max(r["eval"]["pearson"] for r in res["epochs"])
+    assert res["final"]["metrics"]["pearson"] == best
+    assert main(argv(env, "sts-b", tmp_path / "bad", "--do_train", "--metric", "acc")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --metric acc is not computed for sts-b")
+    assert "pearson, spearman, corr" in err

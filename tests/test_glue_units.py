@@ -12,8 +12,8 @@ from glue_fixtures import HEADERS, write_glue
 
 from common.errors import UsageError
 from NLP_glue_tasks.data import read_tsv, task_dir
-from NLP_glue_tasks.metrics import compute_metrics, label_order_hint
-from NLP_glue_tasks.tasks import TASKS, get_task
+from NLP_glue_tasks.metrics import better_label_order, compute_metrics
+from NLP_glue_tasks.tasks import TASKS, get_task, label_columns, metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
 def test_task_table_matches_the_paper():
     assert set(TASKS) == {"cola", "sst-2", "mrpc", "sts-b", "qqp", "mnli", "qnli", "rte", "wnli"}
     sel = {k: t.selection for k, t in TASKS.items()}
-    assert sel == {"cola": "mcc", "sst-2": "accuracy", "mrpc": "f1", "sts-b": "pearson",
+    assert sel == {"cola": "mcc", "sst-2": "accuracy", "mrpc": "f1", "sts-b": "corr",
                    "qqp": "accuracy", "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy",
                    "wnli": "accuracy"}
     assert get_task("SST2") is TASKS["sst-2"] and get_task("STS-B").is_regression
@@ -54,7 +54,8 @@ def test_metrics_hand_computed():
     x, y = np.array([1.0, 2, 3, 4]), np.array([2.0, 4, 6, 9])
     r = ((x - x.mean()) * (y - y.mean())).sum() / np.sqrt(((x - x.mean()) ** 2).sum() * ((y - y.mean()) ** 2).sum())
     m = compute_metrics(TASKS["sts-b"], x[:, None], y)
-    assert m == {"pearson": pytest.approx(r), "spearman": pytest.approx(1.0)}
+    assert m == {"pearson": pytest.approx(r), "spearman": pytest.approx(1.0),
+                 "corr": pytest.approx((r + 1.0) / 2)}  # the mean, what the original selected on
     m = compute_metrics(TASKS["mnli"], np.eye(3), np.array([0, 1, 1]), "_mm")
     assert m == {"accuracy_mm": pytest.approx(2 / 3)}
 
@@ -117,12 +118,69 @@ def test_original_readme_command_parses():
         check_args(args, get_task("rte"))
 
 
-def test_label_order_hint():
+def test_better_label_order():
     task = TASKS["mnli"]
-    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    labels = np.array([0, 1, 2] * 10)
     teacher_ids = np.array([1, 2, 0])[labels]  # a teacher that says 1 for entailment, ...
-    logits = np.eye(3)[teacher_ids]
-    hint = label_order_hint(task, logits, labels)
-    assert hint and "['contradiction', 'entailment', 'neutral']" in hint
-    assert label_order_hint(task, np.eye(3)[labels], labels) is None
-    assert label_order_hint(TASKS["sts-b"], labels[:, None].astype(float), labels) is None
+    found = better_label_order(task, np.eye(3)[teacher_ids], labels)
+    assert found == (["contradiction", "entailment", "neutral"], 0.0, 1.0)
+    # with it, the remapped logits are right
+    cols = label_columns(task, "contradiction,entailment,neutral")
+    assert (np.eye(3)[teacher_ids][:, cols].argmax(1) == labels).all()
+    assert better_label_order(task, np.eye(3)[labels], labels) is None
+    assert better_label_order(TASKS["sts-b"], labels[:, None].astype(float), labels) is None
+    # far better but on too few examples to be sure: no verdict
+    assert better_label_order(task, np.eye(3)[teacher_ids[:3]], labels[:3]) is None
+
+
+def test_label_columns_and_metric_names():
+    assert label_columns(TASKS["sst-2"], "Positive, negative") == [1, 0]
+    assert label_columns(TASKS["rte"], "entailment,not_entailment") == [0, 1]
+    for bad in ("positive", "positive,positive", "positive,negative,neutral"):
+        with pytest.raises(UsageError, match="is not an order of the sst-2 labels"):
+            label_columns(TASKS["sst-2"], bad)
+    with pytest.raises(UsageError, match="regression"):
+        label_columns(TASKS["sts-b"], "a")
+    assert metric_names(TASKS["mnli"]) == ["accuracy", "accuracy_mm"]
+    assert metric_names(TASKS["sts-b"]) == ["pearson", "spearman", "corr"]
+
+
+def test_cache_key_includes_the_precision(tmp_path, monkeypatch):
+    """fp32 (CPU) and bf16/fp16 (GPU autocast) logits are cached under different keys."""
+    import torch
+    from glue_fixtures import tiny_bert
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from common.trainer import make_accelerator
+    from NLP_glue_tasks import logit_cache
+    from NLP_glue_tasks.data import Collator, Examples, encode
+
+    torch.set_num_threads(1)
+    path = tiny_bert(tmp_path / "t", num_labels=2, seed=3)
+    tok = AutoTokenizer.from_pretrained(path)
+    ex = Examples(["good movie", "bad plot is awful"], None, [1, 0], ["0", "1"])
+    feats = encode(tok, ex, 32)
+    keys = {p: logit_cache.cache_key("id", "sst-2", p, feats) for p in ("fp32", "bf16", "fp16")}
+    assert len(set(keys.values())) == 3
+    acc = make_accelerator("cpu")
+    assert logit_cache.logit_precision(acc.device) == "fp32"
+    computed = []
+
+    def load():
+        computed.append(1)
+        return AutoModelForSequenceClassification.from_pretrained(path)
+
+    def get():
+        return logit_cache.cached_logits(acc, load_model=load, identity="id", task="sst-2",
+                                         feats=feats, collator=Collator(tok), batch_size=2,
+                                         cache_dir=tmp_path / "cache", tag="t")
+
+    fp32 = get()
+    get()
+    assert len(computed) == 1  # the second call reused the fp32 file
+    monkeypatch.setattr(logit_cache, "logit_precision", lambda device: "bf16")
+    bf16 = get()
+    assert len(computed) == 2  # not the fp32 logits: computed again, in bf16 autocast
+    files = sorted(p.stem for p in (tmp_path / "cache").iterdir())
+    assert files == sorted([keys["fp32"], keys["bf16"]])
+    assert torch.allclose(fp32, bf16, atol=0.05)

@@ -70,3 +70,37 @@ def test_hinton_kd_alpha_zero_is_cross_entropy():
     t = torch.tensor([[0.0, 3.0, 1.0]])
     y = torch.tensor([2])
     assert hinton_kd_loss(s, t, y, 0.0, 4.0).item() == pytest.approx(task_loss(s, y).item())
+
+
+def test_hinton_kd_reductions_by_hand():
+    """batchmean: KL summed over classes, mean over the batch; elementwise-mean (nn.KLDivLoss()
+    default, the TAKD code of the paper's KD rows): mean over batch x classes, C times smaller."""
+    s = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    t = torch.tensor([[math.log(4.0), 0.0, 0.0], [0.0, 0.0, 0.0]])  # teacher (2/3, 1/6, 1/6), uniform
+    kl_first = (2 / 3) * math.log(2.0) + 2 * (1 / 6) * math.log(0.5)  # vs uniform student
+    kl_sum = kl_first + 0.0
+    y = torch.tensor([0, 1])
+    ce = math.log(3.0)  # uniform student
+    got_bm = hinton_kd_loss(s, t, y, alpha=0.5, temperature=1.0, reduction="batchmean").item()
+    got_em = hinton_kd_loss(s, t, y, alpha=0.5, temperature=1.0, reduction="elementwise-mean").item()
+    assert got_bm == pytest.approx(0.5 * kl_sum / 2 + 0.5 * ce)
+    assert got_em == pytest.approx(0.5 * kl_sum / 6 + 0.5 * ce)
+
+
+def test_hinton_kd_paper_era_form_tau_five():
+    """(1 - l) CE + l T^2 KLDivLoss()(log_softmax(z_s/T), softmax(z_t/T)), T=5, l=0.5, by hand."""
+    s = torch.tensor([[5.0, 0.0]])
+    t = torch.tensor([[0.0, 5.0]])
+    q = 1 / (1 + math.e)  # student softmax(1, 0) at T=5: (1-q, q); teacher: (q, 1-q)
+    kl = q * math.log(q / (1 - q)) + (1 - q) * math.log((1 - q) / q)
+    soft = 25 * kl / 2  # mean over 1 x 2 elements
+    ce = math.log(1 + math.exp(-5.0))  # label 0, logits (5, 0)
+    got = hinton_kd_loss(s, t, torch.tensor([0]), 0.5, 5.0, "elementwise-mean").item()
+    assert got == pytest.approx(0.5 * soft + 0.5 * ce)
+    assert hinton_kd_loss(s, t, torch.tensor([0]), 0.5, 5.0).item() == pytest.approx(
+        0.5 * 25 * kl + 0.5 * ce)  # batchmean, the default
+
+
+def test_hinton_kd_unknown_reduction():
+    with pytest.raises(ValueError, match="elementwise-mean"):
+        hinton_kd_loss(S, T, torch.tensor([0, 1]), 0.5, 2.0, "sum")

@@ -194,3 +194,32 @@ def test_failed_run_stops_with_one_line_error(tmp_path: Path, capsys) -> None:
     assert "unknown dataset 'nosuch'" in err  # the CLI's message, from the log tail
     assert err.strip().splitlines()[-1].startswith("error: [1/6] teacher")
     assert "Runs: 0 of 6 finished" in (tmp_path / "cifar10.md").read_text()  # partial report
+
+
+@pytest.mark.parametrize(("table", "cli", "kd_methods"), [
+    ("cifar10", "cifar", {"KD", "TAKD", "assistant"}),
+    ("glue-bert", "glue", {"KD", "TAKD", "assistant"}),
+])
+def test_paper_tables_use_the_paper_era_kd_loss(tmp_path: Path, table, cli, kd_methods) -> None:
+    """Every KD-trained row of a paper table: T=5, lambda=0.5, KL averaged over batch x classes;
+    the table's header says so."""
+    argv = ["--table", table, "--seeds", "1", "--out", str(tmp_path)]
+    argv += ["--tasks", "rte"] if cli == "glue" else []
+    plan = rt.make_plan(rt.build_parser().parse_args(argv))
+    sep = "-" if cli == "cifar" else "_"
+    kd_runs = [r for r in plan.runs if _flag(r.args, "--method") == "kd"]
+    assert {r.row for r in kd_runs} == kd_methods
+    for run in kd_runs:
+        assert _flag(run.args, f"--kd{sep}reduction") == "elementwise-mean"
+        assert _flag(run.args, f"--kd{sep}temperature") == "5"
+        assert _flag(run.args, f"--kd{sep}alpha") == "0.5"
+    others = [r for r in plan.runs if r not in kd_runs]
+    assert others and not any(f"--kd{sep}reduction" in r.args for r in others)
+    rt.write_report(plan, rt.build_parser().parse_args(argv), "cmd")
+    md = (tmp_path / f"{table}.md").read_text()
+    assert f"`--kd{sep}reduction elementwise-mean`" in md and "T=5" in md
+
+
+def test_offline_tables_keep_the_default_kd_loss(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "fmnist-gap", "--seeds", "1", "--out", str(tmp_path))
+    assert not any("--kd-reduction" in c for c in cmds)
