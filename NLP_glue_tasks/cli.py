@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from common.cli_args import Parser
+
 
 def whole_number(text: str) -> int:
     """An epoch count; '3.0' (the original's float flags) is accepted, '3.5' is not."""
@@ -15,8 +17,8 @@ def whole_number(text: str) -> int:
     return int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    p = Parser(
         prog="annealing_kd_glue.py",
         description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

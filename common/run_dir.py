@@ -240,6 +240,15 @@ class RunDir:
         plt.close(fig)
 
 
+def check_same_run(saved: dict[str, Any], now: dict[str, Any], keys: list[str]) -> None:
+    """--resume must continue the same experiment: refuse any of ``keys`` that changed."""
+    for key in keys:
+        if key in saved and saved[key] != now.get(key):
+            raise UsageError(f"--resume: --{key} was {saved[key]!r} in this run, now "
+                             f"{now.get(key)!r}; resume with the original settings or start a new "
+                             "output directory")
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

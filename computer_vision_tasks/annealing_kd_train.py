@@ -68,14 +68,6 @@ RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_
                "val_size", "train_subset"]
 
 
-def check_same_run(saved: dict, now: dict) -> None:
-    """--resume must continue the same experiment: refuse changed settings."""
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != now[key]:
-            raise UsageError(f"--resume: --{key} was {saved[key]!r} in this run, now {now[key]!r}; "
-                             "resume with the original settings or start a new --output-dir")
-
-
 def _main(argv: Sequence[str] | None) -> int:
     from computer_vision_tasks.cli import parse_args
 
@@ -90,7 +82,7 @@ def train(args) -> int:
 
     from common.checkpoint import save_weights
     from common.lr_schedules import constant, step_decay
-    from common.run_dir import RunDir, environment_info
+    from common.run_dir import RunDir, check_same_run, environment_info
     from common.schedule import check_schedule
     from common.seeding import seed_everything
     from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
@@ -141,10 +133,12 @@ def train(args) -> int:
 
     with acc.main_process_first():
         run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
-                     is_main=acc.is_main_process, check=acc.is_main_process)
+                     is_main=acc.is_main_process, check=acc.is_main_process,
+                     inputs={"--teacher-checkpoint": args.teacher_checkpoint,
+                             "--dataset-dir": args.dataset_dir})
 
     if args.resume:
-        check_same_run(run.read_results().get("config") or {}, vars(args))
+        check_same_run(run.saved_config(), vars(args), RESUME_KEYS)
 
     eval_bs = 2 * args.batch_size
     if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader:
