@@ -186,19 +186,21 @@ def committed_dir(pdir: str | os.PathLike) -> Path | None:
     return edir
 
 
-def load_committed(pdir: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
+def load_committed(pdir: str | os.PathLike, tidy: bool = True) -> tuple[dict[str, Any], Path] | None:
     """The training state and folder of a phase's committed epoch (``None``: nothing committed).
-    Removes what an interrupted commit left and re-links ``best``/``last`` beside the pointer."""
+    With ``tidy`` (one process only) removes what an interrupted commit left and re-links
+    ``best``/``last`` beside the pointer."""
     pdir = Path(pdir)
     edir = committed_dir(pdir)
     if edir is None:
         if (pdir / "state.pt").is_file():
             raise UsageError(f"{pdir} was written by an older version without epoch commits; "
                              "start again with --overwrite-output-dir")
-        if pdir.is_dir():
+        if tidy and pdir.is_dir():
             _tidy(pdir, None)
         return None
-    _tidy(pdir, edir)
+    if tidy:
+        _tidy(pdir, edir)
     return load_state(edir / "state.pt"), edir
 
 
@@ -209,9 +211,12 @@ def _tidy(pdir: Path, edir: Path | None) -> None:
             f.unlink()
         if edir is not None:
             for f in sorted(edir.glob("*.safetensors")):
+                dst = pdir / f.name
+                if dst.exists() and os.path.samefile(f, dst):
+                    continue  # already published (renaming a link onto itself does nothing)
                 tmp = pdir / f".{f.name}.{os.getpid()}.tmp"
                 _link(f, tmp)
-                replace(tmp, pdir / f.name)
+                replace(tmp, dst)
         for d in pdir.glob("epoch-*"):
             if d != edir:
                 shutil.rmtree(d)

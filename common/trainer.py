@@ -152,7 +152,8 @@ class Trainer:
         self.run.claim(phase.name)
         acc.wait_for_everyone()
         start, best, opt_steps = 0, None, 0
-        committed = load_committed(pdir) if self.resume else None
+        committed = load_committed(pdir, tidy=acc.is_main_process) if self.resume else None
+        acc.wait_for_everyone()
         if committed is not None:
             state, edir = committed
             acc.unwrap_model(model).load_state_dict(load_weights(edir / "last.safetensors"))
