@@ -92,7 +92,9 @@ def build_parser() -> Parser:
                    help="default: --learning_rate")
     n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    n.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    n.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --output_dir with the same settings "
+                   "(refused if there is none)")
     n.add_argument("--do_predict", action="store_true",
                    help="write test-set predictions as GLUE leaderboard TSVs to <output_dir>/predictions")
     n.add_argument("--anneal_per_step", "--anneal-per-step", action="store_true",

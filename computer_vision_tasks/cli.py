@@ -72,7 +72,9 @@ def build_parser() -> Parser:
     _add(o, "--output-dir", default=None,
          help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
     _add(o, "--overwrite-output-dir", action="store_true", help="replace a run in --output-dir")
-    _add(o, "--resume", action="store_true", help="continue the run in --output-dir")
+    _add(o, "--resume", action="store_true",
+         help="continue the unfinished run in --output-dir with the same settings "
+         "(refused if there is none)")
     _add(o, "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     _add(o, "--channels-last", action="store_true", help="channels-last memory format")
