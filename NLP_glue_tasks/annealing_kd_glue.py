@@ -26,6 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealing_kd_glue.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli_args import check_number  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
 from common.methods import ROLES, Step, get_method, run_method, table  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
@@ -43,10 +44,34 @@ from NLP_glue_tasks.tasks import (  # noqa: E402
 def _load(fn, path: str, role: str):
     try:
         return fn()
-    except (OSError, ValueError) as exc:
+    except UsageError:
+        raise
+    except Exception as exc:  # OSError, ValueError, safetensors' own errors (truncated files)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{role} model {path!r} could not be loaded ({first[:200]}); give a local "
-                         "folder or a hub id that is in the Hugging Face cache") from None
+                         "folder with intact files or a hub id that is in the Hugging Face cache") from None
+
+
+def check_safetensors(path: str, role: str) -> None:
+    """Weights are read from safetensors only (a pickle .bin file can run code when loaded), and
+    a local folder's weight files must be whole (their headers cover the files)."""
+    from safetensors import safe_open
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and any(folder.glob("*.bin")):
+        raise UsageError(f"{role} {path} has only pickle weights ({next(folder.glob('*.bin')).name}), "
+                         "which can run arbitrary code when loaded; convert them to safetensors "
+                         "(save_pretrained(..., safe_serialization=True) where you trust the file)")
+    for f in weights:
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as exc:
+            raise UsageError(f"{role} weights {f} are truncated or corrupt ({exc}); copy the "
+                             "checkpoint again") from None
 
 
 def load_config(path: str, args, role: str):
@@ -99,6 +124,7 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
     """A sequence classifier with the task's label count and names, in float32."""
     from transformers import AutoModelForSequenceClassification
 
+    check_safetensors(path, role)
     config = load_config(config_name or path, args, role)
     check_labels(config, task, path, role, need_head, teacher_order(args, role))
     config.num_labels = task.num_labels
@@ -106,8 +132,8 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
     config.label2id = {v: k for k, v in config.id2label.items()}
     config.problem_type = "regression" if task.is_regression else "single_label_classification"
     model = _load(lambda: AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code),
-        path, role)
+        path, config=config, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code,
+        use_safetensors=True), path, role)
     return model.float()
 
 
@@ -189,6 +215,28 @@ def check_args(args, task: Task | None = None) -> None:
     if any(s.objective == "anneal" for s in method.steps) and (
             args.num_train_epochs_phase_1 < 1 or args.num_train_epochs_phase_2 < 1):
         raise UsageError("--num_train_epochs_phase_1 and --num_train_epochs_phase_2 must be >= 1")
+    for flag, value in (("--num_train_epochs", args.num_train_epochs),
+                        ("--teacher_epochs", args.teacher_epochs if args.train_teacher else None)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--learning_rate", args.learning_rate),
+                        ("--teacher_learning_rate", args.teacher_learning_rate),
+                        ("--adam_epsilon", args.adam_epsilon), ("--kd_temperature", args.kd_temperature)):
+        if value is not None:
+            check_number(flag, value, low=0, strict=True)
+    for flag, value in (("--weight_decay", args.weight_decay), ("--max_grad_norm", args.max_grad_norm),
+                        ("--warmup_steps", args.warmup_steps), ("--max_steps", args.max_steps)):
+        check_number(flag, value, low=0)
+    check_number("--kd_alpha", args.kd_alpha, low=0, high=1)
+    if any(s.objective == "anneal" for s in method.steps):
+        if args.max_temperature < 1:
+            raise UsageError(f"--max_temperature must be at least 1, got {args.max_temperature}")
+        if not (args.anneal_per_step or args.max_steps) and \
+                args.max_temperature > args.num_train_epochs_phase_1:
+            raise UsageError(
+                f"--max_temperature {args.max_temperature} exceeds --num_train_epochs_phase_1 "
+                f"{args.num_train_epochs_phase_1}: each temperature needs at least one epoch; lower "
+                "--max_temperature, raise --num_train_epochs_phase_1, or pass --anneal_per_step")
     if args.train_teacher and not method.uses("teacher"):
         raise UsageError(f"--method {args.method} uses no teacher; to fine-tune a teacher alone, "
                          f"pass it as --student_model_name_or_path with --method {args.method}")
@@ -205,12 +253,29 @@ def amp_of(args) -> str:
     return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
 
 
+# inputs that --overwrite_output_dir must never delete; settings that --resume must not change
+INPUT_FLAGS = ["data_dir", "teacher_model_name_or_path", "student_model_name_or_path",
+               "assistant_model_name_or_path", "config_name", "tokenizer_name", "cache_dir",
+               "logits_cache_dir", "train_file", "validation_file", "test_file"]
+RESUME_KEYS = ["task_name", "data_dir", "method", "teacher_model_name_or_path", "student_model_name_or_path",
+               "assistant_model_name_or_path", "config_name", "tokenizer_name", "max_seq_length",
+               "do_lower_case", "seed", "per_gpu_train_batch_size", "gradient_accumulation_steps",
+               "learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm",
+               "num_train_epochs_phase_1", "num_train_epochs_phase_2", "max_temperature",
+               "max_steps", "warmup_steps", "num_train_epochs", "kd_alpha", "kd_temperature",
+               "train_teacher", "teacher_epochs", "teacher_learning_rate", "fp16", "bf16",
+               "anneal_per_step", "anneal_reduction", "online_teacher", "pad_to_max_length",
+               "kd_reduction", "teacher_label_order", "metric", "lr_scheduler_type", "train_file",
+               "validation_file", "dataset_name", "dataset_config_name", "text_column_names",
+               "label_column_name"]
+
+
 class Pipeline:
     """One GLUE run: the models, tokenizers and data of each role; ``args.method`` says which
     phases run (``common.methods``)."""
 
     def __init__(self, args, task: Task) -> None:
-        from common.run_dir import RunDir, environment_info
+        from common.run_dir import RunDir, check_same_run, environment_info
         from common.seeding import seed_everything
         from common.trainer import Trainer, make_accelerator
         from NLP_glue_tasks.data import load_split
@@ -221,8 +286,11 @@ class Pipeline:
         self.acc = acc = make_accelerator("cpu" if args.no_cuda else "auto", amp,
                                           args.gradient_accumulation_steps)
         self.pad_multiple = 8 if amp != "none" and acc.device.type == "cuda" else None
+        inputs = {f"--{k}": getattr(args, k) for k in INPUT_FLAGS}
         self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
-                          is_main=acc.is_main_process)
+                          is_main=acc.is_main_process, inputs=inputs)
+        if args.resume:
+            check_same_run(self.run.saved_config(), vars(args), RESUME_KEYS)
         seed_everything(args.seed)
         self.train_ex = load_split(task, "train", args.data_dir, args.cache_dir)
         self.dev_ex = {s: load_split(task, s, args.data_dir, args.cache_dir) for s in task.dev}
@@ -374,6 +442,14 @@ class Pipeline:
 
         return get(side.train, "train"), {s: get(f, s) for s, f in side.dev.items()}
 
+    def phase1_steps(self) -> int:
+        """Optimizer steps of phase 1, as the trainer will count them."""
+        args = self.args
+        per_process = math.ceil(len(self.train_ex) / self.acc.num_processes)
+        batches = math.ceil(per_process / args.per_gpu_train_batch_size)
+        total = math.ceil(batches / args.gradient_accumulation_steps) * args.num_train_epochs_phase_1
+        return min(total, args.max_steps) if args.max_steps else total
+
     # the whole run ------------------------------------------------------------------------------
     def check_models(self) -> None:
         """Fail fast, before any model is loaded: every checkpoint's head fits the task."""
@@ -381,11 +457,16 @@ class Pipeline:
             if self.method.uses(role):
                 need_head = role == "teacher" and not self.trains_teacher
                 path = self.paths[role]
+                check_safetensors(path, role)
                 check_labels(load_config(path, self.args, role), self.task, path, role, need_head,
                              teacher_order(self.args, role))
 
     def train(self) -> dict[str, Any]:
+        from common.schedule import check_schedule
+
         args, trainer = self.args, self.trainer
+        if self.method.name == "annealing" and (args.anneal_per_step or args.max_steps):
+            check_schedule(self.phase1_steps(), args.max_temperature, "optimizer steps")  # before any work
         self.check_models()
         self.toks["student"] = load_tokenizer(args.tokenizer_name or self.paths["student"], args,
                                               "student")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from common.cli_args import Parser
 from common.methods import method_names
 from NLP_glue_tasks.custom_data import add_arguments
 
@@ -22,8 +23,8 @@ def whole_number(text: str) -> int:
     return int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    p = Parser(
         prog="annealing_kd_glue.py",
         description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -123,7 +124,9 @@ def _ours(n: argparse._ArgumentGroup) -> None:
                    help="default: --learning_rate")
     n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    n.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    n.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --output_dir with the same settings "
+                   "(refused if there is none)")
     n.add_argument("--do_predict", action="store_true",
                    help="write test-set predictions as GLUE leaderboard TSVs to <output_dir>/predictions")
     n.add_argument("--anneal_per_step", "--anneal-per-step", action="store_true",

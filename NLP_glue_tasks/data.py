@@ -3,7 +3,9 @@ tokenization, and the collator (dynamic padding, student and optional teacher in
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +48,15 @@ def read_tsv(path: Path, task: Task, split: str) -> Examples:
                          "folder of download_glue_data.py, or leave --data_dir out to use nyu-mll/glue")
     test = split.startswith("test")
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    raw = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = bom + exc.start
+        raise UsageError(f"{path} is not UTF-8 text (byte offset {at} is {raw[at]:#04x}); "
+                         "convert the file to UTF-8") from None
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     header = rows.pop(0) if (task.header or test) and rows else None
 
     def column(name: str | int | None) -> int | None:

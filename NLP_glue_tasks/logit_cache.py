@@ -88,8 +88,13 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     precision = logit_precision(acc.device)
     path = Path(cache_dir) / f"{cache_key(identity, task, precision, feats)}.safetensors"
     if path.is_file() and not overwrite:
-        logits = load_file(str(path))["logits"]
-        if logits.size(0) == len(feats):
+        try:
+            logits = load_file(str(path))["logits"]
+        except Exception as exc:  # truncated or overwritten: computed again below
+            acc.print(f"{tag}: cached logits {path} are unreadable ({type(exc).__name__}); "
+                      "computing them again")
+            logits = None
+        if logits is not None and logits.size(0) == len(feats) and torch.isfinite(logits).all():
             acc.print(f"{tag}: reusing cached logits {path}")
             return logits
     tic = time.perf_counter()

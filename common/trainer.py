@@ -22,7 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.checkpoint import load_state, load_weights, save_state, save_weights
+from common.checkpoint import (
+    WriteFailed,
+    commit_epoch,
+    load_committed,
+    load_weights,
+)
 from common.errors import UsageError
 from common.losses import annealing_loss, hinton_kd_loss, task_loss
 from common.lr_schedules import LrFactor, constant
@@ -189,11 +194,15 @@ class Trainer:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                           lambda s: phase.lr_factor(s, total))
 
+        self.run.start(self.config)  # an overwritten run is removed only now, all input checked
+        self.run.claim(phase.name)
+        acc.wait_for_everyone()
         start, best, opt_steps = 0, None, 0
-        state_path = pdir / "state.pt"
-        if self.resume and state_path.exists():
-            state = load_state(state_path)
-            acc.unwrap_model(model).load_state_dict(load_weights(pdir / "last.safetensors"))
+        committed = load_committed(pdir, tidy=acc.is_main_process) if self.resume else None
+        acc.wait_for_everyone()
+        if committed is not None:
+            state, edir = committed
+            acc.unwrap_model(model).load_state_dict(load_weights(edir / "last.safetensors"))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start, best, opt_steps = state["epoch"], state["best"], state["opt_steps"]
@@ -205,6 +214,7 @@ class Trainer:
                 return best
 
         phase_seed = zlib.crc32(phase.name.encode())
+        saved = start  # the last committed epoch
         for epoch in range(start, phase.epochs):
             tic = time.perf_counter()
             seed_everything(self.seed * 1009 + phase_seed + epoch, self.deterministic)
@@ -236,25 +246,34 @@ class Trainer:
                     break
             train_loss = (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
             if not math.isfinite(train_loss):
-                raise UsageError(
-                    f"{phase.name} epoch {epoch + 1}: the training loss is not finite; the last "
-                    f"good checkpoint is kept in {pdir}; lower the learning rate or turn off fp16")
+                kept = (f"the last good epoch ({saved}) is kept in {pdir / 'last.safetensors'}"
+                        if saved else f"no epoch of {phase.name} was saved")
+                raise UsageError(f"{phase.name} epoch {epoch + 1}: the training loss is not finite; "
+                                 f"{kept}; lower the learning rate or turn off fp16")
             metrics = self.evaluate(model)
             record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": mult,
                       "lr": scheduler.get_last_lr()[0], "train_loss": train_loss, "eval": metrics,
                       "seconds": round(time.perf_counter() - tic, 3)}
             self.records.append(record)
             value = metrics[self.metric]
-            if best is None or value > best["metric"] or not math.isfinite(best["metric"]):
+            improved = best is None or value > best["metric"] or not math.isfinite(best["metric"])
+            if improved:
                 best = {"phase": phase.name, "epoch": epoch + 1, "metric": value, "eval": metrics}
-                self._save_weights(model, pdir / "best.safetensors")
             finished = epoch + 1 == phase.epochs or bool(phase.max_steps and opt_steps >= phase.max_steps)
-            self._save_weights(model, pdir / "last.safetensors")
             if acc.is_main_process:
-                save_state({"epoch": epoch + 1, "finished": finished, "opt_steps": opt_steps,
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "best": best, "records": self.records},
-                           state_path)
+                weights = acc.unwrap_model(model).state_dict()
+                state = {"epoch": epoch + 1, "finished": finished, "opt_steps": opt_steps,
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "best": best, "records": self.records}
+                try:
+                    commit_epoch(pdir, epoch + 1, {"best.safetensors": weights if improved else None,
+                                                   "last.safetensors": weights}, state)
+                except WriteFailed as exc:
+                    kept = (f"the last good epoch ({saved}) is kept; pass --resume once there is "
+                            "room" if saved else "no epoch of this phase was saved")
+                    raise UsageError(f"could not write {exc.path} ({exc.reason}) at the end of "
+                                     f"{phase.name} epoch {epoch + 1}; {kept}") from None
+            saved = epoch + 1
             acc.wait_for_everyone()
             self.write_results()
             acc.print(_summary(record, self.metric))
@@ -288,10 +307,6 @@ class Trainer:
         targets = batches.teacher_logits(batch) if objective.needs_teacher else None
         return objective.loss(logits, batches.labels(batch), targets, mult, **phase.options)
 
-    def _save_weights(self, model: nn.Module, path) -> None:
-        if self.acc.is_main_process:
-            save_weights(self.acc.unwrap_model(model).state_dict(), path)
-
     # ---- across phases ---------------------------------------------------------------------
     def load_best(self, model: nn.Module, phase_name: str) -> None:
         """Load the best weights of a finished phase into ``model``."""
@@ -311,9 +326,11 @@ class Trainer:
                 "metrics": metrics if metrics is not None else chosen["eval"]}
 
     def write_results(self, final: dict[str, Any] | None = None) -> None:
-        self.run.write_results(self.config, self.env, self.records, final, **self.extra)
+        """metrics.jsonl, curves.png (at the end) and last results.json: a run whose results.json
+        has its ``final`` entry is complete."""
         if final is not None:
             self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
+        self.run.write_results(self.config, self.env, self.records, final, **self.extra)
 
 
 def _summary(r: dict[str, Any], metric: str) -> str:

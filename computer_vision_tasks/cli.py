@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from common.cli_args import Parser, check_number
 from common.errors import UsageError
 from common.methods import get_method, method_names, steps_of
 from computer_vision_tasks import own_args
@@ -15,13 +16,6 @@ DATASET_NAMES = ["cifar10", "cifar100", "mnist", "fashion-mnist", "fake"]
 EPOCH_FLAGS = {"teacher": "--teacher_epochs", "assistant": "--assistant-epochs",
                "student": "--student-epochs", "phase1": "--student_epochs_p1",
                "phase2": "--student_epochs_p2"}
-
-
-class Parser(argparse.ArgumentParser):
-    """Bad arguments become a one-line :class:`UsageError` (exit 2), not usage + SystemExit."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{message}; see --help")
 
 
 def _add(parser: argparse._ActionsContainer, *names: str, **kwargs) -> None:
@@ -92,7 +86,9 @@ def build_parser() -> Parser:
     _add(o, "--output-dir", default=None,
          help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
     _add(o, "--overwrite-output-dir", action="store_true", help="replace a run in --output-dir")
-    _add(o, "--resume", action="store_true", help="continue the run in --output-dir")
+    _add(o, "--resume", action="store_true",
+         help="continue the unfinished run in --output-dir with the same settings "
+         "(refused if there is none)")
     _add(o, "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     _add(o, "--channels-last", action="store_true", help="channels-last memory format")
@@ -144,11 +140,17 @@ def check_args(args: argparse.Namespace) -> None:
                 f"--max_temperature {args.max_temperature} exceeds {flag} {n}: each temperature "
                 "needs at least one epoch; lower --max_temperature, raise it, or pass "
                 "--anneal-per-step")
-    for flag, value in (("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate)):
-        if value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    if args.num_workers < 0:
-        raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
+    for flag, value in (("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate),
+                        ("--kd-temperature", args.kd_temperature)):
+        check_number(flag, value, low=0, strict=True)
+    for flag, value in (("--momentum", args.momentum), ("--weight-decay", args.weight_decay),
+                        ("--num-workers", args.num_workers)):
+        check_number(flag, value, low=0)
+    check_number("--kd-alpha", args.kd_alpha, low=0, high=1)
+    if args.val_size is not None:
+        check_number("--val-size", args.val_size, low=0)
+    if args.train_subset is not None:
+        check_number("--train-subset", args.train_subset, low=1)
     if args.resume and args.overwrite_output_dir:
         raise UsageError("--resume and --overwrite-output-dir contradict each other; pass one")
     if args.output_dir is None:

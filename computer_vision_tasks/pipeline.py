@@ -14,7 +14,7 @@ from common.checkpoint import load_weights, save_weights
 from common.errors import UsageError
 from common.lr_schedules import constant, step_decay
 from common.methods import Step, get_method, run_method, table
-from common.run_dir import RunDir, environment_info
+from common.run_dir import RunDir, check_same_run, environment_info
 from common.seeding import seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from computer_vision_tasks import data, model_zoo, models, own_args
@@ -26,14 +26,6 @@ RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_
                "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "kd_reduction", "seed",
                "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
                "pretrained"]
-
-
-def check_same_run(saved: dict, now: dict) -> None:
-    """--resume must continue the same experiment: refuse changed settings."""
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != now[key]:
-            raise UsageError(f"--resume: --{key} was {saved[key]!r} in this run, now {now[key]!r}; "
-                             "resume with the original settings or start a new --output-dir")
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -111,9 +103,11 @@ class CifarPipeline:
         with acc.main_process_first():
             self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
                               resume=args.resume, is_main=acc.is_main_process,
-                              check=acc.is_main_process)
+                              check=acc.is_main_process,
+                              inputs={"--teacher-checkpoint": args.teacher_checkpoint,
+                                      "--dataset-dir": args.dataset_dir})
         if args.resume:
-            check_same_run(self.run.read_results().get("config") or {}, vars(args))
+            check_same_run(self.run.saved_config(), vars(args), RESUME_KEYS)
         self.make_loaders()
         self.frozen: dict[str, torch.nn.Module] = {}
         self.config = {**vars(args), "num_classes": self.spec.num_classes,

@@ -111,7 +111,7 @@ def test_original_readme_command_parses():
     args = build_parser().parse_args(cmd.split())
     assert (args.method, args.num_train_epochs_phase_1, args.num_train_epochs_phase_2) == ("annealing", 14, 4)
     check_args(args, get_task(args.task_name))
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="2.5 is not a whole number of epochs; see --help"):
         build_parser().parse_args([*cmd.split(), "--num_train_epochs_phase_2", "2.5"])
     args.method = "takd"
     with pytest.raises(UsageError, match="assistant"):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.checkpoint import load_weights
+from common.checkpoint import load_committed, load_weights
 from common.errors import UsageError
 from common.lr_schedules import step_decay
 from common.run_dir import RunDir, environment_info
@@ -136,7 +137,9 @@ def test_finished_run_is_not_overwritten(tmp_path):
         RunDir(tmp_path / "run")
     with pytest.raises(UsageError, match="finished run"):
         RunDir(tmp_path / "run", resume=True)
-    RunDir(tmp_path / "run", overwrite=True)
+    rd = RunDir(tmp_path / "run", overwrite=True)
+    assert (tmp_path / "run" / "results.json").exists()  # removed only when the new run starts
+    rd.start()
     assert not (tmp_path / "run" / "results.json").exists()
 
 
@@ -170,9 +173,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
                       selection_metric="accuracy", selected_on="val")
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
     fwd = lambda m, b: m(b[0]) * scale["value"]  # noqa: E731
-    with pytest.raises(UsageError, match="epoch 2.*not finite.*last good checkpoint"):
+    with pytest.raises(UsageError, match="epoch 2.*not finite.*last good epoch") as err:
         trainer.fit(model, Phase("student", "task", 3, sgd), loader, Batches(fwd, lambda b: b[1]))
-    state = torch.load(tmp_path / "r" / "student" / "state.pt", weights_only=True)
+    named = str(err.value).split(" is kept in ")[1].split(";")[0]
+    assert named == str(tmp_path / "r" / "student" / "last.safetensors") and Path(named).is_file()
+    state, _ = load_committed(tmp_path / "r" / "student")
     assert state["epoch"] == 1
     kept = load_weights(tmp_path / "r" / "student" / "last.safetensors")
     assert all(torch.isfinite(v).all() for v in kept.values())
