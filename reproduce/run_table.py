@@ -280,6 +280,9 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
         base = out / slug(column)
         t_dir = base / "teacher"
         t_common = common if not mr else [*common[:-1], str(teacher_data)]
+        if args.teacher_learning_rate:
+            i = t_common.index("--learning_rate") + 1
+            t_common = [*t_common[:i], args.teacher_learning_rate, *t_common[i + 1:]]
         runs.append(Run("teacher", column, seeds[0], "glue", t_dir, [
             *t_common, "--method", "finetune", "--student_model_name_or_path",
             _teacher_source(teacher_model), "--num_train_epochs", str(ep["teacher"]),
@@ -588,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace some of the table's epochs (not scaled), e.g. "
                         "'teacher=2,p1=2,p2=1,tau=4' (students: p1 + p2; Annealing-KD: p1, p2)")
     p.add_argument("--learning-rate", default=None, help="GLUE CLI --learning_rate of every run")
+    p.add_argument("--teacher-learning-rate", default=None,
+                   help="GLUE tables: the teacher's --learning_rate (default: --learning-rate)")
     p.add_argument("--train-size", type=int, default=None,
                    help="movie reviews: training sentences (default: all but the dev ones)")
     p.add_argument("--teacher-train-size", type=int, default=None,
