@@ -347,6 +347,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 # ---- running -------------------------------------------------------------------------------------
+def extra_for(run: Run, args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """--extra for every run; the teacher's run gets --teacher-extra after it (last flag wins)."""
+    return extra + (shlex.split(args.teacher_extra) if run.row == "teacher" else [])
+
+
 def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     """Run what is not finished yet, in order; stop at the first failure (finished runs stay)."""
     out = Path(args.out or f"runs/{plan.table}")
@@ -364,7 +369,7 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
         if run.finished():
             print(f"{name}: finished earlier, skipped", flush=True)
             continue
-        cmd = run.command(args.python, extra)
+        cmd = run.command(args.python, extra_for(run, args, extra))
         if run.out.exists() and any(run.out.iterdir()):
             cmd.append("--resume")
         log = logs / f"{run.out.relative_to(out).as_posix().replace('/', '__')}.log"
@@ -603,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these seeds (comma-separated; the teacher always), e.g. to split "
                         "a table over two processes; the report covers every finished run")
     p.add_argument("--extra", default="", help="flags appended to every CLI call (one string)")
+    p.add_argument("--teacher-extra", default="",
+                   help="flags appended to the teacher's call after --extra, e.g. "
+                        "'--train-subset 60000' for a teacher trained on more images than the students")
     p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
     return p
 
@@ -625,10 +633,12 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(f"--scale must be positive, got {args.scale}")
     if args.tasks and not args.table.startswith("glue"):
         raise UsageError("--tasks applies to the glue-roberta and glue-bert tables only")
-    try:
-        extra = shlex.split(args.extra)
-    except ValueError as exc:
-        raise UsageError(f"--extra is not a valid shell string ({exc})") from None
+    for flag, text in (("--extra", args.extra), ("--teacher-extra", args.teacher_extra)):
+        try:
+            shlex.split(text)
+        except ValueError as exc:
+            raise UsageError(f"{flag} is not a valid shell string ({exc})") from None
+    extra = shlex.split(args.extra)
     parse_epochs(args.epochs)
     run_seeds = _seed_list(args.run_seeds)
     plan = make_plan(args)
@@ -640,7 +650,7 @@ def _main(argv: Sequence[str] | None) -> int:
         for cmd in plan.prepare:
             print(shlex.join(cmd))
         for run in todo.runs:
-            print(shlex.join(run.command(args.python, extra)))
+            print(shlex.join(run.command(args.python, extra_for(run, args, extra))))
         return 0
     try:
         if not args.report_only:

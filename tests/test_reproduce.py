@@ -298,3 +298,13 @@ def test_report_significance_and_seconds(tmp_path: Path) -> None:
     line = [x for x in md.splitlines() if x.startswith("| Annealing-KD | CIFAR-10 |")][0]
     assert line.count("*") == 2
     assert "| KD | 1 | 125 | 125 |" in md
+
+
+def test_teacher_extra_goes_to_the_teacher_only(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "fmnist-gap", "--teacher", "resnet20", "--seeds", "1",
+                     "--extra", "--train-subset 2000", "--teacher-extra", "--train-subset 6000",
+                     "--out", str(tmp_path))
+    teacher = [c for c in cmds if _flag(c, "--student") == "resnet20"][0]
+    assert teacher[-2:] == ["--train-subset", "6000"]  # after --extra's: argparse keeps the last
+    others = [c for c in cmds if c is not teacher]
+    assert others and all(c[-2:] == ["--train-subset", "2000"] for c in others)
