@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,9 +110,27 @@ def scaled(epochs: int, scale: float) -> int:
     return max(1, int(epochs * scale + 0.5))
 
 
-def schedule(base: dict[str, int], scale: float) -> dict[str, int]:
-    """Scaled epochs; tau_max is kept and phase 1 anneals per step when it gets too few epochs."""
-    ep = {k: scaled(v, scale) for k, v in base.items() if k != "tau"}
+def parse_epochs(text: str | None) -> dict[str, int]:
+    """``--epochs 'teacher=2,p1=2,p2=1,tau=4'`` -> {'teacher': 2, ...} (keys of the table schedule)."""
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() not in ("teacher", "p1", "p2", "tau") or not value.strip().isdigit() \
+                or int(value) < 1:
+            raise UsageError(f"--epochs item {item!r} is not KEY=N with KEY teacher, p1, p2 or tau "
+                             "and N >= 1; e.g. --epochs teacher=2,p1=2,p2=1,tau=4")
+        out[key.strip()] = int(value)
+    return out
+
+
+def schedule(base: dict[str, int], scale: float, override: str | None = None) -> dict[str, int]:
+    """Scaled epochs (``override`` replaces some, unscaled); tau_max is kept and phase 1 anneals per
+    step when it gets too few epochs."""
+    fixed = parse_epochs(override)
+    ep = {k: fixed.get(k, scaled(v, scale)) for k, v in base.items() if k != "tau"}
+    base = {**base, **{k: v for k, v in fixed.items() if k == "tau"}}
     return {**ep, "tau": base["tau"], "per_step": ep["p1"] < base["tau"]}
 
 
@@ -132,7 +151,7 @@ def glue_checkpoint(run_dir: Path) -> Path:
 def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
     """Rows of the CIFAR table (or the Fashion-MNIST capacity-gap table: one column per teacher)."""
     gap = table == "fmnist-gap"
-    ep = schedule(FMNIST_EPOCHS if gap else CIFAR_EPOCHS, args.scale)
+    ep = schedule(FMNIST_EPOCHS if gap else CIFAR_EPOCHS, args.scale, args.epochs)
     dataset = {"cifar10": "cifar10", "cifar100": "cifar100", "fmnist-gap": "fashion-mnist"}[table]
     student = args.student or "resnet8"
     teachers = args.teacher.split(",") if args.teacher else (
@@ -206,21 +225,28 @@ def _dedupe(runs: list[Run]) -> list[Run]:
 def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
     """Rows of a GLUE table (one column per task) or of the movie-review table (SST-2 format)."""
     mr = table == "movie-reviews"
-    ep = schedule(MR_EPOCHS if mr else GLUE_EPOCHS, args.scale)
+    ep = schedule(MR_EPOCHS if mr else GLUE_EPOCHS, args.scale, args.epochs)
     prepare: list[list[str]] = []
     if mr:
         tasks = [("movie reviews", "sst-2")]
         data_dir = Path(args.data_dir) if args.data_dir else out / "data" / "movie-reviews"
+        sizes = ["--dev-size", str(args.dev_size)]
         if not args.data_dir:
-            prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(data_dir)])
+            prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(data_dir), *sizes,
+                            *(["--train-size", str(args.train_size)] if args.train_size else [])])
+        teacher_data = data_dir
+        if args.teacher_train_size:  # same shuffle and dev split: the students' sentences + more
+            teacher_data = out / "data" / "teacher-train"
+            prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(teacher_data),
+                            *sizes, "--train-size", str(args.teacher_train_size)])
         teacher_model = args.teacher or "MiniLM-L6"
         student_model = args.student or str(out / "models" / "minilm-2-layers")
         if not args.student:
             prepare.append([args.python, str(PREPARE), "small-student", "--layers", "2",
                             "--out", student_model] + (["--teacher", args.teacher] if args.teacher else []))
         assistant_model = None
-        rows = ["teacher", "fine-tune", "KD", "Annealing-KD"]
-        hyper = ["--max_seq_length", "64", "--learning_rate", "5e-5"]
+        rows = ["teacher", "fine-tune", "KD", "KD (paper-era)", "Annealing-KD"]
+        hyper = ["--max_seq_length", "64", "--learning_rate", args.learning_rate or "5e-5"]
     else:
         from NLP_glue_tasks.tasks import get_task
 
@@ -231,11 +257,13 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
         names = args.tasks.split(",") if args.tasks else [t.lower() for t in published.GLUE_TASKS]
         tasks = [(get_task(n).folder, get_task(n).name) for n in names]
         rows = list(published.GLUE_ROWS)
-        hyper = ["--max_seq_length", "128", "--learning_rate", "2e-5"]
+        hyper = ["--max_seq_length", "128", "--learning_rate", args.learning_rate or "2e-5"]
     hyper += ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "64",
               "--logits_cache_dir", str(out / "logit-cache")]
     epochs_all = str(ep["p1"] + ep["p2"])
-    kd = [] if mr else paper_kd_flags("glue")
+    kd = paper_kd_flags("glue")
+    # movie reviews: "KD" is ours (batchmean), "KD (paper-era)" the TAKD code's form; same T, lambda
+    kd_ours = kd[:-1] + ["batchmean"] if mr else kd
     anneal = ["--method", "annealing", "--num_train_epochs_phase_1", str(ep["p1"]),
               "--num_train_epochs_phase_2", str(ep["p2"]), "--max_temperature", str(ep["tau"])]
     anneal += ["--anneal_per_step"] if ep["per_step"] else []
@@ -249,8 +277,12 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
             common += ["--data_dir", str(Path(args.data_dir) / column)]
         base = out / slug(column)
         t_dir = base / "teacher"
+        t_common = common if not mr else [*common[:-1], str(teacher_data)]
+        if args.teacher_learning_rate:
+            i = t_common.index("--learning_rate") + 1
+            t_common = [*t_common[:i], args.teacher_learning_rate, *t_common[i + 1:]]
         runs.append(Run("teacher", column, seeds[0], "glue", t_dir, [
-            *common, "--method", "finetune", "--student_model_name_or_path",
+            *t_common, "--method", "finetune", "--student_model_name_or_path",
             _teacher_source(teacher_model), "--num_train_epochs", str(ep["teacher"]),
             "--seed", str(seeds[0])]))
         teacher = ["--teacher_model_name_or_path", str(glue_checkpoint(t_dir))]
@@ -261,9 +293,13 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
                 Run("fine-tune", column, seed, "glue", base / f"finetune-s{seed}", [
                     *common, "--method", "finetune", *student, "--num_train_epochs", epochs_all, *s]),
                 Run("KD", column, seed, "glue", base / f"kd-s{seed}", [
-                    *common, "--method", "kd", *kd, *teacher, *student, "--num_train_epochs",
+                    *common, "--method", "kd", *kd_ours, *teacher, *student, "--num_train_epochs",
                     epochs_all, *s]),
             ]
+            if mr:
+                runs.append(Run("KD (paper-era)", column, seed, "glue", base / f"kd-paper-s{seed}", [
+                    *common, "--method", "kd", *kd, *teacher, *student, "--num_train_epochs",
+                    epochs_all, *s]))
             if assistant_model:
                 a_dir = base / f"assistant-s{seed}"
                 runs += [
@@ -280,7 +316,11 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
     columns = [c for c, _ in tasks]
     if mr:
         title = "Movie-review polarity (SST-2 format): MiniLM-L6 teacher, 2-layer student"
-        return Plan(table, title, "dev accuracy (%)", rows, columns, runs, prepare)
+        note = ("KD: ours, `--kd_reduction batchmean` (KL summed over classes, mean over the batch); "
+                "KD (paper-era): " + PAPER_KD_NOTE.split(": ", 1)[1].replace("--kd-", "--kd_")
+                + " Both KD rows: T=5, lambda=0.5. dev accuracy both selects the epoch and is "
+                "reported (as the GLUE CLI does on GLUE dev).")
+        return Plan(table, title, "dev accuracy (%)", rows, columns, runs, prepare, note=note)
     pub = published.GLUE_ROBERTA if table == "glue-roberta" else published.GLUE_BERT
     title = f"GLUE dev: teacher {teacher_model}, assistant {assistant_model}, student {student_model}"
     return Plan(table, title, "GLUE dev metric (x100; CoLA MCC, MRPC F1, STS-B Pearson, others "
@@ -305,6 +345,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 # ---- running -------------------------------------------------------------------------------------
+def extra_for(run: Run, args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """--extra for every run; the teacher's run gets --teacher-extra after it (last flag wins)."""
+    return extra + (shlex.split(args.teacher_extra) if run.row == "teacher" else [])
+
+
 def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     """Run what is not finished yet, in order; stop at the first failure (finished runs stay)."""
     out = Path(args.out or f"runs/{plan.table}")
@@ -322,7 +367,7 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
         if run.finished():
             print(f"{name}: finished earlier, skipped", flush=True)
             continue
-        cmd = run.command(args.python, extra)
+        cmd = run.command(args.python, extra_for(run, args, extra))
         if run.out.exists() and any(run.out.iterdir()):
             cmd.append("--resume")
         log = logs / f"{run.out.relative_to(out).as_posix().replace('/', '__')}.log"
@@ -374,6 +419,61 @@ def collect(plan: Plan) -> dict[str, dict[str, dict[int, float]]]:
     return values
 
 
+def run_seconds(run: Run) -> float | None:
+    """Wall seconds of a finished run: from its results.json 'started' to the file's last write."""
+    started = run.results().get("started")
+    if not started or not run.finished():
+        return None
+    begin = datetime.strptime(started, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    return (run.out / "results.json").stat().st_mtime - begin
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:
+    """Mean difference a - b and the two-sided Welch t-test p-value (None below 2 values each)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy.stats import ttest_ind
+
+    p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    return statistics.fmean(a) - statistics.fmean(b), p
+
+
+def significance_lines(plan: Plan, values, columns: list[str], alpha: float = 0.05) -> list[str]:
+    """A table: each student row against the student alone (or fine-tune) and against KD."""
+    alone = next((r for r in ("student alone", "fine-tune") if r in plan.rows), None)
+    refs = [r for r in (alone, "KD", "KD (paper-era)") if r in plan.rows]
+    if not refs:
+        return []
+    lines = [f"Differences (percentage points) and two-sided Welch t-test p-values over seeds "
+             f"(scipy.stats.ttest_ind, equal_var=False); * marks p < {alpha}.", "",
+             "| row | column | " + " | ".join(f"vs {r}" for r in refs) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in refs) + " |"]
+    for row in plan.rows:
+        if row in ("teacher", "assistant", alone):
+            continue
+        for c in columns:
+            cells = []
+            for ref in refs:
+                test = None if ref == row else welch(list(values[row].get(c, {}).values()),
+                                                      list(values[ref].get(c, {}).values()))
+                cells.append("–" if test is None else
+                             f"{test[0]:+.2f} (p={test[1]:.3f}){'*' if test[1] < alpha else ''}")
+            lines.append(f"| {row} | {c} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def seconds_lines(plan: Plan) -> list[str]:
+    """Wall seconds per row: runs timed, mean per run and total."""
+    lines = ["| row | runs timed | seconds per run (mean) | seconds (total) |",
+             "| --- | ---: | ---: | ---: |"]
+    rows = [*plan.rows, *sorted({r.row for r in plan.runs} - set(plan.rows))]
+    for row in rows:
+        secs = [t for r in plan.runs if r.row == row and (t := run_seconds(r)) is not None]
+        if secs:
+            lines.append(f"| {row} | {len(secs)} | {statistics.fmean(secs):.0f} | {sum(secs):.0f} |")
+    return [*lines, ""] if len(lines) > 2 else []
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for a single value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
@@ -416,7 +516,8 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
                 p = plan.published[c].get(row)
                 cells.append("–" if p is None else f"{p:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Runs: {sum(r.finished() for r in plan.runs)} of {len(plan.runs)} finished; "
+    lines += ["", *significance_lines(plan, values, columns), *seconds_lines(plan)]
+    lines += [f"Runs: {sum(r.finished() for r in plan.runs)} of {len(plan.runs)} finished; "
               f"scale {args.scale}; outputs under `{out}`.", ""]
     md = out / f"{plan.table}.md"
     md.write_text("\n".join(lines))
@@ -490,9 +591,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the table's teacher model (fmnist-gap: comma-separated list)")
     p.add_argument("--assistant", default=None, help="override the table's assistant model")
     p.add_argument("--student", default=None, help="override the table's student model")
+    p.add_argument("--epochs", default=None,
+                   help="replace some of the table's epochs (not scaled), e.g. "
+                        "'teacher=2,p1=2,p2=1,tau=4' (students: p1 + p2; Annealing-KD: p1, p2)")
+    p.add_argument("--learning-rate", default=None, help="GLUE CLI --learning_rate of every run")
+    p.add_argument("--teacher-learning-rate", default=None,
+                   help="GLUE tables: the teacher's --learning_rate (default: --learning-rate)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="movie reviews: training sentences (default: all but the dev ones)")
+    p.add_argument("--teacher-train-size", type=int, default=None,
+                   help="movie reviews: the teacher trains on this many (the students' sentences "
+                        "and the next ones of the same shuffle; default: the students' set)")
+    p.add_argument("--dev-size", type=int, default=1000, help="movie reviews: dev sentences")
+    p.add_argument("--run-seeds", default=None,
+                   help="run only these seeds (comma-separated; the teacher always), e.g. to split "
+                        "a table over two processes; the report covers every finished run")
     p.add_argument("--extra", default="", help="flags appended to every CLI call (one string)")
+    p.add_argument("--teacher-extra", default="",
+                   help="flags appended to the teacher's call after --extra, e.g. "
+                        "'--train-subset 60000' for a teacher trained on more images than the students")
     p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
     return p
+
+
+def _seed_list(text: str | None) -> set[int] | None:
+    if text is None:
+        return None
+    try:
+        return {int(x) for x in text.split(",")}
+    except ValueError:
+        raise UsageError(f"--run-seeds {text!r} is not a comma-separated list of integers, "
+                         "e.g. 0,2,4") from None
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -503,22 +632,28 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(f"--scale must be positive, got {args.scale}")
     if args.tasks and not args.table.startswith("glue"):
         raise UsageError("--tasks applies to the glue-roberta and glue-bert tables only")
-    try:
-        extra = shlex.split(args.extra)
-    except ValueError as exc:
-        raise UsageError(f"--extra is not a valid shell string ({exc})") from None
+    for flag, text in (("--extra", args.extra), ("--teacher-extra", args.teacher_extra)):
+        try:
+            shlex.split(text)
+        except ValueError as exc:
+            raise UsageError(f"{flag} is not a valid shell string ({exc})") from None
+    extra = shlex.split(args.extra)
+    parse_epochs(args.epochs)
+    run_seeds = _seed_list(args.run_seeds)
     plan = make_plan(args)
+    todo = plan if run_seeds is None else replace(
+        plan, runs=[r for r in plan.runs if r.row == "teacher" or r.seed in run_seeds])
     command = shlex.join(["python", "reproduce/run_table.py",
                           *(argv if argv is not None else sys.argv[1:])])
     if args.dry_run:
         for cmd in plan.prepare:
             print(shlex.join(cmd))
-        for run in plan.runs:
-            print(shlex.join(run.command(args.python, extra)))
+        for run in todo.runs:
+            print(shlex.join(run.command(args.python, extra_for(run, args, extra))))
         return 0
     try:
         if not args.report_only:
-            execute(plan, args, extra)
+            execute(todo, args, extra)
     except UsageError:
         write_report(plan, args, command)  # what finished so far
         raise

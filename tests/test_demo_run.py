@@ -49,8 +49,8 @@ def _have_fashion_mnist() -> bool:
 def test_image_part_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)  # the CLI unpacks Fashion-MNIST into ./data
     out = tmp_path / "demo"
-    assert run_demo.main(["--out", str(out), "--skip-text", "--images", "256",
-                          "--teacher-epochs", "1", "--image-epochs", "2"]) == 0
+    assert run_demo.main(["--out", str(out), "--skip-text", "--images", "256", "--teacher-images",
+                          "384", "--teacher-epochs", "1", "--image-epochs", "2"]) == 0
     printed = capsys.readouterr().out
     assert f"all outputs (results.json, curves.png, checkpoints, logs): {out.resolve()}" in printed
     tables = (out / "tables.md").read_text()
@@ -59,7 +59,8 @@ def test_image_part_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
         res = json.loads((out / "images" / name / "results.json").read_text())
         acc = 100 * res["final"]["metrics"]["test_accuracy"]
         assert f"| {row:14} | {acc:>14.2f} |" in tables
-        assert res["config"]["dataset"] == "fashion-mnist" and res["config"]["train_images"] == 256
+        assert res["config"]["dataset"] == "fashion-mnist"
+        assert res["config"]["train_images"] == (384 if name == "teacher" else 256)
         assert (out / "images" / name / "curves.png").is_file()
     ann = json.loads((out / "images" / "annealing-kd" / "results.json").read_text())["config"]
     assert ann["teacher"] == "resnet20" and ann["student"] == "resnet8"
@@ -72,16 +73,22 @@ def test_image_part_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
 def test_text_part_end_to_end(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert run_demo.main(["--out", str(out), "--skip-images", "--sentences", "48",
-                          "--dev-sentences", "24", "--text-epochs", "2",
+                          "--dev-sentences", "24", "--teacher-sentences", "64", "--text-epochs", "2",
                           "--text-teacher-epochs", "1"]) == 0
     tables = (out / "tables.md").read_text()
     text = out / "text"
     assert len((text / "data" / "train.tsv").read_text().splitlines()) == 49
-    ann = json.loads((text / "annealing-kd" / "results.json").read_text())
-    assert f"| {'teacher':14} | {100 * ann['teacher']['eval']['accuracy']:>14.2f} |" in tables
-    kd = json.loads((text / "kd" / "results.json").read_text())
-    assert kd["config"]["teacher_model_name_or_path"] == str(text / "annealing-kd" / "teacher")
-    for row, name in [("fine-tune", "fine-tune"), ("KD", "kd"), ("Annealing-KD", "annealing-kd")]:
+    teacher_train = (text / "teacher-data" / "train.tsv").read_text().splitlines()
+    assert len(teacher_train) == 65 and teacher_train[:49] == (
+        text / "data" / "train.tsv").read_text().splitlines()  # the students' sentences + more
+    assert (text / "teacher-data" / "dev.tsv").read_bytes() == (text / "data" / "dev.tsv").read_bytes()
+    teacher = json.loads((text / "teacher" / "results.json").read_text())
+    assert teacher["config"]["data_dir"] == str(text / "teacher-data")
+    for run in ("kd", "annealing-kd"):
+        cfg = json.loads((text / run / "results.json").read_text())["config"]
+        assert cfg["teacher_model_name_or_path"] == str(text / "teacher" / "student")
+    for row, name in [("teacher", "teacher"), ("fine-tune", "fine-tune"), ("KD", "kd"),
+                      ("Annealing-KD", "annealing-kd")]:
         res = json.loads((text / name / "results.json").read_text())
         assert f"| {row:14} | {100 * res['final']['metrics']['accuracy']:>14.2f} |" in tables
         assert (text / name / "student" / "config.json").is_file()

@@ -91,7 +91,10 @@ def test_movie_reviews_dry_run_prepares_data(capsys, tmp_path: Path) -> None:
                      "--out", str(tmp_path))
     assert cmds[0][2:4] == ["movie-reviews", "--out"] and cmds[1][2] == "small-student"
     runs = cmds[2:]
-    assert [_flag(c, "--method") for c in runs] == ["finetune", "finetune", "kd", "annealing"]
+    assert [_flag(c, "--method") for c in runs] == ["finetune", "finetune", "kd", "kd", "annealing"]
+    assert [_flag(c, "--kd_reduction") for c in runs[2:4]] == ["batchmean", "elementwise-mean"]
+    assert all(_flag(c, "--kd_temperature") == "5" and _flag(c, "--kd_alpha") == "0.5"
+               for c in runs[2:4])
     assert _flag(runs[0], "--student_model_name_or_path") == "/m/teacher"
     assert all(_flag(c, "--data_dir") == _flag(cmds[0], "--out") for c in runs)
 
@@ -223,3 +226,82 @@ def test_paper_tables_use_the_paper_era_kd_loss(tmp_path: Path, table, cli, kd_m
 def test_offline_tables_keep_the_default_kd_loss(capsys, tmp_path: Path) -> None:
     cmds = _commands(capsys, "--table", "fmnist-gap", "--seeds", "1", "--out", str(tmp_path))
     assert not any("--kd-reduction" in c for c in cmds)
+
+
+def test_movie_reviews_sizes_epochs_and_seed_subset(capsys, tmp_path: Path) -> None:
+    """The teacher trains on its own, larger set (same dev); --epochs replaces the schedule;
+    --run-seeds keeps the teacher and the given seeds only."""
+    cmds = _commands(capsys, "--table", "movie-reviews", "--seeds", "5", "--teacher", "/m/t",
+                     "--student", "/m/s", "--train-size", "400", "--teacher-train-size", "1200",
+                     "--dev-size", "500", "--learning-rate", "1e-4", "--epochs",
+                     "teacher=2,p1=2,p2=1,tau=4", "--run-seeds", "1,3", "--out", str(tmp_path))
+    students_data, teacher_data = cmds[0], cmds[1]
+    assert _flag(students_data, "--train-size") == "400" and _flag(students_data, "--dev-size") == "500"
+    assert _flag(teacher_data, "--train-size") == "1200" and _flag(teacher_data, "--dev-size") == "500"
+    teacher, runs = cmds[2], cmds[3:]
+    assert _flag(teacher, "--data_dir") == _flag(teacher_data, "--out")
+    assert _flag(teacher, "--num_train_epochs") == "2" and _flag(teacher, "--learning_rate") == "1e-4"
+    assert {_flag(c, "--seed") for c in runs} == {"1", "3"} and len(runs) == 2 * 4
+    assert all(_flag(c, "--data_dir") == _flag(students_data, "--out") for c in runs)
+    ann = [c for c in runs if _flag(c, "--method") == "annealing"][0]
+    assert (_flag(ann, "--num_train_epochs_phase_1"), _flag(ann, "--num_train_epochs_phase_2"),
+            _flag(ann, "--max_temperature")) == ("2", "1", "4") and "--anneal_per_step" in ann
+    assert all(_flag(c, "--num_train_epochs") == "3" for c in runs if _flag(c, "--method") != "annealing")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--epochs", "p3=2"], "--epochs item 'p3=2'"),
+    (["--epochs", "p1=0"], "--epochs item 'p1=0'"),
+    (["--run-seeds", "a,b"], "--run-seeds 'a,b'"),
+])
+def test_epochs_and_run_seeds_usage_errors(argv: list[str], message: str, capsys) -> None:
+    assert rt.main(["--table", "movie-reviews", *argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_welch_matches_hand_computation() -> None:
+    """a = 1,2,3 and b = 4,5,6: t = -3 / sqrt(1/3 + 1/3) = -3.674 with 4 degrees of freedom; for
+    4 df the two-sided p is 2 (1/2 - 3/4 x (1 - x^2/3)) with x = |t| / sqrt(4 + t^2) = 0.0213."""
+    t = 3 / (2 / 3) ** 0.5
+    x = t / (4 + t * t) ** 0.5
+    diff, p = rt.welch([1, 2, 3], [4, 5, 6])
+    assert diff == pytest.approx(-3.0)
+    assert p == pytest.approx(2 * (0.5 - 0.75 * x * (1 - x * x / 3)), rel=1e-9)
+    assert p == pytest.approx(0.0213, abs=1e-4)
+    assert rt.welch([1.0], [2.0, 3.0]) is None
+
+
+def test_report_significance_and_seconds(tmp_path: Path) -> None:
+    """Fabricated: KD 80/82/84 against alone 50/60/70 (p = 0.057, not significant at 0.05) and
+    Annealing-KD 90/91/92 against KD (+9, p < 0.05); seconds from results.json 'started'."""
+    args = rt.build_parser().parse_args(["--table", "cifar10", "--seeds", "3", "--out", str(tmp_path)])
+    plan = rt.make_plan(args)
+    for row, vals in (("KD", [0.80, 0.82, 0.84]), ("student alone", [0.5, 0.6, 0.7]),
+                      ("Annealing-KD", [0.90, 0.91, 0.92])):
+        for run, value in zip([r for r in plan.runs if r.row == row], vals, strict=True):
+            _finish(run, value)
+    kd0 = [r for r in plan.runs if r.row == "KD"][0]
+    data = json.loads((kd0.out / "results.json").read_text())
+    data["started"] = "2026-01-01T00:00:00+0000"
+    (kd0.out / "results.json").write_text(json.dumps(data))
+    import os
+    end = rt.datetime.strptime("2026-01-01T00:02:05+0000", "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    os.utime(kd0.out / "results.json", (end, end))
+    rt.write_report(plan, args, "cmd")
+    md = (tmp_path / "cifar10.md").read_text()
+    assert "| KD | CIFAR-10 | +22.00 (p=0.057) | – |" in md
+    assert "| Annealing-KD | CIFAR-10 | +31.00 (p=0." in md and "| +9.00 (p=0.00" in md
+    line = [x for x in md.splitlines() if x.startswith("| Annealing-KD | CIFAR-10 |")][0]
+    assert line.count("*") == 2
+    assert "| KD | 1 | 125 | 125 |" in md
+
+
+def test_teacher_extra_goes_to_the_teacher_only(capsys, tmp_path: Path) -> None:
+    cmds = _commands(capsys, "--table", "fmnist-gap", "--teacher", "resnet20", "--seeds", "1",
+                     "--extra", "--train-subset 2000", "--teacher-extra", "--train-subset 6000",
+                     "--out", str(tmp_path))
+    teacher = [c for c in cmds if _flag(c, "--student") == "resnet20"][0]
+    assert teacher[-2:] == ["--train-subset", "6000"]  # after --extra's: argparse keeps the last
+    others = [c for c in cmds if c is not teacher]
+    assert others and all(c[-2:] == ["--train-subset", "2000"] for c in others)
