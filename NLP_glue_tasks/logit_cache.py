@@ -20,6 +20,7 @@ import torch
 from common.checkpoint import atomic_write
 from common.progress import progress_bar
 from common.trainer import freeze, predict
+from NLP_glue_tasks.custom_data import by_length
 from NLP_glue_tasks.data import model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -99,8 +100,8 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
             return logits
     tic = time.perf_counter()
     model = freeze(load_model()).to(acc.device)
-    by_length = _by_length(feats)  # less padding; "index" keeps the order
-    loader = acc.prepare(DataLoader(by_length, batch_size=batch_size, shuffle=False, collate_fn=collator))
+    ordered = by_length(feats)  # less padding; "index" keeps the order
+    loader = acc.prepare(DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=collator))
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     with torch.autocast(acc.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
@@ -117,8 +118,3 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     del model
     return out
 
-
-def _by_length(feats):
-    from NLP_glue_tasks.custom_data import by_length
-
-    return by_length(feats)
