@@ -10,7 +10,7 @@ student a 2-layer BERT made of the teacher's first and last layers trained on --
 teacher, fine-tune, KD, Annealing-KD with dev accuracy (dev both selects and is reported). The
 default sizes follow docs/results/ (a teacher on 3x the students' sentences was 8 points better). Assets come through pip (and apt-get for Fashion-MNIST when root);
 both CLIs run as subprocesses, exactly as a user would call them. Everything lands in --out
-(replaced on every run), including each run's results.json and curves.png.
+(an earlier demo there is replaced; any other non-empty folder is refused), including each run's results.json and curves.png.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -31,11 +30,12 @@ if __package__ in (None, ""):  # run as a script: python demo/run_demo.py
     sys.path.insert(0, str(ROOT))
 
 from common.errors import UsageError, run_cli  # noqa: E402
-from common.run_dir import read_results  # noqa: E402
+from common.run_dir import RunDir, read_results  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
 CIFAR_CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 GLUE_CLI = ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"
+DEMO_NAMES = ("images", "text", "tables.md")  # what a demo writes in --out
 
 
 def ensure_packages(python: str = sys.executable) -> None:
@@ -199,9 +199,11 @@ def _main(argv: Sequence[str] | None) -> int:
                          "--teacher-sentences and the teacher epochs must be >= 1")
     tic = time.perf_counter()
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    # replaces an earlier demo in --out, never a folder the demo did not write
+    run_dir = RunDir(out, overwrite=True, inputs={"the data folder": "data"})
+    run_dir.start({"program": "demo", **vars(args)})
+    for name in DEMO_NAMES:
+        run_dir.claim(name)
     tables = []
     if not args.skip_images:
         fmnist = prep.find_fashion_mnist("data")

@@ -162,7 +162,8 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
     if args.val_size is not None:
         common += ["--val-size", str(args.val_size)]
     steps = ep["p1"] + ep["p2"]
-    kd = [] if gap else paper_kd_flags("cifar")
+    kd = paper_kd_flags("cifar")
+    kd_ours = kd[:-1] + ["batchmean"] if gap else kd  # gap table: "KD" is ours, plus the paper's
     anneal = ["--method", "annealing", "--student_epochs_p1", str(ep["p1"]),
               "--student_epochs_p2", str(ep["p2"]), "--max_temperature", str(ep["tau"])]
     anneal += ["--anneal-per-step"] if ep["per_step"] else []
@@ -193,7 +194,7 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
                     *common, "--method", "scratch", "--student", student,
                     "--student-epochs", str(steps), *s]),
                 Run("KD", column, seed, "cifar", base / f"kd-s{seed}", [
-                    *common, "--method", "kd", *kd, *t_ckpt, "--student", student,
+                    *common, "--method", "kd", *kd_ours, *t_ckpt, "--student", student,
                     "--student-epochs", str(steps), *s]),
                 Run("TAKD", column, seed, "cifar", base / f"takd-s{seed}", [
                     *common, "--method", "kd", *kd, "--teacher", assistant, "--teacher-checkpoint",
@@ -202,13 +203,20 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
                 Run("Annealing-KD", column, seed, "cifar", base / f"annealing-s{seed}", [
                     *common, *anneal, *t_ckpt, "--student", student, *s]),
             ]
-    rows = (["teacher", "student alone", "KD", "TAKD", "Annealing-KD"] if gap
+            if gap:
+                runs.append(Run("KD (paper-era)", column, seed, "cifar", base / f"kd-paper-s{seed}", [
+                    *common, "--method", "kd", *kd, *t_ckpt, "--student", student,
+                    "--student-epochs", str(steps), *s]))
+    rows = (["teacher", "student alone", "KD", "KD (paper-era)", "TAKD", "Annealing-KD"] if gap
             else list(published.CIFAR_ROWS))
     pub = {} if gap else {c: published.CIFAR[c] for c in columns}
     title = ("Fashion-MNIST capacity gap: student resnet8, teachers of growing size" if gap
              else f"{columns[0]}: teacher {teachers[0]}, student {student}")
+    note = ("KD: ours, `--kd-reduction batchmean` (KL summed over classes, mean over the batch); "
+            "KD (paper-era), TAKD and its assistant: " + PAPER_KD_NOTE.split(": ", 1)[1]
+            + " Both KD rows: T=5, lambda=0.5.") if gap else PAPER_KD_NOTE
     return Plan(table, title, "test accuracy (%)", rows, columns, _dedupe(runs), published=pub,
-                note="" if gap else PAPER_KD_NOTE)
+                note=note)
 
 
 def _dedupe(runs: list[Run]) -> list[Run]:
@@ -350,8 +358,17 @@ def extra_for(run: Run, args: argparse.Namespace, extra: list[str]) -> list[str]
     return extra + (shlex.split(args.teacher_extra) if run.row == "teacher" else [])
 
 
+def depends_on(run: Run, runs: Sequence[Run]) -> list[int]:
+    """Indices of the runs whose output ``run`` reads (its teacher or assistant checkpoint)."""
+    return [i for i, other in enumerate(runs) if other.out != run.out
+            and any(arg == str(other.out) or arg.startswith(f"{other.out}{os.sep}") for arg in run.args)]
+
+
 def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
-    """Run what is not finished yet, in order; stop at the first failure (finished runs stay)."""
+    """Run what is not finished yet, in plan order, up to ``--jobs`` at a time (a run starts once
+    the runs it reads are finished). After a failure nothing new starts; the runs in flight finish
+    and the error is raised. At ``--deadline-s`` the runs in flight are stopped (``--resume``
+    continues them) and the report covers what finished."""
     out = Path(args.out or f"runs/{plan.table}")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -362,27 +379,69 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
             if subprocess.run(cmd).returncode != 0:
                 raise UsageError(f"preparing {target} failed; see the output above")
     env = {**os.environ, "TQDM_MININTERVAL": "30"}
-    for i, run in enumerate(plan.runs, 1):
-        name = f"[{i}/{len(plan.runs)}] {run.row} | {run.column} | seed {run.seed}"
+    if args.jobs > 1:  # share the cores between the runs in flight
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    stop_at = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
+    names = {i: f"[{i + 1}/{len(plan.runs)}] {run.row} | {run.column} | seed {run.seed}"
+             for i, run in enumerate(plan.runs)}
+    done = set()
+    for i, run in enumerate(plan.runs):
         if run.finished():
-            print(f"{name}: finished earlier, skipped", flush=True)
-            continue
-        cmd = run.command(args.python, extra_for(run, args, extra))
-        if run.out.exists() and any(run.out.iterdir()):
-            cmd.append("--resume")
-        log = logs / f"{run.out.relative_to(out).as_posix().replace('/', '__')}.log"
-        print(f"{name}: running, log {log}", flush=True)
-        tic = time.perf_counter()
-        with open(log, "a") as f:
-            f.write(f"$ {shlex.join(cmd)}\n")
-            f.flush()
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-        if rc != 0 or not run.finished():
-            tail = log.read_text(errors="replace").splitlines()[-8:]
-            print("\n".join(["--- last lines of the log:", *tail, "---"]), file=sys.stderr)
-            raise UsageError(f"{name} failed (exit {rc}); see {log}; finished runs are kept, "
-                             "rerun the same command to continue")
-        print(f"{name}: done in {time.perf_counter() - tic:.0f}s, {run_value(run):.2f}", flush=True)
+            print(f"{names[i]}: finished earlier, skipped", flush=True)
+            done.add(i)
+    waiting = [i for i in range(len(plan.runs)) if i not in done]
+    running: dict[int, tuple[subprocess.Popen, float, Path]] = {}
+    failed: list[str] = []
+    while waiting or running:
+        if time.monotonic() >= stop_at:
+            for proc, _, _ in running.values():
+                proc.terminate()
+            for proc, _, _ in running.values():
+                proc.wait()
+            print(f"deadline of {args.deadline_s:g}s reached: {len(running) + len(waiting)} runs "
+                  "unfinished (rerun the same command to continue them)", flush=True)
+            return
+        for i in list(waiting):
+            if failed or len(running) >= args.jobs:
+                break
+            run = plan.runs[i]
+            needs = depends_on(run, plan.runs)
+            if any(j in waiting or j in running for j in needs):
+                continue
+            if any(j not in done for j in needs):  # what it reads failed: never runs
+                waiting.remove(i)
+                continue
+            waiting.remove(i)
+            cmd = run.command(args.python, extra_for(run, args, extra))
+            if run.out.exists() and any(run.out.iterdir()):
+                cmd.append("--resume")
+            log = logs / f"{run.out.relative_to(out).as_posix().replace('/', '__')}.log"
+            print(f"{names[i]}: running, log {log}", flush=True)
+            with open(log, "a") as f:
+                f.write(f"$ {shlex.join(cmd)}\n")
+                f.flush()
+                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+            running[i] = (proc, time.perf_counter(), log)
+        for i, (proc, tic, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[i]
+            run = plan.runs[i]
+            if proc.returncode != 0 or not run.finished():
+                tail = log.read_text(errors="replace").splitlines()[-8:]
+                print("\n".join([f"--- last lines of {log}:", *tail, "---"]), file=sys.stderr)
+                failed.append(f"{names[i]} failed (exit {proc.returncode}); see {log}")
+                continue
+            done.add(i)
+            print(f"{names[i]}: done in {time.perf_counter() - tic:.0f}s, {run_value(run):.2f}",
+                  flush=True)
+        if running:
+            time.sleep(0.2)
+        elif failed:
+            break
+    if failed:
+        raise UsageError("; ".join(failed) + "; finished runs are kept, rerun the same command "
+                         "to continue")
 
 
 def run_value(run: Run) -> float:
@@ -610,6 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-extra", default="",
                    help="flags appended to the teacher's call after --extra, e.g. "
                         "'--train-subset 60000' for a teacher trained on more images than the students")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (a run waits for the checkpoints it reads), e.g. 12 on "
+                        "one GPU with many CPU cores; OMP_NUM_THREADS is cores / jobs")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="stop the runs in flight after this many seconds and report what finished")
     p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
     return p
 
@@ -628,6 +692,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     if not args.scale > 0:
         raise UsageError(f"--scale must be positive, got {args.scale}")
     if args.tasks and not args.table.startswith("glue"):

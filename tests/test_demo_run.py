@@ -92,3 +92,22 @@ def test_text_part_end_to_end(tmp_path: Path, capsys) -> None:
         res = json.loads((text / name / "results.json").read_text())
         assert f"| {row:14} | {100 * res['final']['metrics']['accuracy']:>14.2f} |" in tables
         assert (text / name / "student" / "config.json").is_file()
+
+
+def test_out_folder_of_the_user_is_never_emptied(tmp_path: Path, capsys) -> None:
+    """--out holding someone's files: one error line, exit 2, the files untouched; an earlier
+    demo's folder is replaced."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    argv = ["--skip-images", "--skip-text", "--out"]
+    assert run_demo.main([*argv, str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "thesis.tex" in err
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    demo = tmp_path / "demo"
+    assert run_demo.main([*argv, str(demo)]) == 0
+    (demo / "images").mkdir()
+    (demo / "images" / "old.log").write_text("from the earlier demo")
+    assert run_demo.main([*argv, str(demo)]) == 0
+    assert not (demo / "images").exists() and (demo / "tables.md").is_file()
