@@ -8,7 +8,9 @@ checkpoint selection; 0 means select on the test set, as the paper did.
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +129,6 @@ def _mnist_like(name: str, root: Path, train: bool, transform):
     """torchvision's MNIST/FashionMNIST from ``<root>/<Class>/raw``; idx-gz files lying flat in
     ``root`` (or, for Fashion-MNIST, in the Debian package's folder) are unpacked there first."""
     from torchvision import datasets
-    from torchvision.datasets.utils import extract_archive
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     raw = root / cls.__name__ / "raw"
@@ -137,8 +138,12 @@ def _mnist_like(name: str, root: Path, train: bool, transform):
             if all((src / f"{f}.gz").is_file() for f in IDX_FILES):
                 try:
                     raw.mkdir(parents=True, exist_ok=True)
-                    for f in IDX_FILES:
-                        extract_archive(str(src / f"{f}.gz"), str(raw))
+                    for f in IDX_FILES:  # unpack beside, then rename: runs in parallel see
+                        if not (raw / f).is_file():  # a whole file or none
+                            tmp = raw / f".{f}.{os.getpid()}.tmp"
+                            with gzip.open(src / f"{f}.gz") as fin, open(tmp, "wb") as fout:
+                                shutil.copyfileobj(fin, fout)
+                            os.replace(tmp, raw / f)
                 except OSError as exc:
                     raise UsageError(f"cannot unpack {src}/*.gz into {raw} ({exc}); pass a "
                                      "writable --dataset-dir") from None
