@@ -166,11 +166,11 @@ def table(title: str, metric: str, rows: list[tuple[str, float, float]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_output", help="output folder (replaced)")
-    p.add_argument("--images", type=int, default=1000, help="Fashion-MNIST training images (students)")
+    p.add_argument("--images", type=int, default=1500, help="Fashion-MNIST training images (students)")
     p.add_argument("--teacher-images", type=int, default=6000,
                    help="training images of the teacher (at least --images: theirs and more)")
-    p.add_argument("--teacher-epochs", type=int, default=4, help="resnet20 teacher epochs")
-    p.add_argument("--image-epochs", type=int, default=10,
+    p.add_argument("--teacher-epochs", type=int, default=6, help="resnet20 teacher epochs")
+    p.add_argument("--image-epochs", type=int, default=20,
                    help="student epochs (Annealing-KD: 2/3 phase 1, 1/3 phase 2)")
     p.add_argument("--text-teacher-epochs", type=int, default=2, help="MiniLM teacher epochs")
     p.add_argument("--sentences", type=int, default=400,
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(at least --sentences)")
     p.add_argument("--text-learning-rate", type=float, default=3e-4, help="students' learning rate")
     p.add_argument("--dev-sentences", type=int, default=500, help="movie-review dev sentences")
-    p.add_argument("--text-epochs", type=int, default=3,
+    p.add_argument("--text-epochs", type=int, default=5,
                    help="student epochs (Annealing-KD: 2/3 phase 1, 1/3 phase 2)")
     p.add_argument("--max-temperature", type=int, default=4, help="tau_max (at most phase-1 epochs)")
     p.add_argument("--seed", type=int, default=0)

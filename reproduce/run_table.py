@@ -210,7 +210,8 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
     rows = (["teacher", "student alone", "KD", "KD (paper-era)", "TAKD", "Annealing-KD"] if gap
             else list(published.CIFAR_ROWS))
     pub = {} if gap else {c: published.CIFAR[c] for c in columns}
-    title = ("Fashion-MNIST capacity gap: student resnet8, teachers of growing size" if gap
+    title = (f"Fashion-MNIST: teacher {teachers[0]}, student {student}" if gap and len(teachers) == 1
+             else f"Fashion-MNIST capacity gap: student {student}, teachers of growing size" if gap
              else f"{columns[0]}: teacher {teachers[0]}, student {student}")
     note = ("KD: ours, `--kd-reduction batchmean` (KL summed over classes, mean over the batch); "
             "KD (paper-era), TAKD and its assistant: " + PAPER_KD_NOTE.split(": ", 1)[1]
