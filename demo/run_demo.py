@@ -166,7 +166,7 @@ def table(title: str, metric: str, rows: list[tuple[str, float, float]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_output", help="output folder (replaced)")
-    p.add_argument("--images", type=int, default=1500, help="Fashion-MNIST training images (students)")
+    p.add_argument("--images", type=int, default=1000, help="Fashion-MNIST training images (students)")
     p.add_argument("--teacher-images", type=int, default=6000,
                    help="training images of the teacher (at least --images: theirs and more)")
     p.add_argument("--teacher-epochs", type=int, default=6, help="resnet20 teacher epochs")
