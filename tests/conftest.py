@@ -31,3 +31,19 @@ def _fresh_accelerate_state():
         GradientState._reset_state()
     except ImportError:
         pass
+
+
+@pytest.fixture
+def kd_reductions_seen(monkeypatch) -> list[str]:
+    """The ``reduction`` argument of every ``hinton_kd_loss`` call the trainer makes."""
+    import common.trainer
+
+    seen: list[str] = []
+    loss = common.trainer.hinton_kd_loss
+
+    def recording(*args):
+        seen.append(args[5])
+        return loss(*args)
+
+    monkeypatch.setattr(common.trainer, "hinton_kd_loss", recording)
+    return seen
