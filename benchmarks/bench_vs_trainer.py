@@ -14,9 +14,15 @@ the per-epoch checkpoints) / epochs, and the process's CPU time over the same ca
 less disturbed by other jobs); setup (tokenization, model loading) is not counted. One untimed
 2-step warm-up of each first (imports, allocations); then runs alternate (ours, trainer for
 seed 0; trainer, ours for seed 1; ...); medians over the seeds.
-Dev accuracy: the last epoch's for both.
+Dev accuracy: the last epoch's for both. Both start from the same saved weights (the head
+included); what differs between the two runs of a seed is the data order and the dropout masks.
+
+``--equivalence`` removes those two as well (dropout off; Trainer reads the examples in our
+order) and compares the training loss step by step and the dev accuracy: the two loops do the
+same computation when the losses agree to float rounding.
 
     python benchmarks/bench_vs_trainer.py --train-size 4000 --epochs 2 --seeds 0 1 2
+    python benchmarks/bench_vs_trainer.py --equivalence --train-size 1000 --epochs 1
     python benchmarks/bench_vs_trainer.py --profile ours     # cProfile of one run, top functions
 """
 
@@ -47,12 +53,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--profile", choices=["ours", "trainer"], help="cProfile one run instead")
+    p.add_argument("--equivalence", action="store_true",
+                   help="dropout off and the same example order: compare the losses step by step")
     p.add_argument("--work", type=Path, default=None, help="data/model folder (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
 
 def prepare(work: Path, args) -> tuple[Path, Path]:
+    """The data and the student (its classification head saved too, so both loops start from
+    the same weights); for ``--equivalence`` a copy of the student with dropout off."""
     from demo.prepare_data import build_small_student, write_movie_reviews
 
     data, student = work / "mr", work / "student-2l"
@@ -60,6 +70,15 @@ def prepare(work: Path, args) -> tuple[Path, Path]:
         write_movie_reviews(data, dev_size=args.dev_size, train_size=args.train_size)
     if not (student / "config.json").exists():
         build_small_student(student, layers=2)
+    if args.equivalence:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        plain = work / "student-2l-no-dropout"
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(student), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        model.save_pretrained(plain)
+        AutoTokenizer.from_pretrained(str(student)).save_pretrained(plain)
+        student = plain
     return data, student
 
 
@@ -69,7 +88,8 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: 
 
     out = work / f"ours-{seed}"
     timed: list[float] = []
-    fit = core.Trainer.fit
+    losses: list[float] = []
+    fit, step_loss = core.Trainer.fit, core.Trainer._loss
 
     def timed_fit(self, *a, **k):
         tic, cpu = time.perf_counter(), time.process_time()
@@ -78,7 +98,14 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: 
         finally:
             timed.append((time.perf_counter() - tic, time.process_time() - cpu))
 
+    def recorded_loss(self, *a, **k):
+        loss = step_loss(self, *a, **k)
+        losses.append(loss.item())
+        return loss
+
     core.Trainer.fit = timed_fit
+    if args.equivalence:
+        core.Trainer._loss = recorded_loss
     try:
         rc = main(["--train_file", str(data / "train.tsv"), "--validation_file", str(data / "dev.tsv"),
                    "--output_dir", str(out), "--overwrite_output_dir", "--cache_dir", str(work / "hf"),
@@ -88,12 +115,12 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: 
                    "--learning_rate", str(args.lr), "--max_seq_length", str(args.max_seq_length),
                    "--seed", str(seed), "--no_cuda", "--do_train", "--max_steps", str(max_steps)])
     finally:
-        core.Trainer.fit = fit
+        core.Trainer.fit, core.Trainer._loss = fit, step_loss
     if rc != 0:
         raise SystemExit(f"our run failed (exit {rc})")
     res = json.loads((out / "results.json").read_text())
     return {"epoch_seconds": timed[0][0] / args.epochs, "epoch_cpu_seconds": timed[0][1] / args.epochs,
-            "dev_accuracy": res["epochs"][-1]["eval"]["accuracy"]}
+            "dev_accuracy": res["epochs"][-1]["eval"]["accuracy"], "step_losses": losses}
 
 
 def run_trainer(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
@@ -117,6 +144,22 @@ def run_trainer(data: Path, student: Path, work: Path, seed: int, args, max_step
     def accuracy(p):
         return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
 
+    losses: list[float] = []
+
+    class Recorded(Trainer):
+        """Trainer with our example order and each step's loss recorded (``--equivalence``)."""
+
+        def _get_train_sampler(self, *a, **k):
+            from common.seeding import EpochShuffleSampler
+
+            return EpochShuffleSampler(len(self.train_dataset), seed)
+
+        def compute_loss(self, *a, **k):
+            out = super().compute_loss(*a, **k)
+            if self.model.training:  # not the evaluation's
+                losses.append((out[0] if isinstance(out, tuple) else out).item())
+            return out
+
     targs = TrainingArguments(
         output_dir=str(work / f"trainer-{seed}"), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size, learning_rate=args.lr,
@@ -124,14 +167,33 @@ def run_trainer(data: Path, student: Path, work: Path, seed: int, args, max_step
         logging_strategy="epoch", report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
         weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0, lr_scheduler_type="linear",
         max_steps=max_steps or -1)
-    trainer = Trainer(model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc["dev"],
-                      data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
+    trainer = (Recorded if args.equivalence else Trainer)(
+        model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc["dev"],
+        data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
     tic, cpu = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     evals = [r["eval_accuracy"] for r in trainer.state.log_history if "eval_accuracy" in r]
     return {"epoch_seconds": seconds / args.epochs, "epoch_cpu_seconds": cpu / args.epochs,
-            "dev_accuracy": evals[-1] if evals else float("nan")}
+            "dev_accuracy": evals[-1] if evals else float("nan"), "step_losses": losses}
+
+
+def equivalence(data: Path, student: Path, work: Path, args) -> dict:
+    """Both loops on one seed with dropout off and the same example order: step-by-step losses."""
+    seed = args.seeds[0]
+    ours = run_ours(data, student, work, seed, args)
+    theirs = run_trainer(data, student, work, seed, args)
+    a, b = ours.pop("step_losses"), theirs.pop("step_losses")
+    diffs = [abs(x - y) for x, y in zip(a, b)]
+    out = {"steps": [len(a), len(b)], "max_abs_loss_diff": max(diffs) if diffs else float("nan"),
+           "first_losses": [a[:5], b[:5]], "last_losses": [a[-5:], b[-5:]],
+           "dev_accuracy": [ours["dev_accuracy"], theirs["dev_accuracy"]]}
+    print(f"steps: ours {len(a)}, Trainer {len(b)}; largest |loss difference| over the steps: "
+          f"{out['max_abs_loss_diff']:.2e}")
+    for i in sorted({0, 1, len(diffs) // 2, len(diffs) - 1} & set(range(len(diffs)))):
+        print(f"  step {i + 1:4d}: ours {a[i]:.6f}  Trainer {b[i]:.6f}")
+    print(f"dev accuracy: ours {ours['dev_accuracy']:.4f}, Trainer {theirs['dev_accuracy']:.4f}")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return 0
+        if args.equivalence:
+            out = equivalence(data, student, work, args)
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=1))
+            return 0
         for run in runs.values():  # untimed warm-up: imports, first allocations
             run(data, student, work / "warmup", args.seeds[0], args, max_steps=2)
         res: dict[str, list[dict[str, float]]] = {"ours": [], "trainer": []}
@@ -166,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             order = ["ours", "trainer"] if i % 2 == 0 else ["trainer", "ours"]
             for name in order:
                 r = runs[name](data, student, work, seed, args)
+                r.pop("step_losses")
                 res[name].append(r)
                 print(f"seed {seed} {name:<8} {r['epoch_seconds']:6.2f} s/epoch "
                       f"({r['epoch_cpu_seconds']:6.2f} CPU-s)  dev accuracy "

