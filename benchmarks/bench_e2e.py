@@ -13,6 +13,7 @@ imports, data preparation, the teacher pass, evaluation and checkpointing all co
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--only", choices=["cifar", "glue"], help="run one CLI only")
     p.add_argument("--keep", type=Path, help="keep the run directories here")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
 
@@ -116,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append([title, setup, seconds, "ok" if rc == 0 else f"exit {rc}: {err[:80]}"])
     print(f"\nend-to-end wall time ({machine()}, device {args.device})")
     print(table(["run", "setup", "wall s", "result"], rows))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "device": args.device, "runs": [
+            dict(zip(("run", "setup", "wall_seconds", "result"), r, strict=True)) for r in rows]},
+            indent=1))
     tmp.cleanup()
     return 0 if all(r[-1] == "ok" for r in rows) else 1
 
