@@ -152,9 +152,11 @@ def spread_layers(n_teacher: int, n_student: int) -> list[int]:
 
 
 def build_small_student(out_dir: str | Path, teacher: str | Path | None = None, layers: int = 2,
-                        num_labels: int = 2) -> list[int]:
+                        num_labels: int = 2, seed: int = 0) -> list[int]:
     """Save a ``layers``-layer BERT classifier whose embeddings, encoder layers (spread over the
-    teacher's) and pooler are copied from the teacher; the classifier head is new."""
+    teacher's) and pooler are copied from the teacher; the classifier head is new, drawn with
+    ``seed`` (the same student every time)."""
+    import torch
     from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -171,7 +173,9 @@ def build_small_student(out_dir: str | Path, teacher: str | Path | None = None, 
     config = source.config.__class__.from_dict(
         {**source.config.to_dict(), "num_hidden_layers": layers, "num_labels": num_labels,
          "architectures": ["BertForSequenceClassification"]})
-    student = BertForSequenceClassification(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = BertForSequenceClassification(config)
     student.bert.embeddings.load_state_dict(source.embeddings.state_dict())
     for j, i in enumerate(picked):
         student.bert.encoder.layer[j].load_state_dict(source.encoder.layer[i].state_dict())
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", required=True)
     st.add_argument("--teacher", default=None, help="teacher model folder (default: MiniLM-L6)")
     st.add_argument("--layers", type=int, default=2)
+    st.add_argument("--seed", type=int, default=0, help="seed of the new classifier head")
     return p
 
 
@@ -211,7 +216,7 @@ def _main(argv: Sequence[str] | None) -> int:
     elif args.what == "fashion-mnist":
         print(find_fashion_mnist(args.download_dir))
     else:
-        picked = build_small_student(args.out, args.teacher, args.layers)
+        picked = build_small_student(args.out, args.teacher, args.layers, seed=args.seed)
         print(f"wrote {args.out}: {args.layers} layers from teacher layers {picked}")
     return 0
 

@@ -125,7 +125,7 @@ def text_runs(args: argparse.Namespace, out: Path) -> list[tuple[str, float, flo
                                             train_size=args.teacher_sentences, seed=args.seed)
         print(f"teacher: {t_counts['train']} train sentences in {teacher_data}")
     student = out / "student-2-layers"
-    picked = prep.build_small_student(student, prep.minilm_path(), layers=2)
+    picked = prep.build_small_student(student, prep.minilm_path(), layers=2, seed=args.seed)
     print(f"student: 2-layer BERT from MiniLM-L6 layers {picked} in {student}")
     base = [sys.executable, str(GLUE_CLI), "--task_name", "sst-2", "--do_train",
             "--max_seq_length", "64", "--per_gpu_train_batch_size", "32",

@@ -156,6 +156,13 @@ def test_small_student_copies_teacher_layers(tmp_path: Path) -> None:
 
     ids = AutoTokenizer.from_pretrained(teacher_dir)("good film")["input_ids"]
     assert AutoTokenizer.from_pretrained(out)("good film")["input_ids"] == ids
+    # the new head is drawn from the seed: the same student every time, another for another seed
+    prep.build_small_student(tmp_path / "again", teacher_dir, layers=2)
+    prep.build_small_student(tmp_path / "seed1", teacher_dir, layers=2, seed=1)
+    head = {name: AutoModelForSequenceClassification.from_pretrained(tmp_path / name).classifier.weight
+            for name in ("again", "seed1")}
+    assert torch.equal(head["again"], student.classifier.weight)
+    assert not torch.equal(head["seed1"], student.classifier.weight)
 
 
 def test_small_student_refuses_non_model_folder(tmp_path: Path) -> None:
