@@ -209,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{res['peak_rss_mib']:7.0f} MiB",
                       flush=True)
             shutil.rmtree(work / "hf-datasets", ignore_errors=True)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "cpu_seconds", "in_main_seconds", "data_seconds", "peak_rss_mib",
-                                                        "work_seconds")}
-           for k, v in runs.items()}
+    measures = ("seconds", "cpu_seconds", "in_main_seconds", "data_seconds", "work_seconds",
+                "peak_rss_mib")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in measures} for k, v in runs.items()}
     print(f"\nmedians over {args.repeats} repeats ({args.pairs} pairs):")
     for k, v in med.items():
         print(f"  {k:<16} {v['seconds']:7.1f} s  ({v['in_main_seconds']:6.1f} s in main, "
@@ -229,9 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{med['datasets second']['peak_rss_mib'] / med['glue']['peak_rss_mib']:.2f}x; "
           f"{work:.1f}x in work (inside main, imports excluded)")
     if args.json:
-        args.json.write_text(json.dumps({"pairs": args.pairs, "runs": runs, "medians": med,
-                                         "speedup_second_vs_glue": speedup, "speedup_in_main": in_main, "speedup_data": in_data, "speedup_cpu": cpu,
-                                         "speedup_work": work}, indent=1))
+        args.json.write_text(json.dumps(
+            {"pairs": args.pairs, "runs": runs, "medians": med, "speedup_second_vs_glue": speedup,
+             "speedup_in_main": in_main, "speedup_data": in_data, "speedup_cpu": cpu,
+             "speedup_work": work}, indent=1))
     return 0
 
 

@@ -185,7 +185,9 @@ def equivalence(data: Path, student: Path, work: Path, args) -> dict:
     theirs = run_trainer(data, student, work, seed, args)
     a, b = ours.pop("step_losses"), theirs.pop("step_losses")
     diffs = [abs(x - y) for x, y in zip(a, b)]
-    out = {"steps": [len(a), len(b)], "max_abs_loss_diff": max(diffs) if diffs else float("nan"),
+    # different step counts, or no step at all, are no match
+    largest = max(diffs) if diffs and len(a) == len(b) else float("inf")
+    out = {"steps": [len(a), len(b)], "max_abs_loss_diff": largest,
            "first_losses": [a[:5], b[:5]], "last_losses": [a[-5:], b[-5:]],
            "dev_accuracy": [ours["dev_accuracy"], theirs["dev_accuracy"]]}
     print(f"steps: ours {len(a)}, Trainer {len(b)}; largest |loss difference| over the steps: "
