@@ -1,39 +1,54 @@
-"""Command line of the GLUE pipeline: every flag of the original script (same spelling) plus ours.
-The two flags that the shared core's messages name also take the CIFAR CLI's dashed spelling.
-No heavy imports here, so ``--help`` is fast."""
+"""Command line of the text CLI: every flag of the original GLUE script (same spelling), the shared
+run settings (``common.settings``, written with underscores) and ours, and the checks that need
+nothing loaded. No heavy imports here, so ``--help`` is fast."""
 
 from __future__ import annotations
 
 import argparse
 
-from common.cli_args import Parser
-from common.methods import method_names
-from NLP_glue_tasks.custom_data import add_arguments
+from common import settings
+from common.cli_args import Parser, check_number
+from common.errors import UsageError
+from common.methods import get_method, method_names, steps_of
+from NLP_glue_tasks.tasks import get_task, label_columns
 
+CLI = "text"  # the spelling of the shared settings: --kd_alpha, --num_train_epochs_phase_1, ...
 # transformers.get_scheduler names that need no extra arguments
 SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt"]
+OWN_DATA_FLAGS = ("train_file", "validation_file", "test_file", "dataset_name")
+# inputs that --overwrite_output_dir must never delete
+INPUT_KEYS = ["data_dir", "teacher_model_name_or_path", "student_model_name_or_path",
+              "assistant_model_name_or_path", "config_name", "tokenizer_name", "cache_dir",
+              "logits_cache_dir", "train_file", "validation_file", "test_file"]
+# this CLI's settings that --resume must not change (with the shared ones: resume_keys())
+RESUME_KEYS = ["task_name", "data_dir", "method", "teacher_model_name_or_path",
+               "student_model_name_or_path", "assistant_model_name_or_path", "config_name",
+               "tokenizer_name", "max_seq_length", "do_lower_case", "per_gpu_train_batch_size",
+               "gradient_accumulation_steps", "weight_decay", "adam_epsilon", "max_grad_norm",
+               "max_steps", "warmup_steps", "train_teacher", "teacher_learning_rate", "fp16", "bf16",
+               "online_teacher", "pad_to_max_length", "teacher_label_order", "metric",
+               "lr_scheduler_type", "train_file", "validation_file", "dataset_name",
+               "dataset_config_name", "text_column_names", "label_column_name"]
 
 
-def whole_number(text: str) -> int:
-    """An epoch count; '3.0' (the original's float flags) is accepted, '3.5' is not."""
-    value = float(text)
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a whole number of epochs")
-    return int(value)
+def resume_keys() -> list[str]:
+    return RESUME_KEYS + settings.resume_keys(CLI)
 
 
 def build_parser() -> Parser:
     p = Parser(
         prog="annealing_kd_glue.py",
-        description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task.",
+        description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task or your own "
+        "text classification data.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _models_and_data(p.add_argument_group("models and data (original flags)"))
     _what_to_do(p.add_argument_group("what to do (original flags)"))
     _optimisation(p.add_argument_group("optimisation (original flags)"))
     _ours(p.add_argument_group("ours"))
-    add_arguments(p)
+    settings.add_arguments(p, CLI)
+    _own_data(p.add_argument_group("your own data (instead of --task_name)"))
     return p
 
 
@@ -53,45 +68,35 @@ def _models_and_data(a: argparse._ArgumentGroup) -> None:
     a.add_argument("--output_dir", required=True, help="where the run writes everything")
     a.add_argument("--config_name", default=None, help="student config, if not the checkpoint's")
     a.add_argument("--tokenizer_name", default=None, help="student tokenizer, if not the checkpoint's")
-    a.add_argument("--cache_dir", default=None, help="Hugging Face download cache")
+    a.add_argument("--cache_dir", default=None,
+                   help="Hugging Face download cache and `datasets` cache (read data, token ids)")
     a.add_argument("--max_seq_length", type=int, default=128, help="longer inputs are truncated")
     a.add_argument("--do_lower_case", action="store_true", help="lower-case (uncased tokenizers)")
 
 
-
 def _what_to_do(r: argparse._ArgumentGroup) -> None:
-    """The original script's run flags."""
+    """The original script's run flags (--seed and --overwrite_output_dir: common.settings)."""
     r.add_argument("--do_train", action="store_true", help="train the student")
     r.add_argument("--do_eval", action="store_true",
                    help="evaluate the saved student on dev (alone: <output_dir>/student, or "
                         "--student_model_name_or_path); writes eval_results.json")
     r.add_argument("--evaluate_during_training", action="store_true",
                    help="accepted; dev is always evaluated each epoch (needed for selection)")
-    r.add_argument("--overwrite_output_dir", "--overwrite-output-dir", action="store_true",
-                   help="replace an earlier run")
     r.add_argument("--overwrite_cache", action="store_true", help="recompute cached teacher logits")
     r.add_argument("--no_cuda", action="store_true", help="run on the CPU")
     r.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU, native AMP)")
     r.add_argument("--local_rank", type=int, default=-1,
                    help="accepted; torchrun / accelerate launch set up the processes")
-    r.add_argument("--seed", type=int, default=42)
-
 
 
 def _optimisation(o: argparse._ArgumentGroup) -> None:
-    """The original script's optimisation flags (and the scheduler type)."""
+    """The original script's optimisation flags (epochs, lr, tau_max: common.settings)."""
     o.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="per process")
     o.add_argument("--per_gpu_eval_batch_size", type=int, default=8, help="per process")
     o.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    o.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW peak learning rate")
     o.add_argument("--weight_decay", type=float, default=0.0, help="on weight matrices only")
     o.add_argument("--adam_epsilon", type=float, default=1e-8)
     o.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
-    o.add_argument("--num_train_epochs_phase_1", type=whole_number, default=14,
-                   help="Annealing-KD phase 1 (annealed teacher logits)")
-    o.add_argument("--num_train_epochs_phase_2", type=whole_number, default=4,
-                   help="Annealing-KD phase 2 (hard labels)")
-    o.add_argument("--max_temperature", type=int, default=7, help="tau_max of the annealing")
     o.add_argument("--max_steps", type=int, default=0,
                    help="cap on optimizer steps per phase (0: none); phase 1 then anneals per step")
     o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
@@ -102,37 +107,19 @@ def _optimisation(o: argparse._ArgumentGroup) -> None:
                    help="accepted; a checkpoint is written every epoch")
 
 
-
 def _ours(n: argparse._ArgumentGroup) -> None:
     """Flags the original did not have."""
     n.add_argument("--method", choices=method_names(), default="annealing",
                    help="the distillation method (common/methods; scratch = finetune)")
-    n.add_argument("--num_train_epochs", type=whole_number, default=None,
-                   help="epochs of finetune/kd/takd students and the TAKD assistant "
-                        "(default: phase 1 + phase 2, the same budget as Annealing-KD)")
     n.add_argument("--assistant_model_name_or_path", default=None, help="TAKD teacher assistant")
-    n.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the soft KD term")
-    n.add_argument("--kd_temperature", type=float, default=4.0, help="KD softmax temperature")
-    n.add_argument("--kd_reduction", choices=["batchmean", "elementwise-mean"], default="batchmean",
-                   help="KD soft term: batchmean = KL summed over classes, mean over the batch; "
-                        "elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the "
-                        "TAKD code behind the paper's KD/TAKD rows: C times smaller)")
     n.add_argument("--train_teacher", action="store_true",
                    help="fine-tune the teacher on the task first (saved to <output_dir>/teacher)")
-    n.add_argument("--teacher_epochs", type=whole_number, default=3)
     n.add_argument("--teacher_learning_rate", type=float, default=None,
                    help="default: --learning_rate")
     n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    n.add_argument("--resume", action="store_true",
-                   help="continue the unfinished run in --output_dir with the same settings "
-                   "(refused if there is none)")
     n.add_argument("--do_predict", action="store_true",
                    help="write test-set predictions as GLUE leaderboard TSVs to <output_dir>/predictions")
-    n.add_argument("--anneal_per_step", "--anneal-per-step", action="store_true",
-                   help="step the temperature per optimizer step instead of per epoch")
-    n.add_argument("--anneal_reduction", choices=["mean", "sum"], default="mean",
-                   help="phase-1 MSE: mean over elements (original) or per-example sum (paper)")
     n.add_argument("--teacher_label_order", default=None,
                    help="label names of the teacher's outputs 0..C-1, comma-separated, when it was "
                         "fine-tuned in another order (e.g. contradiction,entailment,neutral for an "
@@ -147,3 +134,97 @@ def _ours(n: argparse._ArgumentGroup) -> None:
                    help="for comparison only: run the teacher on every step instead of the cache")
     n.add_argument("--pad_to_max_length", action="store_true",
                    help="pad every batch to --max_seq_length instead of its longest input")
+
+
+def _own_data(g: argparse._ArgumentGroup) -> None:
+    """The "your own data" flags (names as in HF run_classification.py)."""
+    g.add_argument("--train_file", default=None, help="training data: .csv, .tsv, .json or .jsonl")
+    g.add_argument("--validation_file", default=None, help="dev data, selects the student")
+    g.add_argument("--test_file", default=None, help="test data for --do_predict (labels not needed)")
+    g.add_argument("--dataset_name", default=None,
+                   help="a Hugging Face dataset (train / validation / test splits)")
+    g.add_argument("--dataset_config_name", default=None, help="its configuration")
+    g.add_argument("--text_column_names", default=None,
+                   help="one or two comma-separated text columns (default: sentence1,sentence2, "
+                        "else sentence, else text)")
+    g.add_argument("--label_column_name", default="label",
+                   help="strings/integers: classes (sorted); floats: regression")
+    g.add_argument("--metric", default=None,
+                   help="the dev metric that selects the best epoch (default: the task's, as the "
+                        "original: CoLA mcc, MRPC f1, STS-B corr = mean of pearson and spearman, "
+                        "others accuracy (MNLI matched); custom: accuracy or pearson); one of "
+                        "accuracy, f1 (two classes), macro_f1, pearson, spearman, mcc")
+
+
+def uses_own_data(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) for k in OWN_DATA_FLAGS)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Problems found before anything is loaded (your own data: before it is read)."""
+    _check_data(args)
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if args.fp16 and args.bf16:
+        raise UsageError("--fp16 and --bf16 exclude each other; pass one")
+    for name in ("per_gpu_train_batch_size", "per_gpu_eval_batch_size",
+                 "gradient_accumulation_steps", "max_seq_length"):
+        check_number(name, getattr(args, name), low=1)
+    if args.do_train:
+        _check_training(args)
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    name = (args.task_name or "").lower()
+    if name and name != "custom" and uses_own_data(args):
+        raise UsageError("--task_name picks a GLUE task; for your own data leave it out and "
+                         "pass --train_file/--validation_file or --dataset_name")
+    if not uses_own_data(args):
+        if not name or name == "custom":
+            raise UsageError("no data: pass --task_name (a GLUE task), or --train_file and "
+                             "--validation_file, or --dataset_name")
+        get_task(args.task_name)
+    elif args.data_dir:
+        raise UsageError("--data_dir is for GLUE task folders; your own files go to "
+                         "--train_file/--validation_file/--test_file")
+
+
+def _check_training(args: argparse.Namespace) -> None:
+    method = get_method(args.method)
+    if not args.student_model_name_or_path:
+        raise UsageError("--do_train needs --student_model_name_or_path")
+    for role in ("teacher", "assistant"):
+        if method.uses(role) and not getattr(args, f"{role}_model_name_or_path"):
+            what = " (the teacher assistant)" if role == "assistant" else ""
+            raise UsageError(f"--method {args.method} needs --{role}_model_name_or_path{what}")
+    if args.max_steps:
+        args.anneal_per_step = True  # a capped phase 1 anneals per optimizer step
+    settings.check(args, CLI, steps_of(method, trains_teacher=args.train_teacher))
+    if args.teacher_learning_rate is not None:
+        check_number("teacher_learning_rate", args.teacher_learning_rate, low=0, strict=True)
+    check_number("adam_epsilon", args.adam_epsilon, low=0, strict=True)
+    for name in ("weight_decay", "max_grad_norm", "warmup_steps", "max_steps"):
+        check_number(name, getattr(args, name), low=0)
+    if args.train_teacher and not method.uses("teacher"):
+        raise UsageError(f"--method {args.method} uses no teacher; to fine-tune a teacher alone, "
+                         f"pass it as --student_model_name_or_path with --method {args.method}")
+    if args.online_teacher and method.uses("assistant"):
+        raise UsageError("--online_teacher is for methods without an assistant (annealing, kd)")
+    if args.teacher_label_order:
+        if not method.uses("teacher") or args.train_teacher:
+            raise UsageError("--teacher_label_order remaps a given fine-tuned teacher; drop it with "
+                             "--method finetune or --train_teacher (that teacher uses our order)")
+        if not uses_own_data(args):  # your own data: checked once its labels are read
+            label_columns(get_task(args.task_name), args.teacher_label_order)
+
+
+def flag_of(name: str) -> str:
+    """How this CLI writes a setting in messages (``common.errors.UsageError.spelled``)."""
+    return settings.flag_speller(build_parser())(name)
+

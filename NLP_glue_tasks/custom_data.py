@@ -1,9 +1,10 @@
 """Your own text classification data: CSV / TSV / JSON / JSONL files or a Hugging Face dataset.
 
-Files are read with ``datasets.load_dataset("csv" | "json", data_files=...)`` (an Arrow copy in the
-``datasets`` cache, memory-mapped on later runs) and tokenized with ``Dataset.map`` under a
-fingerprint of the data, the tokenizer and the settings: a second run reads the token ids from
-the on-disk cache instead of tokenizing again. ``datasets`` is imported only on this path.
+CSV and JSON files are read with ``datasets.load_dataset("csv" | "json", data_files=...)``, TSV
+files with the one TSV reader (``NLP_glue_tasks.data.read_tsv``, no quote handling, as GLUE); both
+keep an Arrow copy in the ``datasets`` cache, memory-mapped on later runs. Each split is then
+written in the common layout of ``NLP_glue_tasks.data`` (text_a, text_b, label; idx on test),
+and tokenized there, all under fingerprints: a second run reads both from the on-disk cache.
 
 The task is "custom": one or two text columns, a label column. String or integer labels are
 classes, in sorted order (a ClassLabel feature keeps its own order); float labels are a
@@ -12,90 +13,46 @@ regression. Metrics: accuracy and F1 (two classes) or macro-F1, Pearson / Spearm
 
 from __future__ import annotations
 
-import hashlib
-import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from common.errors import UsageError
+from NLP_glue_tasks.cli import uses_own_data
+from NLP_glue_tasks.data import GlueData, read_tsv
 from NLP_glue_tasks.tasks import Task, get_task
 
-FORMATS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": 3}),  # 3: no quoting
-           ".json": ("json", {}), ".jsonl": ("json", {})}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
 DEFAULT_TEXT = (("sentence1", "sentence2"), ("sentence",), ("text",))
 SPLIT_FLAGS = {"train": "--train_file", "dev": "--validation_file", "test": "--test_file"}
-HUB_SPLITS = {"train": ("train",), "dev": ("validation", "validation_matched", "dev"), "test": ("test",)}
-MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-CACHE_VERSION = "1"  # bump when the tokenized layout changes
+# our split -> the names a hub dataset may give it, in order of preference
+HUB_SPLIT_NAMES = {"train": ("train",), "dev": ("validation", "validation_matched", "dev"),
+                   "test": ("test",)}
 
 
-def add_arguments(parser) -> None:
-    """The "your own data" flags (names as in HF run_classification.py)."""
-    g = parser.add_argument_group("your own data (instead of --task_name)")
-    g.add_argument("--train_file", default=None, help="training data: .csv, .tsv, .json or .jsonl")
-    g.add_argument("--validation_file", default=None, help="dev data, selects the student")
-    g.add_argument("--test_file", default=None, help="test data for --do_predict (labels not needed)")
-    g.add_argument("--dataset_name", default=None,
-                   help="a Hugging Face dataset (train / validation / test splits)")
-    g.add_argument("--dataset_config_name", default=None, help="its configuration")
-    g.add_argument("--text_column_names", default=None,
-                   help="one or two comma-separated text columns (default: sentence1,sentence2, "
-                        "else sentence, else text)")
-    g.add_argument("--label_column_name", default="label",
-                   help="strings/integers: classes (sorted); floats: regression")
-    g.add_argument("--metric", default=None,
-                   help="the dev metric that selects the best epoch (default: the task's, as the original: "
-                        "CoLA mcc, MRPC f1, STS-B corr = mean of pearson and spearman, others "
-                        "accuracy (MNLI matched); custom: accuracy or pearson); "
-                        "one of accuracy, f1 (two classes), macro_f1, pearson, spearman, mcc")
-
-
-def _datasets():
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError("your own data needs the `datasets` package: pip install datasets") from None
-    if not sys.stderr.isatty():
-        datasets.disable_progress_bars()
-    return datasets
-
-
-def uses_own_data(args) -> bool:
-    return any(getattr(args, k, None) for k in ("train_file", "validation_file", "test_file",
-                                                "dataset_name"))
-
-
-def resolve_task(args) -> Task:
-    """The GLUE task of --task_name, or the custom task of the data flags (loaded here)."""
-    name = (args.task_name or "").lower()
-    if name and name != "custom":
-        if uses_own_data(args):
-            raise UsageError("--task_name picks a GLUE task; for your own data leave it out and "
-                             "pass --train_file/--validation_file or --dataset_name")
-        task = get_task(args.task_name)
-    elif not uses_own_data(args):
-        raise UsageError("no data: pass --task_name (a GLUE task), or --train_file and "
-                         "--validation_file, or --dataset_name")
+def task_and_data(args) -> tuple[Task, Any]:
+    """The task of the run and its data (``split(name)`` in the common layout): a GLUE task of
+    --task_name (``data.GlueData``), or the custom task of the data flags (loaded here)."""
+    if uses_own_data(args):
+        source: Any = CustomData(args)
+        task = source.task()
     else:
-        if args.data_dir:
-            raise UsageError("--data_dir is for GLUE task folders; your own files go to "
-                             "--train_file/--validation_file/--test_file")
-        task = CustomData(args).task()
+        task = get_task(args.task_name)
+        source = GlueData(task, args.data_dir, args.cache_dir)
     if args.metric:
         if args.metric not in task.metrics:
             raise UsageError(f"--metric {args.metric} is not computed for {task.name}; choose one "
                              f"of {', '.join(task.metrics)}")
         task = replace(task, selection=args.metric)
-    return task
+    return task, source
 
 
 @dataclass(frozen=True)
 class CustomTask(Task):
-    """A Task whose splits come from :class:`CustomData` (``NLP_glue_tasks.data.load_split``)."""
-
-    source: Any = field(default=None, compare=False, repr=False)
+    """The task of your own data: label names and metrics come from the data."""
 
 
 @dataclass
@@ -111,76 +68,18 @@ class LabelMap:
         return [self.ids[str(v)] for v in values]
 
 
-def _tokenize(batch: dict[str, list], indices: list[int], *, tok, a: str, b: str | None,
-              label: str | None, labels: LabelMap | None, max_length: int) -> dict[str, list]:
+def _to_layout(batch: dict[str, list], indices: list[int], *, a: str, b: str | None,
+               label: str | None, labels: LabelMap) -> dict[str, list]:
+    """A batch of a split in the common layout (``NLP_glue_tasks.data``)."""
     def texts(col):
         return ["" if t is None else str(t) for t in batch[col]]
 
-    enc = tok(texts(a), texts(b) if b else None, truncation=True, max_length=max_length)
-    out = {k: enc[k] for k in MODEL_KEYS if k in enc}
-    out["index"] = list(indices)
-    if label is not None:
-        out["labels"] = labels.convert(batch[label])
-    return out
-
-
-def tokenizer_identity(tok) -> str:
-    """A stable hash of a tokenizer: its full JSON for fast tokenizers (with the truncation and
-    padding state cleared: ``transformers`` sets both anew on every call), else ``datasets``'
-    pickle hash."""
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
-        backend.no_truncation()
-        backend.no_padding()
-        text = backend.to_str()
+    out = {"text_a": texts(a), **({"text_b": texts(b)} if b else {})}
+    if label is None:
+        out["idx"] = [str(i) for i in indices]
     else:
-        from datasets.fingerprint import Hasher
-
-        text = Hasher.hash(tok)
-    text += f"|{type(tok).__name__}|{list(tok.model_input_names)}"
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class Split:
-    """One split of custom data: what ``NLP_glue_tasks.data.encode`` and the metrics read."""
-
-    def __init__(self, ds, data: CustomData, name: str) -> None:
-        self.ds, self.data, self.name = ds, data, name
-        self.has_labels = name != "test" and data.label in ds.column_names
-        self._labels = None
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    @property
-    def ids(self) -> list[str]:
-        return [str(i) for i in range(len(self.ds))]
-
-    @property
-    def labels(self):
-        """Label ids (or floats) of every example, or None on the test split."""
-        if not self.has_labels:
-            return None
-        if self._labels is None:
-            import numpy as np
-
-            column = self.ds.with_format("arrow")[:].column(self.data.label).to_pylist()
-            self._labels = np.asarray(self.data.label_map.convert(column))
-        return self._labels
-
-    def encode(self, tok, max_length: int):
-        """Token ids, position ``index`` and ``labels`` as a ``datasets.Dataset`` (cached on disk)."""
-        from datasets.fingerprint import Hasher
-
-        d = self.data
-        label = d.label if self.has_labels else None
-        fn = partial(_tokenize, tok=tok, a=d.text_a, b=d.text_b, label=label, labels=d.label_map,
-                     max_length=max_length)
-        fingerprint = Hasher.hash([CACHE_VERSION, self.ds._fingerprint, tokenizer_identity(tok),
-                                   max_length, d.text_a, d.text_b, label, d.label_map.names,
-                                   d.label_map.ids])
-        return self.ds.map(fn, batched=True, with_indices=True, remove_columns=self.ds.column_names,
-                           new_fingerprint=fingerprint, desc=f"tokenizing {self.name}")
+        out["label"] = labels.convert(batch[label])
+    return out
 
 
 class CustomData:
@@ -200,6 +99,9 @@ class CustomData:
             if split != "test" and self.label not in ds.column_names:
                 raise UsageError(f"{self._where(split)} has no label column {self.label!r} "
                                  f"(columns: {ds.column_names}); pass --label_column_name")
+            file = getattr(args, SPLIT_FLAGS[split][2:], None)
+            if split != "test" and file and FORMATS.get(Path(file).suffix.lower()) == "tsv":
+                self.splits[split] = _typed(ds, self.label)
         self.label_map = self._labels()
 
     # ---- loading -----------------------------------------------------------------------------
@@ -208,27 +110,27 @@ class CustomData:
         return path or f"{self.args.dataset_name} {split} split"
 
     def _load(self, args) -> dict[str, Any]:
-        ds_lib = _datasets()
         splits: dict[str, Any] = {}
         if args.dataset_name:
-            splits = self._load_hub(ds_lib, args)
+            splits = self._load_hub(args)
         for split, flag in SPLIT_FLAGS.items():
             path = getattr(args, flag[2:])
             if path:
-                splits[split] = load_file(ds_lib, path, flag, args.cache_dir)
+                splits[split] = load_file(path, flag, args.cache_dir)
         return splits
 
     @staticmethod
-    def _load_hub(ds_lib, args) -> dict[str, Any]:
+    def _load_hub(args) -> dict[str, Any]:
         try:
-            dd = ds_lib.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+            dd = datasets.load_dataset(args.dataset_name, args.dataset_config_name,
+                                       cache_dir=args.cache_dir)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"could not load dataset {args.dataset_name!r} ({type(exc).__name__}: "
                              f"{first[:200]}); offline, the dataset must be in the `datasets` cache, "
                              "or pass your files with --train_file/--validation_file") from None
         found = {}
-        for split, names in HUB_SPLITS.items():
+        for split, names in HUB_SPLIT_NAMES.items():
             name = next((n for n in names if n in dd), None)
             if name:
                 found[split] = dd[name]
@@ -254,7 +156,7 @@ class CustomData:
         return cols[0], cols[1] if len(cols) > 1 else None
 
     def _labels(self) -> LabelMap:
-        ds_lib = sys.modules["datasets"]
+        ds_lib = datasets
         train = self.splits["train"]
         feature = train.features[self.label]
         if isinstance(feature, ds_lib.ClassLabel):
@@ -298,13 +200,25 @@ class CustomData:
         else:
             metrics = ("accuracy", "macro_f1")
         return CustomTask("custom", "test", self.text_a, self.text_b, self.label, names, names,
-                          metrics, metrics[0], test=("test",) if "test" in self.splits else (),
-                          source=self)
+                          metrics, metrics[0], test=("test",) if "test" in self.splits else ())
 
-    def split(self, name: str) -> Split:
+    def split(self, name: str) -> datasets.Dataset:
+        """A split in the common layout of ``NLP_glue_tasks.data`` (text_a, text_b; label, or
+        idx on test)."""
         if name not in self.splits:
             raise UsageError(f"no {name} data: pass {SPLIT_FLAGS[name]}")
-        return Split(self.splits[name], self, name)
+        ds = self.splits[name]
+        label = self.label if name != "test" and self.label in ds.column_names else None
+        columns = ["text_a", "text_b"] if self.text_b else ["text_a"]
+        types = {c: datasets.Value("string") for c in columns}
+        if label is None:
+            types["idx"] = datasets.Value("string")
+        else:
+            types["label"] = datasets.Value("int64" if self.label_map.names else "float64")
+        return ds.map(partial(_to_layout, a=self.text_a, b=self.text_b, label=label,
+                              labels=self.label_map), batched=True, with_indices=True,
+                      remove_columns=ds.column_names, features=datasets.Features(types),
+                      desc=f"reading {name}")
 
     def describe(self) -> dict[str, Any]:
         """What results.json states about the data."""
@@ -319,7 +233,7 @@ class CustomData:
                 "labels": list(self.label_map.names)}
 
 
-def load_file(ds_lib, path: str, flag: str, cache_dir: str | None):
+def load_file(path: str, flag: str, cache_dir: str | None) -> datasets.Dataset:
     """One file as a ``datasets.Dataset`` (the format from its suffix)."""
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
@@ -327,39 +241,25 @@ def load_file(ds_lib, path: str, flag: str, cache_dir: str | None):
         raise UsageError(f"{flag} {path}: unknown format {p.suffix!r}; use .csv, .tsv, .json or .jsonl")
     if not p.is_file():
         raise UsageError(f"{flag} {path} does not exist")
-    builder, kwargs = fmt
+    if fmt == "tsv":
+        return read_tsv(p, cache_dir=cache_dir)
     try:
-        return ds_lib.load_dataset(builder, data_files={"train": str(p.resolve())}, split="train",
-                                   cache_dir=cache_dir, **kwargs)
+        return datasets.load_dataset(fmt, data_files={"train": str(p.resolve())}, split="train",
+                                     cache_dir=cache_dir)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{flag} {path} could not be read as {p.suffix[1:]} ({type(exc).__name__}: "
                          f"{first[:200]}); check the file") from None
 
 
-def by_length(feats):
-    """``feats`` ordered by sequence length (less padding); lists and ``datasets.Dataset`` s."""
-    if isinstance(feats, list):
-        return sorted(feats, key=lambda f: len(f["input_ids"]))
-    import numpy as np
-    import pyarrow.compute as pc
-    from torch.utils.data import Subset
-
-    table = feats.with_format("arrow")[:]
-    lengths = pc.list_value_length(table.column("input_ids")).to_numpy()
-    return Subset(feats, np.argsort(lengths, kind="stable").tolist())
-
-
-def arrow_inputs_hash(feats) -> str:
-    """sha256 of every example's token ids and segment ids, read from the Arrow columns."""
-    import pyarrow.compute as pc
-
-    table = feats.with_format("arrow")[:]
-    h = hashlib.sha256()
-    for key in ("input_ids", "token_type_ids"):
-        if key in table.column_names:
-            col = table.column(key)
-            h.update(key.encode())
-            h.update(pc.list_value_length(col).to_numpy().astype("int64").tobytes())
-            h.update(pc.list_flatten(col).to_numpy().astype("int64").tobytes())
-    return h.hexdigest()
+def _typed(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    """A TSV's label column (all strings) as integers or floats where every value is one, as
+    the CSV reader types them."""
+    if ds.features[column] != datasets.Value("string"):
+        return ds
+    for dtype in ("int64", "float64"):
+        try:
+            return ds.cast_column(column, datasets.Value(dtype))
+        except (ValueError, TypeError, ArithmeticError):
+            continue
+    return ds

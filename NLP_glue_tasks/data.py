@@ -1,33 +1,201 @@
-"""GLUE examples from download_glue_data.py TSV folders or from the ``nyu-mll/glue`` hub dataset,
-tokenization, and the collator (dynamic padding, student and optional teacher inputs)."""
+"""Text data as ``datasets.Dataset`` s, for GLUE folders, the ``nyu-mll/glue`` hub dataset and your
+own files alike (``NLP_glue_tasks.custom_data``): the one TSV reader, tokenization, the collator.
+
+Every split reaches the pipeline in one layout: ``text_a``, ``text_b`` (pairs only), and
+``label`` (model label ids, or floats for a regression) on train and dev, ``idx`` (the id that
+prediction files name) on test.
+TSV files are read without quote handling (GLUE texts hold unbalanced quotes) into an Arrow copy
+in the ``datasets`` cache; tokenization is ``Dataset.map`` under a fingerprint of the data, the
+tokenizer and the settings: a second run memory-maps both instead of reading and tokenizing again.
+"""
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
+import hashlib
+import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from transformers import DataCollatorWithPadding
+
 from common.errors import UsageError
-from NLP_glue_tasks.tasks import HUB_NAMES, HUB_SPLITS, Task
+from common.seeding import EpochShuffleSampler
+from NLP_glue_tasks.tasks import GLUE_HUB_SPLITS, HUB_NAMES, Task
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+CACHE_VERSION = "2"  # bump when the tokenized layout changes
+
+if not sys.stderr.isatty():
+    datasets.disable_progress_bars()
 
 
-@dataclass
-class Examples:
-    """One split: texts, labels (model label ids or floats; None on test) and test ids."""
+# ---- the TSV reader -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TsvLabels:
+    """How the label column becomes model labels: ``names`` as written in the file, in model
+    order (a value is its position), or ``regression`` (a float score)."""
 
-    text_a: list[str]
-    text_b: list[str] | None
-    labels: list[float | int] | None
-    ids: list[str]
+    names: tuple[str, ...] = ()
+    regression: bool = False
 
-    def __len__(self) -> int:
-        return len(self.text_a)
+    def convert(self, raw: str, where: str) -> int | float:
+        if self.regression:
+            try:
+                return float(raw)
+            except ValueError:
+                raise UsageError(f"{where}: score {raw!r} is not a number") from None
+        if raw not in self.names:
+            raise UsageError(f"{where}: label {raw!r} is not one of {list(self.names)}")
+        return self.names.index(raw)
+
+
+def read_tsv(path: str | os.PathLike, *, columns: dict[str, str | int] | None = None,
+             header: bool = True, labels: TsvLabels | None = None, hint: str = "",
+             cache_dir: str | None = None) -> datasets.Dataset:
+    """A tab-separated file as a ``datasets.Dataset``, read without quote handling (a UTF-8 BOM
+    is dropped; a row too short for the columns is skipped with a warning).
+
+    ``columns``: output column -> column name in the header, or position; None: every header
+    column under its own name. All values are strings, except ``label`` with ``labels``.
+    ``hint`` ends the message about a missing column."""
+    path = Path(path)
+    head = _header(path) if header else None
+    wanted = columns if columns is not None else {name: name for name in head or []}
+    index = {}
+    for name, col in wanted.items():
+        if isinstance(col, int):
+            index[name] = col
+        elif head is None or col not in head:
+            raise UsageError(f"{path} has no column {col!r} (columns: {head}){hint}")
+        else:
+            index[name] = head.index(col)
+    types = {n: datasets.Value("string") for n in index}
+    if labels is not None and "label" in types:
+        types["label"] = datasets.Value("float64" if labels.regression else "int64")
+    stat = path.stat()
+    try:
+        ds = datasets.Dataset.from_generator(
+            _tsv_rows, features=datasets.Features(types), cache_dir=cache_dir,
+            gen_kwargs={"path": str(path.resolve()), "stamp": (stat.st_size, stat.st_mtime_ns),
+                        "index": index, "header": header, "labels": labels})
+    except Exception as exc:  # datasets wraps what the reader raised
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, UsageError):
+            raise cause from None
+        raise
+    if len(ds) == 0:
+        raise UsageError(f"{path} holds no examples; check the file")
+    return ds
+
+
+def _header(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        first = f.readline().removeprefix(b"\xef\xbb\xbf")
+    try:
+        return first.decode("utf-8").rstrip("\r\n").split("\t")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc.start, first) from None
+
+
+def _not_utf8(path: Path, at: int, data: bytes, offset: int = 0) -> UsageError:
+    return UsageError(f"{path} is not UTF-8 text (byte offset {offset + at} is {data[at]:#04x}); "
+                      "convert the file to UTF-8")
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines as text (BOM dropped); bad UTF-8 is an error naming its byte offset."""
+    offset = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f):
+            data = raw.removeprefix(b"\xef\xbb\xbf") if n == 0 else raw
+            try:
+                yield data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, exc.start, data, offset + len(raw) - len(data)) from None
+            offset += len(raw)
+
+
+def _tsv_rows(path: str, stamp: tuple[int, int], index: dict[str, int], header: bool,
+              labels: TsvLabels | None) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`read_tsv` (``stamp``, the file's size and time, keys its cache)."""
+    csv.field_size_limit(sys.maxsize)
+    rows = csv.reader(_lines(Path(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    if header:
+        next(rows, None)
+    needed, skipped = max(index.values(), default=0), 0
+    for n, row in enumerate(rows):
+        if len(row) <= needed:  # a few malformed QQP lines; the original skipped them too
+            skipped += 1
+            continue
+        out = {name: row[i] for name, i in index.items()}
+        if labels is not None and "label" in out:
+            out["label"] = labels.convert(out["label"], f"{path} line {n + 1 + header}")
+        yield out
+    if skipped:
+        print(f"warning: skipped {skipped} malformed rows of {path}", file=sys.stderr)
+
+
+# ---- GLUE ---------------------------------------------------------------------------------------
+class GlueData:
+    """The splits of a GLUE task: a ``download_glue_data.py`` folder, or ``nyu-mll/glue``."""
+
+    def __init__(self, task: Task, data_dir: str | None, cache_dir: str | None = None) -> None:
+        self.task, self.cache_dir = task, cache_dir
+        self.folder = task_dir(data_dir, task) if data_dir else None
+
+    def split(self, split: str) -> datasets.Dataset:
+        """A split in the common layout (text_a, text_b; label, or idx on test)."""
+        if self.folder is not None:
+            return self._tsv(split)
+        return self._hub(split)
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def _tsv(self, split: str) -> datasets.Dataset:
+        task, path = self.task, self.folder / f"{split}.tsv"
+        if not path.is_file():
+            raise UsageError(f"GLUE file {path} does not exist; --data_dir must be the "
+                             f"{task.folder} folder of download_glue_data.py, or leave --data_dir "
+                             "out to use nyu-mll/glue")
+        test = split.startswith("test")
+        columns = {"text_a": task.test_text_a if test and task.test_text_a else task.text_a}
+        if task.text_b is not None:
+            columns["text_b"] = task.text_b
+        columns.update({"idx": task.test_index} if test else {"label": task.label})
+        return read_tsv(path, columns=columns, header=task.header or test,
+                        cache_dir=self.cache_dir, labels=TsvLabels(task.tsv_labels, task.is_regression),
+                        hint=f"; is this the {task.folder} data of download_glue_data.py?")
+
+    def _hub(self, split: str) -> datasets.Dataset:
+        task, name = self.task, HUB_NAMES.get(self.task.name, self.task.name)
+        try:
+            ds = datasets.load_dataset("nyu-mll/glue", name, split=GLUE_HUB_SPLITS.get(split, split),
+                                       cache_dir=self.cache_dir)
+        except Exception as exc:
+            raise UsageError(f"could not load nyu-mll/glue {name} {split} ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}); if offline, pass --data_dir with the GLUE TSV "
+                             "files of download_glue_data.py") from None
+        feature = ds.features["label"]
+        if not task.is_regression and list(getattr(feature, "names", [])) != list(task.labels):
+            raise UsageError(f"nyu-mll/glue {name} labels {feature.names} differ from {task.labels}")
+        col_a, col_b = task.hub_columns
+        columns = {col_a: "text_a", **({col_b: "text_b"} if col_b else {})}
+        columns.update({"idx": "idx"} if split.startswith("test") else {"label": "label"})
+        ds = ds.select_columns(list(columns)).rename_columns(
+            {k: v for k, v in columns.items() if k != v})
+        return ds.cast_column("idx", datasets.Value("string")) if "idx" in columns else ds
 
 
 def task_dir(data_dir: str | Path, task: Task) -> Path:
@@ -41,123 +209,76 @@ def task_dir(data_dir: str | Path, task: Task) -> Path:
     return path
 
 
-def read_tsv(path: Path, task: Task, split: str) -> Examples:
-    """Read a GLUE TSV without quote handling (GLUE texts contain unbalanced quotes)."""
-    if not path.is_file():
-        raise UsageError(f"GLUE file {path} does not exist; --data_dir must be the {task.folder} "
-                         "folder of download_glue_data.py, or leave --data_dir out to use nyu-mll/glue")
-    test = split.startswith("test")
-    csv.field_size_limit(sys.maxsize)
-    raw = path.read_bytes()
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        text = raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        at = bom + exc.start
-        raise UsageError(f"{path} is not UTF-8 text (byte offset {at} is {raw[at]:#04x}); "
-                         "convert the file to UTF-8") from None
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
-    header = rows.pop(0) if (task.header or test) and rows else None
-
-    def column(name: str | int | None) -> int | None:
-        if name is None or isinstance(name, int):
-            return name
-        if header is None or name not in header:
-            raise UsageError(f"{path} has no column {name!r} (columns: {header}); is this the "
-                             f"{task.folder} data of download_glue_data.py?")
-        return header.index(name)
-
-    a = column(task.test_text_a if test and task.test_text_a else task.text_a)
-    b = column(task.text_b)
-    y = None if test else column(task.label)
-    i = column(task.test_index) if test else None
-    needed = max(c for c in (a, b, y, i) if c is not None)
-    text_a, text_b, labels, ids, skipped = [], [], [], [], 0
-    for n, row in enumerate(rows):
-        if len(row) <= needed:  # a few malformed QQP lines; the original skipped them too
-            skipped += 1
-            continue
-        text_a.append(row[a])
-        if b is not None:
-            text_b.append(row[b])
-        ids.append(row[i] if i is not None else str(n))
-        if y is not None:
-            labels.append(_label(task, row[y], path, n + 1 + (header is not None)))
-    if skipped:
-        print(f"warning: skipped {skipped} malformed rows of {path}", file=sys.stderr)
-    if not text_a:
-        raise UsageError(f"{path} holds no examples; check the file")
-    return Examples(text_a, text_b if b is not None else None, None if test else labels, ids)
+# ---- one layout for every split -----------------------------------------------------------------
+def labels_of(ds: datasets.Dataset) -> np.ndarray | None:
+    """Label ids (or floats) of every example of a split, or None on a test split."""
+    if "label" not in ds.column_names:
+        return None
+    return ds.with_format("arrow")[:].column("label").to_numpy()
 
 
-def _label(task: Task, raw: str, path: Path, line: int) -> float | int:
-    if task.is_regression:
-        try:
-            return float(raw)
-        except ValueError:
-            raise UsageError(f"{path} line {line}: score {raw!r} is not a number") from None
-    if raw not in task.tsv_labels:
-        raise UsageError(f"{path} line {line}: label {raw!r} is not one of {list(task.tsv_labels)}")
-    return task.tsv_labels.index(raw)
+def ids_of(ds: datasets.Dataset) -> list[str]:
+    return ds.with_format("arrow")[:].column("idx").to_pylist()
 
 
-def load_hub(task: Task, split: str, cache_dir: str | None = None) -> Examples:
-    """A split of ``nyu-mll/glue`` through ``datasets`` (needs the network or a warm cache)."""
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError("the `datasets` package is not installed; pip install datasets, or pass "
-                         "--data_dir with the GLUE TSV files") from None
-    name = HUB_NAMES.get(task.name, task.name)
-    try:
-        ds = datasets.load_dataset("nyu-mll/glue", name, split=HUB_SPLITS.get(split, split),
-                                   cache_dir=cache_dir)
-    except Exception as exc:
-        raise UsageError(f"could not load nyu-mll/glue {name} {split} ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}); if offline, pass --data_dir with the GLUE TSV files "
-                         "of download_glue_data.py") from None
-    feature = ds.features["label"]
-    if not task.is_regression and list(getattr(feature, "names", [])) != list(task.labels):
-        raise UsageError(f"nyu-mll/glue {name} labels {feature.names} differ from {task.labels}")
-    col_a, col_b = task.hub_columns
-    labels = None if split.startswith("test") else list(ds["label"])
-    return Examples(list(ds[col_a]), list(ds[col_b]) if col_b else None, labels,
-                    [str(i) for i in ds["idx"]])
+def tokenizer_identity(tok) -> str:
+    """A stable hash of a tokenizer: its full JSON for fast tokenizers (with the truncation and
+    padding state cleared: ``transformers`` sets both anew on every call), else ``datasets``'
+    pickle hash."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+        text = backend.to_str()
+    else:
+        from datasets.fingerprint import Hasher
+
+        text = Hasher.hash(tok)
+    text += f"|{type(tok).__name__}|{list(tok.model_input_names)}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_split(task: Task, split: str, data_dir: str | None, cache_dir: str | None = None) -> Examples:
-    if getattr(task, "source", None) is not None:  # your own data (custom_data.py)
-        return task.source.split(split)
-    if data_dir:
-        return read_tsv(task_dir(data_dir, task) / f"{split}.tsv", task, split)
-    return load_hub(task, split, cache_dir)
+def _tokenize(batch: dict[str, list], indices: list[int], *, tok, max_length: int) -> dict[str, list]:
+    enc = tok(batch["text_a"], batch.get("text_b"), truncation=True, max_length=max_length)
+    out = {k: enc[k] for k in MODEL_KEYS if k in enc}
+    out["index"] = list(indices)
+    if "label" in batch:
+        out["labels"] = batch["label"]
+    return out
 
 
-def encode(tokenizer, ex: Examples, max_length: int) -> list[dict[str, Any]]:
-    """Token ids per example (no padding), with its position ``index`` and label."""
-    if not isinstance(ex, Examples):  # your own data: a cached datasets.Dataset (custom_data.py)
-        return ex.encode(tokenizer, max_length)
-    enc = tokenizer(ex.text_a, ex.text_b, truncation=True, max_length=max_length)
-    keys = [k for k in MODEL_KEYS if k in enc]
-    feats = []
-    for n in range(len(ex)):
-        f = {k: enc[k][n] for k in keys}
-        f["index"] = n
-        if ex.labels is not None:
-            f["labels"] = ex.labels[n]
-        feats.append(f)
-    return feats
+def encode(tok, ds: datasets.Dataset, max_length: int, desc: str = "tokenizing") -> datasets.Dataset:
+    """Token ids (no padding), the example's position ``index`` and its ``labels``."""
+    from datasets.fingerprint import Hasher
+
+    fingerprint = Hasher.hash([CACHE_VERSION, ds._fingerprint, tokenizer_identity(tok), max_length])
+    return ds.map(partial(_tokenize, tok=tok, max_length=max_length), batched=True,
+                  with_indices=True, remove_columns=ds.column_names, new_fingerprint=fingerprint,
+                  desc=desc)
 
 
-def attach(feats: list[dict[str, Any]], other: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    """Add another model's token ids (e.g. the teacher's, for an online teacher) to each feature."""
-    if not isinstance(feats, list):
-        return Attached(feats, other, name)
-    return [{**f, name: {k: o[k] for k in MODEL_KEYS if k in o}} for f, o in zip(feats, other, strict=True)]
+def by_length(feats: datasets.Dataset) -> torch.utils.data.Subset:
+    """``feats`` ordered by sequence length (less padding)."""
+    lengths = pc.list_value_length(feats.with_format("arrow")[:].column("input_ids")).to_numpy()
+    return torch.utils.data.Subset(feats, np.argsort(lengths, kind="stable").tolist())
 
 
-class Attached:
-    """:func:`attach` for datasets read lazily (``datasets.Dataset``)."""
+def inputs_hash(feats: datasets.Dataset) -> str:
+    """sha256 of every example's token ids and segment ids, read from the Arrow columns."""
+    table = feats.with_format("arrow")[:]
+    h = hashlib.sha256()
+    for key in ("input_ids", "token_type_ids"):
+        if key in table.column_names:
+            col = table.column(key)
+            h.update(key.encode())
+            h.update(pc.list_value_length(col).to_numpy().astype("int64").tobytes())
+            h.update(pc.list_flatten(col).to_numpy().astype("int64").tobytes())
+    return h.hexdigest()
+
+
+class Attached(torch.utils.data.Dataset):
+    """Features with another model's token ids (e.g. the teacher's, for an online teacher)
+    nested under ``name``."""
 
     def __init__(self, feats, other, name: str) -> None:
         if len(feats) != len(other):
@@ -174,25 +295,22 @@ class Attached:
 
 class Collator:
     """Pads each batch to its longest sequence (DataCollatorWithPadding), or to ``max_length``
-    with ``pad_to_max_length``; nested inputs of other models are padded with their tokenizer."""
+    with ``pad_to_max_length``; nested inputs of other models are padded with their tokenizer.
+    Labels are float32 for a ``regression``, else class ids."""
 
     def __init__(self, tokenizer, others: dict[str, Any] | None = None, max_length: int | None = None,
-                 pad_to_multiple_of: int | None = None) -> None:
-        from transformers import DataCollatorWithPadding
-
+                 pad_to_multiple_of: int | None = None, regression: bool = False) -> None:
         padding = "max_length" if max_length else True
+        self.label_dtype = torch.float32 if regression else torch.long
         self.pads = {name: DataCollatorWithPadding(tok, padding=padding, max_length=max_length,
                                                    pad_to_multiple_of=pad_to_multiple_of)
                      for name, tok in {"": tokenizer, **(others or {})}.items()}
 
-    def __call__(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
+    def __call__(self, feats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = dict(self.pads[""]([{k: f[k] for k in MODEL_KEYS if k in f} for f in feats]))
         batch["index"] = torch.tensor([f["index"] for f in feats])
         if "labels" in feats[0]:
-            y = [f["labels"] for f in feats]
-            batch["labels"] = torch.tensor(y, dtype=torch.float32 if isinstance(y[0], float) else torch.long)
+            batch["labels"] = torch.tensor([f["labels"] for f in feats], dtype=self.label_dtype)
         for name, pad in self.pads.items():
             if name:
                 batch[name] = dict(pad([f[name] for f in feats]))
@@ -203,3 +321,13 @@ def model_inputs(batch: dict[str, Any], name: str = "") -> dict[str, Any]:
     """The keyword arguments of a model's forward in a collated batch."""
     src = batch[name] if name else batch
     return {k: src[k] for k in MODEL_KEYS if k in src}
+
+
+def make_loader(feats, batch_size: int, collator, shuffle_seed: int | None = None):
+    """Batches in order, or shuffled by (``shuffle_seed``, epoch) only (a resumed run sees the
+    same order)."""
+    if shuffle_seed is None:
+        return torch.utils.data.DataLoader(feats, batch_size=batch_size, shuffle=False,
+                                           collate_fn=collator)
+    return torch.utils.data.DataLoader(feats, batch_size=batch_size, collate_fn=collator,
+                                       sampler=EpochShuffleSampler(len(feats), shuffle_seed))

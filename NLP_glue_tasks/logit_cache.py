@@ -20,8 +20,7 @@ import torch
 from common.checkpoint import atomic_write
 from common.progress import progress_bar
 from common.trainer import freeze, predict
-from NLP_glue_tasks.custom_data import by_length
-from NLP_glue_tasks.data import model_inputs
+from NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -48,24 +47,6 @@ def model_identity(path: str, cache_dir: str | None = None) -> str:
     return h.hexdigest()
 
 
-def inputs_hash(feats: list[dict[str, Any]]) -> str:
-    """sha256 of every example's token ids (and segment ids)."""
-    import numpy as np
-
-    if not isinstance(feats, list):  # a datasets.Dataset: read the Arrow columns
-        from NLP_glue_tasks.custom_data import arrow_inputs_hash
-
-        return arrow_inputs_hash(feats)
-
-    h = hashlib.sha256()
-    for f in feats:
-        for k in ("input_ids", "token_type_ids"):
-            if k in f:
-                h.update(np.asarray(f[k], dtype=np.int64).tobytes())
-        h.update(b"|")
-    return h.hexdigest()
-
-
 def logit_precision(device: torch.device) -> str:
     """What the teacher's logits are computed in: fp32 on the CPU; bf16 autocast on a GPU that
     supports it, else fp16."""
@@ -74,12 +55,12 @@ def logit_precision(device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def cache_key(identity: str, task: str, precision: str, feats: list[dict[str, Any]]) -> str:
+def cache_key(identity: str, task: str, precision: str, feats: Any) -> str:
     return hashlib.sha256(f"{identity}|{task}|{precision}|{inputs_hash(feats)}".encode()).hexdigest()[:32]
 
 
 def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
-                  feats: list[dict[str, Any]], collator, batch_size: int, cache_dir: str | Path,
+                  feats: Any, collator, batch_size: int, cache_dir: str | Path,
                   tag: str, overwrite: bool = False) -> torch.Tensor:
     """Logits (N, C) of a frozen model on ``feats``, in order, from the cache or computed once
     (in DDP each process computes its shard; the main process writes the file)."""

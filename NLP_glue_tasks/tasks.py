@@ -70,8 +70,9 @@ TASKS: dict[str, Task] = {
 
 ALIASES = {"sst2": "sst-2", "stsb": "sts-b", "sts_b": "sts-b", "sst_2": "sst-2",
            "mnli-mm": "mnli", "mnli_mm": "mnli"}
-HUB_NAMES = {"sst-2": "sst2", "sts-b": "stsb"}
-HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",
+HUB_NAMES = {"sst-2": "sst2", "sts-b": "stsb"}  # our task name -> nyu-mll/glue configuration
+# our split name -> the nyu-mll/glue split of the same examples
+GLUE_HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",
               "dev_mismatched": "validation_mismatched"}
 # leaderboard submission file per test split
 SUBMISSION = {"test_matched": "MNLI-m", "test_mismatched": "MNLI-mm"}
@@ -89,14 +90,16 @@ def metric_names(task: Task) -> list[str]:
     return [m + split_suffix(task, s) for s in task.dev for m in task.metrics]
 
 
+def normalize_label(name: object) -> str:
+    """A label name as compared with another: lower case, letters and digits only."""
+    return "".join(c for c in str(name).lower() if c.isalnum())
+
+
 def label_columns(task: Task, order: str) -> list[int]:
     """``--teacher_label_order`` (the label names of the teacher's outputs 0..C-1, comma-separated)
     as the teacher's column of each of our labels: ``teacher_logits[:, cols]`` is in our order."""
-    def norm(name: str) -> str:
-        return "".join(c for c in name.lower() if c.isalnum())
-
-    names = [norm(n) for n in order.split(",")]
-    ours = [norm(n) for n in task.labels]
+    names = [normalize_label(n) for n in order.split(",")]
+    ours = [normalize_label(n) for n in task.labels]
     if task.is_regression:
         raise UsageError(f"--teacher_label_order applies to classification tasks; {task.name} is a "
                          "regression")

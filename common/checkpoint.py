@@ -4,17 +4,14 @@ and the epoch commit: one epoch's files become visible together or not at all.
 A phase folder holds ``epoch-NNNN/{best,last}.safetensors, state.pt`` of its committed epoch and
 the pointer file ``committed`` that names it; replacing the pointer (one ``os.replace``) commits
 an epoch. ``best.safetensors`` and ``last.safetensors`` beside them are hard links (or copies) of
-the committed epoch's files, for readers; a resume re-derives them from the pointer.
-
-For fault-injection tests, ``ANNEALING_KD_KILL_AT_RENAME=N`` SIGKILLs the process just before its
-N-th rename, and ``ANNEALING_KD_RENAME_LOG=path`` appends every rename's target to ``path``.
+the committed epoch's files, for readers; a resume re-derives them from the pointer. Every file
+appears by one ``os.replace`` (the kill tests stop the process at each one: tests/faults.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,12 +19,9 @@ from typing import Any
 
 import torch
 
-from common.errors import UsageError
+from common.errors import UsageError, setting
 
 POINTER = "committed"
-KILL_AT = "ANNEALING_KD_KILL_AT_RENAME"
-RENAME_LOG = "ANNEALING_KD_RENAME_LOG"
-_renames = 0
 
 
 class WriteFailed(UsageError):
@@ -37,19 +31,6 @@ class WriteFailed(UsageError):
         self.path, self.reason = path, reason
         super().__init__(f"could not write {path} ({reason}); free space or choose another output "
                          "directory")
-
-
-def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """``os.replace`` with the fault-injection hooks of the module docstring."""
-    global _renames
-    _renames += 1
-    log = os.environ.get(RENAME_LOG)
-    if log:
-        with open(log, "a") as f:
-            f.write(f"{_renames}\t{dst}\n")
-    if os.environ.get(KILL_AT) == str(_renames):
-        os.kill(os.getpid(), signal.SIGKILL)
-    os.replace(src, dst)
 
 
 def _umask() -> int:
@@ -69,7 +50,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         write(tmp)
-        replace(tmp, path)
+        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
         _unlink(tmp)
         raise WriteFailed(path, _reason(exc)) from None
@@ -128,10 +109,11 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise UsageError(f"training state {path} does not exist; start without --resume") from None
+        raise UsageError(f"training state {path} does not exist; start without "
+                         f"{setting('resume')}") from None
     except Exception as exc:
         raise UsageError(f"training state {path} is corrupt ({type(exc).__name__}); "
-                         "start again with --overwrite-output-dir") from None
+                         f"start again with {setting('overwrite_output_dir')}") from None
 
 
 # ---- the epoch commit ----------------------------------------------------------------------------
@@ -182,7 +164,7 @@ def committed_dir(pdir: str | os.PathLike) -> Path | None:
     edir = Path(pdir) / pointer.read_text().strip()
     if not (edir / "state.pt").is_file():
         raise UsageError(f"checkpoint pointer {pointer} names {edir.name}, which is missing; the "
-                         "run folder was changed by hand: start again with --overwrite-output-dir")
+                         f"run folder was changed by hand: start again with {setting('overwrite_output_dir')}")
     return edir
 
 
@@ -195,7 +177,7 @@ def load_committed(pdir: str | os.PathLike, tidy: bool = True) -> tuple[dict[str
     if edir is None:
         if (pdir / "state.pt").is_file():
             raise UsageError(f"{pdir} was written by an older version without epoch commits; "
-                             "start again with --overwrite-output-dir")
+                             f"start again with {setting('overwrite_output_dir')}")
         if tidy and pdir.is_dir():
             _tidy(pdir, None)
         return None
@@ -216,7 +198,7 @@ def _tidy(pdir: Path, edir: Path | None) -> None:
                     continue  # already published (renaming a link onto itself does nothing)
                 tmp = pdir / f".{f.name}.{os.getpid()}.tmp"
                 _link(f, tmp)
-                replace(tmp, dst)
+                os.replace(tmp, dst)
         for d in pdir.glob("epoch-*"):
             if d != edir:
                 shutil.rmtree(d)

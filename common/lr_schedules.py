@@ -1,24 +1,45 @@
-"""Learning-rate multipliers as functions of (optimizer step, total steps of the phase).
+"""Learning-rate schedules: every phase builds its scheduler through :meth:`LrSchedule.build`.
 
-The CIFAR recipe lives here; the GLUE warm-up and decay come from ``transformers.get_scheduler``.
+    constant   the base learning rate throughout
+    multistep  ``torch.optim.lr_scheduler.MultiStepLR``: x0.1 at each milestone, a fraction of
+               the phase's optimizer steps (``int(frac * total)``); (0.5, 0.75) is the CIFAR
+               recipe of the paper: lr, lr/10 from step total//2, lr/100 from step 3*total//4
+    hf         ``transformers.get_scheduler(name)`` with ``warmup_steps`` (the GLUE recipe)
+
+All of them count optimizer steps and restart with each phase.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-LrFactor = Callable[[int, int], float]
-
-
-def constant(step: int, total: int) -> float:
-    return 1.0
+STEP_DECAY = (0.5, 0.75)  # the paper's CIFAR recipe
 
 
-def step_decay(step: int, total: int) -> float:
-    """lr, lr/10 from 1/2 of the phase, lr/100 from 3/4 (the CIFAR recipe of the paper)."""
-    if step >= 3 * total // 4:
-        return 0.01
-    if step >= total // 2:
-        return 0.1
-    return 1.0
+@dataclass(frozen=True)
+class LrSchedule:
+    kind: str = "constant"  # constant | multistep | hf
+    milestones: tuple[float, ...] = ()  # multistep: fractions of the phase's optimizer steps
+    name: str = "linear"  # hf: a transformers.get_scheduler name
+    warmup_steps: int = 0  # hf
 
+    def build(self, optimizer: Any, total: int) -> Any:
+        """The scheduler of a phase of ``total`` optimizer steps (stepped once per step)."""
+        from torch.optim.lr_scheduler import LambdaLR, MultiStepLR
+
+        if self.kind == "constant" or (self.kind == "multistep" and not self.milestones):
+            return LambdaLR(optimizer, lambda step: 1.0)
+        if self.kind == "multistep":
+            return MultiStepLR(optimizer, milestone_steps(self.milestones, total), gamma=0.1)
+        if self.kind == "hf":
+            from transformers import get_scheduler
+
+            return get_scheduler(self.name, optimizer, num_warmup_steps=self.warmup_steps,
+                                 num_training_steps=total)
+        raise ValueError(f"unknown learning-rate schedule {self.kind!r}")
+
+
+def milestone_steps(fractions: tuple[float, ...], total: int) -> list[int]:
+    """The optimizer steps at which a multistep schedule decays: ``int(frac * total)``."""
+    return [int(f * total) for f in fractions]

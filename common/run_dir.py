@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint import atomic_write
-from common.errors import UsageError
+from common.errors import UsageError, setting
 
+RESUME, OVERWRITE = setting("resume"), setting("overwrite_output_dir")  # as each CLI spells them
 RESULTS = "results.json"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -54,7 +55,7 @@ class RunDir:
 
     A finished run (results.json with a ``final`` entry) is kept unless ``overwrite``; an
     unfinished one needs ``resume`` (continue) or ``overwrite`` (start again). Overwrite removes
-    only what a run of ours wrote, never a folder that holds one of ``inputs`` (flag -> path),
+    only what a run of ours wrote, never a folder that holds one of ``inputs`` (setting -> path),
     the working directory or its parents, and only when :meth:`start` is called, after the
     caller has checked and loaded every input.
     """
@@ -86,12 +87,12 @@ class RunDir:
 
     def _check(self, overwrite: bool, resume: bool, inputs: dict[str, str | None]) -> None:
         if resume and overwrite:
-            raise UsageError("--resume and --overwrite-output-dir contradict each other; pass one")
+            raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
         entries = sorted(self.path.iterdir()) if self.path.is_dir() else []
         if not entries:
             if resume:
-                raise UsageError(f"--resume: there is no run to resume in {self.path}; leave out "
-                                 "--resume to start one")
+                raise UsageError(f"{RESUME}: there is no run to resume in {self.path}; leave out "
+                                 f"{RESUME} to start one")
             return
         if not self.ours():
             raise UsageError(f"{self.path} is not empty and holds no run of annealing-kd (it has "
@@ -100,11 +101,11 @@ class RunDir:
             self._check_removable(entries, inputs)
             return
         if self.finished():
-            raise UsageError(f"{self.path} holds a finished run; pass --overwrite-output-dir to "
+            raise UsageError(f"{self.path} holds a finished run; pass {OVERWRITE} to "
                              "replace it or choose another output directory")
         if not resume:
-            raise UsageError(f"{self.path} holds an unfinished run; pass --resume to continue it, "
-                             "--overwrite-output-dir to start again, or choose another directory")
+            raise UsageError(f"{self.path} holds an unfinished run; pass {RESUME} to continue it, "
+                             f"{OVERWRITE} to start again, or choose another directory")
         if self.is_main:
             for tmp in self.path.rglob(".*.tmp"):  # left by a stop in the middle of a write
                 tmp.unlink()
@@ -113,18 +114,18 @@ class RunDir:
         here = self.path.resolve()
         cwd = Path.cwd().resolve()
         if here in (Path(here.anchor), Path.home().resolve()) or here == cwd or here in cwd.parents:
-            raise UsageError(f"--overwrite-output-dir will not empty {self.path} (the root, home or "
+            raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or "
                              "working directory, or a parent of it); choose another output directory")
-        for flag, value in inputs.items():
+        for key, value in inputs.items():
             if value and Path(value).exists():
                 where = Path(value).resolve()
                 if where == here or here in where.parents:
-                    raise UsageError(f"--overwrite-output-dir would delete {value} ({flag}) inside "
+                    raise UsageError(f"{OVERWRITE} would delete {value} ({setting(key)}) inside "
                                      f"{self.path}; choose another output directory")
         own = OWN_NAMES | set(self.marker().get("names", []))
         for entry in entries:
             if entry.name not in own and not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                raise UsageError(f"--overwrite-output-dir: {entry} was not written by a run; move "
+                raise UsageError(f"{OVERWRITE}: {entry} was not written by a run; move "
                                  "it away or choose another output directory")
         self._remove = entries
 
@@ -240,9 +241,10 @@ class RunDir:
 def check_same_run(saved: dict[str, Any], now: dict[str, Any], keys: list[str]) -> None:
     """--resume must continue the same experiment: refuse any of ``keys`` that changed."""
     for key in keys:
-        if key in saved and saved[key] != now.get(key):
-            raise UsageError(f"--resume: --{key} was {saved[key]!r} in this run, now "
-                             f"{now.get(key)!r}; resume with the original settings or start a new "
+        value = json.loads(json.dumps(now.get(key), default=_jsonable))  # as results.json has it
+        if key in saved and saved[key] != value:
+            raise UsageError(f"{RESUME}: {setting(key)} was {saved[key]!r} in this run, now "
+                             f"{value!r}; resume with the original settings or start a new "
                              "output directory")
 
 

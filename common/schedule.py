@@ -11,21 +11,32 @@ in the last stage and never exceeds it. Needs n >= tau_max so that every stage h
 
 from __future__ import annotations
 
-from common.errors import UsageError
+from common.errors import UsageError, setting
 
 
-def check_schedule(n: int, tau_max: int, unit: str = "epochs") -> None:
-    """Refuse schedules that cannot give every temperature a stage."""
+def check_temperature(tau_max: int) -> None:
     if tau_max < 1:
-        raise UsageError(f"max temperature must be >= 1, got {tau_max}")
+        raise UsageError(f"{setting('max_temperature')} must be at least 1, got {tau_max}")
+
+
+def check_schedule(n: int, tau_max: int, unit: str = "epochs", budget: str | None = None) -> None:
+    """Refuse schedules that cannot give every temperature a stage: ``n`` units (epochs, or
+    optimizer steps with per-step annealing) of phase 1, whose epochs are the setting ``budget``."""
+    check_temperature(tau_max)
     if n < 1:
         raise UsageError(f"phase 1 needs at least 1 of its {unit}, got {n}")
-    if n < tau_max:
+    if n >= tau_max:
+        return
+    if unit == "epochs":
         raise UsageError(
-            f"phase 1 has {n} {unit} but max temperature is {tau_max}: each temperature needs "
-            f"at least one stage; lower the max temperature to <= {n}"
-            + (" or anneal per optimizer step (--anneal-per-step)" if unit == "epochs" else "")
-        )
+            f"{setting('max_temperature')} {tau_max} exceeds "
+            f"{setting(budget) if budget else 'the phase-1 epochs'} {n}: each temperature needs "
+            f"at least one epoch; lower {setting('max_temperature')} to <= {n}"
+            + (f", raise {setting(budget)}" if budget else "")
+            + f", or anneal per optimizer step ({setting('anneal_per_step')})")
+    raise UsageError(f"phase 1 has {n} {unit} but {setting('max_temperature')} is {tau_max}: each "
+                     f"temperature needs at least one of them; lower {setting('max_temperature')} "
+                     f"to <= {n}")
 
 
 def temperature(i: int, n: int, tau_max: int) -> int:

@@ -1,13 +1,8 @@
 """One training loop for both CLIs, on ``accelerate``.
 
 A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...). Each phase trains one
-model with one objective, evaluates every epoch, keeps its best and last weights and a training
-state in ``<run>/<phase>/``, and can be resumed at any epoch boundary. The objectives, registered
-by name in :data:`OBJECTIVES` (a new one: :func:`register_objective`):
-
-    task    hard labels (cross-entropy, or MSE for regression)
-    anneal  MSE(z_s, Phi(T) * z_t), T stepping down from tau_max to 1 (Annealing-KD phase 1)
-    kd      Hinton KD
+model with one objective (``common.objectives``), evaluates every epoch, keeps its best and last
+weights and a training state in ``<run>/<phase>/``, and can be resumed at any epoch boundary.
 """
 
 from __future__ import annotations
@@ -22,15 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.checkpoint import (
-    WriteFailed,
-    commit_epoch,
-    load_committed,
-    load_weights,
-)
-from common.errors import UsageError
-from common.losses import annealing_loss, hinton_kd_loss, task_loss
-from common.lr_schedules import LrFactor, constant
+from common.checkpoint import WriteFailed, commit_epoch, load_committed, load_weights
+from common.errors import UsageError, setting
+from common.lr_schedules import LrSchedule
+from common.objectives import get_objective
 from common.progress import progress_bar
 from common.run_dir import RunDir
 from common.schedule import check_schedule, phi, temperature
@@ -38,54 +28,6 @@ from common.seeding import seed_everything
 
 Batch = Any
 Metrics = dict[str, float]
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A training loss: ``loss(logits, labels, targets, phi, **options) -> scalar``.
-
-    ``targets`` are the frozen teacher's logits when ``needs_teacher`` (else None); ``phi`` is the
-    annealing multiplier when ``anneals`` (else None); ``options`` are the phase's
-    :attr:`Phase.options` (each objective takes the keys it knows and ignores the rest)."""
-
-    loss: Callable[..., torch.Tensor]
-    needs_teacher: bool = True
-    anneals: bool = False
-
-
-OBJECTIVES: dict[str, Objective] = {}
-
-
-def register_objective(name: str, *, needs_teacher: bool = True, anneals: bool = False):
-    """Decorator: register ``loss`` as the objective ``name`` (usable in any :class:`Phase`)."""
-
-    def add(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        OBJECTIVES[name] = Objective(loss, needs_teacher, anneals)
-        return loss
-
-    return add
-
-
-def get_objective(name: str) -> Objective:
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; registered: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]
-
-
-@register_objective("task", needs_teacher=False)
-def _task(logits, labels, targets, phi, **options) -> torch.Tensor:
-    return task_loss(logits, labels)
-
-
-@register_objective("anneal", anneals=True)
-def _anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **options):
-    return annealing_loss(logits, targets, phi, anneal_reduction)
-
-
-@register_objective("kd")
-def _kd(logits, labels, targets, phi, *, kd_alpha: float = 0.5, kd_temperature: float = 4.0,
-        kd_reduction: str = "batchmean", **options) -> torch.Tensor:
-    return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature, kd_reduction)
 
 
 @dataclass
@@ -96,14 +38,25 @@ class Phase:
     objective: str  # a name in OBJECTIVES: "task" | "anneal" | "kd" | ...
     epochs: int
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
-    lr_factor: LrFactor = constant
+    lr_schedule: LrSchedule = field(default_factory=LrSchedule)
     max_temperature: int = 1
     anneal_per_step: bool = False
     max_grad_norm: float | None = None
     max_steps: int = 0  # stop the phase after this many optimizer steps (0: no limit)
-    options: dict[str, Any] = field(default_factory=dict)  # the objective's keyword options
-    # (optimizer, total steps) -> scheduler; replaces lr_factor (e.g. transformers.get_scheduler)
-    make_scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the objectives' keyword options
+
+
+@dataclass
+class _Progress:
+    """Where a phase stands: its optimizer, scheduler, optimizer steps (of ``total``), the last
+    committed epoch and the best epoch so far."""
+
+    optimizer: Any
+    scheduler: Any
+    total: int
+    epoch: int = 0
+    opt_steps: int = 0
+    best: dict[str, Any] | None = None
 
 
 @dataclass
@@ -121,7 +74,7 @@ def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+        raise UsageError("CUDA was asked for but no CUDA GPU is visible; run on the CPU")
     cpu = device == "cpu" or not torch.cuda.is_available()
     if amp == "fp16" and cpu:
         raise UsageError("fp16 mixed precision needs a GPU; use bf16 or none on the CPU")
@@ -163,10 +116,11 @@ def predict(accelerator, model: nn.Module, loader, forward, labels) -> tuple[tor
 
 
 class Trainer:
-    """Runs phases, records every epoch, writes results.json / metrics.jsonl / curves.png."""
+    """Runs phases, records every epoch, writes results.json / metrics.jsonl / curves.png.
+    ``evaluate(model)`` gives an epoch's metrics (or each :meth:`fit` gets its own)."""
 
     def __init__(self, accelerator, run: RunDir, *, config: dict[str, Any], env: dict[str, Any],
-                 evaluate: Callable[[nn.Module], Metrics], selection_metric: str,
+                 evaluate: Callable[[nn.Module], Metrics] | None, selection_metric: str,
                  selected_on: str, seed: int = 42, resume: bool = False,
                  deterministic: bool = False, log_every: int = 10) -> None:
         self.acc, self.run, self.config, self.env = accelerator, run, config, env
@@ -177,110 +131,135 @@ class Trainer:
         self.extra: dict[str, Any] = {}
 
     # ---- one phase -------------------------------------------------------------------------
-    def fit(self, model: nn.Module, phase: Phase, loader, batches: Batches) -> dict[str, Any]:
-        """Train ``model`` (already ``accelerator.prepare`` d) through ``phase``; return its best
-        epoch record. The model holds the last weights afterwards."""
-        acc, pdir = self.acc, self.run / phase.name
+    def fit(self, model: nn.Module, phase: Phase, loader, batches: Batches,
+            evaluate: Callable[[nn.Module], Metrics] | None = None) -> dict[str, Any]:
+        """Train ``model`` (already ``accelerator.prepare`` d) through ``phase``, evaluating it
+        each epoch by ``evaluate`` (default: the trainer's); return its best epoch record. The
+        model holds the last weights afterwards."""
         if phase.epochs < 1:
             raise UsageError(f"{phase.name} needs at least 1 epoch, got {phase.epochs}")
         if get_objective(phase.objective).needs_teacher and batches.teacher_logits is None:
             raise ValueError(f"phase {phase.name}: objective {phase.objective} needs teacher_logits")
-        optimizer = acc.prepare(phase.make_optimizer(model))
-        loader = acc.prepare(loader)
+        optimizer = self.acc.prepare(phase.make_optimizer(model))
+        loader = self.acc.prepare(loader)
         total = self.check_phase(phase, len(loader))
-        if phase.make_scheduler is not None:
-            scheduler = phase.make_scheduler(optimizer, total)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                          lambda s: phase.lr_factor(s, total))
-
+        state = _Progress(optimizer, phase.lr_schedule.build(optimizer, total), total)
         self.run.start(self.config)  # an overwritten run is removed only now, all input checked
         self.run.claim(phase.name)
-        acc.wait_for_everyone()
-        start, best, opt_steps = 0, None, 0
-        committed = load_committed(pdir, tidy=acc.is_main_process) if self.resume else None
-        acc.wait_for_everyone()
-        if committed is not None:
-            state, edir = committed
-            acc.unwrap_model(model).load_state_dict(load_weights(edir / "last.safetensors"))
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start, best, opt_steps = state["epoch"], state["best"], state["opt_steps"]
-            self.records = list(state["records"])
-            if start >= phase.epochs or state["finished"]:
-                self.best[phase.name] = best
-                acc.print(f"{phase.name}: finished earlier, best epoch {best['epoch']} "
-                          f"{self.metric}={best['metric']:.4f}")
-                return best
-
-        phase_seed = zlib.crc32(phase.name.encode())
-        saved = start  # the last committed epoch
-        for epoch in range(start, phase.epochs):
+        if self._resume(model, phase, state):
+            return state.best
+        for epoch in range(state.epoch, phase.epochs):
             tic = time.perf_counter()
-            seed_everything(self.seed * 1009 + phase_seed + epoch, self.deterministic)
-            loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
-            model.train()
-            temp, mult = self._anneal(phase, epoch, opt_steps, total)
-            loss_sum = torch.zeros((), device=acc.device)
-            n_batches = 0
-            bar = progress_bar(loader, f"{phase.name} {epoch + 1}/{phase.epochs}", acc.is_main_process)
-            for batch in bar:
-                with acc.accumulate(model):
-                    if phase.anneal_per_step:
-                        temp, mult = self._anneal(phase, epoch, opt_steps, total)
-                    loss = self._loss(model, phase, batch, batches, mult)
-                    acc.backward(loss)
-                    if acc.sync_gradients and phase.max_grad_norm:
-                        acc.clip_grad_norm_(model.parameters(), phase.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if acc.sync_gradients:
-                        scheduler.step()
-                        opt_steps += 1
-                loss_sum += loss.detach().float()
-                n_batches += 1
-                if n_batches % self.log_every == 1 and acc.is_main_process:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                    phi="-" if mult is None else f"{mult:.3f}", refresh=False)
-                if phase.max_steps and opt_steps >= phase.max_steps:
-                    break
-            train_loss = (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
-            if not math.isfinite(train_loss):
-                kept = (f"the last good epoch ({saved}) is kept in {pdir / 'last.safetensors'}"
-                        if saved else f"no epoch of {phase.name} was saved")
-                raise UsageError(f"{phase.name} epoch {epoch + 1}: the training loss is not finite; "
-                                 f"{kept}; lower the learning rate or turn off fp16")
-            metrics = self.evaluate(model)
+            temp, mult, train_loss = self._train_epoch(model, phase, loader, batches, state, epoch)
+            self._check_finite(train_loss, phase, epoch + 1, state.epoch)
+            metrics = (evaluate or self.evaluate)(model)
             record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": mult,
-                      "lr": scheduler.get_last_lr()[0], "train_loss": train_loss, "eval": metrics,
-                      "seconds": round(time.perf_counter() - tic, 3)}
-            self.records.append(record)
-            value = metrics[self.metric]
-            improved = best is None or value > best["metric"] or not math.isfinite(best["metric"])
-            if improved:
-                best = {"phase": phase.name, "epoch": epoch + 1, "metric": value, "eval": metrics}
-            finished = epoch + 1 == phase.epochs or bool(phase.max_steps and opt_steps >= phase.max_steps)
-            if acc.is_main_process:
-                weights = acc.unwrap_model(model).state_dict()
-                state = {"epoch": epoch + 1, "finished": finished, "opt_steps": opt_steps,
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "best": best, "records": self.records}
-                try:
-                    commit_epoch(pdir, epoch + 1, {"best.safetensors": weights if improved else None,
-                                                   "last.safetensors": weights}, state)
-                except WriteFailed as exc:
-                    kept = (f"the last good epoch ({saved}) is kept; pass --resume once there is "
-                            "room" if saved else "no epoch of this phase was saved")
-                    raise UsageError(f"could not write {exc.path} ({exc.reason}) at the end of "
-                                     f"{phase.name} epoch {epoch + 1}; {kept}") from None
-            saved = epoch + 1
-            acc.wait_for_everyone()
+                      "lr": state.scheduler.get_last_lr()[0], "train_loss": train_loss,
+                      "eval": metrics, "seconds": round(time.perf_counter() - tic, 3)}
+            improved = self._add_record(record, state)
+            finished = epoch + 1 == phase.epochs or bool(
+                phase.max_steps and state.opt_steps >= phase.max_steps)
+            self._commit(model, phase, state, epoch + 1, improved, finished)
             self.write_results()
-            acc.print(_summary(record, self.metric))
+            self.acc.print(_summary(record, self.metric))
             if finished:
                 break
-        self.best[phase.name] = best
-        return best
+        self.best[phase.name] = state.best
+        return state.best
+
+    def _resume(self, model: nn.Module, phase: Phase, state: _Progress) -> bool:
+        """With ``resume``: load the phase's committed epoch into ``model`` and ``state``; True
+        when the phase had finished."""
+        acc, pdir = self.acc, self.run / phase.name
+        acc.wait_for_everyone()
+        committed = load_committed(pdir, tidy=acc.is_main_process) if self.resume else None
+        acc.wait_for_everyone()
+        if committed is None:
+            return False
+        saved, edir = committed
+        acc.unwrap_model(model).load_state_dict(load_weights(edir / "last.safetensors"))
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        state.epoch, state.best, state.opt_steps = saved["epoch"], saved["best"], saved["opt_steps"]
+        self.records = list(saved["records"])
+        if state.epoch < phase.epochs and not saved["finished"]:
+            return False
+        self.best[phase.name] = state.best
+        acc.print(f"{phase.name}: finished earlier, best epoch {state.best['epoch']} "
+                  f"{self.metric}={state.best['metric']:.4f}")
+        return True
+
+    def _train_epoch(self, model: nn.Module, phase: Phase, loader, batches: Batches,
+                     state: _Progress, epoch: int) -> tuple[int | None, float | None, float]:
+        """One epoch of optimizer steps: (temperature, Phi at its end, mean training loss)."""
+        acc = self.acc
+        seed_everything(self.seed * 1009 + zlib.crc32(phase.name.encode()) + epoch, self.deterministic)
+        loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
+        model.train()
+        temp, mult = self._anneal(phase, epoch, state.opt_steps, state.total)
+        loss_sum, n_batches = torch.zeros((), device=acc.device), 0
+        bar = progress_bar(loader, f"{phase.name} {epoch + 1}/{phase.epochs}", acc.is_main_process)
+        for batch in bar:
+            with acc.accumulate(model):
+                if phase.anneal_per_step:
+                    temp, mult = self._anneal(phase, epoch, state.opt_steps, state.total)
+                loss = self._loss(model, phase, batch, batches, mult)
+                acc.backward(loss)
+                if acc.sync_gradients and phase.max_grad_norm:
+                    acc.clip_grad_norm_(model.parameters(), phase.max_grad_norm)
+                state.optimizer.step()
+                state.optimizer.zero_grad(set_to_none=True)
+                if acc.sync_gradients:
+                    state.scheduler.step()
+                    state.opt_steps += 1
+            loss_sum += loss.detach().float()
+            n_batches += 1
+            if n_batches % self.log_every == 1 and acc.is_main_process:
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{state.scheduler.get_last_lr()[0]:.2e}",
+                                phi="-" if mult is None else f"{mult:.3f}", refresh=False)
+            if phase.max_steps and state.opt_steps >= phase.max_steps:
+                break
+        return temp, mult, (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
+
+    def _check_finite(self, train_loss: float, phase: Phase, epoch: int, saved: int) -> None:
+        if math.isfinite(train_loss):
+            return
+        kept = (f"the last good epoch ({saved}) is kept in {self.run / phase.name / 'last.safetensors'}"
+                if saved else f"no epoch of {phase.name} was saved")
+        raise UsageError(f"{phase.name} epoch {epoch}: the training loss is not finite; {kept}; "
+                         "lower the learning rate or turn off fp16")
+
+    def _add_record(self, record: dict[str, Any], state: _Progress) -> bool:
+        """Keep an epoch's record; True when it is the phase's best so far."""
+        self.records.append(record)
+        value, best = record["eval"][self.metric], state.best
+        improved = best is None or value > best["metric"] or not math.isfinite(best["metric"])
+        if improved:
+            state.best = {"phase": record["phase"], "epoch": record["epoch"], "metric": value,
+                          "eval": record["eval"]}
+        return improved
+
+    def _commit(self, model: nn.Module, phase: Phase, state: _Progress, epoch: int,
+                improved: bool, finished: bool) -> None:
+        """Commit an epoch: last (and best) weights and the training state, all or nothing."""
+        acc = self.acc
+        if acc.is_main_process:
+            weights = acc.unwrap_model(model).state_dict()
+            saved = {"epoch": epoch, "finished": finished, "opt_steps": state.opt_steps,
+                     "optimizer": state.optimizer.state_dict(),
+                     "scheduler": state.scheduler.state_dict(), "best": state.best,
+                     "records": self.records}
+            try:
+                commit_epoch(self.run / phase.name, epoch, {"best.safetensors": weights if improved
+                                                            else None, "last.safetensors": weights},
+                             saved)
+            except WriteFailed as exc:
+                kept = (f"the last good epoch ({state.epoch}) is kept; pass {setting('resume')} "
+                        "once there is room" if state.epoch else "no epoch of this phase was saved")
+                raise UsageError(f"could not write {exc.path} ({exc.reason}) at the end of "
+                                 f"{phase.name} epoch {epoch}; {kept}") from None
+        state.epoch = epoch
+        acc.wait_for_everyone()
 
     def check_phase(self, phase: Phase, batches_per_epoch: int) -> int:
         """The optimizer steps of ``phase``; refuses an annealing schedule that does not fit them

@@ -10,7 +10,8 @@ One command trains (or loads) the teacher and trains the student by ``--method``
 
 The final student is the best epoch over its phases on the selection split (held-out training
 images, or the test set with ``--val-size 0``), saved as ``<out>/student/best.safetensors``.
-The methods are ``common.methods``; the run itself is ``computer_vision_tasks.pipeline``.
+The methods are ``common.methods``; the run itself is ``computer_vision_tasks.pipeline``
+(``ImagePipeline``: torchvision datasets, image folders and Hugging Face image datasets).
 """
 
 from __future__ import annotations
@@ -23,20 +24,19 @@ if __package__ in (None, ""):  # run as a script: python computer_vision_tasks/a
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import run_cli  # noqa: E402
+from computer_vision_tasks.cli import flag_of, parse_args  # noqa: E402
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from computer_vision_tasks.cli import parse_args
-
     args = parse_args(argv)
-    from computer_vision_tasks.pipeline import CifarPipeline  # torch and friends: after --help
+    from computer_vision_tasks.pipeline import ImagePipeline  # torch and friends: after --help
 
-    CifarPipeline(args).train()
+    ImagePipeline(args).train()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, flag_of)
 
 
 if __name__ == "__main__":

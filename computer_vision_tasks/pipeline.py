@@ -1,5 +1,6 @@
-"""The CIFAR pipeline: data, models, forward, evaluation and saving of each role; the method
-(``common.methods``) says which phases run. Imported only when a run starts (not by ``--help``)."""
+"""The image pipeline (torchvision datasets, image folders, Hugging Face image datasets): data,
+models, forward, evaluation and saving of each role; the method (``common.methods``) says which
+phases run. Imported only when a run starts (not by ``--help``)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,22 @@ from typing import Any
 
 import torch
 
+from common import settings
 from common.checkpoint import load_weights, save_weights
 from common.errors import UsageError
-from common.lr_schedules import constant, step_decay
+from common.lr_schedules import LrSchedule
 from common.methods import Step, get_method, run_method, table
+from common.objectives import options_of
 from common.run_dir import RunDir, check_same_run, environment_info
 from common.seeding import seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from computer_vision_tasks import data, model_zoo, models, own_args
-from computer_vision_tasks.cli import epochs
+from computer_vision_tasks.cli import CLI
 
+# settings that --resume must not change: this CLI's own, and the shared ones (common.settings)
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
-               "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
-               "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
-               "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "kd_reduction", "seed",
-               "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
-               "pretrained"]
+               "batch_size", "momentum", "weight_decay", "val_size", "train_subset", "image_size",
+               "augment", "image_column", "label_column", "pretrained"]
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -71,7 +72,7 @@ def load_teacher_checkpoint(model, path: str, arch: str, num_classes: int) -> No
     model.load_state_dict(state)
 
 
-class CifarPipeline:
+class ImagePipeline:
     """One run: builds data, models and the trainer, then runs ``args.method``."""
 
     def __init__(self, args) -> None:
@@ -104,10 +105,11 @@ class CifarPipeline:
             self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
                               resume=args.resume, is_main=acc.is_main_process,
                               check=acc.is_main_process,
-                              inputs={"--teacher-checkpoint": args.teacher_checkpoint,
-                                      "--dataset-dir": args.dataset_dir})
+                              inputs={"teacher_checkpoint": args.teacher_checkpoint,
+                                      "dataset_dir": args.dataset_dir})
         if args.resume:
-            check_same_run(self.run.saved_config(), vars(args), RESUME_KEYS)
+            check_same_run(self.run.saved_config(), vars(args),
+                           RESUME_KEYS + settings.resume_keys(CLI))
         self.make_loaders()
         self.frozen: dict[str, torch.nn.Module] = {}
         self.config = {**vars(args), "num_classes": self.spec.num_classes,
@@ -189,20 +191,22 @@ class CifarPipeline:
 
     # ---- the method's hooks (common.methods.run.Pipeline) --------------------------------------
     def phase(self, step: Step) -> Phase:
-        """SGD; ResNets: step decay restarting per phase; plain CNNs: constant lr/10."""
+        """SGD; ResNets (and torchvision:/timm: models): x0.1 at each lr milestone of the phase;
+        plain CNNs: constant lr/10."""
         args = self.args
         resnet = not model_zoo.is_plain_cnn(self.arch[step.model])
-        lr = args.learning_rate if resnet else args.learning_rate / 10
+        lr = settings.for_budget(args, "learning_rate", step.budget)
+        lr = lr if resnet else lr / 10
+        schedule = LrSchedule("multistep", settings.for_budget(args, "lr_milestones", step.budget)
+                              ) if resnet else LrSchedule("constant")
 
         def make_optimizer(model):
             return torch.optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
                                    weight_decay=args.weight_decay)
 
-        return Phase(step.phase, step.objective, epochs(args, step.budget)[1], make_optimizer,
-                     lr_factor=step_decay if resnet else constant,
-                     max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
-                     options={"kd_alpha": args.kd_alpha, "kd_temperature": args.kd_temperature,
-                              "kd_reduction": args.kd_reduction})
+        return Phase(step.phase, step.objective, settings.epochs(args, step.budget),
+                     make_optimizer, schedule, max_temperature=args.max_temperature,
+                     anneal_per_step=args.anneal_per_step, options=options_of(args))
 
     def model(self, role: str):
         return self.acc.prepare(self.models.pop(role))
@@ -224,12 +228,11 @@ class CifarPipeline:
     # ---- the whole run ---------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         acc, run, trainer = self.acc, self.run, self.trainer
-        student, chosen = run_method(self.method, self)
+        student, chosen, phases = run_method(self.method, self)
         self.frozen.clear()  # the student's last phase no longer needs a teacher
         last_test = self.accuracy(student, self.test_loader)  # the last epoch's weights
         trainer.load_best(student, chosen["phase"])
         best_test = self.accuracy(student, self.test_loader)
-        phases = self.method.student_phases
         if acc.is_main_process and phases != ["student"]:
             save_weights(acc.unwrap_model(student).state_dict(), run / "student" / "best.safetensors")
             shutil.copyfile(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")

@@ -1,10 +1,18 @@
-"""Shared fixtures: each test starts with a fresh accelerate state and offline hubs."""
+"""Shared fixtures: each test starts with a fresh accelerate state and offline hubs; the
+`datasets` cache of the session is a temporary folder (the text data of every test run)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
+
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="annealing-kd-test-datasets-")
+    atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -36,14 +44,14 @@ def _fresh_accelerate_state():
 @pytest.fixture
 def kd_reductions_seen(monkeypatch) -> list[str]:
     """The ``reduction`` argument of every ``hinton_kd_loss`` call the trainer makes."""
-    import common.trainer
+    import common.losses
 
     seen: list[str] = []
-    loss = common.trainer.hinton_kd_loss
+    loss = common.losses.hinton_kd_loss
 
     def recording(*args):
         seen.append(args[5])
         return loss(*args)
 
-    monkeypatch.setattr(common.trainer, "hinton_kd_loss", recording)
+    monkeypatch.setattr(common.losses, "hinton_kd_loss", recording)
     return seen

@@ -14,6 +14,7 @@ import torch
 from glue_fixtures import BAD, GOOD, OTHER, tiny_bert
 
 import NLP_glue_tasks.custom_data as cd
+import NLP_glue_tasks.data as text_data
 from NLP_glue_tasks.annealing_kd_glue import main
 
 
@@ -111,8 +112,8 @@ def test_integer_labels_sorted_numerically(tmp_path):
     data = _data(["--train_file", tr, "--validation_file", dv, "--cache_dir", str(tmp_path / "hf")])
     task = data.task()
     assert task.labels == ("0", "2", "10") and task.metrics == ("accuracy", "macro_f1")
-    assert data.split("train").labels.tolist() == [2, 1, 0] * 3  # 10 -> 2, 2 -> 1, 0 -> 0
-    assert data.split("dev").labels.tolist() == [0, 2, 1]
+    assert text_data.labels_of(data.split("train")).tolist() == [2, 1, 0] * 3  # 10 -> 2, 2 -> 1
+    assert text_data.labels_of(data.split("dev")).tolist() == [0, 2, 1]
 
 
 def test_string_labels_multiclass_end_to_end(models, tmp_path):
@@ -171,7 +172,7 @@ def test_second_run_reads_the_tokenization_cache(models, tmp_path, monkeypatch):
     def no_tokenizing(*a, **k):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(cd, "_tokenize", no_tokenizing)
+    monkeypatch.setattr(text_data, "_tokenize", no_tokenizing)
     assert main(argv(models, tmp_path, tr, dv, *args, out="again")) == 0
     assert results(tmp_path / "again")["final"]["metrics"] == first["final"]["metrics"]
     # another max_seq_length is another tokenization: the cache is not reused blindly

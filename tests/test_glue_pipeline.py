@@ -148,18 +148,18 @@ def test_teacher_uses_its_own_vocabulary(env, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from NLP_glue_tasks.data import read_tsv
+    from NLP_glue_tasks.data import GlueData
 
     out = tmp_path / "run"
     assert main(argv(env, "sst-2", out, "--do_train", "--method", "kd", "--num_train_epochs", "1",
                      teacher=env["teacher_vocab"])) == 0
-    ex = read_tsv(env["root"] / "glue" / "SST-2" / "train.tsv", TASKS["sst-2"], "train")
+    ex = GlueData(TASKS["sst-2"], str(env["root"] / "glue" / "SST-2")).split("train")
     t_tok = AutoTokenizer.from_pretrained(env["teacher_vocab"])
     s_tok = AutoTokenizer.from_pretrained(env["student"])
-    assert t_tok(ex.text_a[0])["input_ids"] != s_tok(ex.text_a[0])["input_ids"]
+    assert t_tok(ex["text_a"][0])["input_ids"] != s_tok(ex["text_a"][0])["input_ids"]
     teacher = AutoModelForSequenceClassification.from_pretrained(env["teacher_vocab"]).eval()
     with torch.inference_mode():
-        expected = torch.cat([teacher(**t_tok(s, return_tensors="pt")).logits for s in ex.text_a])
+        expected = torch.cat([teacher(**t_tok(s, return_tensors="pt")).logits for s in ex["text_a"]])
     cached = [load_file(str(f))["logits"] for f in (tmp_path / "cache").glob("*.safetensors")]
     train = [c for c in cached if c.shape[0] == N_TRAIN]
     assert len(train) == 1 and torch.allclose(train[0], expected, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from glue_fixtures import HEADERS, write_glue
 
 from common.errors import UsageError
-from NLP_glue_tasks.data import read_tsv, task_dir
+from NLP_glue_tasks.data import GlueData, ids_of, labels_of, read_tsv, task_dir
 from NLP_glue_tasks.metrics import better_label_order, compute_metrics
 from NLP_glue_tasks.tasks import TASKS, get_task, label_columns, metric_names
 
@@ -66,17 +66,19 @@ def test_read_every_task_tsv(tmp_path, folder):
     write_glue(tmp_path, folder, n_train=10, n_dev=6, n_test=4)
     d = task_dir(tmp_path, task)  # the GLUE root is accepted too
     assert d == tmp_path / folder
+    data = GlueData(task, str(tmp_path))
     for split in ("train", *task.dev):
-        ex = read_tsv(d / f"{split}.tsv", task, split)
-        assert len(ex) == (10 if split == "train" else 6) and ex.labels is not None
-        assert (ex.text_b is None) == (task.text_b is None)
+        ex = data.split(split)
+        labels = labels_of(ex)
+        assert len(ex) == (10 if split == "train" else 6) and labels is not None
+        assert ("text_b" in ex.column_names) == (task.text_b is not None)
         if task.is_regression:
-            assert all(isinstance(v, float) and 0 <= v <= 5 for v in ex.labels)
+            assert labels.dtype == "float64" and ((0 <= labels) & (labels <= 5)).all()
         else:
-            assert set(ex.labels) <= set(range(task.num_labels))
+            assert set(labels.tolist()) <= set(range(task.num_labels))
     for split in task.test:
-        ex = read_tsv(d / f"{split}.tsv", task, split)
-        assert ex.labels is None and ex.ids == [str(i) for i in range(4)]
+        ex = data.split(split)
+        assert labels_of(ex) is None and ids_of(ex) == [str(i) for i in range(4)]
 
 
 def test_tsv_quotes_kept_and_bad_rows(tmp_path):
@@ -84,21 +86,27 @@ def test_tsv_quotes_kept_and_bad_rows(tmp_path):
     rows = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
             '0\t1\t2\tis "this\tor "that" so?\t1', "1\t1\t2\tbroken line", "2\t1\t2\ta\tb\t0"]
     (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    ex = read_tsv(tmp_path / "train.tsv", task, "train")
-    assert ex.text_a == ['is "this', "a"] and ex.text_b == ['or "that" so?', "b"] and ex.labels == [1, 0]
+    data = GlueData(task, str(tmp_path))
+    ex = data.split("train")
+    assert ex["text_a"] == ['is "this', "a"] and ex["text_b"] == ['or "that" so?', "b"]
+    assert labels_of(ex).tolist() == [1, 0]
     (tmp_path / "dev.tsv").write_text("id\tquestion1\tquestion2\tlabel\n0\ta\tb\t1\n")
-    with pytest.raises(UsageError, match="no column 'is_duplicate'"):
-        read_tsv(tmp_path / "dev.tsv", task, "dev")
+    with pytest.raises(UsageError, match="no column 'is_duplicate'.*download_glue_data"):
+        data.split("dev")
     (tmp_path / "dev.tsv").write_text(rows[0] + "\n0\t1\t2\ta\tb\tmaybe\n")
-    with pytest.raises(UsageError, match="label 'maybe'"):
-        read_tsv(tmp_path / "dev.tsv", task, "dev")
+    with pytest.raises(UsageError, match="line 2: label 'maybe'"):
+        data.split("dev")
     with pytest.raises(UsageError, match="does not exist"):
-        read_tsv(tmp_path / "nope.tsv", task, "train")
+        data.split("test")
+    (tmp_path / "other.tsv").write_text("\ufeffa\tb\n1\t\"x\n")  # a BOM, a stray quote
+    assert read_tsv(tmp_path / "other.tsv")[:] == {"a": ["1"], "b": ['"x']}
+    (tmp_path / "latin1.tsv").write_bytes("a\tb\ncaf\xe9\t1\n".encode("latin-1"))
+    with pytest.raises(UsageError, match="not UTF-8 text \\(byte offset 7 is 0xe9\\)"):
+        read_tsv(tmp_path / "latin1.tsv")
 
 
 def test_original_readme_command_parses():
-    from NLP_glue_tasks.annealing_kd_glue import check_args
-    from NLP_glue_tasks.cli import build_parser
+    from NLP_glue_tasks.cli import build_parser, check_args
 
     cmd = ("--model_type roberta --teacher_model_name_or_path /t --student_model_name_or_path "
            "distilroberta-base --task_name RTE --do_train --do_eval --evaluate_during_training "
@@ -109,13 +117,13 @@ def test_original_readme_command_parses():
            "--max_grad_norm 1.0 --warmup_steps 0 --logging_steps 50 --save_steps 50 "
            "--per_gpu_eval_batch_size 8 --overwrite_cache --do_lower_case")
     args = build_parser().parse_args(cmd.split())
-    assert (args.method, args.num_train_epochs_phase_1, args.num_train_epochs_phase_2) == ("annealing", 14, 4)
-    check_args(args, get_task(args.task_name))
+    assert (args.method, args.student_epochs_p1, args.student_epochs_p2) == ("annealing", 14, 4)
+    check_args(args)
     with pytest.raises(UsageError, match="2.5 is not a whole number of epochs; see --help"):
         build_parser().parse_args([*cmd.split(), "--num_train_epochs_phase_2", "2.5"])
     args.method = "takd"
     with pytest.raises(UsageError, match="assistant"):
-        check_args(args, get_task("rte"))
+        check_args(args)
 
 
 def test_better_label_order():
@@ -147,18 +155,19 @@ def test_label_columns_and_metric_names():
 
 def test_cache_key_includes_the_precision(tmp_path, monkeypatch):
     """fp32 (CPU) and bf16/fp16 (GPU autocast) logits are cached under different keys."""
+    import datasets
     import torch
     from glue_fixtures import tiny_bert
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from common.trainer import make_accelerator
     from NLP_glue_tasks import logit_cache
-    from NLP_glue_tasks.data import Collator, Examples, encode
+    from NLP_glue_tasks.data import Collator, encode
 
     torch.set_num_threads(1)
     path = tiny_bert(tmp_path / "t", num_labels=2, seed=3)
     tok = AutoTokenizer.from_pretrained(path)
-    ex = Examples(["good movie", "bad plot is awful"], None, [1, 0], ["0", "1"])
+    ex = datasets.Dataset.from_dict({"text_a": ["good movie", "bad plot is awful"], "label": [1, 0]})
     feats = encode(tok, ex, 32)
     keys = {p: logit_cache.cache_key("id", "sst-2", p, feats) for p in ("fp32", "bf16", "fp16")}
     assert len(set(keys.values())) == 3

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import faults
 import pytest
 import torch
 from glue_fixtures import tiny_bert, write_glue
@@ -117,6 +118,12 @@ BAD_INPUTS = [
     (C, ["--num-workers", "-1"], "--num-workers must be >= 0"),
     (C, ["--train-subset", "0"], "--train-subset must be >= 1"),
     (C, ["--student_epochs_p1", "0"], "--student_epochs_p1 must be at least 1"),
+    (C, ["--student_epochs_p2", "-1"], "--student_epochs_p2 must be at least 0"),
+    (C, ["--phase2-learning-rate", "0"], "--phase2-learning-rate must be positive"),
+    (C, ["--lr-milestones", "0.5,x"], "not a comma-separated list of numbers"),
+    (C, ["--lr-milestones", "0.75,0.5"], "milestones must increase"),
+    (C, ["--phase1-lr-milestones", "1"], "in (0, 1)"),
+    (C, ["--anneal-reduction", "max"], "invalid choice"),
     (C, ["--max_temperature", "5"], "exceeds --student_epochs_p1"),
     (C, ["--max_temperature", "0"], "--max_temperature must be at least 1"),
     (C, ["--method", "nope"], "unknown method"),
@@ -145,7 +152,9 @@ BAD_INPUTS = [
     (C, ["--resume"], "no run to resume"),
     # GLUE: settings
     (G, ["--learning_rate=-1e-3"], "--learning_rate must be positive"),
-    (G, ["--num_train_epochs", "0"], "--num_train_epochs must be at least 1"),
+    (G, ["--num_train_epochs", "0", "--method", "kd"], "--num_train_epochs must be at least 1"),
+    (G, ["--num_train_epochs_phase_2", "-1"], "--num_train_epochs_phase_2 must be at least 0"),
+    (G, ["--phase2_learning_rate=-1"], "--phase2_learning_rate must be positive"),
     (G, ["--warmup_steps", "-5"], "--warmup_steps must be >= 0"),
     (G, ["--kd_alpha", "-1"], "--kd_alpha must be >= 0 and <= 1"),
     (G, ["--kd_temperature", "0"], "--kd_temperature must be positive"),
@@ -229,11 +238,7 @@ def _run(main, argv: list[str], *, kill_at: int | None = None, log: Path | None 
     if pid == 0:  # the child
         code = 99
         try:
-            ckpt._renames = 0
-            if kill_at is not None:
-                os.environ[ckpt.KILL_AT] = str(kill_at)
-            if log is not None:
-                os.environ[ckpt.RENAME_LOG] = str(log)
+            faults.inject(kill_at, log)
             code = main(argv)
         finally:
             os._exit(code)

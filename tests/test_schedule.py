@@ -38,7 +38,7 @@ def test_degenerate_schedules():
 
 
 def test_fewer_epochs_than_tau_is_a_clear_error():
-    with pytest.raises(UsageError, match=r"3 epochs but max temperature is 7.*<= 3.*per optimizer step"):
+    with pytest.raises(UsageError, match=r"max_temperature 7 exceeds the phase-1 epochs 3.*<= 3.*per optimizer step"):
         annealing_schedule(3, 7)
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from common.checkpoint import load_committed, load_weights
 from common.errors import UsageError
-from common.lr_schedules import step_decay
+from common.lr_schedules import STEP_DECAY, LrSchedule
 from common.run_dir import RunDir, environment_info
 from common.seeding import EpochShuffleSampler, seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
@@ -53,6 +53,7 @@ def run(tmp_path, *, fail_at_eval: int | None = None, resume=False, tau=2, epoch
                       evaluate=evaluate, selection_metric="accuracy", selected_on="val",
                       seed=3, resume=resume)
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)  # noqa: E731
+    step_decay = LrSchedule("multistep", STEP_DECAY)
     teacher = acc.prepare(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
     trainer.fit(teacher, Phase("teacher", "task", 3, sgd, step_decay), loader, Batches(forward, labels))
 
@@ -133,7 +134,7 @@ def test_resume_reaches_the_same_weights(tmp_path, fail_at_eval):
 
 def test_finished_run_is_not_overwritten(tmp_path):
     run(tmp_path)
-    with pytest.raises(UsageError, match="finished run.*--overwrite-output-dir"):
+    with pytest.raises(UsageError, match="finished run.*overwrite_output_dir"):
         RunDir(tmp_path / "run")
     with pytest.raises(UsageError, match="finished run"):
         RunDir(tmp_path / "run", resume=True)
@@ -151,7 +152,7 @@ def test_per_step_annealing(tmp_path):
 
 
 def test_impossible_schedule_is_refused(tmp_path):
-    with pytest.raises(UsageError, match="max temperature"):
+    with pytest.raises(UsageError, match="max_temperature"):
         run(tmp_path, tau=5, epochs=(3, 1))
 
 

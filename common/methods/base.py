@@ -16,9 +16,10 @@ ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 @dataclass(frozen=True)
 class Step:
     """One phase: train the ``model`` role with ``objective`` (a name in
-    ``common.trainer.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
-    for the epoch budget ``epochs`` (default: the phase name), starting from the best weights of
-    phase ``start`` (None: the model as it is)."""
+    ``common.objectives.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
+    for the epoch budget ``epochs`` (default: the phase name; ``common.settings.BUDGETS``),
+    starting from the best weights of phase ``start`` (None: the model as it is). A
+    ``skippable`` step may get a budget of 0 epochs: it is then left out."""
 
     phase: str
     model: str
@@ -26,6 +27,7 @@ class Step:
     teacher: str | None = None
     epochs: str | None = None
     start: str | None = None
+    skippable: bool = False
 
     @property
     def budget(self) -> str:

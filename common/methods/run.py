@@ -35,25 +35,37 @@ def steps_of(method: Method, trains_teacher: bool) -> tuple[Step, ...]:
     return ((TEACHER_STEP,) if teacher_first else ()) + method.steps
 
 
-def run_method(method: Method, pipe: Pipeline) -> tuple[Any, dict[str, Any]]:
-    """Run every phase of ``method``; return the student (holding its last weights) and the
-    selected epoch: the best over the student's phases."""
-    steps = steps_of(method, pipe.trains_teacher)
-    phases = {s.phase: pipe.phase(s) for s in steps}
-    for phase in phases.values():  # refuse a schedule that cannot fit before anything trains
+def plan(method: Method, pipe: Pipeline) -> dict[Step, Any]:
+    """The steps that run (a skippable step with 0 epochs is left out) and their phases, each
+    annealing schedule checked against the optimizer steps the data gives: call it before
+    anything trains."""
+    phases = {s: pipe.phase(s) for s in steps_of(method, pipe.trains_teacher)}
+    phases = {s: p for s, p in phases.items() if p.epochs or not s.skippable}
+    for phase in phases.values():
         pipe.trainer.check_phase(phase, pipe.batches_per_epoch)
+    return phases
+
+
+def run_method(method: Method, pipe: Pipeline, phases: dict[Step, Any] | None = None
+               ) -> tuple[Any, dict[str, Any], list[str]]:
+    """Run the phases of ``method`` (:func:`plan`); return the student (holding its last
+    weights), the selected epoch (the best over the student's phases) and the student's phases
+    that ran."""
+    phases = phases or plan(method, pipe)
+    steps = list(phases)
     models: dict[str, Any] = {}
     for step in steps:
         targets = pipe.targets(step.teacher) if step.teacher else None
         model = models[step.model] = models.get(step.model) or pipe.model(step.model)
         if step.start:
             pipe.trainer.load_best(model, step.start)
-        pipe.fit(model, step, phases[step.phase], targets)
+        pipe.fit(model, step, phases[step], targets)
         if step.model != "student":
             pipe.trainer.load_best(model, step.phase)
             pipe.finished(step.model, model)
             del models[step.model]
-    return models["student"], pipe.trainer.select(method.student_phases)
+    ran = [s.phase for s in steps if s.model == "student"]
+    return models["student"], pipe.trainer.select(ran), ran
 
 
 def table(title: str, columns: list[str], rows: dict[str, list[str]], notes: list[str]) -> str:

@@ -1,0 +1,91 @@
+"""Evaluation and prediction of the text CLI: dev metrics of a model (each epoch, and of a saved
+student with ``--do_eval``) and GLUE leaderboard files (``--do_predict``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common.checkpoint import atomic_write
+from common.errors import UsageError
+from common.run_dir import RunDir
+from common.trainer import predict
+from NLP_glue_tasks.data import Collator, encode, ids_of, labels_of, make_loader, model_inputs
+from NLP_glue_tasks.metrics import compute_metrics
+from NLP_glue_tasks.models import load_model, load_tokenizer
+from NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix
+
+
+def logits_of(model, batch):
+    return model(**model_inputs(batch)).logits
+
+
+def dev_metrics(acc, model, loaders: dict[str, Any], task: Task) -> dict[str, float]:
+    """The task's metrics of ``model`` on each dev split (MNLI-mm: names ending in ``_mm``)."""
+    out: dict[str, float] = {}
+    for split, loader in loaders.items():
+        logits, labels = predict(acc, model, loader, logits_of, lambda b: b["labels"])
+        out.update(compute_metrics(task, logits.numpy(), labels.numpy(), split_suffix(task, split)))
+    return out
+
+
+def metrics_of_logits(task: Task, logits: dict[str, Any], dev: dict[str, Any]) -> dict[str, float]:
+    """The task's metrics of precomputed dev logits (a frozen teacher's)."""
+    out: dict[str, float] = {}
+    for split, lg in logits.items():
+        out.update(compute_metrics(task, lg.numpy(), labels_of(dev[split]), split_suffix(task, split)))
+    return out
+
+
+def saved_student(args) -> str:
+    own = Path(args.output_dir) / "student"
+    if (own / "config.json").is_file():
+        return str(own)
+    if args.student_model_name_or_path:
+        return args.student_model_name_or_path
+    raise UsageError(f"no trained student in {own}; train one with --do_train, or pass "
+                     "--student_model_name_or_path with --do_eval / --do_predict")
+
+
+def _student_loaders(args, task: Task, data, acc, splits) -> tuple[str, Any, dict[str, Any]]:
+    path = saved_student(args)
+    tok = load_tokenizer(path, args, "student")
+    model = acc.prepare(load_model(path, task, args, "student"))
+    collator = Collator(tok, regression=task.is_regression)
+    loaders = {}
+    for split in splits:
+        ds = data.split(split)
+        feats = encode(tok, ds, args.max_seq_length)
+        loaders[split] = ds, acc.prepare(make_loader(feats, args.per_gpu_eval_batch_size, collator))
+    return path, model, loaders
+
+
+def evaluate_saved(args, task: Task, data, acc) -> dict[str, Any]:
+    """Dev metrics of the saved student; written to <out>/eval_results.json."""
+    path, model, loaders = _student_loaders(args, task, data, acc, task.dev)
+    metrics = dev_metrics(acc, model, {s: loader for s, (_, loader) in loaders.items()}, task)
+    result = {"task": task.name, "model": path, "split": list(task.dev), "metrics": metrics}
+    RunDir(args.output_dir, is_main=acc.is_main_process, check=False).write_json("eval_results.json", result)
+    acc.print(f"{task.name} dev of {path}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return result
+
+
+def predict_test(args, task: Task, data, acc) -> list[Path]:
+    """GLUE leaderboard files: ``index<TAB>prediction`` per test split in <out>/predictions."""
+    _, model, loaders = _student_loaders(args, task, data, acc, task.test)
+    written = []
+    for split, (ds, loader) in loaders.items():
+        logits, index = predict(acc, model, loader, logits_of, lambda b: b["index"])
+        logits = logits[index.argsort()]
+        if task.is_regression:
+            scores = logits.view(-1) if task.name == "custom" else logits.view(-1).clamp(0.0, 5.0)
+            preds = [f"{v:.3f}" for v in scores.tolist()]
+        else:
+            preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
+        text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(ids_of(ds), preds, strict=True))
+        out = Path(args.output_dir) / "predictions" / f"{SUBMISSION.get(split, task.folder)}.tsv"
+        if acc.is_main_process:
+            atomic_write(out, lambda tmp, text=text: Path(tmp).write_text(text))
+        written.append(out)
+        acc.print(f"wrote {len(preds)} test predictions to {out}")
+    return written

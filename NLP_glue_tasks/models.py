@@ -1,0 +1,112 @@
+"""Loading the models of the text CLI: sequence classifiers and tokenizers from a local folder or
+the Hugging Face cache, weights from safetensors only, and the checks that a classifier head fits
+the task (label count and label order)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from common.errors import UsageError
+from NLP_glue_tasks.tasks import Task, normalize_label
+
+
+def _load(fn, path: str, role: str):
+    try:
+        return fn()
+    except UsageError:
+        raise
+    except Exception as exc:  # OSError, ValueError, safetensors' own errors (truncated files)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{role} model {path!r} could not be loaded ({first[:200]}); give a local "
+                         "folder with intact files or a hub id that is in the Hugging Face cache") from None
+
+
+def check_safetensors(path: str, role: str) -> None:
+    """Weights are read from safetensors only (a pickle .bin file can run code when loaded), and
+    a local folder's weight files must be whole (their headers cover the files)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and any(folder.glob("*.bin")):
+        raise UsageError(f"{role} {path} has only pickle weights ({next(folder.glob('*.bin')).name}), "
+                         "which can run arbitrary code when loaded; convert them to safetensors "
+                         "(save_pretrained(..., safe_serialization=True) where you trust the file)")
+    for f in weights:
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as exc:
+            raise UsageError(f"{role} weights {f} are truncated or corrupt ({exc}); copy the "
+                             "checkpoint again") from None
+
+
+def load_config(path: str, args, role: str):
+    return _load(lambda: AutoConfig.from_pretrained(path, cache_dir=args.cache_dir,
+                                                    trust_remote_code=args.trust_remote_code),
+                 path, role)
+
+
+def load_tokenizer(path: str, args, role: str):
+    extra = {"do_lower_case": True} if args.do_lower_case else {}
+    return _load(lambda: AutoTokenizer.from_pretrained(path, cache_dir=args.cache_dir,
+                                                       trust_remote_code=args.trust_remote_code,
+                                                       **extra), path, role)
+
+
+def check_labels(config, task: Task, path: str, role: str, need_head: bool,
+                 order: str | None = None) -> None:
+    """A classifier head must fit the task: label count, and label order when it is named
+    (``order``: the teacher's --teacher_label_order, which its names must then match)."""
+    head = any("ForSequenceClassification" in a for a in (config.architectures or []))
+    if need_head and not head:
+        raise UsageError(f"{role} {path} has no sequence-classification head; give a checkpoint "
+                         f"fine-tuned on {task.name}, or pass --train_teacher")
+    if not head:
+        return
+    if config.num_labels != task.num_labels:
+        raise UsageError(f"{role} {path} has {config.num_labels} output labels but {task.name} has "
+                         f"{task.num_labels}; use a checkpoint fine-tuned on {task.name} or a base model")
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    named = not all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
+    expected = order.split(",") if order else task.labels
+    if named and not task.is_regression and [normalize_label(n) for n in names] != [normalize_label(n) for n in expected]:
+        remap = (f", or pass --teacher_label_order {','.join(map(str, names))} to remap its outputs"
+                 if role == "teacher" and sorted(map(normalize_label, names)) == sorted(map(normalize_label, task.labels))
+                 else "")
+        raise UsageError(f"{role} {path} labels {names} do not match {task.name} labels "
+                         f"{list(expected)} (this order); labels are never swapped silently: "
+                         f"use a model fine-tuned with this label order{remap}")
+
+
+def load_model(path: str, task: Task, args, role: str, need_head: bool = False, config_name=None):
+    """A sequence classifier with the task's label count and names, in float32."""
+    check_safetensors(path, role)
+    config = load_config(config_name or path, args, role)
+    check_labels(config, task, path, role, need_head, teacher_order(args, role))
+    config.num_labels = task.num_labels
+    config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    model = _load(lambda: AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code,
+        use_safetensors=True), path, role)
+    return model.float()
+
+
+def teacher_order(args, role: str) -> str | None:
+    return getattr(args, "teacher_label_order", None) if role == "teacher" else None
+
+
+def check_checkpoints(paths: dict[str, str], roles: list[str], task: Task, args,
+                      trains_teacher: bool) -> None:
+    """Fail fast, before any model is loaded: every checkpoint's head fits the task."""
+    for role in roles:
+        need_head = role == "teacher" and not trains_teacher
+        check_safetensors(paths[role], role)
+        check_labels(load_config(paths[role], args, role), task, paths[role], role, need_head,
+                     teacher_order(args, role))

@@ -1,0 +1,260 @@
+"""The text pipeline: the models, tokenizers and data of each role, as the hooks of
+``common.methods.run.Pipeline``; the method (``common.methods``) says which phases run.
+
+Teacher (and assistant) logits are computed once per example and cached (logit_cache.py). The
+final student is the best epoch of the student phases by the task's dev metric; it is saved with
+its tokenizer to <out>/student. Imported only when a run starts (not by ``--help``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from common import settings
+from common.errors import UsageError
+from common.lr_schedules import LrSchedule
+from common.methods import ROLES, Step, get_method, plan, run_method, table
+from common.objectives import options_of
+from common.optim import adamw
+from common.run_dir import RunDir, check_same_run, environment_info
+from common.seeding import seed_everything
+from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
+from NLP_glue_tasks.cli import INPUT_KEYS, resume_keys
+from NLP_glue_tasks.data import Attached, Collator, encode, labels_of, make_loader, model_inputs
+from NLP_glue_tasks.evaluate import dev_metrics, logits_of, metrics_of_logits
+from NLP_glue_tasks.logit_cache import cached_logits, default_cache_dir, model_identity
+from NLP_glue_tasks.metrics import better_label_order
+from NLP_glue_tasks.models import check_checkpoints, load_model, load_tokenizer
+from NLP_glue_tasks.tasks import Task, label_columns
+
+
+def amp_of(args) -> str:
+    return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
+
+
+def accelerator(args, grad_accum: int = 1):
+    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum)
+
+
+class TokenizedData:
+    """The data as one model sees it: its tokenizer, the token ids of train and dev, dev loaders."""
+
+    def __init__(self, acc, tok, train, dev: dict[str, Any], args, task: Task,
+                 pad_multiple: int | None) -> None:
+        self.tok = tok
+        # the datasets cache: the main process tokenizes, the others read its files
+        with acc.main_process_first():
+            self.train = encode(tok, train, args.max_seq_length, "tokenizing train")
+            self.dev = {s: encode(tok, ds, args.max_seq_length, f"tokenizing {s}")
+                        for s, ds in dev.items()}
+        pad = args.max_seq_length if args.pad_to_max_length else None
+        self.collator = Collator(tok, max_length=pad, pad_to_multiple_of=pad_multiple,
+                                 regression=task.is_regression)
+        self.dev_loaders = {s: acc.prepare(make_loader(f, args.per_gpu_eval_batch_size, self.collator))
+                            for s, f in self.dev.items()}
+
+
+class TextPipeline:
+    """One run on a GLUE task or your own text data: ``args.method`` says which phases run."""
+
+    def __init__(self, args, task: Task, data) -> None:
+        self.args, self.task, self.method = args, task, get_method(args.method)
+        self.acc = acc = accelerator(args, args.gradient_accumulation_steps)
+        self.pad_multiple = 8 if amp_of(args) != "none" and acc.device.type == "cuda" else None
+        self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
+                          is_main=acc.is_main_process, inputs={k: getattr(args, k) for k in INPUT_KEYS})
+        if args.resume:
+            check_same_run(self.run.saved_config(), vars(args), resume_keys())
+        seed_everything(args.seed)
+        self.train_ds = data.split("train")
+        self.dev_ds = {s: data.split(s) for s in task.dev}
+        self.batches_per_epoch = math.ceil(len(self.train_ds) / (args.per_gpu_train_batch_size
+                                                                 * acc.num_processes))
+        self.cache_dir = args.logits_cache_dir or default_cache_dir()
+        self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
+                               evaluate=None, selection_metric=task.selection, selected_on="dev",
+                               seed=args.seed, resume=args.resume, deterministic=args.deterministic,
+                               log_every=max(1, args.logging_steps))
+        self.trainer.extra.update({"task": task.name, **data.describe()})
+        self.trains_teacher = bool(args.train_teacher)
+        self.paths = {r: getattr(args, f"{r}_model_name_or_path") for r in ROLES}
+        self.toks: dict[str, Any] = {}
+        self.tokenized: dict[str, TokenizedData] = {}
+        self.done: dict[str, Any] = {}  # role -> its trained model, until its logits are taken
+        self.rows: dict[str, dict[str, float]] = {}  # the end-of-run table
+        self.online_collator = None
+
+    def data_of(self, role: str) -> TokenizedData:
+        """The tokenizer and token ids of a role's model (the student's carry the teacher's
+        with --online_teacher)."""
+        if role not in self.tokenized:
+            if role not in self.toks:
+                self.toks[role] = load_tokenizer(self.paths[role], self.args, role)
+            self.tokenized[role] = TokenizedData(self.acc, self.toks[role], self.train_ds,
+                                                 self.dev_ds, self.args, self.task, self.pad_multiple)
+            if role == "student" and self.args.online_teacher:
+                self.tokenized[role].train = Attached(self.tokenized[role].train,
+                                                      self.data_of("teacher").train, "teacher")
+        return self.tokenized[role]
+
+    # ---- the method's hooks (common.methods.run.Pipeline) ---------------------------------------
+    def phase(self, step: Step) -> Phase:
+        """AdamW (no decay on biases and LayerNorm), warm-up and decay by get_scheduler."""
+        args = self.args
+        lr = settings.for_budget(args, "learning_rate", step.budget)
+
+        def make_optimizer(m):
+            decay = [p for p in m.parameters() if p.requires_grad and p.dim() >= 2]
+            rest = [p for p in m.parameters() if p.requires_grad and p.dim() < 2]  # bias, LayerNorm
+            return adamw([{"params": decay, "weight_decay": args.weight_decay},
+                          {"params": rest, "weight_decay": 0.0}], lr=lr, eps=args.adam_epsilon)
+
+        return Phase(step.phase, step.objective, settings.epochs(args, step.budget), make_optimizer,
+                     LrSchedule("hf", name=args.lr_scheduler_type, warmup_steps=args.warmup_steps),
+                     max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
+                     max_grad_norm=args.max_grad_norm or None, max_steps=args.max_steps,
+                     options=options_of(args))
+
+    def model(self, role: str):
+        model = self.student if role == "student" else load_model(self.paths[role], self.task,
+                                                                  self.args, role)
+        return self.acc.prepare(model)
+
+    def targets(self, role: str):
+        """Frozen logits of the teacher or assistant: cached per example (or, with
+        --online_teacher, computed on every step); the teacher's in the task's label order."""
+        task, path = self.task, self.paths[role]
+        if role == "teacher" and self.args.online_teacher:
+            targets, self.online_collator, dev = self.online_teacher()
+        else:
+            targets, dev = self.logits(path, self.data_of(role), role, model=self.done.pop(role, None))
+        if role == "teacher":
+            targets, dev = self.in_task_order(targets, dev)
+        self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ds))
+        extra = self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
+        if role == "teacher" and not task.is_regression:
+            extra["label_order"] = (self.args.teacher_label_order or ",".join(task.labels)).split(",")
+        return targets
+
+    def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
+        tokenized = self.data_of(step.model)
+        if callable(targets) or targets is None:  # on the fly (online teacher), or no teacher
+            lookup = targets
+        else:  # cached logits of every training example, looked up by its position
+            table_ = targets.to(self.acc.device)
+
+            def lookup(b):
+                return table_[b["index"]]
+        batches = Batches(student_logits=logits_of, labels=lambda b: b["labels"], teacher_logits=lookup)
+        collator = self.online_collator if targets is not None and self.online_collator else tokenized.collator
+        loader = make_loader(tokenized.train, self.args.per_gpu_train_batch_size, collator,
+                             shuffle_seed=self.args.seed)
+        return self.trainer.fit(model, phase, loader, batches, evaluate=lambda m: dev_metrics(
+            self.acc, m, tokenized.dev_loaders, self.task))
+
+    def finished(self, role: str, model) -> None:
+        """A trained teacher or assistant: saved with its tokenizer to <out>/<role>."""
+        self.paths[role] = str(self.save(model, self.data_of(role).tok, role))
+        if role != "teacher":  # the teacher's row is its dev metrics as the students see it
+            self.rows[role] = self.trainer.best[role]["eval"]
+            self.trainer.extra[role] = {"path": self.paths[role], "eval": self.rows[role]}
+            self.done[role] = self.acc.unwrap_model(model)
+        self.acc.free_memory()
+
+    # ---- the whole run ------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        args, trainer = self.args, self.trainer
+        phases = plan(self.method, self)  # every schedule checked before any model loads
+        check_checkpoints(self.paths, [r for r in ROLES if self.method.uses(r)], self.task, args,
+                          self.trains_teacher)
+        self.toks["student"] = load_tokenizer(args.tokenizer_name or self.paths["student"], args,
+                                              "student")
+        self.student = load_model(self.paths["student"], self.task, args, "student",
+                                  config_name=args.config_name)
+        student, chosen, _ = run_method(self.method, self, phases)
+        trainer.load_best(student, chosen["phase"])
+        out = self.save(student, self.data_of("student").tok, "student")
+        final = trainer.final_entry(chosen)
+        final["student_dir"] = str(out)
+        self.rows["student"] = chosen["eval"]
+        final["table"] = self.rows
+        trainer.write_results(final)
+        self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric))
+        return final
+
+    def save(self, model, tok, name: str) -> Path:
+        """save_pretrained (safetensors) of the model and its tokenizer to <out>/<name>."""
+        path = self.run / name
+        if self.acc.is_main_process:
+            self.acc.unwrap_model(model).save_pretrained(str(path))
+            tok.save_pretrained(str(path))
+        self.acc.wait_for_everyone()
+        return path
+
+    def logits(self, path: str, tokenized: TokenizedData, role: str, model=None):
+        """Cached logits of a frozen model on train and dev (computed on a miss only)."""
+        args = self.args
+        identity = model_identity(path, args.cache_dir)
+
+        def loader():
+            return model if model is not None else load_model(path, self.task, args, role, need_head=True)
+
+        def get(feats, tag):
+            return cached_logits(self.acc, load_model=loader, identity=identity, task=self.task.name,
+                                 feats=feats, collator=tokenized.collator,
+                                 batch_size=args.per_gpu_eval_batch_size, cache_dir=self.cache_dir,
+                                 tag=f"{role} {tag}", overwrite=args.overwrite_cache)
+
+        return get(tokenized.train, "train"), {s: get(f, s) for s, f in tokenized.dev.items()}
+
+    def in_task_order(self, targets, t_dev: dict[str, Any]):
+        """The teacher's train targets and dev logits in the task's label order: remapped by
+        --teacher_label_order (after the cache: it keeps the raw outputs); without the flag, stop
+        before any training if the teacher reads much better on dev in another order."""
+        args, task = self.args, self.task
+        if args.teacher_label_order:
+            cols = label_columns(task, args.teacher_label_order)
+            if callable(targets):
+                raw = targets
+
+                def targets(batch):
+                    return raw(batch)[:, cols]
+            else:
+                targets = targets[:, cols]
+            return targets, {s: z[:, cols] for s, z in t_dev.items()}
+        split = task.dev[0]
+        found = better_label_order(task, t_dev[split].numpy(), labels_of(self.dev_ds[split]))
+        if found:
+            names, ours, theirs = found
+            raise UsageError(
+                f"the teacher's {split} accuracy is {ours:.3f} in the label order "
+                f"{','.join(task.labels)} but {theirs:.3f} if its outputs mean {','.join(names)} "
+                "(fine-tuned with another label order?); pass --teacher_label_order "
+                f"{','.join(names)} to remap its outputs (--teacher_label_order "
+                f"{','.join(task.labels)} keeps them)")
+        return targets, t_dev
+
+    def online_teacher(self):
+        """For comparison only: the teacher runs on every training step (on its own token ids).
+        Returns the targets, the collator that pads student and teacher inputs, its dev logits."""
+        teacher_data = self.data_of("teacher")
+        teacher = load_model(self.paths["teacher"], self.task, self.args, "teacher", need_head=True)
+        teacher = teacher.to(self.acc.device)
+        pad = self.args.max_seq_length if self.args.pad_to_max_length else None
+        collator = Collator(self.toks["student"], {"teacher": teacher_data.tok}, max_length=pad,
+                            regression=self.task.is_regression)
+        targets = frozen_logits(teacher, lambda m, b: m(**model_inputs(b, "teacher")).logits)
+        dev = {s: predict(self.acc, teacher, loader, logits_of, lambda b: b["labels"])[0]
+               for s, loader in teacher_data.dev_loaders.items()}
+        return targets, collator, dev
+
+
+def summary(task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any],
+            metric: str) -> str:
+    """The end-of-run table: dev metrics of teacher, assistant and student."""
+    keys = list(next(iter(rows.values())).keys())
+    cells = {name: [f"{100 * m.get(k, float('nan')):.2f}" for k in keys] for name, m in rows.items()}
+    return table(f"\n{task.name} dev ({metric} selects; student = {chosen['phase']} "
+                 f"epoch {chosen['epoch']})", keys, cells, [])

@@ -1,0 +1,105 @@
+"""Training objectives, registered by name; a phase names the one it trains with.
+
+    task    hard labels (cross-entropy, or MSE for regression)
+    anneal  MSE(z_s, Phi(T) * z_t), T stepping down from tau_max to 1 (Annealing-KD phase 1)
+    kd      Hinton KD
+
+A new objective is one file: ``@register_objective(name, options=(Setting(...), ...))`` on
+``loss(logits, labels, targets, phi, **options)``. Each option is a run setting
+(``common.settings``): both CLIs get its flag, check it, store it in results.json and refuse a
+change on ``--resume``; its value reaches the loss as the keyword of its name. No torch here
+(``--help`` stays fast): the losses import it when they first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from common import settings
+from common.cli_args import check_number
+from common.settings import Setting
+
+OBJECTIVE_GROUP = settings.OBJECTIVE_GROUP
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training loss: ``loss(logits, labels, targets, phi, **options) -> scalar``.
+
+    ``targets`` are the frozen teacher's logits when ``needs_teacher`` (else None); ``phi`` is the
+    annealing multiplier when ``anneals`` (else None); ``options`` are the values of every
+    objective's settings (each loss takes the keywords it declared and ignores the rest)."""
+
+    loss: Callable[..., Any]
+    needs_teacher: bool = True
+    anneals: bool = False
+    options: tuple[Setting, ...] = ()
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str, *, needs_teacher: bool = True, anneals: bool = False,
+                       options: Sequence[Setting] = ()):
+    """Decorator: register ``loss`` as the objective ``name`` with its option settings."""
+    opts = tuple(replace(o, group=OBJECTIVE_GROUP) for o in options)
+
+    def add(loss: Callable[..., Any]) -> Callable[..., Any]:
+        settings.register(*opts)
+        OBJECTIVES[name] = Objective(loss, needs_teacher, anneals, opts)
+        return loss
+
+    return add
+
+
+def unregister_objective(name: str) -> None:
+    """Remove an objective and the options no other objective declares (for tests)."""
+    objective = OBJECTIVES.pop(name)
+    kept = {o.name for other in OBJECTIVES.values() for o in other.options}
+    settings.unregister(*(o.name for o in objective.options if o.name not in kept))
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; registered: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of every registered objective's options (the keywords every loss gets)."""
+    return {o.name: getattr(args, o.name) for obj in OBJECTIVES.values() for o in obj.options}
+
+
+@register_objective("task", needs_teacher=False)
+def task(logits, labels, targets, phi, **options):
+    from common.losses import task_loss
+
+    return task_loss(logits, labels)
+
+
+@register_objective("anneal", anneals=True, options=[
+    Setting("anneal_reduction", "phase-1 MSE: mean over elements (the original code) or "
+            "per-example sum (the paper's formula)", "mean", choices=["mean", "sum"])])
+def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **options):
+    from common.losses import annealing_loss
+
+    return annealing_loss(logits, targets, phi, anneal_reduction)
+
+
+@register_objective("kd", options=[
+    Setting("kd_alpha", "weight of the soft term in Hinton KD", 0.5, float,
+            check=lambda v: check_number("kd_alpha", v, low=0, high=1)),
+    Setting("kd_temperature", "temperature of Hinton KD", {"image": 5.0, "text": 4.0}, float,
+            check=settings.positive("kd_temperature")),
+    Setting("kd_reduction", "KD soft term: batchmean = KL summed over classes, mean over the "
+            "batch; elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the TAKD "
+            "code behind the paper's KD/TAKD rows: C times smaller)", "batchmean",
+            choices=["batchmean", "elementwise-mean"])])
+def kd(logits, labels, targets, phi, *, kd_alpha: float = 0.5, kd_temperature: float = 4.0,
+       kd_reduction: str = "batchmean", **options):
+    from common.losses import hinton_kd_loss
+
+    return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature, kd_reduction)
