@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
@@ -52,10 +51,6 @@ def alternate(runs: dict[str, Callable[..., int]], repeats: int, device: torch.d
         print(f"  round {r + 1}/{repeats}: "
               + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()), flush=True)
     return rates, cpu_rates
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

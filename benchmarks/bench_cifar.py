@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -96,169 +96,189 @@ def calibrate_bn(model, x) -> None:
     model.eval()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    import copy
-    import json
+class Bench:
+    """The loops of one benchmark: data sources on the device, models, and a timed ``run`` per
+    loop (each returns the images it trained on)."""
 
-    import numpy as np
-    import torch
-    from torch.utils.data import DataLoader
+    def __init__(self, args: argparse.Namespace) -> None:
+        import numpy as np
+        import torch
 
-    from benchmarks._util import alternate, machine, median, resolve_device, table, verdict
-    from common.losses import task_loss
-    from common.trainer import frozen_logits
-    from computer_vision_tasks.data import ArrayImages, get_spec, transforms_for
-    from computer_vision_tasks.gpu_data import GpuLoader, from_hwc
-    from computer_vision_tasks.models import create_model
+        from benchmarks._util import resolve_device
+        from computer_vision_tasks.data import get_spec
+        from computer_vision_tasks.models import create_model
 
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    if args.data == "gpu" and device.type != "cuda":
-        print("note: --data gpu on the CPU: GpuLoader runs on CPU tensors")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    spec = get_spec("cifar10")
-    n = args.batch_size * args.batches
-    rng = np.random.default_rng(args.seed)
-    hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, args.num_classes, n)
+        self.args, self.torch = args, torch
+        self.device = device = resolve_device(args.device)
+        self.spec = get_spec("cifar10")
+        rng = np.random.default_rng(args.seed)
+        n = args.batch_size * args.batches
+        self.hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        self.labels = rng.integers(0, args.num_classes, n)
+        gen = torch.Generator().manual_seed(args.seed)
+        self.pool = [(torch.randn(args.batch_size, 3, 32, 32, generator=gen).to(device),
+                      torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device))
+                     for _ in range(args.batches)]
+        self.amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+        self.teacher0 = create_model(args.teacher, args.num_classes)
+        self.student0 = create_model(args.student, args.num_classes)
+        calibrate_bn(self.teacher0, self.pool[0][0].cpu())  # sane eval-mode logits, as a trained teacher's
+        self.losses: dict[str, float] = {}
+        self.gpu_epoch = 0
+        self.tv_loader = self.gpu_loaders = None
 
     # ---- data sources: each is a callable returning an iterable of (x, y) on the device ----
-    gen = torch.Generator().manual_seed(args.seed)
-    pool = [(torch.randn(args.batch_size, 3, 32, 32, generator=gen).to(device),
-             torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device))
-            for _ in range(args.batches)]
-    tv_loader = DataLoader(ArrayImages(hwc, labels, transforms_for(spec, train=True)),
-                           batch_size=args.batch_size, shuffle=True,
-                           num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
-                           pin_memory=device.type == "cuda")
+    def source(self, kind: str, cl: bool):
+        if kind == "tensors":
+            return lambda: self.pool
+        if kind == "torchvision":
+            return self.torchvision_batches
+        return lambda: self.gpu_batches(cl)
 
-    def torchvision_batches():
-        for x, y in tv_loader:
+    def torchvision_batches(self):
+        from torch.utils.data import DataLoader
+
+        from computer_vision_tasks.data import ArrayImages, transforms_for
+
+        args, device = self.args, self.device
+        if self.tv_loader is None:
+            self.tv_loader = DataLoader(ArrayImages(self.hwc, self.labels, transforms_for(self.spec, train=True)),
+                                        batch_size=args.batch_size, shuffle=True,
+                                        num_workers=args.num_workers,
+                                        persistent_workers=args.num_workers > 0,
+                                        pin_memory=device.type == "cuda")
+        for x, y in self.tv_loader:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    gpu_loaders = {cl: GpuLoader(from_hwc(hwc), labels, args.batch_size, spec.mean, spec.std,
-                                 train=True, seed=args.seed, device=device, channels_last=cl)
-                   for cl in (False, True)}
-    epoch = [0]
+    def gpu_batches(self, cl: bool):
+        from computer_vision_tasks.gpu_data import GpuLoader, from_hwc
 
-    def gpu_batches(cl: bool):
-        loader = gpu_loaders[cl]
-        epoch[0] += 1
-        loader.set_epoch(epoch[0])
-        return loader
+        if self.gpu_loaders is None:
+            self.gpu_loaders = {c: GpuLoader(from_hwc(self.hwc), self.labels, self.args.batch_size,
+                                             self.spec.mean, self.spec.std, train=True,
+                                             seed=self.args.seed, device=self.device, channels_last=c)
+                                for c in (False, True)}
+        self.gpu_epoch += 1
+        self.gpu_loaders[cl].set_epoch(self.gpu_epoch)
+        return self.gpu_loaders[cl]
 
-    def source(kind: str, cl: bool):
-        if kind == "tensors":
-            return lambda: pool
-        if kind == "torchvision":
-            return torchvision_batches
-        return lambda: gpu_batches(cl)
+    # ---- models and loops -----------------------------------------------------------------------
+    def sgd(self, model):
+        return self.torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
-    layouts = {"nchw": [False], "channels_last": [True], "both": [False, True]}[args.layout]
+    def prepare(self, model, cl: bool):
+        import copy
 
-    def sgd(model):
-        return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-
-    def prepare(model, cl: bool):
-        model = copy.deepcopy(model).to(device)
+        model = copy.deepcopy(model).to(self.device)
         if cl:
-            model = model.to(memory_format=torch.channels_last)
-        return torch.compile(model) if args.compile else model
+            model = model.to(memory_format=self.torch.channels_last)
+        return self.torch.compile(model) if self.args.compile else model
 
-    teacher0 = create_model(args.teacher, args.num_classes)
-    student0 = create_model(args.student, args.num_classes)
-    calibrate_bn(teacher0, pool[0][0].cpu())  # sane eval-mode logits, as a trained teacher's
-    phi = 0.5  # any fixed multiplier: the cost does not depend on it
-    losses: dict[str, float] = {}
-    runs, describe = {}, {}
-
-    def ours_phase1(cl: bool):
-        student, teacher = prepare(student0, cl), prepare(teacher0, cl)
-        student.train()
-        opt = sgd(student)
-        targets = frozen_logits(teacher, lambda m, x: m(x))
-        batches = source(args.data, cl)
-        name = f"ours ({'channels_last' if cl else 'NCHW'})"
-
+    def loop(self, name: str, batches, cl: bool, step) -> Callable[[int | None], int]:
+        """A timed loop: ``step(x, y)`` on each batch (at most ``limit``); the last loss kept."""
         def run(limit: int | None = None) -> int:
-            seen = 0
-            for b, (x, _) in enumerate(batches()):
-                if limit is not None and b >= limit:
-                    break
-                if cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                loss = ours_step(student, targets, opt, x, phi, amp)
-                seen += len(x)
-            losses[name] = loss.item()
-            return seen
-
-        return name, run
-
-    def plain_training(which: str, cl: bool):
-        model = prepare(teacher0 if which == "teacher" else student0, cl).train()
-        opt = sgd(model)
-        batches = source(args.data, cl)
-        name = f"{which} training ({'channels_last' if cl else 'NCHW'})"
-
-        def run(limit: int | None = None) -> int:
-            seen = 0
+            seen, loss = 0, None
             for b, (x, y) in enumerate(batches()):
                 if limit is not None and b >= limit:
                     break
                 if cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with amp:
-                    out = model(x)
-                loss = task_loss(out.float(), y)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                    x = x.contiguous(memory_format=self.torch.channels_last)
+                loss = step(x, y)
                 seen += len(x)
-            losses[name] = loss.item()
+            self.losses[name] = loss.item()
             return seen
 
-        return name, run
+        return run
 
-    if args.mode == "phase1":
-        for cl in layouts:
-            name, fn = ours_phase1(cl)
-            runs[name] = fn
+    def ours_phase1(self, cl: bool) -> tuple[str, Callable]:
+        from common.trainer import frozen_logits
+
+        student, teacher = self.prepare(self.student0, cl), self.prepare(self.teacher0, cl)
+        student.train()
+        opt, targets = self.sgd(student), frozen_logits(teacher, lambda m, x: m(x))
+        name = f"ours ({'channels_last' if cl else 'NCHW'})"
+        phi = 0.5  # any fixed multiplier: the cost does not depend on it
+        return name, self.loop(name, self.source(self.args.data, cl), cl,
+                               lambda x, y: ours_step(student, targets, opt, x, phi, self.amp))
+
+    def plain_training(self, which: str, cl: bool) -> tuple[str, Callable]:
+        from common.losses import task_loss
+
+        model = self.prepare(self.teacher0 if which == "teacher" else self.student0, cl).train()
+        opt = self.sgd(model)
+        name = f"{which} training ({'channels_last' if cl else 'NCHW'})"
+
+        def step(x, y):
+            with self.amp:
+                out = model(x)
+            loss = task_loss(out.float(), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        return name, self.loop(name, self.source(self.args.data, cl), cl, step)
+
+    def original(self) -> Callable:
+        """The original: eval mode, autograd on, parameters wanting gradients (never zeroed)."""
+        import copy
+
+        args = self.args
+        student = copy.deepcopy(self.student0).to(self.device).train()
+        teacher = copy.deepcopy(self.teacher0).to(self.device).eval().requires_grad_(True)
+        opt = self.sgd(student)
+        batches = self.source("tensors" if args.data == "tensors" else "torchvision", False)
+        T = args.max_temperature // 2
+        return self.loop("original", batches, False,
+                         lambda x, y: original_step(student, teacher, opt, x, T, args.max_temperature))
+
+    def runs(self) -> tuple[dict[str, Callable], dict[str, str]]:
+        """The loops to time (by name) and what they train."""
+        args = self.args
+        layouts = {"nchw": [False], "channels_last": [True], "both": [False, True]}[args.layout]
+        if args.mode != "phase1":
+            runs = dict(self.plain_training(args.mode, cl) for cl in layouts)
+            return runs, {args.mode: args.teacher if args.mode == "teacher" else args.student}
+        runs = dict(self.ours_phase1(cl) for cl in layouts)
         if not args.skip_original:
-            student = copy.deepcopy(student0).to(device).train()
-            # the original: eval mode, autograd on, parameters wanting gradients (never zeroed)
-            teacher = copy.deepcopy(teacher0).to(device).eval().requires_grad_(True)
-            opt = sgd(student)
-            ref_batches = source("tensors" if args.data == "tensors" else "torchvision", False)
-            T = args.max_temperature // 2
+            runs["original"] = self.original()
+        return runs, {"teacher": args.teacher, "student": args.student}
 
-            def original(limit: int | None = None) -> int:
-                seen = 0
-                for b, (x, _) in enumerate(ref_batches()):
-                    if limit is not None and b >= limit:
-                        break
-                    loss = original_step(student, teacher, opt, x, T, args.max_temperature)
-                    seen += len(x)
-                losses["original"] = loss.item()
-                return seen
 
-            runs["original"] = original
-        describe = {"teacher": args.teacher, "student": args.student}
-    else:
-        for cl in layouts:
-            name, fn = plain_training(args.mode, cl)
-            runs[name] = fn
-        describe = {args.mode: args.teacher if args.mode == "teacher" else args.student}
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
 
+    from benchmarks._util import alternate
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench(args)
+    if args.data == "gpu" and bench.device.type != "cuda":
+        print("note: --data gpu on the CPU: GpuLoader runs on CPU tensors")
+    if bench.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    runs, describe = bench.runs()
     print(f"CIFAR {args.mode} benchmark: {describe}, batch {args.batch_size}, {args.batches} "
-          f"batches per round, {args.repeats} repeats, {device}, amp {args.amp}, data "
+          f"batches per round, {args.repeats} repeats, {bench.device}, amp {args.amp}, data "
           f"{args.data}{', compiled' if args.compile else ''}", flush=True)
     warm = {k: (lambda fn=fn: fn(1)) for k, fn in runs.items()}
-    rates, cpu_rates = alternate(runs, args.repeats, device, warmup=warm)
+    rates, cpu_rates = alternate(runs, args.repeats, bench.device, warmup=warm)
+    report(args, bench, describe, rates, cpu_rates)
+    return 0
+
+
+def report(args: argparse.Namespace, bench: Bench, describe: dict[str, str],
+           rates: dict[str, list[float]], cpu_rates: dict[str, list[float]]) -> None:
+    """The table of medians (images/s, and per CPU-second on the CPU), ratios to the original."""
+    import json
+    import math
+
+    from benchmarks._util import machine, table, verdict
+    from common.stats import median
+
+    device = bench.device
     med = {k: median(v) for k, v in rates.items()}
     cpu = {k: median(v) for k, v in cpu_rates.items()} if device.type == "cpu" else None
     ref = med.get("original")
@@ -275,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "data": args.data, "compile": args.compile, "batch_size": args.batch_size,
               "batches": args.batches, "repeats": args.repeats, **describe,
               "images_per_s": med, "all_rates": rates, "images_per_cpu_s": cpu,
-              "last_loss": losses}
+              "last_loss": bench.losses}
     if ref:
         best = max((k for k in med if k != "original"), key=med.get)
         print(f"\nbest of ours ({best}) vs original: {med[best] / ref:.2f}x images/s "
@@ -285,12 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cpu:
             result["ours_vs_original_cpu_time"] = {k: v / cpu["original"] for k, v in cpu.items()
                                                    if k != "original"}
-    bad = {k: v for k, v in losses.items() if not np.isfinite(v)}
+    bad = {k: v for k, v in bench.losses.items() if not math.isfinite(v)}
     if bad:
         print(f"warning: non-finite final loss in {bad}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

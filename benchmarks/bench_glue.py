@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -162,155 +162,176 @@ def original_step(student, teacher, opt, sched, inputs: dict, phi: float, amp):
     update(student, opt, sched, F.mse_loss(s.float(), t.float() * phi))
 
 
+class Bench:
+    """The loops of the benchmark on one set of sentences: ours (dynamic padding, cached teacher
+    logits), the student alone, and the original's way; each with its own copy of the student."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        import torch
+        from torch.utils.data import TensorDataset
+        from transformers import DataCollatorWithPadding
+
+        from benchmarks._util import resolve_device
+
+        self.args, self.torch = args, torch
+        self.device = resolve_device(args.device)
+        self.teacher, self.student0, tok, texts, labels, self.setup = assets(args, tmp)
+        self.n = n = len(texts)
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+        # ours: dynamic padding; the teacher tokenizes with its own tokenizer (same one here)
+        enc = tok(texts, truncation=True, max_length=args.max_seq_length)
+        self.feats = [{**{k: enc[k][i] for k in enc}, "labels": labels[i], "idx": i} for i in range(n)]
+        self.collate = DataCollatorWithPadding(tok)
+        # original: every example padded to max_seq_length, a TensorDataset as in the original
+        padded = tok(texts, truncation=True, max_length=args.max_seq_length, padding="max_length",
+                     return_tensors="pt")
+        self.tensors = TensorDataset(padded["input_ids"], padded["attention_mask"],
+                                     padded["token_type_ids"], torch.tensor(labels))
+        self.mean_len = sum(len(x) for x in enc["input_ids"]) / n
+
+    def loader(self, ds, **kw):  # the same shuffled order for every loop and every epoch
+        from torch.utils.data import DataLoader
+
+        return DataLoader(ds, batch_size=self.args.batch_size, shuffle=True,
+                          generator=self.torch.Generator().manual_seed(self.args.seed), **kw)
+
+    def make(self, model):
+        """A copy of ``model`` on the device, its AdamW and linear schedule."""
+        import copy
+
+        from transformers import get_linear_schedule_with_warmup
+
+        m = copy.deepcopy(model).to(self.device).train()
+        opt = self.torch.optim.AdamW(m.parameters(), lr=2e-5)
+        steps = len(self.loader(self.tensors)) * 2 * (self.args.repeats + 1)
+        return m, opt, get_linear_schedule_with_warmup(opt, steps // 10, steps)
+
+    def teacher_pass(self, limit: int | None = None):
+        """The one-time teacher pass of ours: logits of every example, by its index."""
+        import copy
+
+        from torch.utils.data import DataLoader
+
+        from common.trainer import freeze
+
+        frozen = getattr(self, "frozen", None) or freeze(copy.deepcopy(self.teacher)).to(self.device)
+        self.frozen = frozen
+        out = self.torch.empty(self.n, frozen.config.num_labels, device=self.device)
+        with self.torch.inference_mode():
+            for b, batch in enumerate(DataLoader(self.feats, batch_size=self.args.eval_batch_size,
+                                                 collate_fn=self.collate)):
+                if limit is not None and b >= limit:
+                    break
+                idx = batch.pop("idx").to(self.device)
+                batch.pop("labels")
+                with self.amp:
+                    out[idx] = frozen(**{k: v.to(self.device) for k, v in batch.items()}).logits.float()
+        return out
+
+    def dynamic(self, loss_of) -> Callable[[int | None], int]:
+        """A loop over dynamically padded batches: ``loss_of(logits, labels, idx)``."""
+        model, opt, sched = self.make(self.student0)
+
+        def run(limit: int | None = None) -> int:
+            seen = 0
+            for b, batch in enumerate(self.loader(self.feats, collate_fn=self.collate)):
+                if limit is not None and b >= limit:
+                    break
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                idx, y = batch.pop("idx"), batch.pop("labels")
+                with self.amp:
+                    logits = model(**batch).logits
+                update(model, opt, sched, loss_of(logits.float(), y, idx))
+                seen += len(idx)
+            return seen
+
+        return run
+
+    def original(self) -> Callable[[int | None], int]:
+        """The original: teacher in eval mode but with autograd on and parameters wanting grads."""
+        import copy
+
+        model, opt, sched = self.make(self.student0)
+        teacher = copy.deepcopy(self.teacher).to(self.device).eval().requires_grad_(True)
+
+        def run(limit: int | None = None) -> int:
+            seen = 0
+            for b, (ids, mask, tti, y) in enumerate(self.loader(self.tensors)):
+                if limit is not None and b >= limit:
+                    break
+                inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
+                          "token_type_ids": tti.to(self.device)}
+                original_step(model, teacher, opt, sched, inputs, self.args.phi, self.amp)
+                seen += len(y)
+            return seen
+
+        return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    import copy
-    import json
     import tempfile
     import time
 
     import torch
     import transformers
-    from torch.utils.data import DataLoader, TensorDataset
-    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-    from benchmarks._util import alternate, machine, median, resolve_device, sync, table, verdict
+    from benchmarks._util import alternate, sync
     from common.losses import annealing_loss, task_loss
-    from common.trainer import freeze
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    tmp = tempfile.TemporaryDirectory()
-    teacher, student0, tok, texts, labels, setup = assets(args, Path(tmp.name))
-    n = len(texts)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(args, Path(tmp))
+        device = bench.device
+        bench.teacher_pass(limit=1)
+        sync(device)
+        tic, cpu_tic = time.perf_counter(), time.process_time()
+        cache = bench.teacher_pass()
+        sync(device)
+        cache_s = (time.perf_counter() - tic, time.process_time() - cpu_tic)
+        runs = {"ours": bench.dynamic(lambda z, y, idx: annealing_loss(z, cache[idx], args.phi)),
+                "student alone": bench.dynamic(lambda z, y, idx: task_loss(z, y))}
+        warm = {"ours": lambda: runs["ours"](2), "student alone": lambda: runs["student alone"](2)}
+        if not args.skip_original:
+            runs["original"] = bench.original()
+            warm["original"] = lambda: runs["original"](1)
+        print(f"GLUE phase-1 benchmark: {bench.setup}; {bench.n} sentences (mean "
+              f"{bench.mean_len:.1f} tokens), batch {args.batch_size}, max_seq_length "
+              f"{args.max_seq_length}, {device}, amp {args.amp}, {args.repeats} repeats", flush=True)
+        rates, cpu_rates = alternate(runs, args.repeats, device, warmup=warm)
+        report(args, bench, rates, cpu_rates, cache_s)
+    return 0
 
-    # ours: dynamic padding; the teacher tokenizes with its own tokenizer (same one here)
-    enc = tok(texts, truncation=True, max_length=args.max_seq_length)
-    feats = [{**{k: enc[k][i] for k in enc}, "labels": labels[i], "idx": i} for i in range(n)]
-    collate = DataCollatorWithPadding(tok)
-    # original: every example padded to max_seq_length, a TensorDataset as in the original
-    padded = tok(texts, truncation=True, max_length=args.max_seq_length, padding="max_length",
-                 return_tensors="pt")
-    tensors = TensorDataset(padded["input_ids"], padded["attention_mask"],
-                            padded["token_type_ids"], torch.tensor(labels))
-    mean_len = sum(len(x) for x in enc["input_ids"]) / n
 
-    def loader(ds, **kw):  # the same shuffled order for every loop and every epoch
-        return DataLoader(ds, batch_size=args.batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(args.seed), **kw)
+def report(args: argparse.Namespace, bench: Bench, rates: dict[str, list[float]],
+           cpu_rates: dict[str, list[float]], cache_s: tuple[float, float]) -> None:
+    """The table of medians (examples/s, and per CPU-second on the CPU) and the targets."""
+    import json
 
-    def optimizer_for(model):
-        opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
-        steps = len(loader(tensors)) * 2 * (args.repeats + 1)
-        return opt, get_linear_schedule_with_warmup(opt, steps // 10, steps)
+    from benchmarks._util import machine, table, verdict
+    from common.stats import median
 
-    # ---- the one-time teacher pass of ours ----
-    frozen = freeze(copy.deepcopy(teacher)).to(device)
-
-    @torch.inference_mode()
-    def teacher_pass(limit: int | None = None) -> torch.Tensor:
-        out = torch.empty(n, frozen.config.num_labels, device=device)
-        dl = DataLoader(feats, batch_size=args.eval_batch_size, collate_fn=collate)
-        for b, batch in enumerate(dl):
-            if limit is not None and b >= limit:
-                break
-            idx = batch.pop("idx").to(device)
-            batch.pop("labels")
-            with amp:
-                out[idx] = frozen(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-        return out
-
-    teacher_pass(limit=1)
-    sync(device)
-    tic, cpu_tic = time.perf_counter(), time.process_time()
-    cache = teacher_pass()
-    sync(device)
-    cache_s, cache_cpu_s = time.perf_counter() - tic, time.process_time() - cpu_tic
-
-    # ---- the three loops, each with its own copy of the same student ----
-    def make(model):
-        m = copy.deepcopy(model).to(device).train()
-        return (m, *optimizer_for(m))
-
-    ours_m, alone_m = make(student0), make(student0)
-
-    def ours(limit: int | None = None) -> int:
-        model, opt, sched = ours_m
-        seen = 0
-        for b, batch in enumerate(loader(feats, collate_fn=collate)):
-            if limit is not None and b >= limit:
-                break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            idx, _ = batch.pop("idx"), batch.pop("labels")
-            with amp:
-                logits = model(**batch).logits
-            update(model, opt, sched, annealing_loss(logits.float(), cache[idx], args.phi))
-            seen += len(idx)
-        return seen
-
-    def alone(limit: int | None = None) -> int:
-        model, opt, sched = alone_m
-        seen = 0
-        for b, batch in enumerate(loader(feats, collate_fn=collate)):
-            if limit is not None and b >= limit:
-                break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            y = batch.pop("labels")
-            batch.pop("idx")
-            with amp:
-                logits = model(**batch).logits
-            update(model, opt, sched, task_loss(logits.float(), y))
-            seen += len(y)
-        return seen
-
-    runs = {"ours": ours, "student alone": alone}
-    warm = {"ours": lambda: ours(2), "student alone": lambda: alone(2)}
-    if not args.skip_original:
-        orig_m = make(student0)
-        # the original: teacher in eval mode but with autograd on and parameters wanting grads
-        orig_t = copy.deepcopy(teacher).to(device).eval().requires_grad_(True)
-
-        def original(limit: int | None = None) -> int:
-            model, opt, sched = orig_m
-            seen = 0
-            for b, (ids, mask, tti, y) in enumerate(loader(tensors)):
-                if limit is not None and b >= limit:
-                    break
-                inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-                          "token_type_ids": tti.to(device)}
-                original_step(model, orig_t, opt, sched, inputs, args.phi, amp)
-                seen += len(y)
-            return seen
-
-        runs["original"] = original
-        warm["original"] = lambda: original(1)
-
-    print(f"GLUE phase-1 benchmark: {setup}; {n} sentences (mean {mean_len:.1f} tokens), "
-          f"batch {args.batch_size}, max_seq_length {args.max_seq_length}, {device}, "
-          f"amp {args.amp}, {args.repeats} repeats", flush=True)
-    rates, cpu_rates = alternate(runs, args.repeats, device, warmup=warm)
+    n, device = bench.n, bench.device
     med = {k: median(v) for k, v in rates.items()}
     cpu = {k: median(v) for k, v in cpu_rates.items()} if device.type == "cpu" else None
-
     headers = ["loop", "examples/s", f"epoch s ({n})", f"epoch s ({FULL_CORPUS:,})",
                "ours speed-up"] + (["examples/CPU-s", "ours speed-up (CPU time)"] if cpu else [])
     rows = [[k, med[k], n / med[k], FULL_CORPUS / med[k], med["ours"] / med[k]]
-            + ([cpu[k], cpu["ours"] / cpu[k]] if cpu else []) for k in runs]
+            + ([cpu[k], cpu["ours"] / cpu[k]] if cpu else []) for k in rates]
     print(f"\nmachine: {machine()} (a load average above the core count means other processes "
           "competed for the cores: compare the CPU-time columns)")
     print(table(headers, rows))
-    print(f"\none-time teacher pass (ours): {cache_s:.2f} s for {n} sentences "
-          f"({n / cache_s:.1f} sentences/s), {cache_s * med['ours'] / n:.2f} of one ours epoch")
-    result = {"setup": setup, "machine": machine(), "device": str(device), "amp": args.amp,
-              "examples": n, "mean_tokens": mean_len, "batch_size": args.batch_size,
+    print(f"\none-time teacher pass (ours): {cache_s[0]:.2f} s for {n} sentences "
+          f"({n / cache_s[0]:.1f} sentences/s), {cache_s[0] * med['ours'] / n:.2f} of one ours epoch")
+    result = {"setup": bench.setup, "machine": machine(), "device": str(device), "amp": args.amp,
+              "examples": n, "mean_tokens": bench.mean_len, "batch_size": args.batch_size,
               "repeats": args.repeats, "examples_per_s": med, "all_rates": rates,
-              "examples_per_cpu_s": cpu, "teacher_pass_s": cache_s,
-              "teacher_pass_cpu_s": cache_cpu_s}
+              "examples_per_cpu_s": cpu, "teacher_pass_s": cache_s[0],
+              "teacher_pass_cpu_s": cache_s[1]}
     vs_alone = med["student alone"] / med["ours"]
     print(f"ours epoch / student-alone epoch: {vs_alone:.3f}x  (target <= 1.05: "
           f"{verdict(vs_alone, 1.05, higher_is_better=False)})"
@@ -320,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["ours_over_alone_cpu_time"] = cpu["student alone"] / cpu["ours"]
     if "original" in med:
         speed = med["ours"] / med["original"]
-        with_cache = (n / med["original"]) / (n / med["ours"] + cache_s)
+        with_cache = (n / med["original"]) / (n / med["ours"] + cache_s[0])
         print(f"ours vs original: {speed:.2f}x faster per epoch (target >= 8: "
               f"{verdict(speed, 8)})"
               + (f"; by CPU time {cpu['ours'] / cpu['original']:.2f}x" if cpu else "")
@@ -330,8 +351,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["ours_vs_original_cpu_time"] = cpu["ours"] / cpu["original"]
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

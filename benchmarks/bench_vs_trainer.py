@@ -84,6 +84,7 @@ def prepare(work: Path, args) -> tuple[Path, Path]:
 
 def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
     import common.trainer as core
+    from common.run_dir import read_results
     from NLP_glue_tasks.annealing_kd_glue import main
 
     out = work / f"ours-{seed}"
@@ -118,7 +119,7 @@ def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: 
         core.Trainer.fit, core.Trainer._loss = fit, step_loss
     if rc != 0:
         raise SystemExit(f"our run failed (exit {rc})")
-    res = json.loads((out / "results.json").read_text())
+    res = read_results(out)
     return {"epoch_seconds": timed[0][0] / args.epochs, "epoch_cpu_seconds": timed[0][1] / args.epochs,
             "dev_accuracy": res["epochs"][-1]["eval"]["accuracy"], "step_losses": losses}
 

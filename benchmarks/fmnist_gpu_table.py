@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+from common.run_dir import read_results  # noqa: E402
+
 CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 FMNIST_TRAIN = 60_000
 STARTUP_S = 15.0  # per CLI call: imports, data, moving it to the GPU, the test-set evaluations
@@ -174,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(done.stderr[-2000:], file=sys.stderr)
             print(f"error: the {row} run failed (exit {done.returncode})", file=sys.stderr)
             return 1
-        res = json.loads((run_dir / "results.json").read_text())
+        res = read_results(run_dir)
         acc = res["final"]["metrics"]["test_accuracy"]
         rows.append({"row": row, "model": model, "test_accuracy": acc, "seconds": round(seconds, 1),
                      "selected": f"{res['final']['selected_phase']} epoch "

@@ -28,7 +28,6 @@ import math
 import os
 import pickle
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -42,13 +41,14 @@ if __package__ in (None, ""):  # run as a script: python reproduce/against_origi
     sys.path.insert(0, str(ROOT))
 
 from common.errors import UsageError, run_cli  # noqa: E402
+from common.run_dir import read_results  # noqa: E402
+from common.stats import ALPHA, detectable_difference, mean_std, welch  # noqa: E402
 
 CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
 METHODS = ["annealing", "scratch"]
 ORIGINAL_FILES = ["annealing_kd_train.py", "data_loader.py", "model_factory.py"]
-ALPHA = 0.05
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -231,38 +231,7 @@ def _patched(obj, name: str, value):
         setattr(obj, name, old)
 
 
-# ---- statistics and report ------------------------------------------------------------------
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def welch(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Two-sided Welch t-test; p is 1 when both samples are constant and equal, NaN when
-    constant and different (no variance to test against)."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return {"t": math.nan, "p": math.nan, "note": "fewer than 2 values per code"}
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        same = a[0] == b[0]
-        return {"t": 0.0 if same else math.nan, "p": 1.0 if same else math.nan,
-                "note": "both constant"}
-    res = stats.ttest_ind(a, b, equal_var=False)
-    return {"t": float(res.statistic), "p": float(res.pvalue), "note": ""}
-
-
-def detectable_difference(a: Sequence[float], b: Sequence[float], power: float = 0.8) -> float:
-    """The difference of means a two-sided Welch test at ALPHA would detect with ``power``, given
-    these spreads: (t_{1-ALPHA/2} + t_{power}) x standard error, at Welch's degrees of freedom."""
-    from scipy import stats
-
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return 0.0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return float((stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(power, df)) * math.sqrt(va + vb))
-
-
+# ---- report ---------------------------------------------------------------------------------
 def verdict(method: str, ours: Sequence[float], original: Sequence[float], test: dict) -> str:
     """The sentence the report is for."""
     (mo, _), (mr, _) = mean_std(ours), mean_std(original)
@@ -367,7 +336,8 @@ def write_report(path_md: Path, report: dict) -> None:
     for m in _rows(s):
         (mo, so), (mr, sr) = s[m]["mean_std"]["ours"], s[m]["mean_std"]["original"]
         w, dd = s[m]["welch"], s[m].get("detectable_difference")
-        lines.append(f"| {m} | {100 * mo:.2f} +- {100 * so:.2f} | {100 * mr:.2f} +- {100 * sr:.2f}"
+        lines.append(f"| {m} | {100 * mo:.2f} +- {100 * (so or 0):.2f} | {100 * mr:.2f} +- "
+                     f"{100 * (sr or 0):.2f}"
                      f" | {100 * (mo - mr):+.2f} | {w['t']:.3f} | {w['p']:.4f} | "
                      f"{'-' if dd is None else f'{100 * dd:.1f}'} |")
     lines += ["", "Per seed (ours / original):", ""]
@@ -490,7 +460,7 @@ def ours_process(cli_args: list[str], out: Path) -> tuple[dict, str, float]:
     if proc.returncode != 0:
         raise UsageError(f"our CLI failed (exit {proc.returncode}) in {out}: "
                          f"{proc.stdout.strip().splitlines()[-1]}; command: {shlex.join(cmd)}")
-    return json.loads((out / "results.json").read_text()), shlex.join(cmd), secs
+    return read_results(out), shlex.join(cmd), secs
 
 
 def ours_record(res: dict, method: str, seed: int, secs: float) -> dict:

@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
 
 from common.errors import UsageError, run_cli  # noqa: E402
 from common.run_dir import read_results  # noqa: E402
+from common.stats import mean_std, welch  # noqa: E402
 from reproduce import published  # noqa: E402
 
 CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
@@ -231,110 +232,129 @@ def _dedupe(runs: list[Run]) -> list[Run]:
     return unique
 
 
-def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
-    """Rows of a GLUE table (one column per task) or of the movie-review table (SST-2 format)."""
-    mr = table == "movie-reviews"
-    ep = schedule(MR_EPOCHS if mr else GLUE_EPOCHS, args.scale, args.epochs)
-    prepare: list[list[str]] = []
-    if mr:
-        tasks = [("movie reviews", "sst-2")]
-        data_dir = Path(args.data_dir) if args.data_dir else out / "data" / "movie-reviews"
-        sizes = ["--dev-size", str(args.dev_size)]
-        if not args.data_dir:
-            prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(data_dir), *sizes,
-                            *(["--train-size", str(args.train_size)] if args.train_size else [])])
-        teacher_data = data_dir
-        if args.teacher_train_size:  # same shuffle and dev split: the students' sentences + more
-            teacher_data = out / "data" / "teacher-train"
-            prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(teacher_data),
-                            *sizes, "--train-size", str(args.teacher_train_size)])
-        teacher_model = args.teacher or "MiniLM-L6"
-        student_model = args.student or str(out / "models" / "minilm-2-layers")
-        if not args.student:
-            prepare.append([args.python, str(PREPARE), "small-student", "--layers", "2",
-                            "--out", student_model] + (["--teacher", args.teacher] if args.teacher else []))
-        assistant_model = None
-        rows = ["teacher", "fine-tune", "KD", "KD (paper-era)", "Annealing-KD"]
-        hyper = ["--max_seq_length", "64", "--learning_rate", args.learning_rate or "5e-5"]
-    else:
-        from NLP_glue_tasks.tasks import get_task
+@dataclass
+class TextSetup:
+    """What the rows of a text table share: tasks (column, task name), models, data, flags."""
 
-        defaults = GLUE_MODELS[table]
-        teacher_model = args.teacher or defaults[0]
-        assistant_model = args.assistant or defaults[1]
-        student_model = args.student or defaults[2]
-        names = args.tasks.split(",") if args.tasks else [t.lower() for t in published.GLUE_TASKS]
-        tasks = [(get_task(n).folder, get_task(n).name) for n in names]
-        rows = list(published.GLUE_ROWS)
-        hyper = ["--max_seq_length", "128", "--learning_rate", args.learning_rate or "2e-5"]
-    hyper += ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "64",
-              "--logits_cache_dir", str(out / "logit-cache")]
-    epochs_all = str(ep["p1"] + ep["p2"])
+    tasks: list[tuple[str, str]]
+    rows: list[str]
+    hyper: list[str]
+    teacher_model: str
+    student_model: str
+    assistant_model: str | None = None
+    data_dir: Path | None = None  # movie reviews: the students' SST-2 folder
+    teacher_data: Path | None = None  # movie reviews: the teacher's (more sentences)
+    prepare: list[list[str]] = field(default_factory=list)
+
+
+def movie_review_setup(args: argparse.Namespace, out: Path) -> TextSetup:
+    data_dir = Path(args.data_dir) if args.data_dir else out / "data" / "movie-reviews"
+    sizes = ["--dev-size", str(args.dev_size)]
+    prepare: list[list[str]] = []
+    if not args.data_dir:
+        prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(data_dir), *sizes,
+                        *(["--train-size", str(args.train_size)] if args.train_size else [])])
+    teacher_data = data_dir
+    if args.teacher_train_size:  # same shuffle and dev split: the students' sentences + more
+        teacher_data = out / "data" / "teacher-train"
+        prepare.append([args.python, str(PREPARE), "movie-reviews", "--out", str(teacher_data),
+                        *sizes, "--train-size", str(args.teacher_train_size)])
+    student_model = args.student or str(out / "models" / "minilm-2-layers")
+    if not args.student:
+        prepare.append([args.python, str(PREPARE), "small-student", "--layers", "2",
+                        "--out", student_model] + (["--teacher", args.teacher] if args.teacher else []))
+    return TextSetup([("movie reviews", "sst-2")],
+                     ["teacher", "fine-tune", "KD", "KD (paper-era)", "Annealing-KD"],
+                     ["--max_seq_length", "64", "--learning_rate", args.learning_rate or "5e-5"],
+                     args.teacher or "MiniLM-L6", student_model, None, data_dir, teacher_data,
+                     prepare)
+
+
+def glue_setup(table: str, args: argparse.Namespace) -> TextSetup:
+    from NLP_glue_tasks.tasks import get_task
+
+    defaults = GLUE_MODELS[table]
+    names = args.tasks.split(",") if args.tasks else [t.lower() for t in published.GLUE_TASKS]
+    return TextSetup([(get_task(n).folder, get_task(n).name) for n in names],
+                     list(published.GLUE_ROWS),
+                     ["--max_seq_length", "128", "--learning_rate", args.learning_rate or "2e-5"],
+                     args.teacher or defaults[0], args.student or defaults[2],
+                     args.assistant or defaults[1])
+
+
+def text_task_runs(column: str, task: str, setup: TextSetup, args: argparse.Namespace, out: Path,
+                   ep: dict, mr: bool) -> list[Run]:
+    """Every run of one task column: the teacher (seed 0), then each row for each seed."""
+    common = ["--task_name", task, "--do_train", *setup.hyper]
+    if mr:
+        common += ["--data_dir", str(setup.data_dir)]
+    elif args.data_dir:
+        common += ["--data_dir", str(Path(args.data_dir) / column)]
+    base, seeds = out / slug(column), list(range(args.seeds))
+    t_dir = base / "teacher"
+    t_common = common if not mr else [*common[:-1], str(setup.teacher_data)]
+    if args.teacher_learning_rate:
+        i = t_common.index("--learning_rate") + 1
+        t_common = [*t_common[:i], args.teacher_learning_rate, *t_common[i + 1:]]
+    runs = [Run("teacher", column, seeds[0], "glue", t_dir, [
+        *t_common, "--method", "finetune", "--student_model_name_or_path",
+        _teacher_source(setup.teacher_model), "--num_train_epochs", str(ep["teacher"]),
+        "--seed", str(seeds[0])])]
+    teacher = ["--teacher_model_name_or_path", str(glue_checkpoint(t_dir))]
+    student = ["--student_model_name_or_path", setup.student_model]
+    every = ["--num_train_epochs", str(ep["p1"] + ep["p2"])]
     kd = paper_kd_flags("glue")
     # movie reviews: "KD" is ours (batchmean), "KD (paper-era)" the TAKD code's form; same T, lambda
     kd_ours = kd[:-1] + ["batchmean"] if mr else kd
     anneal = ["--method", "annealing", "--num_train_epochs_phase_1", str(ep["p1"]),
               "--num_train_epochs_phase_2", str(ep["p2"]), "--max_temperature", str(ep["tau"])]
     anneal += ["--anneal_per_step"] if ep["per_step"] else []
-    seeds = list(range(args.seeds))
-    runs: list[Run] = []
-    for column, task in tasks:
-        common = ["--task_name", task, "--do_train", *hyper]
+    for seed in seeds:
+        s = ["--seed", str(seed)]
+        runs += [Run("fine-tune", column, seed, "glue", base / f"finetune-s{seed}", [
+                     *common, "--method", "finetune", *student, *every, *s]),
+                 Run("KD", column, seed, "glue", base / f"kd-s{seed}", [
+                     *common, "--method", "kd", *kd_ours, *teacher, *student, *every, *s])]
         if mr:
-            common += ["--data_dir", str(data_dir)]
-        elif args.data_dir:
-            common += ["--data_dir", str(Path(args.data_dir) / column)]
-        base = out / slug(column)
-        t_dir = base / "teacher"
-        t_common = common if not mr else [*common[:-1], str(teacher_data)]
-        if args.teacher_learning_rate:
-            i = t_common.index("--learning_rate") + 1
-            t_common = [*t_common[:i], args.teacher_learning_rate, *t_common[i + 1:]]
-        runs.append(Run("teacher", column, seeds[0], "glue", t_dir, [
-            *t_common, "--method", "finetune", "--student_model_name_or_path",
-            _teacher_source(teacher_model), "--num_train_epochs", str(ep["teacher"]),
-            "--seed", str(seeds[0])]))
-        teacher = ["--teacher_model_name_or_path", str(glue_checkpoint(t_dir))]
-        for seed in seeds:
-            s = ["--seed", str(seed)]
-            student = ["--student_model_name_or_path", student_model]
-            runs += [
-                Run("fine-tune", column, seed, "glue", base / f"finetune-s{seed}", [
-                    *common, "--method", "finetune", *student, "--num_train_epochs", epochs_all, *s]),
-                Run("KD", column, seed, "glue", base / f"kd-s{seed}", [
-                    *common, "--method", "kd", *kd_ours, *teacher, *student, "--num_train_epochs",
-                    epochs_all, *s]),
-            ]
-            if mr:
-                runs.append(Run("KD (paper-era)", column, seed, "glue", base / f"kd-paper-s{seed}", [
-                    *common, "--method", "kd", *kd, *teacher, *student, "--num_train_epochs",
-                    epochs_all, *s]))
-            if assistant_model:
-                a_dir = base / f"assistant-s{seed}"
-                runs += [
-                    Run("assistant", column, seed, "glue", a_dir, [
-                        *common, "--method", "kd", *kd, *teacher, "--student_model_name_or_path",
-                        assistant_model, "--num_train_epochs", epochs_all, *s], report=False),
-                    Run("TAKD", column, seed, "glue", base / f"takd-s{seed}", [
-                        *common, "--method", "kd", *kd, "--teacher_model_name_or_path",
-                        str(glue_checkpoint(a_dir)), *student, "--num_train_epochs", epochs_all,
-                        *s]),
-                ]
-            runs.append(Run("Annealing-KD", column, seed, "glue", base / f"annealing-s{seed}", [
-                *common, *anneal, *teacher, *student, *s]))
-    columns = [c for c, _ in tasks]
+            runs.append(Run("KD (paper-era)", column, seed, "glue", base / f"kd-paper-s{seed}", [
+                *common, "--method", "kd", *kd, *teacher, *student, *every, *s]))
+        if setup.assistant_model:
+            a_dir = base / f"assistant-s{seed}"
+            runs += [Run("assistant", column, seed, "glue", a_dir, [
+                         *common, "--method", "kd", *kd, *teacher, "--student_model_name_or_path",
+                         setup.assistant_model, *every, *s], report=False),
+                     Run("TAKD", column, seed, "glue", base / f"takd-s{seed}", [
+                         *common, "--method", "kd", *kd, "--teacher_model_name_or_path",
+                         str(glue_checkpoint(a_dir)), *student, *every, *s])]
+        runs.append(Run("Annealing-KD", column, seed, "glue", base / f"annealing-s{seed}", [
+            *common, *anneal, *teacher, *student, *s]))
+    return runs
+
+
+def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
+    """Rows of a GLUE table (one column per task) or of the movie-review table (SST-2 format)."""
+    mr = table == "movie-reviews"
+    ep = schedule(MR_EPOCHS if mr else GLUE_EPOCHS, args.scale, args.epochs)
+    setup = movie_review_setup(args, out) if mr else glue_setup(table, args)
+    setup.hyper += ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "64",
+                    "--logits_cache_dir", str(out / "logit-cache")]
+    runs = [r for column, task in setup.tasks
+            for r in text_task_runs(column, task, setup, args, out, ep, mr)]
+    columns = [c for c, _ in setup.tasks]
     if mr:
         title = "Movie-review polarity (SST-2 format): MiniLM-L6 teacher, 2-layer student"
         note = ("KD: ours, `--kd_reduction batchmean` (KL summed over classes, mean over the batch); "
                 "KD (paper-era): " + PAPER_KD_NOTE.split(": ", 1)[1].replace("--kd-", "--kd_")
                 + " Both KD rows: T=5, lambda=0.5. dev accuracy both selects the epoch and is "
                 "reported (as the GLUE CLI does on GLUE dev).")
-        return Plan(table, title, "dev accuracy (%)", rows, columns, runs, prepare, note=note)
+        return Plan(table, title, "dev accuracy (%)", setup.rows, columns, runs, setup.prepare,
+                    note=note)
     pub = published.GLUE_ROBERTA if table == "glue-roberta" else published.GLUE_BERT
-    title = f"GLUE dev: teacher {teacher_model}, assistant {assistant_model}, student {student_model}"
+    title = (f"GLUE dev: teacher {setup.teacher_model}, assistant {setup.assistant_model}, "
+             f"student {setup.student_model}")
     return Plan(table, title, "GLUE dev metric (x100; CoLA MCC, MRPC F1, STS-B Pearson, others "
-                "accuracy, MNLI matched)", rows, columns, runs, published=pub, score=len(columns) > 1,
-                note=PAPER_KD_NOTE.replace("--kd-reduction", "--kd_reduction"))
+                "accuracy, MNLI matched)", setup.rows, columns, runs, published=pub,
+                score=len(columns) > 1, note=PAPER_KD_NOTE.replace("--kd-reduction", "--kd_reduction"))
 
 
 def _teacher_source(name: str) -> str:
@@ -488,16 +508,6 @@ def run_seconds(run: Run) -> float | None:
     return (run.out / "results.json").stat().st_mtime - begin
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:
-    """Mean difference a - b and the two-sided Welch t-test p-value (None below 2 values each)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import ttest_ind
-
-    p = float(ttest_ind(a, b, equal_var=False).pvalue)
-    return statistics.fmean(a) - statistics.fmean(b), p
-
-
 def significance_lines(plan: Plan, values, columns: list[str], alpha: float = 0.05) -> list[str]:
     """A table: each student row against the student alone (or fine-tune) and against KD."""
     alone = next((r for r in ("student alone", "fine-tune") if r in plan.rows), None)
@@ -516,8 +526,9 @@ def significance_lines(plan: Plan, values, columns: list[str], alpha: float = 0.
             for ref in refs:
                 test = None if ref == row else welch(list(values[row].get(c, {}).values()),
                                                       list(values[ref].get(c, {}).values()))
-                cells.append("–" if test is None else
-                             f"{test[0]:+.2f} (p={test[1]:.3f}){'*' if test[1] < alpha else ''}")
+                cells.append("–" if test is None or math.isnan(test["p"]) else
+                             f"{test['diff']:+.2f} (p={test['p']:.3f})"
+                             f"{'*' if test['p'] < alpha else ''}")
             lines.append(f"| {row} | {c} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -532,11 +543,6 @@ def seconds_lines(plan: Plan) -> list[str]:
         if secs:
             lines.append(f"| {row} | {len(secs)} | {statistics.fmean(secs):.0f} | {sum(secs):.0f} |")
     return [*lines, ""] if len(lines) > 2 else []
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def fmt(values: dict[int, float], seeds: int) -> str:

@@ -5,7 +5,6 @@ code (e.g. /work/original/Annealing_KD)."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import stats
 from computer_vision_tasks import data
 from reproduce import against_original as ao
 
@@ -87,40 +87,12 @@ def test_parse_original_log_phase1_phi_is_T_over_tau_max():
     assert all(e["phi"] is None and e["temperature"] is None for e in plain)
 
 
-def test_welch_matches_the_hand_computed_statistic_and_df():
-    from scipy import stats
-
-    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]
-    # means 2 and 5.5, variances 1 and 5/3: se^2 = 1/3 + 5/12 = 0.75
-    t = (2 - 5.5) / math.sqrt(0.75)
-    df = 0.75**2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
-    res = ao.welch(a, b)
-    assert res["t"] == pytest.approx(t)
-    assert res["p"] == pytest.approx(2 * stats.t.sf(abs(t), df))
-    assert res["p"] != pytest.approx(2 * stats.t.sf(abs(t), 5))  # not Student's pooled df
-
-
-def test_detectable_difference_is_t_quantiles_times_the_welch_standard_error():
-    from scipy import stats
-
-    df = 0.75**2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
-    want = (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * math.sqrt(0.75)
-    assert ao.detectable_difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]) == pytest.approx(want)
-    assert ao.detectable_difference([0.5, 0.5], [0.5, 0.5]) == 0.0
-
-
-def test_welch_degenerate_cases():
-    assert ao.welch([0.5, 0.5], [0.5, 0.5])["p"] == 1.0
-    assert math.isnan(ao.welch([0.5, 0.5], [0.6, 0.6])["p"])
-    assert math.isnan(ao.welch([0.5], [0.6, 0.7])["p"])
-
-
 def test_verdict_sentences():
-    same = ao.verdict("annealing", [0.80, 0.82], [0.81, 0.79], ao.welch([0.80, 0.82], [0.81, 0.79]))
+    same = ao.verdict("annealing", [0.80, 0.82], [0.81, 0.79], stats.welch([0.80, 0.82], [0.81, 0.79]))
     assert same.startswith("ours and the original are statistically indistinguishable on "
                            "annealing test accuracy")
     a, b = [0.90, 0.91, 0.90], [0.70, 0.71, 0.70]
-    diff = ao.verdict("scratch", a, b, ao.welch(a, b))
+    diff = ao.verdict("scratch", a, b, stats.welch(a, b))
     assert diff.startswith("ours and the original differ on scratch test accuracy: ours 90.33%")
     assert "+20.00 points" in diff
 

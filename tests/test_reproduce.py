@@ -310,18 +310,6 @@ def test_epochs_and_run_seeds_usage_errors(argv: list[str], message: str, capsys
     assert err.startswith("error: ") and message in err
 
 
-def test_welch_matches_hand_computation() -> None:
-    """a = 1,2,3 and b = 4,5,6: t = -3 / sqrt(1/3 + 1/3) = -3.674 with 4 degrees of freedom; for
-    4 df the two-sided p is 2 (1/2 - 3/4 x (1 - x^2/3)) with x = |t| / sqrt(4 + t^2) = 0.0213."""
-    t = 3 / (2 / 3) ** 0.5
-    x = t / (4 + t * t) ** 0.5
-    diff, p = rt.welch([1, 2, 3], [4, 5, 6])
-    assert diff == pytest.approx(-3.0)
-    assert p == pytest.approx(2 * (0.5 - 0.75 * x * (1 - x * x / 3)), rel=1e-9)
-    assert p == pytest.approx(0.0213, abs=1e-4)
-    assert rt.welch([1.0], [2.0, 3.0]) is None
-
-
 def test_report_significance_and_seconds(tmp_path: Path) -> None:
     """Fabricated: KD 80/82/84 against alone 50/60/70 (p = 0.057, not significant at 0.05) and
     Annealing-KD 90/91/92 against KD (+9, p < 0.05); seconds from results.json 'started'."""
