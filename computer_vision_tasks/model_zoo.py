@@ -1,5 +1,6 @@
 """Models by name: the paper's CIFAR ResNets / plain CNNs, ``torchvision:<name>`` (any torchvision
-classification model) and ``timm:<name>`` (any timm model, when timm is installed).
+classification model) and ``timm:<name>`` (any timm model, when timm is installed). A model
+family is one entry of :data:`FAMILIES`: its prefix, a name check and a constructor.
 
 The classifier head is sized to the dataset. With ``pretrained`` the ImageNet weights are loaded
 (torchvision: from the torch hub cache, ``$TORCH_HOME/hub/checkpoints``, downloaded there when
@@ -12,6 +13,8 @@ as they are (a resnet18 on 32x32 ends in a 1x1 feature map); one that cannot (e.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,15 +22,25 @@ from torch import nn
 from common.errors import UsageError
 from computer_vision_tasks import models
 
-PREFIXES = ("torchvision:", "timm:")
+
+@dataclass(frozen=True)
+class Family:
+    """Models named ``<prefix>:<name>``: ``known(name)`` says whether a name exists (``hint``
+    tells where to look), ``create(name, num_classes, in_channels, pretrained)`` builds one
+    (any input channels; the CIFAR models and ``--pretrained`` aside, nothing else is asked)."""
+
+    known: Callable[[str], bool]
+    hint: str
+    create: Callable[[str, int, int, bool], nn.Module]
+
+
+FAMILIES: dict[str, Family] = {}  # prefix -> family; filled below
 
 
 def split_name(name: str) -> tuple[str, str]:
     """``"torchvision:resnet18"`` -> ``("torchvision", "resnet18")``; CIFAR names -> ``("cifar", name)``."""
-    for prefix in PREFIXES:
-        if name.startswith(prefix):
-            return prefix[:-1], name[len(prefix):]
-    return "cifar", name
+    prefix, sep, base = name.partition(":")
+    return (prefix, base) if sep and prefix in FAMILIES else ("cifar", name)
 
 
 def is_plain_cnn(name: str) -> bool:
@@ -54,18 +67,16 @@ def check_model_name(name: str, role: str = "model") -> None:
     family, base = split_name(name)
     if family == "cifar":
         models.check_model_name(name, role)
-    elif family == "torchvision" and base not in _torchvision_names():
-        raise UsageError(f"unknown {role} {name!r}: not a torchvision classification model; see "
-                         "torchvision.models.list_models(module=torchvision.models)")
-    elif family == "timm" and not _timm().is_model(base):
-        raise UsageError(f"unknown {role} {name!r}: not a timm model; see timm.list_models()")
+    elif not FAMILIES[family].known(base):
+        raise UsageError(f"unknown {role} {name!r}: {FAMILIES[family].hint}")
 
 
 def check_pretrained(names: list[str]) -> None:
     """``--pretrained`` applies to the torchvision:/timm: models; refuse it when there are none."""
     if all(split_name(n)[0] == "cifar" for n in names):
         raise UsageError(f"--pretrained: no pretrained weights for {', '.join(names)} (only "
-                         "torchvision:/timm: models have them); drop --pretrained or use "
+                         f"{'/'.join(f + ':' for f in FAMILIES)} models have them); drop "
+                         "--pretrained or use "
                          "--teacher-checkpoint")
 
 
@@ -119,18 +130,24 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     family, base = split_name(name)
     if family == "cifar":  # no pretrained weights: see check_pretrained
         return models.create_model(name, num_classes, in_channels, image_size)
-    if family == "timm":
-        try:
-            model = _timm().create_model(base, pretrained=pretrained, num_classes=num_classes,
-                                         in_chans=in_channels)
-        except Exception as exc:
-            raise UsageError(f"cannot create timm:{base} ({type(exc).__name__}: {exc}); "
-                             "pretrained weights need the network once (or the HF cache)") from None
-    else:
-        model = _torchvision(base, num_classes, pretrained)
-        if in_channels != 3:
-            _adapt_first_conv(model, in_channels)
+    model = FAMILIES[family].create(base, num_classes, in_channels, pretrained)
     _check_runs(model, name, in_channels, image_size)
+    return model
+
+
+def _timm_model(base: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
+    try:
+        return _timm().create_model(base, pretrained=pretrained, num_classes=num_classes,
+                                    in_chans=in_channels)
+    except Exception as exc:
+        raise UsageError(f"cannot create timm:{base} ({type(exc).__name__}: {exc}); "
+                         "pretrained weights need the network once (or the HF cache)") from None
+
+
+def _torchvision_model(base: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
+    model = _torchvision(base, num_classes, pretrained)
+    if in_channels != 3:
+        _adapt_first_conv(model, in_channels)
     return model
 
 
@@ -146,3 +163,13 @@ def _check_runs(model: nn.Module, name: str, channels: int, size: int) -> None:
                          "another model") from None
     finally:
         model.train(was_training)
+
+
+FAMILIES.update({
+    "torchvision": Family(lambda base: base in _torchvision_names(),
+                          "not a torchvision classification model; see "
+                          "torchvision.models.list_models(module=torchvision.models)",
+                          _torchvision_model),
+    "timm": Family(lambda base: _timm().is_model(base),
+                   "not a timm model; see timm.list_models()", _timm_model),
+})
