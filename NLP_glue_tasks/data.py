@@ -25,6 +25,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 import torch
+from datasets.fingerprint import Hasher
 from transformers import DataCollatorWithPadding
 
 from common.errors import UsageError
@@ -231,8 +232,6 @@ def tokenizer_identity(tok) -> str:
         backend.no_padding()
         text = backend.to_str()
     else:
-        from datasets.fingerprint import Hasher
-
         text = Hasher.hash(tok)
     text += f"|{type(tok).__name__}|{list(tok.model_input_names)}"
     return hashlib.sha256(text.encode()).hexdigest()
@@ -249,8 +248,6 @@ def _tokenize(batch: dict[str, list], indices: list[int], *, tok, max_length: in
 
 def encode(tok, ds: datasets.Dataset, max_length: int, desc: str = "tokenizing") -> datasets.Dataset:
     """Token ids (no padding), the example's position ``index`` and its ``labels``."""
-    from datasets.fingerprint import Hasher
-
     fingerprint = Hasher.hash([CACHE_VERSION, ds._fingerprint, tokenizer_identity(tok), max_length])
     return ds.map(partial(_tokenize, tok=tok, max_length=max_length), batched=True,
                   with_indices=True, remove_columns=ds.column_names, new_fingerprint=fingerprint,

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers.utils import cached_file
 
 from common.checkpoint import atomic_write
 from common.progress import progress_bar
@@ -34,8 +37,6 @@ def model_identity(path: str, cache_dir: str | None = None) -> str:
     """sha256 of a checkpoint's config.json and weight files (a local folder or a hub id)."""
     folder = Path(path)
     if not folder.is_dir():
-        from transformers.utils import cached_file
-
         folder = Path(cached_file(path, "config.json", cache_dir=cache_dir)).parent
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
@@ -64,9 +65,6 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
                   tag: str, overwrite: bool = False) -> torch.Tensor:
     """Logits (N, C) of a frozen model on ``feats``, in order, from the cache or computed once
     (in DDP each process computes its shard; the main process writes the file)."""
-    from safetensors.torch import load_file, save_file
-    from torch.utils.data import DataLoader
-
     precision = logit_precision(acc.device)
     path = Path(cache_dir) / f"{cache_key(identity, task, precision, feats)}.safetensors"
     if path.is_file() and not overwrite:

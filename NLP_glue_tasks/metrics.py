@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from itertools import permutations
+
 import numpy as np
+from scipy.stats import binomtest, pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from NLP_glue_tasks.tasks import Task
 
 
 def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray, suffix: str = "") -> dict[str, float]:
     """The task's metrics (``Task.metrics``) from logits (N, C) and labels (N,)."""
-    from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     if task.is_regression:
         preds = logits.reshape(-1)
@@ -38,10 +39,6 @@ def better_label_order(task: Task, logits: np.ndarray, labels: np.ndarray, margi
     dev accuracy higher by ``margin`` and significantly so (a one-sided binomial test on the
     examples that exactly one of the two readings gets right). ``None`` when ours is fine.
     Returns (names of outputs 0..C-1, accuracy in our order, accuracy in that order)."""
-    from itertools import permutations
-
-    from scipy.stats import binomtest
-
     if task.is_regression or task.num_labels > 5:  # 5! orders at most
         return None
     preds, labels = np.asarray(logits).argmax(-1), np.asarray(labels).astype(np.int64)

@@ -123,13 +123,18 @@ class TextPipeline:
         return self.acc.prepare(model)
 
     def targets(self, role: str):
-        """Frozen logits of the teacher or assistant: cached per example (or, with
-        --online_teacher, computed on every step); the teacher's in the task's label order."""
+        """Frozen logits of the teacher or assistant, batch -> logits: cached per example and
+        looked up by its position (or, with --online_teacher, computed on every step); the
+        teacher's in the task's label order."""
         task, path = self.task, self.paths[role]
         if role == "teacher" and self.args.online_teacher:
             targets, self.online_collator, dev = self.online_teacher()
         else:
-            targets, dev = self.logits(path, self.data_of(role), role, model=self.done.pop(role, None))
+            cached, dev = self.logits(path, self.data_of(role), role, model=self.done.pop(role, None))
+            table_ = cached.to(self.acc.device)
+
+            def targets(batch):
+                return table_[batch["index"]]
         if role == "teacher":
             targets, dev = self.in_task_order(targets, dev)
         self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ds))
@@ -140,14 +145,7 @@ class TextPipeline:
 
     def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
         tokenized = self.data_of(step.model)
-        if callable(targets) or targets is None:  # on the fly (online teacher), or no teacher
-            lookup = targets
-        else:  # cached logits of every training example, looked up by its position
-            table_ = targets.to(self.acc.device)
-
-            def lookup(b):
-                return table_[b["index"]]
-        batches = Batches(student_logits=logits_of, labels=lambda b: b["labels"], teacher_logits=lookup)
+        batches = Batches(student_logits=logits_of, labels=lambda b: b["labels"], teacher_logits=targets)
         collator = self.online_collator if targets is not None and self.online_collator else tokenized.collator
         loader = make_loader(tokenized.train, self.args.per_gpu_train_batch_size, collator,
                              shuffle_seed=self.args.seed)
@@ -216,14 +214,10 @@ class TextPipeline:
         args, task = self.args, self.task
         if args.teacher_label_order:
             cols = label_columns(task, args.teacher_label_order)
-            if callable(targets):
-                raw = targets
 
-                def targets(batch):
-                    return raw(batch)[:, cols]
-            else:
-                targets = targets[:, cols]
-            return targets, {s: z[:, cols] for s, z in t_dev.items()}
+            def remapped(batch):
+                return targets(batch)[:, cols]
+            return remapped, {s: z[:, cols] for s, z in t_dev.items()}
         split = task.dev[0]
         found = better_label_order(task, t_dev[split].numpy(), labels_of(self.dev_ds[split]))
         if found:
