@@ -41,7 +41,6 @@ def build_parser() -> Parser:
         prog="annealing_kd_glue.py",
         description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task or your own "
         "text classification data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _models_and_data(p.add_argument_group("models and data (original flags)"))
     _what_to_do(p.add_argument_group("what to do (original flags)"))

@@ -9,8 +9,23 @@ import math
 from common.errors import UsageError, setting
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, unless the help says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or action.default in (None, False):
+            return text
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """Bad arguments become a one-line :class:`UsageError` (exit 2), not usage + SystemExit."""
+    """Bad arguments become a one-line :class:`UsageError` (exit 2), not usage + SystemExit;
+    ``--help`` shows the defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{message}; see --help")

@@ -230,7 +230,7 @@ register(
             "learning rate)", None, float, check=positive("phase2_learning_rate")),
     Setting("lr_milestones", "fractions of each phase's optimizer steps at which the lr is "
             "multiplied by 0.1 (ResNets, torchvision:/timm: models); none: constant",
-            (0.5, 0.75), milestones, clis=("image",)),
+            "0.5,0.75", milestones, clis=("image",)),
     Setting("phase1_lr_milestones", "the same for Annealing-KD's phase 1 only (default: "
             "--lr-milestones)", None, milestones, clis=("image",)),
     Setting("seed", "seed of initialisation, data order and split", {"image": 20, "text": 42}, int),

@@ -27,7 +27,6 @@ def build_parser() -> Parser:
         description="Annealing-KD on CIFAR-10/100 (and MNIST, Fashion-MNIST, your own images): "
         "trains or loads the teacher, then trains the student by --method. Every flag also "
         "accepts its '_' or '-' twin.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data and models (original flags)")
     _add(g, "--dataset", default="cifar100",
