@@ -18,6 +18,7 @@ TINY = ["--dataset", "fake", "--train-subset", "64", "--val-size", "16", "--batc
 METHODS = {"scratch": ["--student-epochs", "2"], "kd": ["--student-epochs", "2"],
            "annealing": ["--student_epochs_p1", "2", "--student_epochs_p2", "1",
                          "--max_temperature", "2"]}
+FIT = Trainer.fit
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -27,7 +28,7 @@ def _digest(t: torch.Tensor) -> str:
 def _student_view(tmp_path, monkeypatch, method: str, *extra: str) -> dict:
     """The student's initial weights and, per epoch of its first phase, the batches it saw."""
     seen: dict = {"init": None, "batches": []}
-    fit = Trainer.fit
+    fit = FIT
 
     def recording_fit(self, model, phase, loader, batches):
         if phase.name not in ("student", "phase1"):
