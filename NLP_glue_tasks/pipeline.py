@@ -19,7 +19,7 @@ from common.methods import ROLES, Step, get_method, plan, run_method, table
 from common.objectives import options_of
 from common.optim import adamw
 from common.run_dir import RunDir, check_same_run, environment_info
-from common.seeding import seed_everything
+from common.seeding import role_seed, seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from NLP_glue_tasks.cli import INPUT_KEYS, resume_keys
 from NLP_glue_tasks.data import Attached, Collator, encode, labels_of, make_loader, model_inputs
@@ -118,9 +118,10 @@ class TextPipeline:
                      options=options_of(args))
 
     def model(self, role: str):
-        model = self.student if role == "student" else load_model(self.paths[role], self.task,
-                                                                  self.args, role)
-        return self.acc.prepare(model)
+        if role == "student":
+            return self.acc.prepare(self.student)
+        seed_everything(role_seed(self.args.seed, role))  # a new head: from the role's seed
+        return self.acc.prepare(load_model(self.paths[role], self.task, self.args, role))
 
     def targets(self, role: str):
         """Frozen logits of the teacher or assistant, batch -> logits: cached per example and
@@ -169,6 +170,7 @@ class TextPipeline:
                           self.trains_teacher)
         self.toks["student"] = load_tokenizer(args.tokenizer_name or self.paths["student"], args,
                                               "student")
+        seed_everything(args.seed)  # the student's new head: the same in every method (paired)
         self.student = load_model(self.paths["student"], self.task, args, "student",
                                   config_name=args.config_name)
         student, chosen, _ = run_method(self.method, self, phases)

@@ -3,7 +3,7 @@
 - ours:      the teacher (``common.trainer.frozen_logits``: eval mode, ``torch.inference_mode``)
              gives the targets; a student step with the shared ``common.losses.annealing_loss``;
              optionally channels_last, bf16 autocast, ``torch.compile`` and the GPU-resident
-             loader (``computer_vision_tasks.gpu_data.GpuLoader``).
+             loader (``computer_vision_tasks.tensor_loader.TensorLoader``).
 - original:  as the original script: teacher in eval mode but with autograd on and its
              parameters wanting gradients, ``F.mse_loss(student(x), teacher(x) * T / T_max)``
              and ``loss.backward()``, so the backward runs through the whole teacher (its
@@ -14,7 +14,7 @@
 
 Data: ``tensors`` (pre-made batches on the device: the training step alone), ``torchvision``
 (the CPU path: uint8 arrays -> PIL -> RandomCrop/Flip/ToTensor/Normalize in a DataLoader) or
-``gpu`` (GpuLoader). The original's way reads ``tensors`` when ours does, else ``torchvision``.
+``gpu`` (TensorLoader). The original's way reads ``tensors`` when ours does, else ``torchvision``.
 
     python benchmarks/bench_cifar.py --batches 4 --repeats 3
 """
@@ -151,16 +151,17 @@ class Bench:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def gpu_batches(self, cl: bool):
-        from computer_vision_tasks.gpu_data import GpuLoader, from_hwc
+        from computer_vision_tasks.tensor_loader import TensorLoader, from_hwc
 
         if self.gpu_loaders is None:
-            self.gpu_loaders = {c: GpuLoader(from_hwc(self.hwc), self.labels, self.args.batch_size,
-                                             self.spec.mean, self.spec.std, train=True,
-                                             seed=self.args.seed, device=self.device, channels_last=c)
+            self.gpu_loaders = {c: TensorLoader(from_hwc(self.hwc), self.labels, self.args.batch_size,
+                                                self.spec.mean, self.spec.std, train=True,
+                                                seed=self.args.seed, device=self.device,
+                                                channels_last=c)
                                 for c in (False, True)}
         self.gpu_epoch += 1
         self.gpu_loaders[cl].set_epoch(self.gpu_epoch)
-        return self.gpu_loaders[cl]
+        return ((x, y) for x, y, _ in self.gpu_loaders[cl])
 
     # ---- models and loops -----------------------------------------------------------------------
     def sgd(self, model):
@@ -256,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     bench = Bench(args)
     if args.data == "gpu" and bench.device.type != "cuda":
-        print("note: --data gpu on the CPU: GpuLoader runs on CPU tensors")
+        print("note: --data gpu on the CPU: TensorLoader runs on CPU tensors")
     if bench.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     runs, describe = bench.runs()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,7 +192,8 @@ class Trainer:
                      state: _Progress, epoch: int) -> tuple[int | None, float | None, float]:
         """One epoch of optimizer steps: (temperature, Phi at its end, mean training loss)."""
         acc = self.acc
-        seed_everything(self.seed * 1009 + zlib.crc32(phase.name.encode()) + epoch, self.deterministic)
+        # (seed, epoch) only: every phase and method sees the same stream at epoch e
+        seed_everything(self.seed * 1009 + epoch, self.deterministic)
         loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
         model.train()
         temp, mult = self._anneal(phase, epoch, state.opt_steps, state.total)
