@@ -68,8 +68,9 @@ class TextPipeline:
         if args.resume:
             check_same_run(self.run.saved_config(), vars(args), resume_keys())
         seed_everything(args.seed)
-        self.train_ds = data.split("train")
-        self.dev_ds = {s: data.split(s) for s in task.dev}
+        with acc.main_process_first():  # the datasets cache: one process writes, the others read
+            self.train_ds = data.split("train")
+            self.dev_ds = {s: data.split(s) for s in task.dev}
         self.batches_per_epoch = math.ceil(len(self.train_ds) / (args.per_gpu_train_batch_size
                                                                  * acc.num_processes))
         self.cache_dir = args.logits_cache_dir or default_cache_dir()

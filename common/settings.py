@@ -109,7 +109,7 @@ def flag_speller(parser: argparse.ArgumentParser) -> Callable[[str], str]:
 BUDGETS = {"teacher": "teacher_epochs", "assistant": "assistant_epochs",
            "student": "student_epochs", "phase1": "student_epochs_p1",
            "phase2": "student_epochs_p2"}
-# settings that replace another one for the steps of one budget (None: the other one)
+# a setting -> the budget whose steps take another setting's value instead, when that one is set
 BY_BUDGET = {"learning_rate": {"phase2": "phase2_learning_rate",
                                 "teacher": "teacher_learning_rate"},  # the text CLI's own
              "lr_milestones": {"phase1": "phase1_lr_milestones"}}
@@ -157,7 +157,7 @@ def check(args: argparse.Namespace, cli: str, steps: Iterable[Any]) -> None:
     if args.resume and args.overwrite_output_dir:
         raise UsageError(f"{setting('resume')} and {setting('overwrite_output_dir')} contradict "
                          "each other; pass one")
-    from common.objectives import get_objective
+    from common.objectives import get_objective  # not at the top: the objectives declare settings
 
     for step in steps:
         name = budget_setting(step.budget)
