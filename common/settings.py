@@ -203,7 +203,7 @@ OBJECTIVE_GROUP = "objective options (both CLIs)"
 
 register(
     Setting("teacher_epochs", "epochs to train the teacher (when it is trained here)",
-            {"image": 200, "text": 3}, whole_number),
+            {"image": 200, "text": 3}, whole_number, flags={"image": ["--teacher_epochs"]}),
     Setting("assistant_epochs", "epochs of the TAKD assistant (default: the student's)", None,
             whole_number, flags={"text": ["--assistant_epochs"]}),
     Setting("student_epochs", "epochs of the student for scratch/finetune, kd and takd (default: "
