@@ -26,9 +26,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealing_kd_glue.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli_args import check_number  # noqa: E402
+from common.cli_args import check_folder, check_number  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
 from common.methods import ROLES, Step, get_method, run_method, table  # noqa: E402
+from NLP_glue_tasks import inputs as glue_inputs  # noqa: E402
 from NLP_glue_tasks.cli import build_parser  # noqa: E402
 from NLP_glue_tasks.custom_data import resolve_task, uses_own_data  # noqa: E402
 from NLP_glue_tasks.data import attach  # noqa: E402
@@ -75,11 +76,32 @@ def check_safetensors(path: str, role: str) -> None:
 
 
 def load_config(path: str, args, role: str):
+    """A checkpoint's config; --max_seq_length must fit its position embeddings."""
     from transformers import AutoConfig
 
-    return _load(lambda: AutoConfig.from_pretrained(path, cache_dir=args.cache_dir,
-                                                    trust_remote_code=args.trust_remote_code),
-                 path, role)
+    config = _load(lambda: AutoConfig.from_pretrained(path, cache_dir=args.cache_dir,
+                                                      trust_remote_code=args.trust_remote_code),
+                   path, role)
+    limit = max_positions(config)
+    if limit is not None and args.max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {args.max_seq_length} exceeds the {limit} positions of "
+                         f"the {role} {path}; pass --max_seq_length {limit} or less")
+    return config
+
+
+# models whose position ids start after the padding index (RoBERTa's embeddings)
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                    "data2vec-text", "roberta-prelayernorm", "xmod", "mpnet", "ibert", "luke"}
+
+
+def max_positions(config) -> int | None:
+    """The longest input a model's absolute position embeddings take (None: no such limit)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in OFFSET_POSITIONS:
+        n -= (config.pad_token_id if isinstance(config.pad_token_id, int) else 1) + 1
+    return n
 
 
 def load_tokenizer(path: str, args, role: str):
@@ -199,10 +221,13 @@ def check_args(args, task: Task | None = None) -> None:
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if args.fp16 and args.bf16:
         raise UsageError("--fp16 and --bf16 exclude each other; pass one")
+    check_folder("--cache_dir", args.cache_dir)
+    check_folder("--logits_cache_dir", args.logits_cache_dir)
     for name in ("per_gpu_train_batch_size", "per_gpu_eval_batch_size", "gradient_accumulation_steps",
                  "max_seq_length"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+        if not 1 <= getattr(args, name) <= 2**31:
+            raise UsageError(f"--{name} must be in [1, {2**31}], got {getattr(args, name)}")
+    check_number("--seed", args.seed, low=0, high=2**32 - 1)
     if not args.do_train:
         return
     method = get_method(args.method)
@@ -249,14 +274,20 @@ def check_args(args, task: Task | None = None) -> None:
         if task is not None:  # your own data: checked once its labels are read
             label_columns(task, args.teacher_label_order)
 
+def check_classes(task: Task, train, args) -> None:
+    """A classifier needs training examples of at least two classes."""
+    labels = None if task.is_regression else train.labels
+    if labels is not None and len(set(list(labels))) < 2:
+        where = args.data_dir or args.train_file or args.dataset_name or task.name
+        raise UsageError(f"the training data of {where} has a single label; a classifier needs "
+                         "examples of at least two classes")
+
+
 def amp_of(args) -> str:
     return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
 
 
-# inputs that --overwrite_output_dir must never delete; settings that --resume must not change
-INPUT_FLAGS = ["data_dir", "teacher_model_name_or_path", "student_model_name_or_path",
-               "assistant_model_name_or_path", "config_name", "tokenizer_name", "cache_dir",
-               "logits_cache_dir", "train_file", "validation_file", "test_file"]
+# settings that --resume must not change (its inputs: NLP_glue_tasks/inputs.py)
 RESUME_KEYS = ["task_name", "data_dir", "method", "teacher_model_name_or_path", "student_model_name_or_path",
                "assistant_model_name_or_path", "config_name", "tokenizer_name", "max_seq_length",
                "do_lower_case", "seed", "per_gpu_train_batch_size", "gradient_accumulation_steps",
@@ -275,7 +306,7 @@ class Pipeline:
     phases run (``common.methods``)."""
 
     def __init__(self, args, task: Task) -> None:
-        from common.run_dir import RunDir, check_same_run, environment_info
+        from common.run_dir import RunDir, environment_info
         from common.seeding import seed_everything
         from common.trainer import Trainer, make_accelerator
         from NLP_glue_tasks.data import load_split
@@ -286,19 +317,21 @@ class Pipeline:
         self.acc = acc = make_accelerator("cpu" if args.no_cuda else "auto", amp,
                                           args.gradient_accumulation_steps)
         self.pad_multiple = 8 if amp != "none" and acc.device.type == "cuda" else None
-        inputs = {f"--{k}": getattr(args, k) for k in INPUT_FLAGS}
         self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
-                          is_main=acc.is_main_process, inputs=inputs)
+                          is_main=acc.is_main_process, inputs=glue_inputs.input_paths(args),
+                          program="annealing_kd_glue")
+        config = {**vars(args), "inputs": glue_inputs.fingerprints(args)}
         if args.resume:
-            check_same_run(self.run.saved_config(), vars(args), RESUME_KEYS)
+            self.run.check_same(config, RESUME_KEYS)
         seed_everything(args.seed)
         self.train_ex = load_split(task, "train", args.data_dir, args.cache_dir)
         self.dev_ex = {s: load_split(task, s, args.data_dir, args.cache_dir) for s in task.dev}
+        check_classes(task, self.train_ex, args)
         self.batches_per_epoch = math.ceil(len(self.train_ex) / (args.per_gpu_train_batch_size
                                                                  * acc.num_processes))
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
         self.dev_of: dict[int, dict[str, Any]] = {}  # id(model) -> its dev loaders
-        self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
+        self.trainer = Trainer(acc, self.run, config=config, env=environment_info(),
                                evaluate=self.evaluate,
                                selection_metric=args.metric or task.selection,
                                selected_on="dev", seed=args.seed, resume=args.resume,
@@ -419,8 +452,11 @@ class Pipeline:
         """save_pretrained (safetensors) of the model and its tokenizer to <out>/<name>."""
         path = self.run / name
         if self.acc.is_main_process:
-            self.acc.unwrap_model(model).save_pretrained(str(path))
-            tok.save_pretrained(str(path))
+            unwrapped = self.acc.unwrap_model(model)
+            stage = self.run.stage()  # written aside, recorded, then moved into place
+            stage.folder(path, lambda tmp: (unwrapped.save_pretrained(str(tmp)),
+                                            tok.save_pretrained(str(tmp))))
+            stage.commit()
         self.acc.wait_for_everyone()
         return path
 
@@ -549,11 +585,13 @@ def saved_student(args) -> str:
                      "--student_model_name_or_path with --do_eval / --do_predict")
 
 
-def evaluate_saved(args, task: Task, acc) -> dict[str, Any]:
-    """Dev metrics of the saved student; written to <out>/eval_results.json."""
-    from common.run_dir import RunDir
+def evaluate_saved(args, task: Task, acc, out) -> dict[str, Any]:
+    """Dev metrics of the saved student; written to <out>/eval_results.json (``out``: the run's
+    RunDir or an OutputFolder; None on other processes)."""
     from NLP_glue_tasks.data import Collator, encode, load_split
 
+    if out is not None:
+        out.check_free(out / "eval_results.json")  # never over a file we did not write
     path = saved_student(args)
     tok = load_tokenizer(path, args, "student")
     model = acc.prepare(load_model(path, task, args, "student"))
@@ -563,17 +601,20 @@ def evaluate_saved(args, task: Task, acc) -> dict[str, Any]:
                for s in task.dev}
     metrics = dev_metrics(acc, model, loaders, task)
     result = {"task": task.name, "model": path, "split": list(task.dev), "metrics": metrics}
-    RunDir(args.output_dir, is_main=acc.is_main_process, check=False).write_json("eval_results.json", result)
+    if out is not None:
+        out.write_json("eval_results.json", result)
     acc.print(f"{task.name} dev of {path}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return result
 
 
-def predict_test(args, task: Task, acc) -> list[Path]:
+def predict_test(args, task: Task, acc, out) -> list[Path]:
     """GLUE leaderboard files: ``index<TAB>prediction`` per test split in <out>/predictions."""
-    from common.checkpoint import atomic_write
     from common.trainer import predict
     from NLP_glue_tasks.data import Collator, encode, load_split, model_inputs
 
+    files = {s: Path("predictions") / f"{SUBMISSION.get(s, task.folder)}.tsv" for s in task.test}
+    if out is not None:
+        out.check_free(*(out / f for f in files.values()))  # never over a file we did not write
     path = saved_student(args)
     tok = load_tokenizer(path, args, "student")
     model = acc.prepare(load_model(path, task, args, "student"))
@@ -592,11 +633,10 @@ def predict_test(args, task: Task, acc) -> list[Path]:
         else:
             preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
         text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(ex.ids, preds, strict=True))
-        out = Path(args.output_dir) / "predictions" / f"{SUBMISSION.get(split, task.folder)}.tsv"
-        if acc.is_main_process:
-            atomic_write(out, lambda tmp, text=text: Path(tmp).write_text(text))
-        written.append(out)
-        acc.print(f"wrote {len(preds)} test predictions to {out}")
+        if out is not None:
+            out.write(files[split], lambda tmp, text=text: Path(tmp).write_text(text))
+        written.append(Path(args.output_dir) / files[split])
+        acc.print(f"wrote {len(preds)} test predictions to {written[-1]}")
     return written
 
 
@@ -605,19 +645,28 @@ def _main(argv: Sequence[str] | None) -> int:
     own = uses_own_data(args)  # your own files are read only once the other arguments are fine
     task = None if own else resolve_task(args)
     check_args(args, task)
-    task = task or resolve_task(args)
+    from common.quiet import quiet_libraries
+
+    with quiet_libraries("transformers"):  # errors are our lines, no load report above them
+        return _run(args, task or resolve_task(args))
+
+
+def _run(args, task: Task) -> int:
     if args.do_train:
         pipe = Pipeline(args, task)
         pipe.train()
-        acc = pipe.acc
+        acc, out = pipe.acc, pipe.run if pipe.acc.is_main_process else None
     else:
+        from common.outputs import OutputFolder
         from common.trainer import make_accelerator
 
         acc = make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args))
+        out = OutputFolder(args.output_dir, "annealing_kd_glue", flag="--output_dir") \
+            if acc.is_main_process else None
     if args.do_eval:
-        evaluate_saved(args, task, acc)
+        evaluate_saved(args, task, acc, out)
     if args.do_predict:
-        predict_test(args, task, acc)
+        predict_test(args, task, acc, out)
     return 0
 
 

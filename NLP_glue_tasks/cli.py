@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.cli_args import Parser
+from common.cli_args import Parser, integer, real
 from common.methods import method_names
 from NLP_glue_tasks.custom_data import add_arguments
 
@@ -17,10 +17,10 @@ SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 
 def whole_number(text: str) -> int:
     """An epoch count; '3.0' (the original's float flags) is accepted, '3.5' is not."""
-    value = float(text)
+    value = real(text)
     if value != int(value):
         raise argparse.ArgumentTypeError(f"{text} is not a whole number of epochs")
-    return int(value)
+    return integer(str(int(value)))
 
 
 def build_parser() -> Parser:
@@ -54,7 +54,7 @@ def _models_and_data(a: argparse._ArgumentGroup) -> None:
     a.add_argument("--config_name", default=None, help="student config, if not the checkpoint's")
     a.add_argument("--tokenizer_name", default=None, help="student tokenizer, if not the checkpoint's")
     a.add_argument("--cache_dir", default=None, help="Hugging Face download cache")
-    a.add_argument("--max_seq_length", type=int, default=128, help="longer inputs are truncated")
+    a.add_argument("--max_seq_length", type=integer, default=128, help="longer inputs are truncated")
     a.add_argument("--do_lower_case", action="store_true", help="lower-case (uncased tokenizers)")
 
 
@@ -72,33 +72,33 @@ def _what_to_do(r: argparse._ArgumentGroup) -> None:
     r.add_argument("--overwrite_cache", action="store_true", help="recompute cached teacher logits")
     r.add_argument("--no_cuda", action="store_true", help="run on the CPU")
     r.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU, native AMP)")
-    r.add_argument("--local_rank", type=int, default=-1,
+    r.add_argument("--local_rank", type=integer, default=-1,
                    help="accepted; torchrun / accelerate launch set up the processes")
-    r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--seed", type=integer, default=42)
 
 
 
 def _optimisation(o: argparse._ArgumentGroup) -> None:
     """The original script's optimisation flags (and the scheduler type)."""
-    o.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="per process")
-    o.add_argument("--per_gpu_eval_batch_size", type=int, default=8, help="per process")
-    o.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    o.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW peak learning rate")
-    o.add_argument("--weight_decay", type=float, default=0.0, help="on weight matrices only")
-    o.add_argument("--adam_epsilon", type=float, default=1e-8)
-    o.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
+    o.add_argument("--per_gpu_train_batch_size", type=integer, default=8, help="per process")
+    o.add_argument("--per_gpu_eval_batch_size", type=integer, default=8, help="per process")
+    o.add_argument("--gradient_accumulation_steps", type=integer, default=1)
+    o.add_argument("--learning_rate", type=real, default=5e-5, help="AdamW peak learning rate")
+    o.add_argument("--weight_decay", type=real, default=0.0, help="on weight matrices only")
+    o.add_argument("--adam_epsilon", type=real, default=1e-8)
+    o.add_argument("--max_grad_norm", type=real, default=1.0, help="0: no clipping")
     o.add_argument("--num_train_epochs_phase_1", type=whole_number, default=14,
                    help="Annealing-KD phase 1 (annealed teacher logits)")
     o.add_argument("--num_train_epochs_phase_2", type=whole_number, default=4,
                    help="Annealing-KD phase 2 (hard labels)")
-    o.add_argument("--max_temperature", type=int, default=7, help="tau_max of the annealing")
-    o.add_argument("--max_steps", type=int, default=0,
+    o.add_argument("--max_temperature", type=integer, default=7, help="tau_max of the annealing")
+    o.add_argument("--max_steps", type=integer, default=0,
                    help="cap on optimizer steps per phase (0: none); phase 1 then anneals per step")
-    o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    o.add_argument("--warmup_steps", type=integer, default=0, help="linear warm-up steps")
     o.add_argument("--lr_scheduler_type", default="linear", choices=SCHEDULERS,
                    help="learning-rate schedule after the warm-up (transformers.get_scheduler)")
-    o.add_argument("--logging_steps", type=int, default=50, help="progress-bar update interval")
-    o.add_argument("--save_steps", type=int, default=0,
+    o.add_argument("--logging_steps", type=integer, default=50, help="progress-bar update interval")
+    o.add_argument("--save_steps", type=integer, default=0,
                    help="accepted; a checkpoint is written every epoch")
 
 
@@ -111,8 +111,8 @@ def _ours(n: argparse._ArgumentGroup) -> None:
                    help="epochs of finetune/kd/takd students and the TAKD assistant "
                         "(default: phase 1 + phase 2, the same budget as Annealing-KD)")
     n.add_argument("--assistant_model_name_or_path", default=None, help="TAKD teacher assistant")
-    n.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the soft KD term")
-    n.add_argument("--kd_temperature", type=float, default=4.0, help="KD softmax temperature")
+    n.add_argument("--kd_alpha", type=real, default=0.5, help="weight of the soft KD term")
+    n.add_argument("--kd_temperature", type=real, default=4.0, help="KD softmax temperature")
     n.add_argument("--kd_reduction", choices=["batchmean", "elementwise-mean"], default="batchmean",
                    help="KD soft term: batchmean = KL summed over classes, mean over the batch; "
                         "elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the "
@@ -120,7 +120,7 @@ def _ours(n: argparse._ArgumentGroup) -> None:
     n.add_argument("--train_teacher", action="store_true",
                    help="fine-tune the teacher on the task first (saved to <output_dir>/teacher)")
     n.add_argument("--teacher_epochs", type=whole_number, default=3)
-    n.add_argument("--teacher_learning_rate", type=float, default=None,
+    n.add_argument("--teacher_learning_rate", type=real, default=None,
                    help="default: --learning_rate")
     n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")

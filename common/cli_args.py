@@ -4,8 +4,43 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+from pathlib import Path
 
 from common.errors import UsageError
+
+INT64 = 2**63 - 1
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)",
+                   re.IGNORECASE)
+
+
+def integer(text: str) -> int:
+    """``type=`` of integer flags: ASCII digits only (``int()`` takes other scripts' digits too),
+    within int64."""
+    if not _WHOLE.fullmatch(text.strip()):
+        raise ValueError(text)  # argparse: "invalid int value: ..."
+    value = int(text)
+    if abs(value) > INT64:
+        raise argparse.ArgumentTypeError(f"{text.strip()} is out of range (at most {INT64})")
+    return value
+
+
+integer.__name__ = "int"
+
+
+def real(text: str) -> float:
+    """``type=`` of real-valued flags: an ASCII decimal number, finite (no inf, nan, 1e999)."""
+    if not _REAL.fullmatch(text.strip()):
+        raise ValueError(text)  # argparse: "invalid float value: ..."
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text.strip()} is not a finite number")
+    return value
+
+
+real.__name__ = "float"
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,3 +61,21 @@ def check_number(flag: str, value: float, *, low: float | None = None, high: flo
         hi = "" if high is None else f"<= {high:g}"
         raise UsageError(f"{flag} must be {' and '.join(s for s in (lo, hi) if s) or 'finite'}, "
                          f"got {value:g}")
+
+
+def check_folder(flag: str, value: str | None) -> None:
+    """A folder the run will write into (a cache): it is a writable folder, or can be created
+    (nothing is created here)."""
+    if not value:
+        return
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {value} is a file; pass a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {value} cannot be created ({probe} is a file); pass a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {value} is not writable ({probe}: no permission); pass a "
+                         "writable folder")

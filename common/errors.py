@@ -11,7 +11,11 @@ class UsageError(Exception):
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None) -> int:
-    """Run ``main``; turn a :class:`UsageError` into one line on stderr and exit status 2."""
+    """Run ``main``; turn a :class:`UsageError` into one line on stderr and exit status 2. The
+    output folders it locked are released at the end (the OS does it when the process ends)."""
+    from common import run_lock
+
+    before = run_lock.held()
     try:
         return int(main(argv) or 0)
     except UsageError as exc:
@@ -20,3 +24,5 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("error: interrupted; pass --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        run_lock.release_all(keep=before)

@@ -195,10 +195,10 @@ class Trainer:
                                                           lambda s: phase.lr_factor(s, total))
 
         self.run.start(self.config)  # an overwritten run is removed only now, all input checked
-        self.run.claim(phase.name)
         acc.wait_for_everyone()
         start, best, opt_steps = 0, None, 0
-        committed = load_committed(pdir, tidy=acc.is_main_process) if self.resume else None
+        committed = (load_committed(pdir, tidy=acc.is_main_process, manifest=self.run.manifest)
+                     if self.resume else None)
         acc.wait_for_everyone()
         if committed is not None:
             state, edir = committed
@@ -267,7 +267,8 @@ class Trainer:
                          "best": best, "records": self.records}
                 try:
                     commit_epoch(pdir, epoch + 1, {"best.safetensors": weights if improved else None,
-                                                   "last.safetensors": weights}, state)
+                                                   "last.safetensors": weights}, state,
+                                 self.run.manifest)
                 except WriteFailed as exc:
                     kept = (f"the last good epoch ({saved}) is kept; pass --resume once there is "
                             "room" if saved else "no epoch of this phase was saved")

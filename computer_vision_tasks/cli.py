@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 
-from common.cli_args import Parser, check_number
+from common.cli_args import Parser, check_number, integer, real
 from common.errors import UsageError
 from common.methods import get_method, method_names, steps_of
 from computer_vision_tasks import own_args
 
+SEED_MAX = 2**32 - 1  # numpy's seeds
 DATASET_NAMES = ["cifar10", "cifar100", "mnist", "fashion-mnist", "fake"]
 EPOCH_FLAGS = {"teacher": "--teacher_epochs", "assistant": "--assistant-epochs",
                "student": "--student-epochs", "phase1": "--student_epochs_p1",
@@ -47,16 +48,16 @@ def build_parser() -> Parser:
          help="resnet8/14/20/26/32/44/56/110, plane2/4/6/8/10, torchvision:<name> (e.g. "
          "torchvision:resnet18) or timm:<name> (needs pip install 'annealing-kd[timm]')")
     _add(g, "--student", "--model", default="resnet8", help="student architecture")
-    _add(g, "--teacher_epochs", type=int, default=200, help="epochs to train the teacher")
-    _add(g, "--student_epochs_p1", type=int, default=200, help="annealing phase-1 epochs")
-    _add(g, "--student_epochs_p2", type=int, default=100, help="annealing phase-2 epochs")
-    _add(g, "--max_temperature", type=int, default=10, help="tau_max of the annealing schedule")
-    _add(g, "--batch-size", type=int, default=128, help="training batch size (per process)")
-    _add(g, "--learning-rate", type=float, default=0.1,
+    _add(g, "--teacher_epochs", type=integer, default=200, help="epochs to train the teacher")
+    _add(g, "--student_epochs_p1", type=integer, default=200, help="annealing phase-1 epochs")
+    _add(g, "--student_epochs_p2", type=integer, default=100, help="annealing phase-2 epochs")
+    _add(g, "--max_temperature", type=integer, default=10, help="tau_max of the annealing schedule")
+    _add(g, "--batch-size", type=integer, default=128, help="training batch size (per process)")
+    _add(g, "--learning-rate", type=real, default=0.1,
          help="SGD lr of ResNets (and torchvision:/timm: models): lr, lr/10 at 1/2, lr/100 at "
          "3/4 of each phase; plain CNNs: constant lr/10 (0.01 by default, as the original)")
-    _add(g, "--momentum", type=float, default=0.9, help="SGD momentum")
-    _add(g, "--weight-decay", type=float, default=1e-4, help="SGD weight decay")
+    _add(g, "--momentum", type=real, default=0.9, help="SGD momentum")
+    _add(g, "--weight-decay", type=real, default=1e-4, help="SGD weight decay")
     _add(g, "--teacher-checkpoint", default="",
          help="trained teacher: our .safetensors or the original's {'model_state_dict': ...} file")
     _add(g, "--cuda", dest="device", action="store_const", const="cuda",
@@ -66,23 +67,23 @@ def build_parser() -> Parser:
     o = p.add_argument_group("ours")
     _add(o, "--method", default="annealing", help=f"one of {', '.join(method_names())}")
     _add(o, "--assistant", default=None, help="TAKD's teacher assistant (e.g. resnet20)")
-    _add(o, "--student-epochs", type=int, default=None,
+    _add(o, "--student-epochs", type=integer, default=None,
          help="epochs of the student for scratch/kd/takd (default: p1 + p2, Annealing-KD's budget)")
-    _add(o, "--assistant-epochs", type=int, default=None,
+    _add(o, "--assistant-epochs", type=integer, default=None,
          help="epochs of the TAKD assistant (default: --student-epochs)")
-    _add(o, "--kd-alpha", type=float, default=0.5, help="weight of the soft term in Hinton KD")
-    _add(o, "--kd-temperature", type=float, default=5.0, help="temperature of Hinton KD")
+    _add(o, "--kd-alpha", type=real, default=0.5, help="weight of the soft term in Hinton KD")
+    _add(o, "--kd-temperature", type=real, default=5.0, help="temperature of Hinton KD")
     _add(o, "--kd-reduction", default="batchmean", choices=["batchmean", "elementwise-mean"],
          help="KD soft term: batchmean = KL summed over classes, mean over the batch; "
          "elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the TAKD code "
          "behind the paper's KD/TAKD rows: C times smaller)")
     _add(o, "--anneal-per-step", action="store_true",
          help="step the annealing temperature per optimizer step instead of per epoch")
-    _add(o, "--val-size", type=int, default=None,
+    _add(o, "--val-size", type=integer, default=None,
          help="training images held out for checkpoint selection (default: 5000, at most a tenth "
          "of the images used); 0 selects on the test set as the paper did")
-    _add(o, "--train-subset", type=int, default=None, help="train on only N images (quick runs)")
-    _add(o, "--seed", type=int, default=20, help="seed of initialisation, data order and split")
+    _add(o, "--train-subset", type=integer, default=None, help="train on only N images (quick runs)")
+    _add(o, "--seed", type=integer, default=20, help="seed of initialisation, data order and split")
     _add(o, "--output-dir", default=None,
          help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
     _add(o, "--overwrite-output-dir", action="store_true", help="replace a run in --output-dir")
@@ -92,7 +93,7 @@ def build_parser() -> Parser:
     _add(o, "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     _add(o, "--channels-last", action="store_true", help="channels-last memory format")
-    _add(o, "--num-workers", type=int, default=4, help="data-loading worker processes")
+    _add(o, "--num-workers", type=integer, default=4, help="data-loading worker processes")
     _add(o, "--no-gpu-loader", action="store_true",
          help="on CUDA, use the torchvision DataLoader instead of the GPU-resident loader "
          "(whole dataset on the GPU, augmentation there; the default on one GPU for data held "
@@ -147,6 +148,9 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--num-workers", args.num_workers)):
         check_number(flag, value, low=0)
     check_number("--kd-alpha", args.kd_alpha, low=0, high=1)
+    check_number("--seed", args.seed, low=0, high=SEED_MAX)
+    check_number("--batch-size", args.batch_size, high=2**31)
+    check_number("--num-workers", args.num_workers, high=1024)
     if args.val_size is not None:
         check_number("--val-size", args.val_size, low=0)
     if args.train_subset is not None:

@@ -4,20 +4,19 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.checkpoint import load_weights, save_weights
+from common.checkpoint import load_weights, weights_writer
 from common.errors import UsageError
 from common.lr_schedules import constant, step_decay
 from common.methods import Step, get_method, run_method, table
-from common.run_dir import RunDir, check_same_run, environment_info
+from common.run_dir import RunDir, check_apart, environment_info
 from common.seeding import seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-from computer_vision_tasks import data, model_zoo, models, own_args
+from computer_vision_tasks import data, inputs, model_zoo, models, own_args
 from computer_vision_tasks.cli import epochs
 
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
@@ -76,6 +75,7 @@ class CifarPipeline:
 
     def __init__(self, args) -> None:
         self.args, self.method = args, get_method(args.method)
+        check_apart(Path(args.output_dir), inputs.input_paths(args))  # before the data is read
         self.arch = {"student": args.student, "teacher": args.teacher, "assistant": args.assistant}
         roles = [r for r in ("student", "teacher", "assistant") if self.method.uses(r)]
         for role in roles:
@@ -103,18 +103,19 @@ class CifarPipeline:
         with acc.main_process_first():
             self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
                               resume=args.resume, is_main=acc.is_main_process,
-                              check=acc.is_main_process,
-                              inputs={"--teacher-checkpoint": args.teacher_checkpoint,
-                                      "--dataset-dir": args.dataset_dir})
+                              check=acc.is_main_process, inputs=inputs.input_paths(args),
+                              program="annealing_kd_train")
+        self.inputs = inputs.fingerprints(args)
         if args.resume:
-            check_same_run(self.run.saved_config(), vars(args), RESUME_KEYS)
+            self.run.check_same({**vars(args), "inputs": self.inputs}, RESUME_KEYS)
         self.make_loaders()
         self.frozen: dict[str, torch.nn.Module] = {}
         self.config = {**vars(args), "num_classes": self.spec.num_classes,
                        "train_images": len(self.splits.train),
                        "val_images": len(self.splits.val) if self.splits.val is not None else 0,
                        "test_images": len(self.splits.test) if self.splits.test is not None else 0,
-                       "processes": acc.num_processes, **self.own_info}
+                       "processes": acc.num_processes, "inputs": self.inputs,
+                       "derived": self.own_info}  # from the data: never compared with a flag
         self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
                                evaluate=lambda m: {f"{self.split}_accuracy": self.accuracy(m, self.sel_loader)},
                                selection_metric=f"{self.split}_accuracy", selected_on=self.split,
@@ -231,8 +232,11 @@ class CifarPipeline:
         best_test = self.accuracy(student, self.test_loader)
         phases = self.method.student_phases
         if acc.is_main_process and phases != ["student"]:
-            save_weights(acc.unwrap_model(student).state_dict(), run / "student" / "best.safetensors")
-            shutil.copyfile(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
+            stage = run.stage()  # both files recorded in the run's manifest, then moved into place
+            stage.write(run / "student" / "best.safetensors",
+                        weights_writer(acc.unwrap_model(student).state_dict()))
+            stage.link(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
+            stage.commit()
         metrics = {f"{self.split}_accuracy": chosen["metric"], f"{self.report}_accuracy": best_test,
                    f"last_epoch_{self.report}_accuracy": last_test}
         trainer.extra["student"] = {"model": self.arch["student"],
