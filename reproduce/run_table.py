@@ -386,12 +386,9 @@ def complete(folder: Path) -> bool:
         (folder / rel).is_file() for rel in found.files)
 
 
-def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
-    """Run what is not finished yet, in plan order, up to ``--jobs`` at a time (a run starts once
-    the runs it reads are finished; one that another process is running is waited for). After a
-    failure nothing new starts; the runs in flight finish and the error is raised. At
-    ``--deadline-s`` the runs in flight are stopped (``--resume`` continues them) and the report
-    covers what finished."""
+def prepare(plan: Plan, args: argparse.Namespace) -> OutputFolder:
+    """--out, its runs recorded as children, and the data and models the plan prepares (a
+    preparation that stopped half-way is done again)."""
     folder = output_folder(plan, args)
     out = folder.path
     for cmd in plan.prepare:
@@ -403,6 +400,30 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
             if subprocess.run(cmd).returncode != 0:
                 raise UsageError(f"preparing {target} failed; see the output above")
     folder.children(run.out.relative_to(out) for run in plan.runs if out in run.out.parents)
+    return folder
+
+
+def launch(run: Run, folder: OutputFolder, args: argparse.Namespace, extra: list[str],
+           env: dict[str, str]) -> tuple[subprocess.Popen, float, Path]:
+    """Start one run (``--resume`` when its folder holds something), output appended to its log."""
+    cmd = run.command(args.python, extra_for(run, args, extra))
+    if content(run.out):
+        cmd.append("--resume")
+    log = folder.log(f"logs/{run.out.relative_to(folder.path).as_posix().replace('/', '__')}.log")
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    return proc, time.perf_counter(), log
+
+
+def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
+    """Run what is not finished yet, in plan order, up to ``--jobs`` at a time (a run starts once
+    the runs it reads are finished; one that another process is running is waited for). After a
+    failure nothing new starts; the runs in flight finish and the error is raised. At
+    ``--deadline-s`` the runs in flight are stopped (``--resume`` continues them) and the report
+    covers what finished."""
+    folder = prepare(plan, args)
     env = {**os.environ, "TQDM_MININTERVAL": "30"}
     if args.jobs > 1:  # share the cores between the runs in flight
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -447,16 +468,8 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
                     done.add(i)
                 continue
             waiting.remove(i)
-            cmd = run.command(args.python, extra_for(run, args, extra))
-            if content(run.out):
-                cmd.append("--resume")
-            log = folder.log(f"logs/{run.out.relative_to(out).as_posix().replace('/', '__')}.log")
-            print(f"{names[i]}: running, log {log}", flush=True)
-            with open(log, "a") as f:
-                f.write(f"$ {shlex.join(cmd)}\n")
-                f.flush()
-                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-            running[i] = (proc, time.perf_counter(), log)
+            running[i] = launch(run, folder, args, extra, env)
+            print(f"{names[i]}: running, log {running[i][2]}", flush=True)
         for i, (proc, tic, log) in list(running.items()):
             if proc.poll() is None:
                 continue

@@ -44,7 +44,7 @@ from reproduce import run_table
 
 # examples generated per CLI, in hundredths of the profile's max_examples (conftest.py: "fuzz",
 # the default, 100, derandomized; "fuzz-long" 2000, random)
-EXAMPLES = {"cifar": 40, "glue": 30, "run_table": 60, "demo": 40}
+EXAMPLES = {"cifar": 30, "glue": 20, "run_table": 50, "demo": 30}
 STATS: dict[str, Counter] = {}
 _numbers = itertools.count()
 COVERED: dict[str, set] = {}
