@@ -28,21 +28,26 @@ from NLP_glue_tasks.cli import flag_of, parse_args  # noqa: E402
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     # torch, transformers and datasets: only after --help and the checks
+    from common.outputs import OutputFolder
+    from common.quiet import quiet_libraries
     from NLP_glue_tasks.custom_data import task_and_data
     from NLP_glue_tasks.evaluate import evaluate_saved, predict_test
     from NLP_glue_tasks.pipeline import TextPipeline, accelerator
 
-    task, data = task_and_data(args)  # your own files are read only now
-    if args.do_train:
-        pipe = TextPipeline(args, task, data)
-        pipe.train()
-        acc = pipe.acc
-    else:
-        acc = accelerator(args)
-    if args.do_eval:
-        evaluate_saved(args, task, data, acc)
-    if args.do_predict:
-        predict_test(args, task, data, acc)
+    with quiet_libraries("transformers"):  # errors are our lines, no load report above them
+        task, data = task_and_data(args)  # your own files are read only now
+        if args.do_train:
+            pipe = TextPipeline(args, task, data)
+            pipe.train()
+            acc, out = pipe.acc, pipe.run if pipe.acc.is_main_process else None
+        else:
+            acc = accelerator(args)
+            out = OutputFolder(args.output_dir, "annealing_kd_glue", flag="--output_dir") \
+                if acc.is_main_process else None
+        if args.do_eval:
+            evaluate_saved(args, task, data, acc, out)
+        if args.do_predict:
+            predict_test(args, task, data, acc, out)
     return 0
 
 

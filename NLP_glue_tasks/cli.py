@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from common import settings
-from common.cli_args import Parser, check_number
-from common.errors import UsageError
+from common.cli_args import Parser, check_folder, check_number, integer, real
+from common.errors import UsageError, setting
 from common.methods import get_method, method_names, steps_of
 from NLP_glue_tasks.tasks import get_task, label_columns
 
@@ -17,10 +17,6 @@ CLI = "text"  # the spelling of the shared settings: --kd_alpha, --num_train_epo
 SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt"]
 OWN_DATA_FLAGS = ("train_file", "validation_file", "test_file", "dataset_name")
-# inputs that --overwrite_output_dir must never delete
-INPUT_KEYS = ["data_dir", "teacher_model_name_or_path", "student_model_name_or_path",
-              "assistant_model_name_or_path", "config_name", "tokenizer_name", "cache_dir",
-              "logits_cache_dir", "train_file", "validation_file", "test_file"]
 # this CLI's settings that --resume must not change (with the shared ones: resume_keys())
 RESUME_KEYS = ["task_name", "data_dir", "method", "teacher_model_name_or_path",
                "student_model_name_or_path", "assistant_model_name_or_path", "config_name",
@@ -69,7 +65,7 @@ def _models_and_data(a: argparse._ArgumentGroup) -> None:
     a.add_argument("--tokenizer_name", default=None, help="student tokenizer, if not the checkpoint's")
     a.add_argument("--cache_dir", default=None,
                    help="Hugging Face download cache and `datasets` cache (read data, token ids)")
-    a.add_argument("--max_seq_length", type=int, default=128, help="longer inputs are truncated")
+    a.add_argument("--max_seq_length", type=integer, default=128, help="longer inputs are truncated")
     a.add_argument("--do_lower_case", action="store_true", help="lower-case (uncased tokenizers)")
 
 
@@ -84,25 +80,25 @@ def _what_to_do(r: argparse._ArgumentGroup) -> None:
     r.add_argument("--overwrite_cache", action="store_true", help="recompute cached teacher logits")
     r.add_argument("--no_cuda", action="store_true", help="run on the CPU")
     r.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU, native AMP)")
-    r.add_argument("--local_rank", type=int, default=-1,
+    r.add_argument("--local_rank", type=integer, default=-1,
                    help="accepted; torchrun / accelerate launch set up the processes")
 
 
 def _optimisation(o: argparse._ArgumentGroup) -> None:
     """The original script's optimisation flags (epochs, lr, tau_max: common.settings)."""
-    o.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="per process")
-    o.add_argument("--per_gpu_eval_batch_size", type=int, default=8, help="per process")
-    o.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    o.add_argument("--weight_decay", type=float, default=0.0, help="on weight matrices only")
-    o.add_argument("--adam_epsilon", type=float, default=1e-8)
-    o.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
-    o.add_argument("--max_steps", type=int, default=0,
+    o.add_argument("--per_gpu_train_batch_size", type=integer, default=8, help="per process")
+    o.add_argument("--per_gpu_eval_batch_size", type=integer, default=8, help="per process")
+    o.add_argument("--gradient_accumulation_steps", type=integer, default=1)
+    o.add_argument("--weight_decay", type=real, default=0.0, help="on weight matrices only")
+    o.add_argument("--adam_epsilon", type=real, default=1e-8)
+    o.add_argument("--max_grad_norm", type=real, default=1.0, help="0: no clipping")
+    o.add_argument("--max_steps", type=integer, default=0,
                    help="cap on optimizer steps per phase (0: none); phase 1 then anneals per step")
-    o.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps")
+    o.add_argument("--warmup_steps", type=integer, default=0, help="linear warm-up steps")
     o.add_argument("--lr_scheduler_type", default="linear", choices=SCHEDULERS,
                    help="learning-rate schedule after the warm-up (transformers.get_scheduler)")
-    o.add_argument("--logging_steps", type=int, default=50, help="progress-bar update interval")
-    o.add_argument("--save_steps", type=int, default=0,
+    o.add_argument("--logging_steps", type=integer, default=50, help="progress-bar update interval")
+    o.add_argument("--save_steps", type=integer, default=0,
                    help="accepted; a checkpoint is written every epoch")
 
 
@@ -113,7 +109,7 @@ def _ours(n: argparse._ArgumentGroup) -> None:
     n.add_argument("--assistant_model_name_or_path", default=None, help="TAKD teacher assistant")
     n.add_argument("--train_teacher", action="store_true",
                    help="fine-tune the teacher on the task first (saved to <output_dir>/teacher)")
-    n.add_argument("--teacher_learning_rate", type=float, default=None,
+    n.add_argument("--teacher_learning_rate", type=real, default=None,
                    help="default: --learning_rate")
     n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
@@ -172,9 +168,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if args.fp16 and args.bf16:
         raise UsageError("--fp16 and --bf16 exclude each other; pass one")
+    check_folder(setting("cache_dir"), args.cache_dir)
+    check_folder(setting("logits_cache_dir"), args.logits_cache_dir)
     for name in ("per_gpu_train_batch_size", "per_gpu_eval_batch_size",
                  "gradient_accumulation_steps", "max_seq_length"):
-        check_number(name, getattr(args, name), low=1)
+        check_number(name, getattr(args, name), low=1, high=2**31)
     if args.do_train:
         _check_training(args)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import datasets
 
-from common.errors import UsageError
+from common.errors import UsageError, setting
 from NLP_glue_tasks.cli import uses_own_data
 from NLP_glue_tasks.data import GlueData, read_tsv
 from NLP_glue_tasks.tasks import Task, get_task
@@ -247,9 +247,26 @@ def load_file(path: str, flag: str, cache_dir: str | None) -> datasets.Dataset:
         return datasets.load_dataset(fmt, data_files={"train": str(p.resolve())}, split="train",
                                      cache_dir=cache_dir)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{flag} {path} could not be read as {p.suffix[1:]} ({type(exc).__name__}: "
+        cause = root_cause(exc)  # datasets wraps the reader's error: name the real one
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        if isinstance(cause, UnicodeDecodeError) or "utf8" in first.lower().replace("-", ""):
+            raise UsageError(f"{flag} {path} is not UTF-8 text ({first[:200]}); convert the file "
+                             "to UTF-8") from None
+        if isinstance(cause, OSError) and cache_dir and str(cause.filename or "").startswith(
+                str(cache_dir)):
+            raise UsageError(f"{setting('cache_dir')} {cache_dir} cannot be used ({cause.strerror}); "
+                             "pass a writable folder") from None
+        raise UsageError(f"{flag} {path} could not be read as {p.suffix[1:]} ({type(cause).__name__}: "
                          f"{first[:200]}); check the file") from None
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (``raise ... from``, or raised while handling)."""
+    seen = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def _typed(ds: datasets.Dataset, column: str) -> datasets.Dataset:

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common.checkpoint import atomic_write
 from common.errors import UsageError
-from common.run_dir import RunDir
 from common.trainer import predict
 from NLP_glue_tasks.data import Collator, encode, ids_of, labels_of, make_loader, model_inputs
 from NLP_glue_tasks.metrics import compute_metrics
@@ -60,18 +58,25 @@ def _student_loaders(args, task: Task, data, acc, splits) -> tuple[str, Any, dic
     return path, model, loaders
 
 
-def evaluate_saved(args, task: Task, data, acc) -> dict[str, Any]:
-    """Dev metrics of the saved student; written to <out>/eval_results.json."""
+def evaluate_saved(args, task: Task, data, acc, out) -> dict[str, Any]:
+    """Dev metrics of the saved student; written to <out>/eval_results.json (``out``: the run's
+    RunDir or an OutputFolder; None on other processes)."""
+    if out is not None:
+        out.check_free(out / "eval_results.json")  # never over a file we did not write
     path, model, loaders = _student_loaders(args, task, data, acc, task.dev)
     metrics = dev_metrics(acc, model, {s: loader for s, (_, loader) in loaders.items()}, task)
     result = {"task": task.name, "model": path, "split": list(task.dev), "metrics": metrics}
-    RunDir(args.output_dir, is_main=acc.is_main_process, check=False).write_json("eval_results.json", result)
+    if out is not None:
+        out.write_json("eval_results.json", result)
     acc.print(f"{task.name} dev of {path}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return result
 
 
-def predict_test(args, task: Task, data, acc) -> list[Path]:
+def predict_test(args, task: Task, data, acc, out) -> list[Path]:
     """GLUE leaderboard files: ``index<TAB>prediction`` per test split in <out>/predictions."""
+    files = {s: Path("predictions") / f"{SUBMISSION.get(s, task.folder)}.tsv" for s in task.test}
+    if out is not None:
+        out.check_free(*(out / f for f in files.values()))  # never over a file we did not write
     _, model, loaders = _student_loaders(args, task, data, acc, task.test)
     written = []
     for split, (ds, loader) in loaders.items():
@@ -83,9 +88,8 @@ def predict_test(args, task: Task, data, acc) -> list[Path]:
         else:
             preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
         text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(ids_of(ds), preds, strict=True))
-        out = Path(args.output_dir) / "predictions" / f"{SUBMISSION.get(split, task.folder)}.tsv"
-        if acc.is_main_process:
-            atomic_write(out, lambda tmp, text=text: Path(tmp).write_text(text))
-        written.append(out)
-        acc.print(f"wrote {len(preds)} test predictions to {out}")
+        if out is not None:
+            out.write(files[split], lambda tmp, text=text: Path(tmp).write_text(text))
+        written.append(Path(args.output_dir) / files[split])
+        acc.print(f"wrote {len(preds)} test predictions to {written[-1]}")
     return written

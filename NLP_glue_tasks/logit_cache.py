@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers.utils import cached_file
 
-from common.checkpoint import atomic_write
+from common.checkpoint import WriteFailed, atomic_write
+from common.errors import UsageError
 from common.progress import progress_bar
 from common.trainer import freeze, predict
 from NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
@@ -60,6 +61,25 @@ def cache_key(identity: str, task: str, precision: str, feats: Any) -> str:
     return hashlib.sha256(f"{identity}|{task}|{precision}|{inputs_hash(feats)}".encode()).hexdigest()[:32]
 
 
+def write_cache(path: Path, write) -> None:
+    """Write one cache file, recorded in the cache folder's manifest; a file there that the cache
+    did not write is never overwritten."""
+    from common.manifest import Manifest
+
+    try:
+        manifest = Manifest.open(path.parent, "teacher-logit-cache")
+        if path.exists() and not manifest.records(path):
+            raise UsageError(f"cached logits {path} are unreadable and were not written by this "
+                             "cache (not in its manifest); delete the file or pass another "
+                             "--logits_cache_dir")
+        atomic_write(path, write, manifest)
+    except WriteFailed as exc:
+        raise WriteFailed(exc.path, exc.reason, exc.errno, where="--logits_cache_dir") from None
+    except OSError as exc:
+        raise WriteFailed(path, exc.strerror or str(exc), exc.errno,
+                          where="--logits_cache_dir") from None
+
+
 def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
                   feats: Any, collator, batch_size: int, cache_dir: str | Path,
                   tag: str, overwrite: bool = False) -> torch.Tensor:
@@ -88,9 +108,9 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     out = torch.empty(len(feats), logits.size(1))
     out[index] = logits
     if acc.is_main_process:
-        atomic_write(path, lambda tmp: save_file({"logits": out.contiguous()}, tmp,
-                                                 metadata={"tag": tag, "task": task,
-                                                           "precision": precision}))
+        write_cache(path, lambda tmp: save_file({"logits": out.contiguous()}, tmp,
+                                                metadata={"tag": tag, "task": task,
+                                                          "precision": precision}))
     acc.wait_for_everyone()
     acc.print(f"{tag}: logits of {len(feats)} examples computed in "
               f"{time.perf_counter() - tic:.1f}s, cached in {path}")

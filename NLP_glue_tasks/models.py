@@ -46,9 +46,30 @@ def check_safetensors(path: str, role: str) -> None:
 
 
 def load_config(path: str, args, role: str):
-    return _load(lambda: AutoConfig.from_pretrained(path, cache_dir=args.cache_dir,
-                                                    trust_remote_code=args.trust_remote_code),
-                 path, role)
+    """A checkpoint's config; --max_seq_length must fit its position embeddings."""
+    config = _load(lambda: AutoConfig.from_pretrained(path, cache_dir=args.cache_dir,
+                                                      trust_remote_code=args.trust_remote_code),
+                   path, role)
+    limit = max_positions(config)
+    if limit is not None and args.max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {args.max_seq_length} exceeds the {limit} positions of "
+                         f"the {role} {path}; pass --max_seq_length {limit} or less")
+    return config
+
+
+# models whose position ids start after the padding index (RoBERTa's embeddings)
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                    "data2vec-text", "roberta-prelayernorm", "xmod", "mpnet", "ibert", "luke"}
+
+
+def max_positions(config) -> int | None:
+    """The longest input a model's absolute position embeddings take (None: no such limit)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in OFFSET_POSITIONS:
+        n -= (config.pad_token_id if isinstance(config.pad_token_id, int) else 1) + 1
+    return n
 
 
 def load_tokenizer(path: str, args, role: str):

@@ -18,10 +18,11 @@ from common.lr_schedules import LrSchedule
 from common.methods import ROLES, Step, get_method, plan, run_method, table
 from common.objectives import options_of
 from common.optim import adamw
-from common.run_dir import RunDir, check_same_run, environment_info
+from common.run_dir import RunDir, environment_info
 from common.seeding import role_seed, seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-from NLP_glue_tasks.cli import INPUT_KEYS, resume_keys
+from NLP_glue_tasks import inputs
+from NLP_glue_tasks.cli import resume_keys
 from NLP_glue_tasks.data import Attached, Collator, encode, labels_of, make_loader, model_inputs
 from NLP_glue_tasks.evaluate import dev_metrics, logits_of, metrics_of_logits
 from NLP_glue_tasks.logit_cache import cached_logits, default_cache_dir, model_identity
@@ -64,17 +65,24 @@ class TextPipeline:
         self.acc = acc = accelerator(args, args.gradient_accumulation_steps)
         self.pad_multiple = 8 if amp_of(args) != "none" and acc.device.type == "cuda" else None
         self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
-                          is_main=acc.is_main_process, inputs={k: getattr(args, k) for k in INPUT_KEYS})
+                          is_main=acc.is_main_process, inputs=inputs.input_paths(args),
+                          program="annealing_kd_glue")
+        config = {**vars(args), "inputs": inputs.fingerprints(args)}
         if args.resume:
-            check_same_run(self.run.saved_config(), vars(args), resume_keys())
+            self.run.check_same(config, resume_keys())
         seed_everything(args.seed)
         with acc.main_process_first():  # the datasets cache: one process writes, the others read
             self.train_ds = data.split("train")
             self.dev_ds = {s: data.split(s) for s in task.dev}
+        labels = None if task.is_regression else labels_of(self.train_ds)
+        if labels is not None and len(set(labels.tolist())) < 2:
+            where = args.data_dir or args.train_file or args.dataset_name or task.name
+            raise UsageError(f"the training data of {where} has a single label; a classifier needs "
+                             "examples of at least two classes")
         self.batches_per_epoch = math.ceil(len(self.train_ds) / (args.per_gpu_train_batch_size
                                                                  * acc.num_processes))
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
-        self.trainer = Trainer(acc, self.run, config=dict(vars(args)), env=environment_info(),
+        self.trainer = Trainer(acc, self.run, config=config, env=environment_info(),
                                evaluate=None, selection_metric=task.selection, selected_on="dev",
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
@@ -189,8 +197,11 @@ class TextPipeline:
         """save_pretrained (safetensors) of the model and its tokenizer to <out>/<name>."""
         path = self.run / name
         if self.acc.is_main_process:
-            self.acc.unwrap_model(model).save_pretrained(str(path))
-            tok.save_pretrained(str(path))
+            unwrapped = self.acc.unwrap_model(model)
+            stage = self.run.stage()  # written aside, recorded, then moved into place
+            stage.folder(path, lambda tmp: (unwrapped.save_pretrained(str(tmp)),
+                                            tok.save_pretrained(str(tmp))))
+            stage.commit()
         self.acc.wait_for_everyone()
         return path
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+from pathlib import Path
 
 from common.errors import UsageError, setting
 
@@ -17,6 +20,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default:" in text or action.default in (None, False):
             return text
         return super()._get_help_string(action)
+
+INT64 = 2**63 - 1
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)",
+                   re.IGNORECASE)
+
+
+def integer(text: str) -> int:
+    """``type=`` of integer flags: ASCII digits only (``int()`` takes other scripts' digits too),
+    within int64."""
+    if not _WHOLE.fullmatch(text.strip()):
+        raise ValueError(text)  # argparse: "invalid int value: ..."
+    value = int(text)
+    if abs(value) > INT64:
+        raise argparse.ArgumentTypeError(f"{text.strip()} is out of range (at most {INT64})")
+    return value
+
+
+integer.__name__ = "int"
+
+
+def real(text: str) -> float:
+    """``type=`` of real-valued flags: an ASCII decimal number, finite (no inf, nan, 1e999)."""
+    if not _REAL.fullmatch(text.strip()):
+        raise ValueError(text)  # argparse: "invalid float value: ..."
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text.strip()} is not a finite number")
+    return value
+
+
+real.__name__ = "float"
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,10 +79,10 @@ def twins(*names: str) -> list[str]:
 
 def whole_number(text: str) -> int:
     """An epoch count; '3.0' (the original GLUE script's float flags) is accepted, '3.5' is not."""
-    value = float(text)
+    value = real(text)
     if value != int(value):
         raise argparse.ArgumentTypeError(f"{text} is not a whole number of epochs")
-    return int(value)
+    return integer(str(int(value)))
 
 
 def check_number(name: str, value: float, *, low: float | None = None, high: float | None = None,
@@ -58,7 +93,31 @@ def check_number(name: str, value: float, *, low: float | None = None, high: flo
         or (high is not None and value > high)
     if bad:
         lo = "" if low is None else "positive" if strict and low == 0 else \
-            f"{'>' if strict else '>='} {low:g}"
-        hi = "" if high is None else f"<= {high:g}"
+            f"{'>' if strict else '>='} {_num(low)}"
+        hi = "" if high is None else f"<= {_num(high)}"
         raise UsageError(f"{setting(name)} must be {' and '.join(s for s in (lo, hi) if s) or 'finite'}, "
-                         f"got {value:g}")
+                         f"got {_num(value)}")
+
+
+def _num(value: float) -> str:
+    """A number as a user wrote it: whole numbers in full, others in %g."""
+    return str(int(value)) if math.isfinite(value) and value == int(value) and abs(value) < 1e16 \
+        else f"{value:g}"
+
+
+def check_folder(flag: str, value: str | None) -> None:
+    """A folder the run will write into (a cache): it is a writable folder, or can be created
+    (nothing is created here)."""
+    if not value:
+        return
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {value} is a file; pass a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {value} cannot be created ({probe} is a file); pass a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {value} is not writable ({probe}: no permission); pass a "
+                         "writable folder")

@@ -35,7 +35,11 @@ class UsageError(Exception):
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None,
             flag_of: Callable[[str], str] | None = None) -> int:
     """Run ``main``; turn a :class:`UsageError` into one line on stderr (settings written as the
-    CLI's flags by ``flag_of``) and exit status 2."""
+    CLI's flags by ``flag_of``) and exit status 2. The output folders it locked are released at
+    the end (the OS does it when the process ends)."""
+    from common import run_lock
+
+    before = run_lock.held()
     try:
         return int(main(argv) or 0)
     except UsageError as exc:
@@ -45,3 +49,5 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print(f"error: interrupted; pass {(flag_of or str)('resume')} to continue from the last "
               "checkpoint", file=sys.stderr)
         return 130
+    finally:
+        run_lock.release_all(keep=before)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from common import settings
-from common.cli_args import check_number
+from common.cli_args import check_number, real
 from common.settings import Setting
 
 OBJECTIVE_GROUP = settings.OBJECTIVE_GROUP
@@ -90,9 +90,9 @@ def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **op
 
 
 @register_objective("kd", options=[
-    Setting("kd_alpha", "weight of the soft term in Hinton KD", 0.5, float,
+    Setting("kd_alpha", "weight of the soft term in Hinton KD", 0.5, real,
             check=lambda v: check_number("kd_alpha", v, low=0, high=1)),
-    Setting("kd_temperature", "temperature of Hinton KD", {"image": 5.0, "text": 4.0}, float,
+    Setting("kd_temperature", "temperature of Hinton KD", {"image": 5.0, "text": 4.0}, real,
             check=settings.positive("kd_temperature")),
     Setting("kd_reduction", "KD soft term: batchmean = KL summed over classes, mean over the "
             "batch; elementwise-mean = mean over batch x classes (nn.KLDivLoss() default, the TAKD "

@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.checkpoint import atomic_write
+from common import run_lock
+from common.checkpoint import Stage, atomic_write, is_temporary
 from common.errors import UsageError, setting
+from common.fingerprint import check_same_inputs
+from common.manifest import OWN_FILES, Manifest, NotOurs
 
 RESUME, OVERWRITE = setting("resume"), setting("overwrite_output_dir")  # as each CLI spells them
 RESULTS = "results.json"
@@ -44,36 +47,44 @@ def environment_info() -> dict[str, Any]:
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-MARKER = ".annealing-kd-run.json"
-# what a run of ours writes at the top of its folder (phases add their names to the marker)
-OWN_NAMES = {MARKER, RESULTS, METRICS, CURVES, "eval_results.json", "predictions", "teacher",
-             "assistant", "student", "phase1", "phase2"}
-
-
 class RunDir:
-    """An output directory that is never silently overwritten.
+    """An output directory that is never silently overwritten, written by one run at a time.
 
-    A finished run (results.json with a ``final`` entry) is kept unless ``overwrite``; an
-    unfinished one needs ``resume`` (continue) or ``overwrite`` (start again). Overwrite removes
-    only what a run of ours wrote, never a folder that holds one of ``inputs`` (setting -> path),
-    the working directory or its parents, and only when :meth:`start` is called, after the
-    caller has checked and loaded every input.
+    The main process locks the folder for the whole run (:mod:`common.run_lock`). Its manifest
+    (:mod:`common.manifest`) records every file the run writes; a folder is a run of ours only
+    when its manifest says so. A finished run (results.json with a ``final`` entry) is kept unless
+    ``overwrite``; an unfinished one needs ``resume`` (continue) or ``overwrite`` (start again).
+    Overwrite removes exactly the manifest's files (any other file refuses it), never the working
+    directory or its parents, and only when :meth:`start` is called, after the caller has checked
+    and loaded every input. No input (flag -> path) may lie inside the folder, nor the folder
+    inside an input.
     """
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  is_main: bool = True, check: bool = True,
-                 inputs: dict[str, str | None] | None = None) -> None:
+                 inputs: dict[str, str | None] | None = None, program: str = "annealing-kd") -> None:
         self.path = Path(path)
-        self.is_main = is_main
+        self.is_main, self.program = is_main, program
         self.started = False
-        self._mark = check  # a folder written without the checks (evaluation only) is no run
-        self._remove: list[Path] = []  # the old run's entries, removed by start()
+        self.manifest: Manifest | None = None  # this run's (main process only)
+        self._old: Manifest | None = None  # the run that start() replaces
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"output directory {self.path} is a file; choose another path")
         if check:
-            self._check(overwrite, resume, inputs or {})
+            if resume and overwrite:
+                raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
+            check_apart(self.path, inputs or {})
         if is_main:
             self._make()
+            locked = not run_lock.holds(self.path)
+            run_lock.acquire(self.path)
+        try:
+            if check:
+                self._check(overwrite, resume)
+        except BaseException:
+            if is_main and locked:
+                run_lock.release(self.path)
+            raise
 
     def _make(self) -> None:
         try:
@@ -85,21 +96,25 @@ class RunDir:
             raise UsageError(f"output directory {self.path} is not writable (read-only file "
                              "system or no permission); choose another output directory")
 
-    def _check(self, overwrite: bool, resume: bool, inputs: dict[str, str | None]) -> None:
-        if resume and overwrite:
-            raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
-        entries = sorted(self.path.iterdir()) if self.path.is_dir() else []
+    def _check(self, overwrite: bool, resume: bool) -> None:
+        entries = content(self.path)
         if not entries:
             if resume:
                 raise UsageError(f"{RESUME}: there is no run to resume in {self.path}; leave out "
                                  f"{RESUME} to start one")
             return
-        if not self.ours():
+        found = Manifest.read(self.path)
+        if found is None:
             raise UsageError(f"{self.path} is not empty and holds no run of annealing-kd (it has "
-                             f"{entries[0].name!r}); choose a new or empty output directory")
+                             f"{entries[0].name!r} and no manifest); choose a new or empty output "
+                             "directory")
         if overwrite:
-            self._check_removable(entries, inputs)
+            self._check_removable(found)
             return
+        if found.config is None:
+            raise UsageError(f"{self.path} holds files of annealing-kd but no training run (e.g. "
+                             f"{entries[0].name!r}); pass {OVERWRITE} to replace them or "
+                             "choose another output directory")
         if self.finished():
             raise UsageError(f"{self.path} holds a finished run; pass {OVERWRITE} to "
                              "replace it or choose another output directory")
@@ -107,68 +122,53 @@ class RunDir:
             raise UsageError(f"{self.path} holds an unfinished run; pass {RESUME} to continue it, "
                              f"{OVERWRITE} to start again, or choose another directory")
         if self.is_main:
-            for tmp in self.path.rglob(".*.tmp"):  # left by a stop in the middle of a write
-                tmp.unlink()
+            self.manifest = found
+            remove_temporaries(self.path)  # left by a stop in the middle of a write
 
-    def _check_removable(self, entries: list[Path], inputs: dict[str, str | None]) -> None:
+    def _check_removable(self, found: Manifest) -> None:
         here = self.path.resolve()
         cwd = Path.cwd().resolve()
         if here in (Path(here.anchor), Path.home().resolve()) or here == cwd or here in cwd.parents:
             raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or "
                              "working directory, or a parent of it); choose another output directory")
-        for key, value in inputs.items():
-            if value and Path(value).exists():
-                where = Path(value).resolve()
-                if where == here or here in where.parents:
-                    raise UsageError(f"{OVERWRITE} would delete {value} ({setting(key)}) inside "
-                                     f"{self.path}; choose another output directory")
-        own = OWN_NAMES | set(self.marker().get("names", []))
-        for entry in entries:
-            if entry.name not in own and not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                raise UsageError(f"{OVERWRITE}: {entry} was not written by a run; move "
-                                 "it away or choose another output directory")
-        self._remove = entries
+        try:
+            found.check_removable()
+        except NotOurs as exc:
+            raise UsageError(f"{OVERWRITE}: {exc.path} {exc.why}; move it away or choose "
+                             "another output directory") from None
+        self._old = found
 
     def start(self, config: dict[str, Any] | None = None) -> None:
         """Called before a run writes anything: removes the run being overwritten (once every
-        input was checked) and writes the marker that recognises a run of ours."""
+        input was checked) and writes the new run's manifest."""
         if self.started or not self.is_main:
             self.started = True
             return
         self.started = True
-        try:
-            for entry in self._remove:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink(missing_ok=True)
-            self._remove = []
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot replace the run in {self.path} ({exc.strerror}); "
-                             "remove it by hand or choose another output directory") from None
-        if self._mark and not (self.path / MARKER).exists():
-            self.write_json(MARKER, {"program": "annealing-kd", "config": config or {}, "names": []})
+        if self._old is not None:
+            try:
+                self._old.remove()
+            except NotOurs as exc:
+                raise UsageError(f"{OVERWRITE}: {exc.path} {exc.why}; move it away or "
+                                 "choose another output directory") from None
+            except OSError as exc:
+                raise UsageError(f"cannot replace the run in {self.path} ({exc.strerror}); "
+                                 "remove it by hand or choose another output directory") from None
+            self._old = None
+        if self.manifest is None:
+            self.manifest = Manifest.create(self.path, self.program, config or {})
 
-    def claim(self, name: str) -> None:
-        """Record a top-level entry this run writes, so that an overwrite may remove it."""
-        marker = self.marker()
-        if self.is_main and name not in OWN_NAMES and name not in marker.get("names", []):
-            self.write_json(MARKER, {**marker, "names": [*marker.get("names", []), name]})
-
-    def marker(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / MARKER).read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def ours(self) -> bool:
-        """Whether the folder holds a run of annealing-kd (our marker or our results.json)."""
-        return bool(self.marker()) or "config" in self.read_results()
+    def check_same(self, now: dict[str, Any], keys: list[str]) -> None:
+        """--resume continues the same experiment: the settings ``keys`` and the fingerprints of
+        the inputs (``now["inputs"]``) must match the run's."""
+        saved = self.saved_config()
+        check_same_run(saved, now, keys)
+        check_same_inputs(saved.get("inputs"), now.get("inputs") or {})
 
     def saved_config(self) -> dict[str, Any]:
         """The settings the run in this folder was started with."""
-        return self.read_results().get("config") or self.marker().get("config") or {}
+        found = self.manifest or Manifest.read(self.path)
+        return self.read_results().get("config") or (found.config if found else None) or {}
 
     def finished(self) -> bool:
         return bool(self.read_results().get("final"))
@@ -179,27 +179,42 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def write_json(self, name: str, data: dict[str, Any]) -> None:
-        if name != MARKER:
-            self.start()
-        if self.is_main:
-            text = json.dumps(data, indent=2, default=_jsonable)
-            atomic_write(self.path / name, lambda tmp: Path(tmp).write_text(text + "\n"))
+    def stage(self) -> Stage:
+        """A :class:`common.checkpoint.Stage` whose files this run's manifest records."""
+        self.start()
+        return Stage(self.manifest)
 
-    def write_metrics(self, records: list[dict[str, Any]]) -> None:
-        """Rewrite metrics.jsonl: one line per epoch record."""
+    def write(self, name: str | Path, write) -> None:
+        """Write a file of this run (``write(tmp_path)``), recorded in its manifest."""
         self.start()
         if self.is_main:
-            text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in records)
-            atomic_write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(self.path / name, write, self.manifest)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        self.write(name, _json_writer(data))
+
+    def check_free(self, *paths: str | Path) -> None:
+        """Refuse a file at one of ``paths`` that this run's manifest does not record."""
+        found = self.manifest or Manifest.read(self.path)
+        for p in map(Path, paths):
+            if self.is_main and p.exists() and (found is None or not found.records(p)):
+                raise UsageError(f"{p} exists and was not written by this run; move it away or "
+                                 "choose another output directory")
 
     def write_results(self, config: dict[str, Any], env: dict[str, Any],
                       records: list[dict[str, Any]], final: dict[str, Any] | None = None,
                       **extra: Any) -> None:
-        """results.json: config, environment, every epoch record, extras, and the final entry."""
-        self.write_metrics(records)
-        self.write_json(RESULTS, {"config": config, **env, "epochs": records, **extra,
-                                  "final": final})
+        """metrics.jsonl (one line per epoch record), then results.json: config, environment,
+        every epoch record, extras, and the final entry."""
+        self.start()
+        if not self.is_main:
+            return
+        text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in records)
+        stage = Stage(self.manifest)
+        stage.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
+        stage.write(self.path / RESULTS, _json_writer({"config": config, **env, "epochs": records,
+                                                       **extra, "final": final}))
+        stage.commit()
 
     def plot_curves(self, records: list[dict[str, Any]], metric: str, title: str = "") -> None:
         """curves.png: Phi and the eval metric per epoch, phase boundaries marked."""
@@ -234,7 +249,8 @@ class RunDir:
         ax.legend(h1 + h2, l1 + l2, loc="lower right")
         ax.set_title(title)
         fig.tight_layout()
-        atomic_write(self.path / CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        atomic_write(self.path / CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100),
+                     self.manifest)
         plt.close(fig)
 
 
@@ -246,6 +262,54 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], keys: list[str]) 
             raise UsageError(f"{RESUME}: {setting(key)} was {saved[key]!r} in this run, now "
                              f"{value!r}; resume with the original settings or start a new "
                              "output directory")
+
+
+CACHES = ("cache_dir", "logits_cache_dir")  # folders a run writes: compared even when missing
+
+
+def _named(key: str) -> str:
+    """A setting's name (the CLI writes its flag), or a description as it is."""
+    return setting(key) if key.isidentifier() else key
+
+
+def check_apart(out: Path, inputs: dict[str, str | None]) -> None:
+    """No input lies inside the output folder (a run never reads what it writes, and an overwrite
+    would delete it), and the output folder lies inside no input (its files would become data).
+    Inputs that do not exist (hub ids) are left out, but for the caches."""
+    here = out.resolve()
+    for key, value in inputs.items():
+        if not value or not (Path(value).exists() or key in CACHES):
+            continue
+        where = Path(value).resolve()
+        if where == here or here in where.parents:
+            raise UsageError(f"{_named(key)} {value} is inside the output directory {out}: a run never "
+                             "reads from the folder it writes (an overwrite would delete it); "
+                             "choose another output directory")
+        if where in here.parents:
+            raise UsageError(f"the output directory {out} is inside {_named(key)} {value}: its files "
+                             "would mix with that input; choose an output directory outside it")
+
+
+def content(folder: Path) -> list[Path]:
+    """The entries of ``folder`` (sorted), without its lock file and manifest."""
+    if not folder.is_dir():
+        return []
+    return sorted(e for e in folder.iterdir() if e.name not in OWN_FILES)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove our temporaries (``.<name>.<random>.akd.tmp``) anywhere in ``folder``."""
+    for sub, dirs, files in os.walk(folder):
+        for name in [*files, *dirs]:
+            if is_temporary(name):
+                p = Path(sub) / name
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        dirs[:] = [d for d in dirs if not is_temporary(d)]
+
+
+def _json_writer(data: dict[str, Any]):
+    text = json.dumps(data, indent=2, default=_jsonable) + "\n"
+    return lambda tmp: Path(tmp).write_text(text)
 
 
 def _jsonable(obj: Any) -> Any:

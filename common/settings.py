@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.cli_args import check_number, twins, whole_number
+from common.cli_args import check_number, integer, real, twins, whole_number
 from common.errors import UsageError, setting
 from common.schedule import check_schedule, check_temperature
 
@@ -216,7 +216,7 @@ register(
             "student); 0: phase 1 only, the final student is its best epoch",
             {"image": 100, "text": 4}, whole_number,
             flags={"image": ["--student_epochs_p2"], "text": ["--num_train_epochs_phase_2"]}),
-    Setting("max_temperature", "tau_max of the annealing schedule", {"image": 10, "text": 7}, int,
+    Setting("max_temperature", "tau_max of the annealing schedule", {"image": 10, "text": 7}, integer,
             flags={"image": ["--max_temperature"]}),
     Setting("anneal_per_step", "step the annealing temperature per optimizer step instead of per "
             "epoch", switch=True),
@@ -224,16 +224,17 @@ register(
         "image": "SGD lr of ResNets (and torchvision:/timm: models), multiplied by 0.1 at each "
                  "--lr-milestones fraction of a phase; plain CNNs: constant lr/10 (0.01 by default, "
                  "as the original)",
-        "text": "AdamW peak learning rate"}, {"image": 0.1, "text": 5e-5}, float,
+        "text": "AdamW peak learning rate"}, {"image": 0.1, "text": 5e-5}, real,
             check=positive("learning_rate")),
     Setting("phase2_learning_rate", "base learning rate of Annealing-KD's phase 2 (default: the "
-            "learning rate)", None, float, check=positive("phase2_learning_rate")),
+            "learning rate)", None, real, check=positive("phase2_learning_rate")),
     Setting("lr_milestones", "fractions of each phase's optimizer steps at which the lr is "
             "multiplied by 0.1 (ResNets, torchvision:/timm: models); none: constant",
             "0.5,0.75", milestones, clis=("image",)),
     Setting("phase1_lr_milestones", "the same for Annealing-KD's phase 1 only (default: "
             "--lr-milestones)", None, milestones, clis=("image",)),
-    Setting("seed", "seed of initialisation, data order and split", {"image": 20, "text": 42}, int),
+    Setting("seed", "seed of initialisation, data order and split", {"image": 20, "text": 42}, integer,
+            check=lambda v: check_number("seed", v, low=0, high=2**32 - 1)),  # numpy's seeds
     Setting("resume", "continue the unfinished run in the output directory with the same "
             "settings (refused if there is none)", switch=True, resume=False),
     Setting("overwrite_output_dir", "replace a run in the output directory", switch=True,

@@ -144,7 +144,6 @@ class Trainer:
         total = self.check_phase(phase, len(loader))
         state = _Progress(optimizer, phase.lr_schedule.build(optimizer, total), total)
         self.run.start(self.config)  # an overwritten run is removed only now, all input checked
-        self.run.claim(phase.name)
         if self._resume(model, phase, state):
             return state.best
         for epoch in range(state.epoch, phase.epochs):
@@ -171,7 +170,8 @@ class Trainer:
         when the phase had finished."""
         acc, pdir = self.acc, self.run / phase.name
         acc.wait_for_everyone()
-        committed = load_committed(pdir, tidy=acc.is_main_process) if self.resume else None
+        committed = (load_committed(pdir, tidy=acc.is_main_process, manifest=self.run.manifest)
+                     if self.resume else None)
         acc.wait_for_everyone()
         if committed is None:
             return False
@@ -252,7 +252,7 @@ class Trainer:
             try:
                 commit_epoch(self.run / phase.name, epoch, {"best.safetensors": weights if improved
                                                             else None, "last.safetensors": weights},
-                             saved)
+                             saved, self.run.manifest)
             except WriteFailed as exc:
                 kept = (f"the last good epoch ({state.epoch}) is kept; pass {setting('resume')} "
                         "once there is room" if state.epoch else "no epoch of this phase was saved")

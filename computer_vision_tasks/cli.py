@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from common import settings
-from common.cli_args import Parser, check_number, twins
+from common.cli_args import Parser, check_number, integer, real, twins
 from common.errors import UsageError
 from common.methods import get_method, method_names, steps_of
 from computer_vision_tasks import own_args
@@ -45,25 +45,25 @@ def build_parser() -> Parser:
          help="trained teacher: our .safetensors or the original's {'model_state_dict': ...} file")
     _add(g, "--method", default="annealing", help=f"one of {', '.join(method_names())}")
     o = p.add_argument_group("optimisation and hardware")
-    _add(o, "--batch-size", type=int, default=128, help="training batch size (per process)")
-    _add(o, "--momentum", type=float, default=0.9, help="SGD momentum")
-    _add(o, "--weight-decay", type=float, default=1e-4, help="SGD weight decay")
+    _add(o, "--batch-size", type=integer, default=128, help="training batch size (per process)")
+    _add(o, "--momentum", type=real, default=0.9, help="SGD momentum")
+    _add(o, "--weight-decay", type=real, default=1e-4, help="SGD weight decay")
     _add(o, "--cuda", dest="device", action="store_const", const="cuda",
          default=argparse.SUPPRESS, help="same as --device cuda")
     _add(o, "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     _add(o, "--channels-last", action="store_true", help="channels-last memory format")
-    _add(o, "--num-workers", type=int, default=4, help="data-loading worker processes")
+    _add(o, "--num-workers", type=integer, default=4, help="data-loading worker processes")
     _add(o, "--no-tensor-loader", "--no-gpu-loader", action="store_true",
          help="use torchvision's DataLoader (PIL transforms, --num-workers processes) instead of "
          "the in-memory tensor loader (the default for data held in memory, on CPU and GPU: the "
          "split lives on the device and is augmented there; its batches depend on (seed, epoch) "
          "only). Images decoded from disk and DDP always use the DataLoader")
     _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    _add(o, "--val-size", type=int, default=None,
+    _add(o, "--val-size", type=integer, default=None,
          help="training images held out for checkpoint selection (default: 5000, at most a tenth "
          "of the images used); 0 selects on the test set as the paper did")
-    _add(o, "--train-subset", type=int, default=None, help="train on only N images (quick runs)")
+    _add(o, "--train-subset", type=integer, default=None, help="train on only N images (quick runs)")
     _add(o, "--output-dir", default=None,
          help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
     settings.add_arguments(p, CLI)
@@ -90,9 +90,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--method {args.method} needs a teacher assistant; pass e.g. "
                          "--assistant resnet20")
     settings.check(args, CLI, steps_of(method, trains_teacher=not args.teacher_checkpoint))
-    check_number("batch_size", args.batch_size, low=0, strict=True)
-    for name in ("momentum", "weight_decay", "num_workers"):
+    check_number("batch_size", args.batch_size, low=0, high=2**31, strict=True)
+    for name in ("momentum", "weight_decay"):
         check_number(name, getattr(args, name), low=0)
+    check_number("num_workers", args.num_workers, low=0, high=1024)
     if args.val_size is not None:
         check_number("val_size", args.val_size, low=0)
     if args.train_subset is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 
+from common.cli_args import integer, real
 from common.errors import UsageError
 
 AUGMENTS = ["auto", "crop-flip", "random-resized-crop"]
+MAX_IMAGE_SIZE = 8192
 CROP_FLIP_MAX_SIZE = 64  # auto: crop-flip up to this size, random-resized-crop above
 
 
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser, add) -> None:
     """The flags of this module (``add`` is the CLI's ``-``/``_`` twin helper)."""
     g = parser.add_argument_group(
         "your own data (--dataset imagefolder --dataset-dir DIR, or --dataset hf:<name>)")
-    add(g, "--image-size", type=int, default=None,
+    add(g, "--image-size", type=integer, default=None,
         help="resize every image to this square size (default: the images' own size when all "
         "training images are square and of one size). torchvision:/timm: models get the "
         "images at this size as they are (a model that cannot run at it is refused at start)")
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser, add) -> None:
         f"--image-size; random-resized-crop: ImageNet recipe (RandomResizedCrop + flip; eval: "
         f"resize to 8/7 and centre crop); auto: crop-flip up to {CROP_FLIP_MAX_SIZE} px, "
         "random-resized-crop above")
-    add(g, "--memory-limit-gb", type=float, default=4.0,
+    add(g, "--memory-limit-gb", type=real, default=4.0,
         help="crop-flip images are decoded once and held in memory (and on the GPU with the "
         "GPU-resident loader) when they take less than this as uint8; otherwise, and always "
         "with random-resized-crop, DataLoader workers decode them from disk per batch")
@@ -44,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser, add) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.image_size is not None and args.image_size < 8:
-        raise UsageError(f"--image-size must be at least 8, got {args.image_size}")
+    if args.image_size is not None and not 8 <= args.image_size <= MAX_IMAGE_SIZE:
+        raise UsageError(f"--image-size must be in [8, {MAX_IMAGE_SIZE}], got {args.image_size}")
     if args.memory_limit_gb < 0:
         raise UsageError(f"--memory-limit-gb must be >= 0, got {args.memory_limit_gb}")
     if not is_own(args.dataset):

@@ -104,27 +104,10 @@ class HFSource(Source):
 
 
 def _folder_split(root: Path, split: str, classes: list[str] | None) -> tuple[FileSource, list[str]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from computer_vision_tasks.folder_scan import scan
 
-    folder = root / split
-    found = find_classes(str(folder))[0] if any(p.is_dir() for p in folder.iterdir()) else []
-    if not found:
-        raise UsageError(f"{folder} has no class folders; put the images in {folder}/<class>/")
-    if classes is None:
-        classes = found
-    extra = [c for c in found if c not in classes]
-    if extra:
-        raise UsageError(f"class {extra[0]!r} of {folder} is not a class of {root / 'train'}; "
-                         "every val/test class needs training images")
-    try:
-        samples = make_dataset(str(folder), {c: classes.index(c) for c in found}, IMG_EXTENSIONS)
-    except FileNotFoundError:
-        empty = [c for c in found if not any(
-            p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS) for p in (folder / c).rglob("*"))]
-        raise UsageError(f"class folder {folder / empty[0]} holds no images "
-                         f"({', '.join(IMG_EXTENSIONS)}); add images or remove it") from None
-    paths, labels = zip(*samples, strict=True)
-    return FileSource(list(paths), list(labels)), classes
+    paths, labels, classes = scan(root, split, classes)
+    return FileSource(paths, labels), classes
 
 
 def image_folder(root: str | Path) -> tuple[dict[str, Source], list[str]]:
@@ -166,11 +149,14 @@ def hf_dataset(spec: str, image_column: str | None,
         raise UsageError("--dataset hf: needs a dataset name, e.g. --dataset hf:uoft-cs/cifar10")
     import datasets
 
+    from common.quiet import quiet_libraries
+
     try:
-        if (Path(name) / "dataset_dict.json").is_file():
-            dd = datasets.load_from_disk(name)
-        else:
-            dd = datasets.load_dataset(name)
+        with quiet_libraries("datasets"):  # an error is our line, no library log above it
+            if (Path(name) / "dataset_dict.json").is_file():
+                dd = datasets.load_from_disk(name)
+            else:
+                dd = datasets.load_dataset(name)
     except Exception as exc:  # offline and not cached, unknown name, ...
         raise UsageError(f"cannot load Hugging Face dataset {name!r} ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:160]}); check the name, or run once online "
@@ -189,6 +175,9 @@ def hf_dataset(spec: str, image_column: str | None,
         values = set(dd["train"][label])
         numeric = all(isinstance(v, int) for v in values)
         classes = [str(v) for v in sorted(values, key=lambda v: v if numeric else str(v))]
+    if len(set(dd["train"][label])) < 2:
+        raise UsageError(f"{name} train has a single class in {label!r}; a classifier needs at "
+                         "least two classes")
     splits: dict[str, Source] = {}
     for ours, theirs in (("train", "train"), ("val", "validation"), ("val", "val"),
                          ("test", "test")):

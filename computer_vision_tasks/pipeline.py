@@ -5,22 +5,21 @@ phases run. Imported only when a run starts (not by ``--help``)."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common import settings
-from common.checkpoint import load_weights, save_weights
+from common.checkpoint import load_weights, weights_writer
 from common.errors import UsageError
 from common.lr_schedules import LrSchedule
 from common.methods import Step, get_method, run_method, table
 from common.objectives import options_of
-from common.run_dir import RunDir, check_same_run, environment_info
+from common.run_dir import RunDir, check_apart, environment_info
 from common.seeding import role_seed, seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-from computer_vision_tasks import data, model_zoo, models, own_args
+from computer_vision_tasks import data, inputs, model_zoo, models, own_args
 from computer_vision_tasks.cli import CLI
 
 # settings that --resume must not change: this CLI's own, and the shared ones (common.settings)
@@ -78,6 +77,7 @@ class ImagePipeline:
 
     def __init__(self, args) -> None:
         self.args, self.method = args, get_method(args.method)
+        check_apart(Path(args.output_dir), inputs.input_paths(args))  # before the data is read
         self.arch = {"student": args.student, "teacher": args.teacher, "assistant": args.assistant}
         roles = [r for r in ("student", "teacher", "assistant") if self.method.uses(r)]
         for role in roles:
@@ -107,19 +107,20 @@ class ImagePipeline:
         with acc.main_process_first():
             self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
                               resume=args.resume, is_main=acc.is_main_process,
-                              check=acc.is_main_process,
-                              inputs={"teacher_checkpoint": args.teacher_checkpoint,
-                                      "dataset_dir": args.dataset_dir})
+                              check=acc.is_main_process, inputs=inputs.input_paths(args),
+                              program="annealing_kd_train")
+        self.inputs = inputs.fingerprints(args)
         if args.resume:
-            check_same_run(self.run.saved_config(), vars(args),
-                           RESUME_KEYS + settings.resume_keys(CLI))
+            self.run.check_same({**vars(args), "inputs": self.inputs},
+                                RESUME_KEYS + settings.resume_keys(CLI))
         self.make_loaders()
         self.frozen: dict[str, torch.nn.Module] = {}
         self.config = {**vars(args), "num_classes": self.spec.num_classes,
                        "train_images": len(self.splits.train),
                        "val_images": len(self.splits.val) if self.splits.val is not None else 0,
                        "test_images": len(self.splits.test) if self.splits.test is not None else 0,
-                       "processes": acc.num_processes, **self.own_info}
+                       "processes": acc.num_processes, "inputs": self.inputs,
+                       "derived": self.own_info}  # from the data: never compared with a flag
         self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
                                evaluate=lambda m: {f"{self.split}_accuracy": self.accuracy(m, self.sel_loader)},
                                selection_metric=f"{self.split}_accuracy", selected_on=self.split,
@@ -240,8 +241,11 @@ class ImagePipeline:
         trainer.load_best(student, chosen["phase"])
         best_test = self.accuracy(student, self.test_loader)
         if acc.is_main_process and phases != ["student"]:
-            save_weights(acc.unwrap_model(student).state_dict(), run / "student" / "best.safetensors")
-            shutil.copyfile(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
+            stage = run.stage()  # both files recorded in the run's manifest, then moved into place
+            stage.write(run / "student" / "best.safetensors",
+                        weights_writer(acc.unwrap_model(student).state_dict()))
+            stage.link(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
+            stage.commit()
         metrics = {f"{self.split}_accuracy": chosen["metric"], f"{self.report}_accuracy": best_test,
                    f"last_epoch_{self.report}_accuracy": last_test}
         trainer.extra["student"] = {"model": self.arch["student"],

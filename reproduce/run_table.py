@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
     sys.path.insert(0, str(ROOT))
 
+from common import run_lock  # noqa: E402
+from common.cli_args import Parser, integer, real  # noqa: E402
 from common.errors import UsageError, run_cli  # noqa: E402
-from common.run_dir import read_results  # noqa: E402
+from common.manifest import Manifest  # noqa: E402
+from common.outputs import OutputFolder  # noqa: E402
+from common.run_dir import content, read_results  # noqa: E402
 from common.stats import mean_std, welch  # noqa: E402
 from reproduce import published  # noqa: E402
 
@@ -42,6 +47,7 @@ CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
 PREPARE = ROOT / "demo" / "prepare_data.py"
 TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "fmnist-ablation",
           "movie-reviews"]
+MAX_EPOCHS = 100_000
 ROW_KEYS = {"teacher": "teacher", "assistant": "assistant", "student alone": "scratch",
             "fine-tune": "finetune", "KD": "kd", "TAKD": "takd", "Annealing-KD": "annealing"}
 
@@ -119,10 +125,11 @@ def parse_epochs(text: str | None) -> dict[str, int]:
     out = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
-        if key.strip() not in ("teacher", "p1", "p2", "tau") or not value.strip().isdigit() \
-                or int(value) < 1:
+        digits = value.strip()
+        if key.strip() not in ("teacher", "p1", "p2", "tau") or not digits.isascii() \
+                or not digits.isdigit() or not 1 <= int(digits) <= MAX_EPOCHS:
             raise UsageError(f"--epochs item {item!r} is not KEY=N with KEY teacher, p1, p2 or tau "
-                             "and N >= 1; e.g. --epochs teacher=2,p1=2,p2=1,tau=4")
+                             f"and N in [1, {MAX_EPOCHS}]; e.g. --epochs teacher=2,p1=2,p2=1,tau=4")
         out[key.strip()] = int(value)
     return out
 
@@ -445,20 +452,58 @@ def depends_on(run: Run, runs: Sequence[Run]) -> list[int]:
             and any(arg == str(other.out) or arg.startswith(f"{other.out}{os.sep}") for arg in run.args)]
 
 
-def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
-    """Run what is not finished yet, in plan order, up to ``--jobs`` at a time (a run starts once
-    the runs it reads are finished). After a failure nothing new starts; the runs in flight finish
-    and the error is raised. At ``--deadline-s`` the runs in flight are stopped (``--resume``
-    continues them) and the report covers what finished."""
-    out = Path(args.out or f"runs/{plan.table}")
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+def output_folder(plan: Plan, args: argparse.Namespace) -> OutputFolder:
+    """``--out``: what run_table writes there is recorded in its manifest (reports, logs) or is
+    a run of its own (children); two processes may share it (``--run-seeds``), so no lock."""
+    return OutputFolder(args.out or f"runs/{plan.table}", "run_table", lock=False)
+
+
+def complete(folder: Path) -> bool:
+    """Whether a prepared folder holds every file its manifest records (a stopped preparation
+    does not)."""
+    found = Manifest.read(folder)
+    return found is not None and bool(found.files) and all(
+        (folder / rel).is_file() for rel in found.files)
+
+
+def prepare(plan: Plan, args: argparse.Namespace) -> OutputFolder:
+    """--out, its runs recorded as children, and the data and models the plan prepares (a
+    preparation that stopped half-way is done again)."""
+    folder = output_folder(plan, args)
+    out = folder.path
     for cmd in plan.prepare:
         target = Path(cmd[cmd.index("--out") + 1])
-        if not target.exists():
+        if out in target.parents:
+            folder.child(target.relative_to(out))
+        if not complete(target):
             print("prepare:", shlex.join(cmd), flush=True)
             if subprocess.run(cmd).returncode != 0:
                 raise UsageError(f"preparing {target} failed; see the output above")
+    folder.children(run.out.relative_to(out) for run in plan.runs if out in run.out.parents)
+    return folder
+
+
+def launch(run: Run, folder: OutputFolder, args: argparse.Namespace, extra: list[str],
+           env: dict[str, str]) -> tuple[subprocess.Popen, float, Path]:
+    """Start one run (``--resume`` when its folder holds something), output appended to its log."""
+    cmd = run.command(args.python, extra_for(run, args, extra))
+    if content(run.out):
+        cmd.append("--resume")
+    log = folder.log(f"logs/{run.out.relative_to(folder.path).as_posix().replace('/', '__')}.log")
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    return proc, time.perf_counter(), log
+
+
+def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
+    """Run what is not finished yet, in plan order, up to ``--jobs`` at a time (a run starts once
+    the runs it reads are finished; one that another process is running is waited for). After a
+    failure nothing new starts; the runs in flight finish and the error is raised. At
+    ``--deadline-s`` the runs in flight are stopped (``--resume`` continues them) and the report
+    covers what finished."""
+    folder = prepare(plan, args)
     env = {**os.environ, "TQDM_MININTERVAL": "30"}
     if args.jobs > 1:  # share the cores between the runs in flight
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -473,6 +518,7 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     waiting = [i for i in range(len(plan.runs)) if i not in done]
     running: dict[int, tuple[subprocess.Popen, float, Path]] = {}
     failed: list[str] = []
+    elsewhere: set[int] = set()  # runs that another process holds
     while waiting or running:
         if time.monotonic() >= stop_at:
             for proc, _, _ in running.values():
@@ -492,21 +538,23 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
             if any(j not in done for j in needs):  # what it reads failed: never runs
                 waiting.remove(i)
                 continue
+            holder = run_lock.holder(run.out) if run.out.is_dir() else None
+            if holder or (i in elsewhere and run.finished()):
+                if i not in elsewhere:
+                    print(f"{names[i]}: another process runs it ({holder}); waiting", flush=True)
+                    elsewhere.add(i)
+                elif not holder:
+                    waiting.remove(i)
+                    done.add(i)
+                continue
             waiting.remove(i)
-            cmd = run.command(args.python, extra_for(run, args, extra))
-            if run.out.exists() and any(run.out.iterdir()):
-                cmd.append("--resume")
-            log = logs / f"{run.out.relative_to(out).as_posix().replace('/', '__')}.log"
-            print(f"{names[i]}: running, log {log}", flush=True)
-            with open(log, "a") as f:
-                f.write(f"$ {shlex.join(cmd)}\n")
-                f.flush()
-                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-            running[i] = (proc, time.perf_counter(), log)
+            running[i] = launch(run, folder, args, extra, env)
+            print(f"{names[i]}: running, log {running[i][2]}", flush=True)
         for i, (proc, tic, log) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[i]
+            folder.done(log)
             run = plan.runs[i]
             if proc.returncode != 0 or not run.finished():
                 tail = log.read_text(errors="replace").splitlines()[-8:]
@@ -516,7 +564,7 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
             done.add(i)
             print(f"{names[i]}: done in {time.perf_counter() - tic:.0f}s, {run_value(run):.2f}",
                   flush=True)
-        if running:
+        if running or elsewhere & set(waiting):
             time.sleep(0.2)
         elif failed:
             break
@@ -614,9 +662,13 @@ def fmt(values: dict[int, float], seeds: int) -> str:
 
 
 def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Path, Path]:
-    """``<table>.md``, ``<table>.json`` (every value) and ``<table>.png``; returns md and png."""
-    out = Path(args.out or f"runs/{plan.table}")
-    out.mkdir(parents=True, exist_ok=True)
+    """``<table>.md``, ``<table>.json`` (every value) and ``<table>.png``, recorded in --out's
+    manifest; a file of one of these names that run_table did not write refuses the report
+    before anything is written. Returns md and png."""
+    folder = output_folder(plan, args)
+    out = folder.path
+    md, js, png = (out / f"{plan.table}{ext}" for ext in (".md", ".json", ".png"))
+    folder.check_free(md, js, png)
     values = collect(plan)
     columns = plan.columns + (["score"] if plan.score else [])
     header, rule = ["row"], ["---"]
@@ -645,16 +697,14 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
     lines += ["", *significance_lines(plan, values, columns), *seconds_lines(plan)]
     lines += [f"Runs: {sum(r.finished() for r in plan.runs)} of {len(plan.runs)} finished; "
               f"scale {args.scale}; outputs under `{out}`.", ""]
-    md = out / f"{plan.table}.md"
-    md.write_text("\n".join(lines))
-    (out / f"{plan.table}.json").write_text(json.dumps(
+    folder.write_text(md.name, "\n".join(lines))
+    folder.write_text(js.name, json.dumps(
         {"command": command, "values": values, "published": plan.published}, indent=2) + "\n")
-    png = out / f"{plan.table}.png"
-    plot(plan, values, columns, png)
+    folder.write(png.name, lambda tmp: plot(plan, values, columns, tmp))
     return md, png
 
 
-def plot(plan: Plan, values, columns: list[str], path: Path) -> None:
+def plot(plan: Plan, values, columns: list[str], path: Path | str) -> None:
     """Grouped bars: ours (mean, std error bar) per row within each column; paper as markers."""
     import matplotlib
 
@@ -691,16 +741,16 @@ def plot(plan: Plan, values, columns: list[str], path: Path) -> None:
     ax.set_title(plan.title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
 # ---- command line --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", required=True, choices=TABLES)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every student row")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--seeds", type=integer, default=3, help="seeds 0..N-1 for every student row")
+    p.add_argument("--scale", type=real, default=1.0,
                    help="multiply every epoch count by this (e.g. 0.05 for a quick look)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<table>)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -711,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GLUE root holding the task folders (CoLA, SST-2, ...; default: the hub "
                         "through `datasets`), or the movie-review --data_dir")
     p.add_argument("--tasks", default=None, help="GLUE tables: comma-separated subset of tasks")
-    p.add_argument("--val-size", type=int, default=None,
+    p.add_argument("--val-size", type=integer, default=None,
                    help="CIFAR CLI --val-size (default: the CLI's, a held-out validation split)")
     p.add_argument("--teacher", default=None,
                    help="override the table's teacher model (fmnist-gap: comma-separated list)")
@@ -723,12 +773,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", default=None, help="GLUE CLI --learning_rate of every run")
     p.add_argument("--teacher-learning-rate", default=None,
                    help="GLUE tables: the teacher's --learning_rate (default: --learning-rate)")
-    p.add_argument("--train-size", type=int, default=None,
+    p.add_argument("--train-size", type=integer, default=None,
                    help="movie reviews: training sentences (default: all but the dev ones)")
-    p.add_argument("--teacher-train-size", type=int, default=None,
+    p.add_argument("--teacher-train-size", type=integer, default=None,
                    help="movie reviews: the teacher trains on this many (the students' sentences "
                         "and the next ones of the same shuffle; default: the students' set)")
-    p.add_argument("--dev-size", type=int, default=1000, help="movie reviews: dev sentences")
+    p.add_argument("--dev-size", type=integer, default=1000, help="movie reviews: dev sentences")
     p.add_argument("--run-seeds", default=None,
                    help="run only these seeds (comma-separated; the teacher always), e.g. to split "
                         "a table over two processes; the report covers every finished run")
@@ -740,10 +790,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-extra", default="",
                    help="flags appended to the teacher's call after --extra, e.g. "
                         "'--train-subset 60000' for a teacher trained on more images than the students")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=integer, default=1,
                    help="runs at a time (a run waits for the checkpoints it reads), e.g. 12 on "
                         "one GPU with many CPU cores; OMP_NUM_THREADS is cores / jobs")
-    p.add_argument("--deadline-s", type=float, default=None,
+    p.add_argument("--deadline-s", type=real, default=None,
                    help="stop the runs in flight after this many seconds and report what finished")
     p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
     return p
@@ -783,10 +833,10 @@ def select_runs(plan: Plan, seeds: set[int] | None, rows: set[str] | None) -> Pl
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if not 1 <= args.seeds <= 1000:
+        raise UsageError(f"--seeds must be at least 1 (and at most 1000), got {args.seeds}")
+    if not 1 <= args.jobs <= 1024:
+        raise UsageError(f"--jobs must be at least 1 (and at most 1024), got {args.jobs}")
     if not args.scale > 0:
         raise UsageError(f"--scale must be positive, got {args.scale}")
     if args.tasks and not args.table.startswith("glue"):
@@ -809,6 +859,9 @@ def _main(argv: Sequence[str] | None) -> int:
         for run in todo.runs:
             print(shlex.join(run.command(args.python, extra_for(run, args, extra))))
         return 0
+    if not args.report_only and not shutil.which(args.python):
+        raise UsageError(f"--python {args.python!r} is not an executable file; pass the Python "
+                         "interpreter that runs the CLIs")
     try:
         if not args.report_only:
             execute(todo, args, extra)

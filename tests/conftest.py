@@ -19,6 +19,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+try:  # the fuzzer's profiles (tests/test_fuzz_cli.py); --hypothesis-profile fuzz-long picks the long one
+    from hypothesis import HealthCheck, settings
+
+    _fuzz = {"database": None, "deadline": None, "suppress_health_check": list(HealthCheck)}
+    settings.register_profile("fuzz", max_examples=100, derandomize=True, **_fuzz)
+    settings.register_profile("fuzz-long", max_examples=2000, derandomize=False, **_fuzz)
+    settings.load_profile("fuzz")
+except ImportError:  # hypothesis is a test extra
+    pass
+
 
 def pytest_configure(config):
     """Tests use tiny models: one intra-op thread is far faster than two on a shared 2-core CPU,

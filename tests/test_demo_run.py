@@ -94,20 +94,46 @@ def test_text_part_end_to_end(tmp_path: Path, capsys) -> None:
         assert (text / name / "student" / "config.json").is_file()
 
 
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
 def test_out_folder_of_the_user_is_never_emptied(tmp_path: Path, capsys) -> None:
     """--out holding someone's files: one error line, exit 2, the files untouched; an earlier
-    demo's folder is replaced."""
+    demo is replaced, exactly the files it wrote: a user's file inside it refuses the
+    replacement (named), and nothing is deleted."""
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
     argv = ["--skip-images", "--skip-text", "--out"]
     assert run_demo.main([*argv, str(mine)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "thesis.tex" in err
+    assert "thesis.tex" in one_error(capsys)
     assert (mine / "thesis.tex").read_text() == "years of work"
     demo = tmp_path / "demo"
     assert run_demo.main([*argv, str(demo)]) == 0
+    assert run_demo.main([*argv, str(demo)]) == 0  # an earlier demo is replaced
     (demo / "images").mkdir()
-    (demo / "images" / "old.log").write_text("from the earlier demo")
-    assert run_demo.main([*argv, str(demo)]) == 0
-    assert not (demo / "images").exists() and (demo / "tables.md").is_file()
+    (demo / "images" / "notes.txt").write_text("mine")
+    assert run_demo.main([*argv, str(demo)]) == 2
+    assert "notes.txt" in one_error(capsys)
+    assert (demo / "images" / "notes.txt").read_text() == "mine" and (demo / "tables.md").is_file()
+    (demo / "images" / "notes.txt").unlink()
+    assert run_demo.main([*argv, str(demo)]) == 0 and (demo / "tables.md").is_file()
+
+
+def test_out_holding_a_finished_run_is_never_deleted(tmp_path: Path, capsys) -> None:
+    """A finished CLI run is not a demo: --out on it is refused, the run untouched."""
+    from computer_vision_tasks import annealing_kd_train as cifar
+
+    run = tmp_path / "run"
+    assert cifar.main(["--dataset", "fake", "--train-subset", "32", "--val-size", "16",
+                       "--batch-size", "16", "--num-workers", "0", "--device", "cpu",
+                       "--method", "scratch", "--student", "plane2", "--student-epochs", "1",
+                       "--output-dir", str(run)]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert run_demo.main(["--skip-images", "--skip-text", "--out", str(run)]) == 2
+    assert "no earlier output of demo" in one_error(capsys)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -67,9 +67,11 @@ def test_train_only_holds_out_val_size_and_reports_no_test(tmp_path, capsys):
     r = results(tmp_path / "run")
     c = r["config"]
     assert (c["train_images"], c["val_images"], c["test_images"]) == (12, 3, 0)
-    assert c["classes"] == ["cat", "dog", "emu"] and c["num_classes"] == 3
-    assert c["splits"] == {"val": "held out of train", "test": None}
-    assert (c["image_size"], c["channels"], c["augment"]) == (16, 3, "crop-flip")
+    d = c["derived"]  # derived from the data, apart from the flags
+    assert d["classes"] == ["cat", "dog", "emu"] and c["num_classes"] == 3
+    assert d["splits"] == {"val": "held out of train", "test": None}
+    assert (d["image_size"], d["channels"], d["augment"]) == (16, 3, "crop-flip")
+    assert (c["image_size"], c["augment"]) == (None, "auto")  # the flags as given
     final = r["final"]
     assert final["selected_on"] == "val"
     assert set(final["metrics"]) == {"val_accuracy", "last_epoch_val_accuracy"}
@@ -113,7 +115,7 @@ def test_normalisation_stats_are_the_training_images_and_in_results_json(tmp_pat
     assert main(["--dataset", "imagefolder", "--dataset-dir", str(tmp_path / "d"), "--method",
                  "scratch", "--student", "resnet8", "--output-dir", str(tmp_path / "run"),
                  *FAST, "--batch-size", "2"]) == 0
-    norm = results(tmp_path / "run")["config"]["normalization"]
+    norm = results(tmp_path / "run")["config"]["derived"]["normalization"]
     assert norm["mean"] == pytest.approx([0.5, 0.25, 0.2])
     assert norm["std"] == pytest.approx([0.5, math.sqrt(0.25 * 0.75), 1.0])
     assert norm["images"] == 4
@@ -131,7 +133,7 @@ def test_grey_images_of_different_sizes_need_image_size(tmp_path, capsys):
     assert "not all square and of one size" in one_line_error(capsys)
     assert run(tmp_path, folder, "--method", "scratch", "--val-size", "2", "--image-size",
                "10") == 0
-    c = results(tmp_path / "run")["config"]
+    c = results(tmp_path / "run")["config"]["derived"]
     assert (c["image_size"], c["channels"]) == (10, 1) and len(c["normalization"]["mean"]) == 1
     best = load_file(tmp_path / "run" / "student" / "best.safetensors")
     assert best["conv1.weight"].shape == (16, 1, 3, 3)
@@ -166,7 +168,7 @@ def test_random_resized_crop_decodes_from_disk(tmp_path):
     folder = write_folder(tmp_path / "d", {"train": 4, "val": 1}, size=20)
     assert run(tmp_path, folder, "--method", "scratch", "--augment", "random-resized-crop",
                "--image-size", "16") == 0
-    c = results(tmp_path / "run")["config"]
+    c = results(tmp_path / "run")["config"]["derived"]
     assert c["augment"] == "random-resized-crop" and c["images_in_memory"] is False
     own = _own(folder, "--image-size", "72")  # auto: above 64 px
     assert own.info["augment"] == "random-resized-crop" and own.splits.train[0][0].shape == (3, 72, 72)
@@ -274,7 +276,8 @@ def test_hf_dataset_from_disk_end_to_end(tmp_path):
     assert main([*argv, "--image-column", "picture"]) == 2  # label column unknown
     assert main([*argv, "--image-column", "picture", "--label-column", "kind"]) == 0
     c = results(out)["config"]
-    assert c["classes"] == ["cat", "dog", "emu"] and (c["train_images"], c["val_images"]) == (12, 6)
+    assert c["derived"]["classes"] == ["cat", "dog", "emu"]
+    assert (c["train_images"], c["val_images"]) == (12, 6)
 
 
 def test_hf_columns_found_by_name_and_type_hidden_test_labels_skipped(tmp_path):
@@ -405,8 +408,9 @@ def test_example_own_images_writes_the_folder_and_distills(tmp_path, capsys):
     assert sorted(p.name for p in (folder / "train").iterdir()) == sorted(ex.CLASSES)
     assert len(list((folder / "train").rglob("*.png"))) == 30
     r = results(tmp_path / "ex" / "run")
-    assert r["config"]["classes"] == sorted(ex.CLASSES) and r["config"]["test_images"] == 10
-    assert r["config"]["channels"] == 1 and r["final"]["selected_on"] == "val"
+    assert r["config"]["derived"]["classes"] == sorted(ex.CLASSES)
+    assert r["config"]["test_images"] == 10
+    assert r["config"]["derived"]["channels"] == 1 and r["final"]["selected_on"] == "val"
     assert "student selected" in capsys.readouterr().out
     # the Makefile target runs it
     assert "demo/example_own_images.py" in (ROOT / "Makefile").read_text().split(

@@ -27,9 +27,8 @@ def _run(monkeypatch, stream: io.StringIO, n: int = 300) -> str:
 
 def test_log_file_gets_no_carriage_return_flood(monkeypatch):
     out = _run(monkeypatch, io.StringIO())
-    # the first draw and the final clearing only: under a minute, no redraw in between
-    assert out.count("\r") <= 3, out.count("\r")
-    assert len(out) < 1000
+    # under a minute: nothing at all (a bar shows in a log only after a minute, then once a minute)
+    assert out == "", out
 
 
 def test_terminal_keeps_a_live_bar(monkeypatch):

@@ -16,9 +16,11 @@ import faults
 import pytest
 import torch
 from glue_fixtures import tiny_bert, write_glue
+from PIL import Image
 from safetensors.torch import load_file
 
 import common.checkpoint as ckpt
+from common.manifest import MANIFEST, Manifest
 from computer_vision_tasks import annealing_kd_train as cifar
 from NLP_glue_tasks import annealing_kd_glue as glue
 
@@ -47,10 +49,12 @@ def reset_accelerate() -> None:
 
 
 def tree_hashes(root: Path, skip: Path | None = None) -> dict[str, str]:
-    """sha256 of every file under ``root`` (except under ``skip``)."""
+    """sha256 of every file under ``root`` (except under ``skip``, and the lock files: they name
+    their last holder)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and not (skip is not None and (p == skip or skip in p.parents)):
+        if p.is_file() and p.name != ".annealing-kd.lock" and not (
+                skip is not None and (p == skip or skip in p.parents)):
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
@@ -83,6 +87,10 @@ def ws(tmp_path_factory):
     (bad / "pickle_teacher" / "model.safetensors").unlink()
     torch.save(load_file(ws / "teacher" / "model.safetensors"), bad / "pickle_teacher" / "pytorch_model.bin")
     (bad / "a_file").write_text("not a folder\n")
+    for c in ("a", "b"):  # an image folder
+        (bad / "images" / "train" / c).mkdir(parents=True)
+        colour = (200 if c == "a" else 0, 0, 0)
+        Image.new("RGB", (8, 8), colour).save(bad / "images" / "train" / c / "0.png")
     from computer_vision_tasks import models
 
     ckpt.save_weights(models.create_model("resnet8", 10).state_dict(), ws / "teacher.safetensors")
@@ -113,7 +121,7 @@ BAD_INPUTS = [
     (C, ["--kd-alpha", "1.5"], "--kd-alpha must be >= 0 and <= 1"),
     (C, ["--kd-temperature", "0"], "--kd-temperature must be positive"),
     (C, ["--learning-rate", "-0.1"], "--learning-rate must be positive"),
-    (C, ["--learning-rate", "nan"], "--learning-rate must be positive"),
+    (C, ["--learning-rate", "nan"], "not a finite number"),
     (C, ["--batch-size", "0"], "--batch-size must be positive"),
     (C, ["--num-workers", "-1"], "--num-workers must be >= 0"),
     (C, ["--train-subset", "0"], "--train-subset must be >= 1"),
@@ -144,9 +152,11 @@ BAD_INPUTS = [
     (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--momentum", "-1"],
      "--momentum"),
     (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--teacher-checkpoint",
-         "{ws}/done_cifar/teacher/best.safetensors"], "would delete"),
-    (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--dataset-dir",
-         "{ws}/done_cifar"], "would delete"),
+         "{ws}/done_cifar/teacher/best.safetensors"], "is inside the output directory"),
+    (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--dataset", "imagefolder",
+         "--dataset-dir", "{ws}/done_cifar"], "is inside the output directory"),
+    (C, ["--output-dir", "{ws}/bad/images/run", "--dataset", "imagefolder", "--dataset-dir",
+         "{ws}/bad/images"], "is inside --dataset-dir"),
     (C, ["--output-dir", "{ws}/done_cifar_plus", "--overwrite-output-dir"], "notes.txt"),
     (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--resume"], "contradict"),
     (C, ["--resume"], "no run to resume"),
@@ -166,7 +176,7 @@ BAD_INPUTS = [
     (G, ["--max_temperature", "0"], "--max_temperature must be at least 1"),
     (G, ["--max_temperature", "9", "--anneal_per_step"], "optimizer steps"),
     (G, ["--max_temperature", "5", "--train_teacher"], "exceeds --num_train_epochs_phase_1"),
-    (G, ["--per_gpu_train_batch_size", "0"], "must be >= 1"),
+    (G, ["--per_gpu_train_batch_size", "0"], "--per_gpu_train_batch_size must be >= 1"),
     (G, ["--num_train_epochs_phase_1", "1.5"], "not a whole number"),
     (G, ["--bogus"], "unrecognized arguments"),
     (G, ["--task_name", "nope"], "nope"),
@@ -185,7 +195,7 @@ BAD_INPUTS = [
     (G, ["--output_dir", "{ws}/done_glue", "--overwrite_output_dir", "--learning_rate=-1"],
      "--learning_rate"),
     (G, ["--output_dir", "{ws}/done_glue", "--overwrite_output_dir", "--method", "finetune",
-         "--student_model_name_or_path", "{ws}/done_glue/student"], "would delete"),
+         "--student_model_name_or_path", "{ws}/done_glue/student"], "is inside the output"),
     (G, ["--output_dir", "{ws}/done_glue", "--overwrite_output_dir", "--resume"], "contradict"),
     (G, ["--resume"], "no run to resume"),
     (G, ["--output_dir", "{ws}/bad/corrupt_run", "--do_eval", "--do_train=0"], "truncated or corrupt"),
@@ -253,9 +263,12 @@ def _renames(log: Path, out: Path) -> list[str]:
 
 
 def _commit_points(renames: list[str], phase: str, epoch: int) -> list[int]:
-    """1-based rename numbers from the first write of ``phase`` epoch ``epoch`` up to the first
-    rename after its results.json (a kill just before each of them)."""
+    """1-based rename numbers from the manifest that records ``phase`` epoch ``epoch`` (its files
+    are recorded before they appear) up to the first rename after its results.json (a kill just
+    before each of them)."""
     first = next(i for i, r in enumerate(renames) if r.startswith(f"{phase}/epoch-{epoch:04d}/"))
+    if first and renames[first - 1] == MANIFEST:
+        first -= 1
     last = next(i for i in range(first, len(renames)) if renames[i] == "results.json")
     return list(range(first + 1, min(last + 2, len(renames)) + 1))
 
@@ -271,6 +284,7 @@ def _same_run(a: Path, b: Path, weights: list[str]) -> None:
     fb = {k: v for k, v in rb["final"].items() if k not in ("student_dir",)}
     assert fa == fb
     assert (b / "curves.png").is_file() and not list(b.rglob(".*.tmp"))
+    Manifest.read(b).check_removable()
 
 
 KILLS = [  # cli, method, (phase, epoch) commits to kill in, weight files to compare
@@ -301,6 +315,7 @@ def test_kill_at_every_rename_of_an_epoch_commit_then_resume(ws, tmp_path, cli, 
     for n in points:
         out = tmp_path / f"kill{n}"
         assert _run(main, argv(out), kill_at=n) == -9, f"rename {n} ({renames[n - 1]})"
+        Manifest.read(out).check_removable()  # every file left is recorded, or a temporary
         assert _run(main, argv(out, "--resume")) == 0, f"resume after a kill at rename {n}"
         _same_run(full, out, weights)
         shutil.rmtree(out)

@@ -1,0 +1,314 @@
+"""Ownership as recorded facts: a folder's manifest lists every file our tools wrote there.
+
+``<folder>/.annealing-kd-manifest.json``::
+
+    {"format": "annealing-kd-manifest/1", "run_id": "...", "program": "annealing_kd_train",
+     "created": "...", "config": {...},                  # config: training runs only
+     "files": {"student/best.safetensors": {"size": n, "mtime_ns": t, "sha256": "..."}, ...},
+     "children": ["images/teacher", ...]}                # folders with their own manifest
+
+A file is recorded when it is committed, before it becomes visible under its name
+(:class:`common.checkpoint.Stage`); the entry keeps the previous version's facts too, so a stop
+between the two leaves a file the manifest still recognises. The manifest is itself written
+atomically (and fsync'ed), under a short lock on the folder, merged with what other processes
+recorded meanwhile (a shared logit cache).
+
+A folder is ours only when its manifest says so. Removing it (:meth:`Manifest.check_removable`,
+:meth:`Manifest.remove`) removes exactly the recorded files that are unchanged (size, and
+modification time or content hash), our temporaries, the children's files, then the folders left
+empty. Any other file anywhere in the tree refuses the removal before anything is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common import checkpoint, run_lock
+from common.errors import UsageError
+from common.fingerprint import file_sha256
+
+MANIFEST = ".annealing-kd-manifest.json"
+FORMAT = "annealing-kd-manifest/1"
+OWN_FILES = {MANIFEST, run_lock.LOCK}  # the folder's bookkeeping, not part of its content
+
+
+class NotOurs(UsageError):
+    """A file in a folder to be replaced that no run of ours wrote (or that changed since)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path, self.why = path, why
+        super().__init__(f"{path} {why}")
+
+
+@contextlib.contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """A short exclusive lock on the folder itself, around a read-modify-write of the manifest."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read(root: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and data.get("format") == FORMAT and data.get("run_id") \
+        and isinstance(data.get("files"), dict)
+    return data if ok else None
+
+
+def _facts(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+
+
+class Manifest:
+    """The files our tools wrote in ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike, data: dict[str, Any]) -> None:
+        self.root, self.data = Path(root), data
+        self._ops: list[tuple[str, str, Any]] = []  # changes not yet saved
+
+    # ---- reading and creating ------------------------------------------------------------------
+    @classmethod
+    def read(cls, root: str | os.PathLike) -> Manifest | None:
+        """The manifest of ``root``, or None (missing, unreadable, or not ours)."""
+        data = _read(Path(root))
+        return cls(root, data) if data is not None else None
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, program: str,
+               config: dict[str, Any] | None = None) -> Manifest:
+        """A new manifest (a new run id, no files), written now."""
+        data = {"format": FORMAT, "run_id": uuid.uuid4().hex, "program": program,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": {}, "children": []}
+        if config is not None:
+            data["config"] = config
+        m = cls(root, data)
+        m._write(data)
+        return m
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, program: str) -> Manifest:
+        """The manifest of ``root``, created when there is none (a folder that tools share)."""
+        Path(root).mkdir(parents=True, exist_ok=True)
+        with _folder_lock(Path(root)):
+            found = cls.read(root)
+            return found if found is not None else cls.create(root, program)
+
+    @property
+    def program(self) -> str:
+        return str(self.data.get("program", ""))
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return self.data.get("config")
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        return self.data["files"]
+
+    @property
+    def children(self) -> list[str]:
+        return list(self.data.get("children", []))
+
+    def rel(self, path: str | os.PathLike) -> str:
+        p = Path(path)
+        p = p if p.is_absolute() else Path.cwd() / p
+        root = self.root if self.root.is_absolute() else Path.cwd() / self.root
+        return os.path.relpath(os.path.normpath(p), os.path.normpath(root)).replace(os.sep, "/")
+
+    # ---- recording -----------------------------------------------------------------------------
+    def record(self, final: str | os.PathLike, actual: str | os.PathLike | None = None,
+               growing: bool = False) -> None:
+        """Record ``final`` with the facts of the file ``actual`` (default: ``final``) holds; saved
+        by :meth:`save`. ``growing``: a log that a process appends to (it may grow)."""
+        rel = self.rel(final)
+        if rel.startswith(".."):
+            raise ValueError(f"{final} is not inside {self.root}")
+        facts = _facts(Path(actual or final))
+        self._apply(self.data, ("set", rel, {**facts, "growing": True} if growing else facts))
+        self._ops.append(("set", rel, self.files[rel]))
+
+    def forget(self, path: str | os.PathLike) -> None:
+        """Drop a removed file (saved with the next :meth:`save`)."""
+        rel = self.rel(path)
+        if rel in self.files:
+            self._apply(self.data, ("del", rel, None))
+            self._ops.append(("del", rel, None))
+
+    def add_child(self, folder: str | os.PathLike, save: bool = True) -> None:
+        """Record a folder that gets its own manifest (a run this tool starts)."""
+        rel = self.rel(folder)
+        if rel.startswith("..") or rel == ".":
+            raise ValueError(f"{folder} is not inside {self.root}")
+        if rel not in self.children:
+            self._apply(self.data, ("child", rel, None))
+            self._ops.append(("child", rel, None))
+        if save:
+            self.save()
+
+    @staticmethod
+    def _apply(data: dict[str, Any], op: tuple[str, str, Any]) -> None:
+        kind, rel, facts = op
+        files = data.setdefault("files", {})
+        if kind == "set":
+            old = files.get(rel)
+            if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
+                facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
+            files[rel] = facts
+        elif kind == "del":
+            files.pop(rel, None)
+        elif rel not in data.setdefault("children", []):
+            data["children"].append(rel)
+
+    def save(self) -> None:
+        """Write the manifest atomically, merged with the changes other processes saved."""
+        if not self._ops and (self.root / MANIFEST).is_file():
+            return
+        with _folder_lock(self.root):
+            disk = _read(self.root)
+            if disk is not None and disk["run_id"] == self.data["run_id"]:
+                for op in self._ops:
+                    self._apply(disk, op)
+                self.data = disk
+            self._write(self.data)
+        self._ops = []
+
+    def _write(self, data: dict[str, Any]) -> None:
+        path = self.root / MANIFEST
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{MANIFEST}.{os.getpid()}{checkpoint.TMP_SUFFIX}")
+        try:
+            tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+            checkpoint.fsync_path(tmp)
+            checkpoint.replace(tmp, path)
+            checkpoint.fsync_path(self.root)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise checkpoint.WriteFailed(path, exc.strerror or str(exc), exc.errno) from None
+
+    # ---- ownership -----------------------------------------------------------------------------
+    def records(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is a file name this manifest records (whatever it holds now)."""
+        return self.rel(path) in self.files
+
+    def unchanged(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is recorded and still holds what was recorded (or the version before)."""
+        entry = self.files.get(self.rel(path))
+        p = Path(path)
+        if entry is None or p.is_symlink() or not p.is_file():
+            return False
+        st = p.stat()
+        if entry.get("growing") and st.st_size >= entry["size"]:
+            return True
+        for facts in (entry, entry.get("previous")):
+            if facts and facts["size"] == st.st_size and (
+                    facts["mtime_ns"] == st.st_mtime_ns or facts["sha256"] == file_sha256(p)):
+                return True
+        return False
+
+    def check_removable(self) -> None:
+        """Raise :class:`NotOurs` for the first file in the tree that is not ours; children's
+        folders are checked by their own manifests, and must not be in use."""
+        self._walk(remove=False)
+
+    def remove(self) -> None:
+        """Remove the tree's files of ours (after :meth:`check_removable`), the children's, then
+        the folders left empty; the manifest goes last (the lock file stays)."""
+        self.check_removable()
+        self._walk(remove=True)
+        for name in (MANIFEST,):
+            (self.root / name).unlink(missing_ok=True)
+
+    def _walk(self, remove: bool) -> None:
+        children = {self.root / c for c in self.children}
+        emptied: list[Path] = []
+        for sub, dirs, files in os.walk(self.root):
+            here = Path(sub)
+            for d in list(dirs):
+                p = here / d
+                if p in children:
+                    dirs.remove(d)
+                    _remove_child(p, remove)
+                    emptied.append(p)
+                elif checkpoint.is_temporary(d) or p.is_symlink():
+                    dirs.remove(d)
+                    if p.is_symlink():
+                        raise NotOurs(p, "is a link that no run of annealing-kd wrote")
+                    if remove:
+                        shutil.rmtree(p)
+                    emptied.append(here)
+                elif (p / MANIFEST).is_file():
+                    dirs.remove(d)
+                    raise NotOurs(p, "holds another run (not started by this one)")
+            for name in files:
+                p = here / name
+                if here == self.root and name in OWN_FILES:
+                    continue
+                if not checkpoint.is_temporary(name):
+                    if not self.records(p):
+                        raise NotOurs(p, "was not written by annealing-kd (it is not in the "
+                                         "folder's manifest)")
+                    if not self.unchanged(p):
+                        raise NotOurs(p, "was changed after annealing-kd wrote it")
+                if remove:
+                    p.unlink()
+                    self.forget(p)
+                    emptied.append(here)
+        if remove:
+            _remove_empty(self.root, emptied)
+
+
+def _remove_child(folder: Path, remove: bool) -> None:
+    """A folder that a run of ours started writes: removable through its own manifest (it may
+    have none yet, if that run stopped before writing anything)."""
+    if not folder.is_dir():
+        return
+    who = run_lock.holder(folder)
+    if who:
+        raise NotOurs(folder, f"is in use by a run ({who})")
+    child = Manifest.read(folder)
+    if child is None:
+        for p in folder.rglob("*"):
+            if p.is_file() and p.name not in OWN_FILES and not checkpoint.is_temporary(p.name):
+                raise NotOurs(p, "was not written by annealing-kd (its folder has no manifest)")
+        if remove:
+            shutil.rmtree(folder)
+        return
+    if not remove:
+        child.check_removable()
+        return
+    run_lock.acquire(folder)  # no run may start there while it is removed
+    try:
+        child.remove()
+        (folder / run_lock.LOCK).unlink(missing_ok=True)
+    finally:
+        run_lock.release(folder)
+    _remove_empty(folder.parent, [folder])
+
+
+def _remove_empty(root: Path, touched: list[Path]) -> None:
+    """Remove the folders (below ``root``) that our removals left empty, deepest first."""
+    candidates = set()
+    for p in touched:
+        while p != root and root in p.parents:
+            candidates.add(p)
+            p = p.parent
+    for d in sorted(candidates, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+                d.rmdir()

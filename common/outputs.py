@@ -1,0 +1,149 @@
+"""The folder a tool writes into: the demo, run_table's reports, the examples, GLUE evaluation.
+
+Every file the tool writes is recorded in the folder's manifest (:mod:`common.manifest`) before it
+becomes visible; a file of the same name that no tool of ours wrote is never overwritten (one line
+names it); runs the tool starts in subfolders are recorded as children (each with its own
+manifest). ``replace=True`` first removes an earlier output of the same program: exactly the files
+its manifest records (any other file refuses, before anything is deleted).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from common import run_lock
+from common.checkpoint import Stage, atomic_write, is_temporary
+from common.errors import UsageError
+from common.manifest import OWN_FILES, Manifest, NotOurs
+from common.run_dir import check_apart, content
+
+
+class OutputFolder:
+    """``path`` as the output of ``program`` (see the module docstring). ``lock``: one writer at a
+    time (:mod:`common.run_lock`); ``inputs`` (name -> path) must lie outside it, and it outside
+    them."""
+
+    def __init__(self, path: str | os.PathLike, program: str, *, replace: bool = False,
+                 lock: bool = True, inputs: dict[str, str | None] | None = None,
+                 flag: str = "--out") -> None:
+        self.path, self.program, self.flag = Path(path), program, flag
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"{flag} {self.path} is a file; choose a folder")
+        check_apart(self.path, inputs or {})
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {flag} {self.path} ({exc.strerror}); choose another "
+                             "folder") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {self.path} is not writable; choose another folder")
+        if lock:
+            run_lock.acquire(self.path)
+        found = Manifest.read(self.path)
+        if replace:
+            self._replace(found)
+            self.manifest = Manifest.create(self.path, program)
+        else:
+            self.manifest = found or Manifest.open(self.path, program)
+
+    def _replace(self, found: Manifest | None) -> None:
+        entries = content(self.path)
+        if not entries:
+            return
+        if found is None or found.program != self.program:
+            what = f"a {found.program} output" if found else "no manifest"
+            raise UsageError(f"{self.flag} {self.path} is not empty and holds no earlier output of "
+                             f"{self.program} ({what}; it has {entries[0].name!r}); choose a new or "
+                             "empty folder")
+        try:
+            found.remove()
+        except NotOurs as exc:
+            raise UsageError(f"{self.flag} {self.path}: {exc.path} {exc.why}; move it away or "
+                             "choose another folder") from None
+        except OSError as exc:
+            raise UsageError(f"cannot replace {self.path} ({exc.strerror}); remove it by hand or "
+                             "choose another folder") from None
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.path / rel
+
+    # ---- checks --------------------------------------------------------------------------------
+    def check_free(self, *paths: str | os.PathLike) -> None:
+        """Refuse (one line) when a file at one of ``paths``, or in a folder there, exists and was
+        not written by a tool of ours; call it before writing anything."""
+        for p in map(Path, paths):
+            files = [p] if p.is_file() or p.is_symlink() else (
+                sorted(f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else [])
+            for f in files:
+                if f.name not in OWN_FILES and not is_temporary(f.name) and \
+                        not self.manifest.records(f):
+                    raise UsageError(f"{f} exists and was not written by {self.program}; move it "
+                                     f"away or choose another {self.flag}")
+
+    # ---- writing -------------------------------------------------------------------------------
+    def write(self, rel: str | os.PathLike, write: Callable[[str], None]) -> Path:
+        """Write a file (``write(tmp_path)``), recorded, never over a file we did not write."""
+        path = self.path / rel
+        self.check_free(path)
+        atomic_write(path, write, self.manifest)
+        return path
+
+    def write_text(self, rel: str | os.PathLike, text: str) -> Path:
+        return self.write(rel, lambda tmp: Path(tmp).write_text(text))
+
+    def write_json(self, rel: str | os.PathLike, data: dict) -> None:
+        import json
+
+        from common.run_dir import _jsonable
+
+        self.write_text(rel, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+    def folder(self, rel: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+        """Write a folder (``rel``; "." for the output folder itself): ``fill(tmp_folder)`` writes
+        its files, which are then moved into place, recorded; none may replace a file we did
+        not write. In a subfolder, the files of an earlier fill that this one did not write are
+        removed."""
+        path = self.path / rel
+        stage = Stage(self.manifest)
+        written = stage.folder(path, fill, within=self.path)
+        try:
+            self.check_free(*written)
+        except UsageError:
+            stage.abort()
+            raise
+        stage.commit()
+        if path != self.path and path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in set(written)):
+                if self.manifest.records(f):
+                    f.unlink()
+                    self.manifest.forget(f)
+            self.manifest.save()
+        return path
+
+    def child(self, rel: str | os.PathLike) -> Path:
+        """A subfolder that a run of ours writes, with its own manifest (recorded first)."""
+        self.manifest.add_child(self.path / rel)
+        return self.path / rel
+
+    def children(self, rels) -> None:
+        """:meth:`child` for many subfolders (one manifest write)."""
+        for rel in rels:
+            self.manifest.add_child(self.path / rel, save=False)
+        self.manifest.save()
+
+    def log(self, rel: str | os.PathLike) -> Path:
+        """A log file that a process appends to: recorded as growing until :meth:`done`."""
+        path = self.path / rel
+        self.check_free(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        self.manifest.record(path, growing=True)
+        self.manifest.save()
+        return path
+
+    def done(self, path: str | os.PathLike) -> None:
+        """A file written in place (a finished log): record what it holds now."""
+        self.manifest.record(path)
+        self.manifest.save()
