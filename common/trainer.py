@@ -113,6 +113,10 @@ class Batches:
     labels: Callable[[Batch], torch.Tensor]
     teacher_logits: Callable[[Batch], torch.Tensor] | None = None
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell targets that keep per-epoch state (``common.epoch_logits``) which epoch starts."""
+        getattr(self.teacher_logits, "set_epoch", lambda e: None)(epoch)
+
 
 def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1):
     """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
@@ -218,6 +222,7 @@ class Trainer:
             # (seed, epoch) only: every phase and method sees the same stream at epoch e
             seed_everything(self.seed * 1009 + epoch, self.deterministic)
             loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
+            batches.set_epoch(epoch)  # cached teacher logits: this epoch's file
             model.train()
             temp, mult = self._anneal(phase, epoch, opt_steps, total)
             loss_sum = torch.zeros((), device=acc.device)

@@ -99,6 +99,13 @@ def build_parser() -> Parser:
          "split lives on the device and is augmented there; its batches depend on (seed, epoch) "
          "only). Images decoded from disk and DDP always use the DataLoader")
     _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
+    _add(o, "--logits-cache-dir", default=None,
+         help="cache the frozen teacher's logits here, one file per epoch (and per evaluation "
+         "split), shared by every run with the same teacher, data, augmentation, seed and "
+         "precision: later runs read them instead of running the teacher (one process only)")
+    _add(o, "--logits-cache-max-gb", type=float, default=50.0,
+         help="past this size of --logits-cache-dir the teacher runs live (cached files are "
+         "still read)")
     own_args.add_arguments(p, _add)
     return p
 
@@ -148,6 +155,7 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--num-workers", args.num_workers)):
         check_number(flag, value, low=0)
     check_number("--kd-alpha", args.kd_alpha, low=0, high=1)
+    check_number("--logits-cache-max-gb", args.logits_cache_max_gb, low=0)
     if args.val_size is not None:
         check_number("--val-size", args.val_size, low=0)
     if args.train_subset is not None:

@@ -430,7 +430,7 @@ def test_corrupt_logit_cache_is_computed_again(ws, tmp_path, capsys):
     argv = glue_args(ws, tmp_path / "a", "--logits_cache_dir", str(cache), method="kd")
     assert glue.main(argv) == 0
     reset_accelerate()
-    for f in cache.glob("*.safetensors"):
+    for f in cache.glob("*.logits"):
         f.write_bytes(f.read_bytes()[:100])
     argv = glue_args(ws, tmp_path / "b", "--logits_cache_dir", str(cache), method="kd")
     assert glue.main(argv) == 0
