@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from pathlib import Path
 
 from common.errors import UsageError
 
@@ -26,3 +28,14 @@ def check_number(flag: str, value: float, *, low: float | None = None, high: flo
         hi = "" if high is None else f"<= {high:g}"
         raise UsageError(f"{flag} must be {' and '.join(s for s in (lo, hi) if s) or 'finite'}, "
                          f"got {value:g}")
+
+
+def check_cache_dir(flag: str, path: str | os.PathLike) -> None:
+    """Refuse a cache folder that is a file or cannot be written (before any work is done)."""
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a folder for the teacher-logit cache")
+    existing = next(a for a in (p, *p.parents) if a.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path} is not writable ({existing}); give a folder you can "
+                         "write to")

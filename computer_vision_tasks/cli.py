@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.cli_args import Parser, check_number
+from common.cli_args import Parser, check_cache_dir, check_number
 from common.errors import UsageError
 from common.methods import get_method, method_names, steps_of
 from computer_vision_tasks import own_args
@@ -156,6 +156,8 @@ def check_args(args: argparse.Namespace) -> None:
         check_number(flag, value, low=0)
     check_number("--kd-alpha", args.kd_alpha, low=0, high=1)
     check_number("--logits-cache-max-gb", args.logits_cache_max_gb, low=0)
+    if args.logits_cache_dir:
+        check_cache_dir("--logits-cache-dir", args.logits_cache_dir)
     if args.val_size is not None:
         check_number("--val-size", args.val_size, low=0)
     if args.train_subset is not None:
