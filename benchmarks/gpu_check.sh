@@ -53,8 +53,7 @@ fi
 if [ -n "$ONLY" ] && [ "$ONLY" != cache ]; then
   echo "error: unknown part $ONLY; --only cache is the one choice" >&2; exit 2
 fi
-PY=${PY:-python3}
-[ -x .venv/bin/python ] && PY=.venv/bin/python
+if [ -z "${PY:-}" ]; then PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python; fi
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
 DEADLINE=450

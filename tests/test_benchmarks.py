@@ -9,6 +9,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,7 +179,7 @@ def test_gpu_check_cache_parts_run_on_the_cpu(tmp_path):
     """The CPU path of `gpu_check.sh --only cache`: the bit-for-bit check passes and the epoch
     benchmark writes its figures."""
     script = ROOT / "benchmarks" / "gpu_check.sh"
-    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PY": sys.executable}
     done = subprocess.run(["bash", str(script), "--device", "cpu", "--tiny", "--only", "cache"],
                           capture_output=True, text=True, env=env, timeout=1500)
     assert done.returncode == 0, done.stdout[-2000:]
