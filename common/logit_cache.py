@@ -215,40 +215,40 @@ class LogitCache:
             "read_seconds": 0.0, "wait_seconds": 0.0, "bytes_read": 0, "bytes_written": 0})
 
     def get(self, path: Path, key: str, precision: str, compute: Callable[[], torch.Tensor],
-            stream: dict[str, Any], lock: bool = True) -> torch.Tensor:
+            stream: dict[str, Any]) -> torch.Tensor:
         """float32 logits of one file: read when cached, else computed once (under the file's
         lock, so that concurrent runs wait and read) and written if there is room. ``stream``:
         the counters to add to (:meth:`stream`)."""
-        s = stream
         tic = time.perf_counter()
         table = self.read(path, key, precision)
         if table is None:
-            holder = FileLock(path) if lock else None
-            if holder:
-                s["wait_seconds"] += holder.acquire(self.say)
+            lock = FileLock(path)
+            stream["wait_seconds"] += lock.acquire(self.say)
             try:
                 tic = time.perf_counter()
-                table = self.read(path, key, precision) if holder else None
+                table = self.read(path, key, precision)  # written while we waited?
                 if table is None:
-                    if holder:
-                        self.clear_stale(path)
-                    tic = time.perf_counter()
-                    logits = stored(compute(), precision)
-                    s["live_seconds"] += time.perf_counter() - tic
-                    if self.room_for(nbytes(precision, *logits.shape)):
-                        s["bytes_written"] += self.write(path, key, precision, logits)
-                        s["files_written"] += 1
-                    else:
-                        s["files_live"] += 1
-                    return logits
+                    return self._compute(path, key, precision, compute, stream)
             finally:
-                if holder:
-                    holder.release()
-        out = table.float()
-        s["files_read"] += 1
-        s["bytes_read"] += HEADER + table.numel() * table.element_size()
-        s["read_seconds"] += time.perf_counter() - tic
-        return out
+                lock.release()
+        stream["files_read"] += 1
+        stream["bytes_read"] += HEADER + table.numel() * table.element_size()
+        stream["read_seconds"] += time.perf_counter() - tic
+        return table.float()
+
+    def _compute(self, path: Path, key: str, precision: str, compute: Callable[[], torch.Tensor],
+                 stream: dict[str, Any]) -> torch.Tensor:
+        """Compute a file's logits (its lock held) and write them if there is room."""
+        self.clear_stale(path)
+        tic = time.perf_counter()
+        logits = stored(compute(), precision)
+        stream["live_seconds"] += time.perf_counter() - tic
+        if self.room_for(nbytes(precision, *logits.shape)):
+            stream["bytes_written"] += self.write(path, key, precision, logits)
+            stream["files_written"] += 1
+        else:
+            stream["files_live"] += 1
+        return logits
 
 
 def nbytes(precision: str, rows: int, classes: int) -> int:
