@@ -66,6 +66,10 @@ class Batches:
     labels: Callable[[Batch], torch.Tensor]
     teacher_logits: Callable[[Batch], torch.Tensor] | None = None
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell targets that keep per-epoch state (``common.epoch_logits``) which epoch starts."""
+        getattr(self.teacher_logits, "set_epoch", lambda e: None)(epoch)
+
 
 def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1):
     """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
@@ -195,6 +199,7 @@ class Trainer:
         # (seed, epoch) only: every phase and method sees the same stream at epoch e
         seed_everything(self.seed * 1009 + epoch, self.deterministic)
         loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
+        batches.set_epoch(epoch)  # cached teacher logits: this epoch's file
         model.train()
         temp, mult = self._anneal(phase, epoch, state.opt_steps, state.total)
         loss_sum, n_batches = torch.zeros((), device=acc.device), 0

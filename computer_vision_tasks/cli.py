@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 
 from common import settings
-from common.cli_args import Parser, check_number, integer, real, twins
-from common.errors import UsageError
+from common.cli_args import Parser, check_folder, check_number, integer, real, twins
+from common.errors import UsageError, setting
 from common.methods import get_method, method_names, steps_of
 from computer_vision_tasks import own_args
 
@@ -66,6 +66,13 @@ def build_parser() -> Parser:
     _add(o, "--train-subset", type=integer, default=None, help="train on only N images (quick runs)")
     _add(o, "--output-dir", default=None,
          help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
+    _add(o, "--logits-cache-dir", default=None,
+         help="cache the frozen teacher's logits here, one file per epoch (and per evaluation "
+         "split), shared by every run with the same teacher, data, augmentation, seed and "
+         "precision: later runs read them instead of running the teacher (one process only)")
+    _add(o, "--logits-cache-max-gb", type=real, default=50.0,
+         help="past this size of --logits-cache-dir the teacher runs live (cached files are "
+         "still read)")
     settings.add_arguments(p, CLI)
     own_args.add_arguments(p, _add)
     return p
@@ -91,9 +98,10 @@ def check_args(args: argparse.Namespace) -> None:
                          "--assistant resnet20")
     settings.check(args, CLI, steps_of(method, trains_teacher=not args.teacher_checkpoint))
     check_number("batch_size", args.batch_size, low=0, high=2**31, strict=True)
-    for name in ("momentum", "weight_decay"):
+    for name in ("momentum", "weight_decay", "logits_cache_max_gb"):
         check_number(name, getattr(args, name), low=0)
     check_number("num_workers", args.num_workers, low=0, high=1024)
+    check_folder(setting("logits_cache_dir"), args.logits_cache_dir)
     if args.val_size is not None:
         check_number("val_size", args.val_size, low=0)
     if args.train_subset is not None:

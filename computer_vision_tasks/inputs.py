@@ -29,6 +29,8 @@ def input_paths(args: argparse.Namespace) -> dict[str, str]:
         paths["dataset"] = _hf_folder(args)
     if args.teacher_checkpoint:
         paths["teacher_checkpoint"] = args.teacher_checkpoint
+    if getattr(args, "logits_cache_dir", None):
+        paths["logits_cache_dir"] = args.logits_cache_dir  # written by the run: not inside it
     return paths
 
 

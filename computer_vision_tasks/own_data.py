@@ -63,6 +63,10 @@ class Source:
     def load(self, i: int):
         raise NotImplementedError
 
+    def identity(self) -> str:
+        """What the images are, for the teacher-logit cache's key."""
+        raise NotImplementedError
+
     def open(self, i: int, decode: bool = True):
         """The PIL image ``i`` (``decode=False``: its header only); an image that cannot be read
         is a UsageError naming it."""
@@ -90,6 +94,17 @@ class FileSource(Source):
 
         return Image.open(self.paths[i])
 
+    def identity(self) -> str:
+        """sha256 of every file's path, size and modification time."""
+        import hashlib
+        import os
+
+        h = hashlib.sha256()
+        for path in self.paths:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
 
 class HFSource(Source):
     def __init__(self, ds, column: str, labels: np.ndarray, split: str, dataset: str) -> None:
@@ -101,6 +116,9 @@ class HFSource(Source):
 
     def load(self, i: int):
         return self.ds[i][self.column]
+
+    def identity(self) -> str:
+        return f"hf:{self.dataset}:{self.split}:{getattr(self.ds, '_fingerprint', '')}"
 
 
 def _folder_split(root: Path, split: str, classes: list[str] | None) -> tuple[FileSource, list[str]]:
@@ -220,6 +238,9 @@ class DecodedImages(Dataset):
     def __init__(self, source: Source, channels: int, size: int | None, transform) -> None:
         self.source, self.channels, self.size, self.transform = source, channels, size, transform
         self.targets = source.labels
+
+    def identity(self) -> str:
+        return f"{self.source.identity()}|{self.channels}|{self.size}"
 
     def __len__(self) -> int:
         return len(self.source)

@@ -125,6 +125,24 @@ class ImagePipeline:
                                evaluate=lambda m: {f"{self.split}_accuracy": self.accuracy(m, self.sel_loader)},
                                selection_metric=f"{self.split}_accuracy", selected_on=self.split,
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic)
+        self.cache = self.make_cache()
+
+    def make_cache(self):
+        """The teacher-logit cache of ``--logits-cache-dir`` (one process only), or None."""
+        from computer_vision_tasks.teacher_cache import ImageCache
+
+        args, acc = self.args, self.acc
+        if not args.logits_cache_dir:
+            return None
+        if acc.num_processes > 1:
+            acc.print("logit cache: not used with several processes; the teacher runs live")
+            return None
+        cache = ImageCache(args.logits_cache_dir, args.logits_cache_max_gb, acc, args.channels_last)
+        if args.resume:  # the counters of the interrupted process go on
+            cache.stats["streams"].update(self.run.read_results().get("logit_cache", {})
+                                          .get("streams", {}))
+        self.trainer.extra["logit_cache"] = cache.stats
+        return cache
 
     # ---- data and models ---------------------------------------------------------------------
     def load_data(self) -> None:
@@ -184,13 +202,25 @@ class ImagePipeline:
         logits, y = predict(self.acc, model, loader, fwd, self.labels)
         return (logits.argmax(1) == y).float().mean().item()
 
+    def frozen_accuracy(self, role: str, model, split: str) -> float:
+        """Accuracy of a frozen model on the test or val split (its logits cached, if asked)."""
+        from computer_vision_tasks.teacher_cache import split_labels
+
+        loader = self.test_loader if split == "test" else self.sel_loader
+        if self.cache is None:
+            return self.accuracy(model, loader, True)
+        ds = getattr(self.splits, split)
+        logits = self.cache.eval_logits(role, split, model, loader, ds, lambda: predict(
+            self.acc, model, loader, self.frozen_forward, self.labels)[0])
+        return (logits.argmax(1) == split_labels(ds)).float().mean().item()
+
     def describe(self, role: str, model, source: str) -> None:
         info = {"model": self.arch[role], "parameters": models.num_parameters(model),
                 "source": source}
         if self.report == "test":
-            info["test_accuracy"] = self.accuracy(model, self.test_loader, True)
+            info["test_accuracy"] = self.frozen_accuracy(role, model, "test")
         if self.split == "val":
-            info["val_accuracy"] = self.accuracy(model, self.sel_loader, True)
+            info["val_accuracy"] = self.frozen_accuracy(role, model, "val")
         self.trainer.extra[role] = info
         if role == "teacher":
             self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "
@@ -225,8 +255,16 @@ class ImagePipeline:
         return frozen_logits(self.frozen[role], self.frozen_forward)
 
     def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
+        if self.cache is not None and step.teacher:  # the frozen model's epochs from the cache
+            targets = self.cache.targets(step.teacher, self.frozen[step.teacher], targets,
+                                         self.train_loader, self.splits.train, self.args.seed,
+                                         self.spec.num_classes, self.arch[step.model],
+                                         phase.epochs)
         batches = Batches(self.forward, self.labels, targets)
-        return self.trainer.fit(model, phase, self.train_loader, batches)
+        try:
+            return self.trainer.fit(model, phase, self.train_loader, batches)
+        finally:
+            getattr(targets, "close", lambda: None)()  # a cached epoch left unfinished
 
     def finished(self, role: str, model) -> None:
         self.frozen[role] = self.acc.unwrap_model(model)
@@ -254,6 +292,8 @@ class ImagePipeline:
         final = trainer.final_entry(chosen, metrics)
         trainer.write_results(final)
         acc.print(self.summary(chosen, metrics))
+        if self.cache is not None:
+            acc.print(self.cache.summary())
         acc.wait_for_everyone()
         return final
 

@@ -143,6 +143,14 @@ def schedule(base: dict[str, int], scale: float, override: str | None = None) ->
     return {**ep, "tau": base["tau"], "per_step": ep["p1"] < base["tau"]}
 
 
+def cache_flags(args: argparse.Namespace, out: Path) -> list[str]:
+    """The image CLI's --logits-cache-dir for the runs that read the table's teacher: one cache
+    per table (``<out>/logit-cache``) by default, shared by every row and seed."""
+    if args.no_logits_cache:
+        return []
+    return ["--logits-cache-dir", str(args.logits_cache_dir or out / "logit-cache")]
+
+
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "-" for c in text.lower()).strip("-")
 
@@ -189,7 +197,8 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
         runs.append(Run("teacher", column, seeds[0], "cifar", t_dir, [
             *common, "--method", "scratch", "--student", teacher,
             "--student-epochs", str(ep["teacher"]), "--seed", str(seeds[0])]))
-        t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir))]
+        t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir)),
+                  *cache_flags(args, out)]  # TAKD's own assistant serves it alone: not cached
         for seed in seeds:
             s = ["--seed", str(seed)]
             a_dir = base / f"assistant-{assistant}-s{seed}"
@@ -270,7 +279,8 @@ def plan_ablation(args: argparse.Namespace, out: Path) -> Plan:
     runs = [Run("teacher", column, 0, "cifar", t_dir, [
         *common, "--method", "scratch", "--student", teacher, "--student-epochs",
         str(ep["teacher"]), "--seed", "0"])]
-    t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir))]
+    t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir)),
+              *cache_flags(args, out)]
     rows = ablation_rows(ep["p1"], ep["p2"], ep["tau"])
     for seed in range(args.seeds):
         for row, flags in rows:
@@ -402,7 +412,7 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
     ep = schedule(MR_EPOCHS if mr else GLUE_EPOCHS, args.scale, args.epochs)
     setup = movie_review_setup(args, out) if mr else glue_setup(table, args)
     setup.hyper += ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "64",
-                    "--logits_cache_dir", str(out / "logit-cache")]
+                    "--logits_cache_dir", str(args.logits_cache_dir or out / "logit-cache")]
     runs = [r for column, task in setup.tasks
             for r in text_task_runs(column, task, setup, args, out, ep, mr)]
     columns = [c for c, _ in setup.tasks]
@@ -653,6 +663,39 @@ def seconds_lines(plan: Plan) -> list[str]:
     return [*lines, ""] if len(lines) > 2 else []
 
 
+def cache_lines(plan: Plan) -> list[str]:
+    """Teacher seconds per row: computing logits (live) and reading them from the cache, and the
+    teacher time the cache saved: each file read, at its stream's measured seconds per file."""
+    per_key: dict[str, list[float]] = {}  # stream key -> [live seconds, files computed]
+    rows: dict[str, list[float]] = {}  # row -> [live s, files computed, files read, read s]
+    reads: list[tuple[str, int]] = []
+    for run in plan.runs:
+        lc = run.results().get("logit_cache") if run.finished() else None
+        for s in (lc or {}).get("streams", {}).values():
+            computed = s["files_written"] + s["files_live"]
+            k = per_key.setdefault(s["key"], [0.0, 0])
+            k[0] += s["live_seconds"]
+            k[1] += computed
+            r = rows.setdefault(run.row, [0.0, 0, 0, 0.0])
+            for i, v in enumerate((s["live_seconds"], computed, s["files_read"], s["read_seconds"])):
+                r[i] += v
+            reads.append((s["key"], s["files_read"]))
+    if not rows:
+        return []
+    saved = sum(n * per_key[k][0] / per_key[k][1] for k, n in reads if per_key[k][1])
+    saved -= sum(r[3] for r in rows.values())
+    lines = ["Teacher logits (`--logits-cache-dir`): seconds the teacher ran (live) and seconds "
+             "spent reading its cached logits instead, per row (files: epochs and evaluation "
+             "splits).", "",
+             "| row | teacher seconds (live) | files computed | files read | seconds reading |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {row} | {r[0]:.0f} | {r[1]} | {r[2]} | {r[3]:.1f} |" for row, r in rows.items()]
+    live = sum(r[0] for r in rows.values())
+    return [*lines, "", f"The teacher ran {live:.0f} s; the cache saved about {saved:.0f} s of "
+            "teacher time (each file read, at the seconds per file measured where it was "
+            "computed, less the reading).", ""]
+
+
 def fmt(values: dict[int, float], seeds: int) -> str:
     if not values:
         return "–"
@@ -694,7 +737,8 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
                 p = plan.published[c].get(row)
                 cells.append("–" if p is None else f"{p:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *significance_lines(plan, values, columns), *seconds_lines(plan)]
+    lines += ["", *significance_lines(plan, values, columns), *seconds_lines(plan),
+              *cache_lines(plan)]
     lines += [f"Runs: {sum(r.finished() for r in plan.runs)} of {len(plan.runs)} finished; "
               f"scale {args.scale}; outputs under `{out}`.", ""]
     folder.write_text(md.name, "\n".join(lines))
@@ -795,6 +839,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "one GPU with many CPU cores; OMP_NUM_THREADS is cores / jobs")
     p.add_argument("--deadline-s", type=real, default=None,
                    help="stop the runs in flight after this many seconds and report what finished")
+    p.add_argument("--logits-cache-dir", default=None,
+                   help="the teacher-logit cache of every run that reads the table's teacher "
+                        "(default: <out>/logit-cache); tables may share one")
+    p.add_argument("--no-logits-cache", action="store_true",
+                   help="image tables: every run computes its teacher's logits itself")
     p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
     return p
 

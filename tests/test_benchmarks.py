@@ -7,7 +7,9 @@ import contextlib
 import copy
 import json
 import math
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks import bench_cifar, bench_e2e, bench_glue  # noqa: E402
+from benchmarks import bench_cache, bench_cifar, bench_e2e, bench_glue  # noqa: E402
 
 
 def _cifar_pair():
@@ -142,6 +144,50 @@ def test_gpu_check_table_mode_refuses_unknown_tables_and_missing_data(tmp_path):
                               str(tmp_path)], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")})
     assert missing.returncode == 2 and "no Fashion-MNIST in" in missing.stderr
+
+
+def test_bench_cache_epochs_runs_tiny(tmp_path):
+    out = tmp_path / "cache.json"
+    assert bench_cache.main(["epochs", "--teacher", "resnet8", "--images", "32", "--batch-size",
+                             "8", "--repeats", "1", "--device", "cpu", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    s = r["seconds_per_epoch"]
+    assert set(s) == {"alone", "live", "cold", "warm"} and all(v > 0 for v in s.values())
+    assert r["ratios"]["warm / alone"] == pytest.approx(s["warm"] / s["alone"])
+    assert r["ratios"]["cold / live"] == pytest.approx(s["cold"] / s["live"])
+    assert r["targets"] == {"warm / alone": 1.15, "cold / live": 1.05}
+
+
+def test_bench_cache_table_gives_the_same_table_with_and_without_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny CLI runs in subprocesses
+    extra = ("--dataset fake --train-subset 64 --val-size 16 --batch-size 16 --num-workers 0 "
+             "--device cpu")
+    table_args = ("--table fmnist-gap --teacher resnet8 --seeds 1 --rows KD,Annealing-KD "
+                  f"--epochs teacher=1,p1=2,p2=1,tau=2 --extra '{extra}'")
+    out = tmp_path / "table.json"
+    assert bench_cache.main(["table", "--repeats", "1", "--table-args", table_args, "--out",
+                             str(tmp_path / "rounds"), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["same_figures"] and r["ratio_without_over_with"] > 0
+    assert [len(v) for v in r["seconds"].values()] == [1, 1]
+    with_cache = tmp_path / "rounds" / "round1-with-cache"
+    assert list((with_cache / "logit-cache").rglob("epoch-0002.logits"))
+    assert not (tmp_path / "rounds" / "round1-without-cache" / "logit-cache").exists()
+
+
+def test_gpu_check_cache_parts_run_on_the_cpu(tmp_path):
+    """The CPU path of `gpu_check.sh --only cache`: the bit-for-bit check passes and the epoch
+    benchmark writes its figures."""
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PY": sys.executable}
+    done = subprocess.run(["bash", str(script), "--device", "cpu", "--tiny", "--only", "cache"],
+                          capture_output=True, text=True, env=env, timeout=1500)
+    assert done.returncode == 0, done.stdout[-2000:]
+    check = json.loads((tmp_path / "cache_check.json").read_text())
+    assert check["passed"] and check["checks"]["none"]["warm == live"]
+    assert json.loads((tmp_path / "cache_epochs.json").read_text())["ratios"]
+    bad = subprocess.run(["bash", str(script), "--only", "teacher"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown part" in bad.stderr
 
 
 def test_fmnist_gpu_table_plan_chains_the_runs(tmp_path):

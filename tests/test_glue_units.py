@@ -153,13 +153,34 @@ def test_label_columns_and_metric_names():
     assert metric_names(TASKS["sts-b"]) == ["pearson", "spearman", "corr"]
 
 
-def test_cache_key_includes_the_precision(tmp_path, monkeypatch):
-    """fp32 (CPU) and bf16/fp16 (GPU autocast) logits are cached under different keys."""
+@pytest.mark.parametrize("flags,precision", [([], "fp32"), (["--bf16"], "bf16"),
+                                             (["--fp16"], "fp16")])
+def test_teacher_logits_precision_follows_the_flags(flags, precision):
+    """Teacher logits are computed in the student's precision: fp32 unless --bf16/--fp16 (on a
+    GPU as on the CPU)."""
+    from types import SimpleNamespace
+
+    from common.logit_cache import precision_of
+    from NLP_glue_tasks.cli import build_parser
+    from NLP_glue_tasks.pipeline import amp_of
+
+    amp = amp_of(build_parser().parse_args(["--output_dir", "x", *flags]))
+    mixed = {"none": "no"}.get(amp, amp)  # what make_accelerator asks accelerate for
+    assert precision_of(SimpleNamespace(mixed_precision=mixed)) == precision
+
+
+def test_cache_key_and_file_say_the_precision(tmp_path):
+    """An fp32 run computes and caches fp32 logits; a --bf16 run (CPU autocast here) computes
+    bf16 ones under another key and stores them as bf16: neither reads the other's file."""
+    import json
+
     import datasets
     import torch
+    from accelerate.state import AcceleratorState, GradientState
     from glue_fixtures import tiny_bert
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from common.logit_cache import HEADER, precision_of
     from common.trainer import make_accelerator
     from NLP_glue_tasks import logit_cache
     from NLP_glue_tasks.data import Collator, encode
@@ -171,25 +192,27 @@ def test_cache_key_includes_the_precision(tmp_path, monkeypatch):
     feats = encode(tok, ex, 32)
     keys = {p: logit_cache.cache_key("id", "sst-2", p, feats) for p in ("fp32", "bf16", "fp16")}
     assert len(set(keys.values())) == 3
-    acc = make_accelerator("cpu")
-    assert logit_cache.logit_precision(acc.device) == "fp32"
-    computed = []
+    computed, got = [], {}
 
     def load():
         computed.append(1)
         return AutoModelForSequenceClassification.from_pretrained(path)
 
-    def get():
-        return logit_cache.cached_logits(acc, load_model=load, identity="id", task="sst-2",
-                                         feats=feats, collator=Collator(tok), batch_size=2,
-                                         cache_dir=tmp_path / "cache", tag="t")
-
-    fp32 = get()
-    get()
-    assert len(computed) == 1  # the second call reused the fp32 file
-    monkeypatch.setattr(logit_cache, "logit_precision", lambda device: "bf16")
-    bf16 = get()
-    assert len(computed) == 2  # not the fp32 logits: computed again, in bf16 autocast
-    files = sorted(p.stem for p in (tmp_path / "cache").iterdir())
-    assert files == sorted([keys["fp32"], keys["bf16"]])
+    for amp in ("none", "bf16"):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        acc = make_accelerator("cpu", amp)
+        for _ in range(2):  # the second call reads the file the first wrote
+            got[precision_of(acc)] = logit_cache.cached_logits(
+                acc, load_model=load, identity="id", task="sst-2", feats=feats,
+                collator=Collator(tok), batch_size=2, cache_dir=tmp_path / "cache", tag="t")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    assert len(computed) == 2  # once per precision
+    for p in ("fp32", "bf16"):
+        with open(tmp_path / "cache" / f"{keys[p]}.logits", "rb") as f:
+            assert json.loads(f.read(HEADER))["precision"] == p
+    bf16, fp32 = got["bf16"], got["fp32"]
+    assert torch.equal(bf16, bf16.to(torch.bfloat16).float())  # bf16 values
+    assert not torch.equal(fp32, fp32.to(torch.bfloat16).float())  # fp32 ones are finer
     assert torch.allclose(fp32, bf16, atol=0.05)

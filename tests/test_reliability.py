@@ -160,6 +160,8 @@ BAD_INPUTS = [
     (C, ["--output-dir", "{ws}/done_cifar_plus", "--overwrite-output-dir"], "notes.txt"),
     (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--resume"], "contradict"),
     (C, ["--resume"], "no run to resume"),
+    (C, ["--logits-cache-dir", "{ws}/bad/a_file"], "is a file; give a folder"),
+    (C, ["--logits-cache-max-gb", "-1"], "--logits-cache-max-gb must be >= 0"),
     # GLUE: settings
     (G, ["--learning_rate=-1e-3"], "--learning_rate must be positive"),
     (G, ["--num_train_epochs", "0", "--method", "kd"], "--num_train_epochs must be at least 1"),
@@ -322,6 +324,34 @@ def test_kill_at_every_rename_of_an_epoch_commit_then_resume(ws, tmp_path, cli, 
     print(f"{cli} {method}: {len(points)} kill points, renames {points}")
 
 
+def test_kill_while_a_teacher_logit_file_is_written_then_resume(tmp_path):
+    """A SIGKILL just before each teacher-logit file of a run is renamed into --logits-cache-dir
+    (phase 1's epochs, the teacher's val and test logits), then --resume with the same cache:
+    the same weights, epoch records and final entry as an uninterrupted run without the cache;
+    the killed writer's temporary file is gone."""
+    base = [*CIFAR, "--method", "annealing"]
+
+    def argv(out: Path, cache: Path, *extra: str) -> list[str]:
+        return [*base, "--output-dir", str(out), "--logits-cache-dir", str(cache), *extra]
+
+    full, log = tmp_path / "full", tmp_path / "renames.log"
+    assert _run(cifar.main, [*base, "--output-dir", str(full)]) == 0
+    assert _run(cifar.main, argv(tmp_path / "logged", tmp_path / "cache0"), log=log) == 0
+    points = [int(n) for n, dst in (line.split("\t") for line in log.read_text().splitlines())
+              if dst.strip().endswith(".logits")]
+    assert len(points) == 2 + 2, points  # phase 1's 2 epochs; the teacher's val and test logits
+    for n in points:
+        out, cache = tmp_path / f"kill{n}", tmp_path / f"cache{n}"
+        assert _run(cifar.main, argv(out, cache), kill_at=n) == -9, f"rename {n}"
+        assert _run(cifar.main, argv(out, cache, "--resume")) == 0, f"resume after rename {n}"
+        _same_run(full, out, ["student/best.safetensors", "student/last.safetensors",
+                              "phase1/best.safetensors"])
+        assert not list(cache.rglob(".*.tmp"))
+        shutil.rmtree(out)
+        shutil.rmtree(cache)
+    print(f"cifar annealing with a logit cache: kill points {points}")
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_strace_kill_at_a_real_rename(tmp_path):
     """The same from outside the process: strace SIGKILLs the CLI at its 12th rename syscall
@@ -450,7 +480,7 @@ def test_corrupt_logit_cache_is_computed_again(ws, tmp_path, capsys):
     argv = glue_args(ws, tmp_path / "a", "--logits_cache_dir", str(cache), method="kd")
     assert glue.main(argv) == 0
     reset_accelerate()
-    for f in cache.glob("*.safetensors"):
+    for f in cache.glob("*.logits"):
         f.write_bytes(f.read_bytes()[:100])
     argv = glue_args(ws, tmp_path / "b", "--logits_cache_dir", str(cache), method="kd")
     assert glue.main(argv) == 0

@@ -175,6 +175,13 @@ def test_tiny_cifar_table_end_to_end(tmp_path: Path, capsys) -> None:
     assert ann["config"]["teacher_checkpoint"].endswith("teacher/student/best.safetensors")
     assert ann["config"]["anneal_per_step"] is True and ann["final"]["metrics"]["test_accuracy"] >= 0
     assert (tmp_path / "cifar10" / "annealing-s0" / "curves.png").is_file()
+    # one logit cache for the table: the assistant computed the teacher's epochs, KD and
+    # Annealing-KD phase 1 (the same seed and stream) read them
+    kd_cache = json.loads((tmp_path / "cifar10" / "kd-s0" / "results.json").read_text())
+    for run, epochs in ((kd_cache, 4), (ann, 2)):
+        stream = run["logit_cache"]["streams"]["teacher train"]
+        assert (stream["files_read"], stream["files_written"]) == (epochs, 0)
+    assert "the cache saved about" in md
 
     # stop-and-restart: finished runs are skipped, an unfinished one is resumed
     kd = tmp_path / "cifar10" / "kd-s0" / "results.json"
@@ -343,3 +350,48 @@ def test_teacher_extra_goes_to_the_teacher_only(capsys, tmp_path: Path) -> None:
     assert teacher[-2:] == ["--train-subset", "6000"]  # after --extra's: argparse keeps the last
     others = [c for c in cmds if c is not teacher]
     assert others and all(c[-2:] == ["--train-subset", "2000"] for c in others)
+
+
+def test_one_logit_cache_per_table_for_the_runs_that_read_the_teacher(capsys, tmp_path: Path):
+    cmds = _commands(capsys, "--table", "fmnist-gap", "--teacher", "resnet20", "--seeds", "2",
+                     "--out", str(tmp_path))
+    cache = str(tmp_path / "logit-cache")
+    by_row: dict[str, set] = {}
+    for c in cmds:
+        row = Path(_flag(c, "--output-dir")).name.rsplit("-s", 1)[0]
+        by_row.setdefault(row, set()).add(_flag(c, "--logits-cache-dir") if "--logits-cache-dir"
+                                          in c else None)
+    assert by_row["kd"] == by_row["kd-paper"] == by_row["annealing"] == {cache}
+    assert by_row["assistant-resnet14"] == {cache}
+    assert by_row["takd"] == by_row["teacher"] == by_row["scratch-resnet8"] == {None}
+    shared = _commands(capsys, "--table", "fmnist-ablation", "--seeds", "1", "--out",
+                       str(tmp_path), "--logits-cache-dir", str(tmp_path / "shared"))
+    assert {_flag(c, "--logits-cache-dir") for c in shared if "--teacher-checkpoint" in c} \
+        == {str(tmp_path / "shared")}
+    off = _commands(capsys, "--table", "cifar10", "--seeds", "1", "--out", str(tmp_path),
+                    "--no-logits-cache")
+    assert not any("--logits-cache-dir" in c for c in off)
+
+
+def test_report_states_the_teacher_time_the_cache_saved(tmp_path: Path) -> None:
+    """Fabricated: KD computed 4 epochs of a stream in 40 s; Annealing-KD read 2 of them in 1 s
+    (saves 2 x 10 - 1 = 19 s); TAKD's stream was read once but computed elsewhere (not counted)."""
+    args = rt.build_parser().parse_args(["--table", "cifar10", "--seeds", "1", "--out", str(tmp_path)])
+    plan = rt.make_plan(args)
+
+    def stream(key, read, written, live_s, read_s):
+        return {"key": key, "files_read": read, "files_written": written, "files_live": 0,
+                "live_seconds": live_s, "read_seconds": read_s}
+
+    for row, streams in (("KD", [stream("a", 0, 4, 40.0, 0.0)]),
+                         ("Annealing-KD", [stream("a", 2, 0, 0.0, 1.0)]),
+                         ("TAKD", [stream("b", 1, 0, 0.0, 0.0)])):
+        run = [r for r in plan.runs if r.row == row][0]
+        _finish(run, 0.5)
+        data = json.loads((run.out / "results.json").read_text())
+        data["logit_cache"] = {"streams": {"teacher train": streams[0]}}
+        (run.out / "results.json").write_text(json.dumps(data))
+    rt.write_report(plan, args, "cmd")
+    md = (tmp_path / "cifar10.md").read_text()
+    assert "| KD | 40 | 4 | 0 | 0.0 |" in md and "| Annealing-KD | 0 | 0 | 2 | 1.0 |" in md
+    assert "The teacher ran 40 s; the cache saved about 19 s" in md

@@ -1,0 +1,271 @@
+"""Teacher-logit cache benchmark (issue 19): what a phase-1 epoch and a whole table cost with it.
+
+``epochs`` (one process; the four loops alternate A B C D, A B C D, ...): a phase-1 epoch of
+``--teacher`` -> ``--student`` (resnet110 -> resnet8) on in-memory CIFAR-sized images through the
+image CLI's own loader (``TensorLoader``: crop and flip) and step (``common.trainer.
+frozen_logits`` teacher, ``common.losses.annealing_loss``), its targets from:
+
+    alone   no teacher: the student alone (cross-entropy), the cost a cached epoch aims at
+    live    the frozen teacher on every batch (no cache)
+    cold    ``common.epoch_logits.EpochLogits`` on an empty cache: the live teacher, its rows
+            kept and the epoch's file written at the end
+    warm    ``EpochLogits`` on a cache that holds the epoch: rows read, the teacher never runs
+
+Targets: warm <= 1.15x alone and cold <= 1.05x live (seconds per epoch, medians).
+
+``table``: ``reproduce/run_table.py`` end to end (every row, the teacher too), with and without
+the cache (``--no-logits-cache``), alternating which goes first, each round in a fresh folder;
+target: at least 2x less wall time with the cache. Both must give the same table (fp32 on one
+machine: cached targets are the live ones bit for bit).
+
+``check`` (correctness on the device, for benchmarks/gpu_check.sh): tiny Annealing-KD runs of the
+image CLI live, with a cold cache and with the warm cache, in fp32 and (on a GPU) bf16: the same
+final weights bit for bit each time, and the warm run never runs the teacher.
+
+    python benchmarks/bench_cache.py epochs --images 2048 --repeats 3 [--json out.json]
+    python benchmarks/bench_cache.py table --repeats 1 [--table-args "..."] [--json out.json]
+    python benchmarks/bench_cache.py check --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+
+TABLE_ARGS = ("--table fmnist-gap --seeds 3 --epochs teacher=3,p1=10,p2=5,tau=5 "
+              "--extra '--train-subset 3000 --val-size 500 --num-workers 0'")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["epochs", "table", "check"])
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds of each variant")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    e = p.add_argument_group("epochs")
+    e.add_argument("--teacher", default="resnet110")
+    e.add_argument("--student", default="resnet8")
+    e.add_argument("--num-classes", type=int, default=10)
+    e.add_argument("--images", type=int, default=2048, help="images in one epoch")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--amp", default="none", choices=["none", "bf16"])
+    e.add_argument("--channels-last", action="store_true")
+    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    t = p.add_argument_group("table")
+    t.add_argument("--table-args", default=TABLE_ARGS,
+                   help="reproduce/run_table.py arguments (--out and --no-logits-cache are added)")
+    t.add_argument("--out", type=Path, default=None, help="folder of the rounds (default: a temp)")
+    return p.parse_args(argv)
+
+
+def epoch_loops(args: argparse.Namespace, tmp: Path):
+    """The four loops of ``epochs`` mode (name -> fn() returning images processed) and an
+    untimed warm-up per loop that also fills the warm cache."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from benchmarks._util import resolve_device
+    from common.epoch_logits import EpochLogits
+    from common.logit_cache import LogitCache
+    from common.losses import annealing_loss, task_loss
+    from common.trainer import frozen_logits
+    from computer_vision_tasks.data import get_spec
+    from computer_vision_tasks.models import create_model
+    from computer_vision_tasks.tensor_loader import TensorLoader
+
+    device = resolve_device(args.device)
+    spec = get_spec("cifar10")
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8))
+    labels = torch.from_numpy(rng.integers(0, args.num_classes, args.images))
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    teacher = create_model(args.teacher, args.num_classes).to(device, memory_format=fmt)
+    student0 = create_model(args.student, args.num_classes).to(device, memory_format=fmt)
+    amp = args.amp == "bf16"
+    precision = "bf16" if amp else "fp32"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def forward(model, batch):
+        with autocast():
+            return model(batch[0])
+
+    live = frozen_logits(teacher, forward)
+    parts = {"bench": args.teacher, "images": args.images, "batch": args.batch_size}
+    warm_source = EpochLogits(LogitCache(tmp / "warm", say=print), parts, live,
+                              lambda b: b[2], args.images, args.num_classes, precision)
+    rounds = iter(range(10**6))
+
+    def loop(kind: str):
+        student = copy.deepcopy(student0).train()
+        opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        loader = TensorLoader(images, labels, args.batch_size, spec.mean, spec.std, train=True,
+                              device=device, channels_last=args.channels_last)
+
+        def run() -> int:
+            loader.set_epoch(0)
+            source = {"alone": None, "live": live, "warm": warm_source}.get(kind)
+            if kind == "cold":  # an empty cache every round
+                source = EpochLogits(LogitCache(tmp / f"cold{next(rounds)}", say=print), parts,
+                                     live, lambda b: b[2], args.images, args.num_classes,
+                                     precision)
+            if hasattr(source, "set_epoch"):
+                source.set_epoch(0)
+            seen = 0
+            for batch in loader:
+                logits = forward(student, batch).float()
+                loss = (task_loss(logits, batch[1]) if source is None
+                        else annealing_loss(logits, source(batch), 0.5))
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                seen += len(batch[1])
+            if hasattr(source, "close"):
+                source.close()
+            return seen
+
+        return run
+
+    loops = {k: loop(k) for k in ("alone", "live", "cold", "warm")}
+    return loops, device
+
+
+def run_epochs(args: argparse.Namespace) -> dict:
+    import torch
+
+    from benchmarks._util import alternate, machine, median, table, verdict
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        loops, device = epoch_loops(args, Path(tmp))
+        rates, _ = alternate(loops, args.repeats, device)  # the warm-up fills the warm cache
+    seconds = {k: args.images / median(v) for k, v in rates.items()}
+    ratios = {"warm / alone": seconds["warm"] / seconds["alone"],
+              "cold / live": seconds["cold"] / seconds["live"],
+              "live / alone": seconds["live"] / seconds["alone"]}
+    targets = {"warm / alone": 1.15, "cold / live": 1.05}
+    print(f"\n{args.teacher} -> {args.student}, {args.images} images per epoch, batch "
+          f"{args.batch_size}, {device} {args.amp}{' channels_last' if args.channels_last else ''}"
+          f"; {machine()}")
+    print(table(["loop", "seconds per epoch (median)", "images/s"],
+                [[k, v, args.images / v] for k, v in seconds.items()]))
+    print(table(["ratio", "value", "target", "verdict"],
+                [[k, v, f"<= {targets[k]}" if k in targets else "–",
+                  verdict(v, targets[k], higher_is_better=False) if k in targets else "–"]
+                 for k, v in ratios.items()]))
+    return {"mode": "epochs", "machine": machine(), "settings": {
+        k: getattr(args, k) for k in ("teacher", "student", "images", "batch_size", "amp",
+                                      "channels_last", "repeats")} | {"device": str(device)},
+        "images_per_s": {k: v for k, v in rates.items()}, "seconds_per_epoch": seconds,
+        "ratios": ratios, "targets": targets}
+
+
+def run_table_rounds(args: argparse.Namespace) -> dict:
+    """Wall seconds of run_table with and without the cache, alternating, fresh folders."""
+    import json
+
+    from benchmarks._util import median, table, verdict
+
+    base = args.out or Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    table_args = shlex.split(args.table_args)
+    name = table_args[table_args.index("--table") + 1]
+    seconds: dict[str, list[float]] = {"without cache": [], "with cache": []}
+    figures: dict[str, dict] = {}
+    for r in range(args.repeats):
+        order = list(seconds) if r % 2 == 0 else list(seconds)[::-1]
+        for variant in order:
+            out = base / f"round{r + 1}-{variant.replace(' ', '-')}"
+            cmd = [sys.executable, str(ROOT / "reproduce" / "run_table.py"), *table_args,
+                   "--out", str(out), *(["--no-logits-cache"] if variant == "without cache" else [])]
+            print(f"round {r + 1}/{args.repeats}: {variant}: {shlex.join(cmd)}", flush=True)
+            tic = time.perf_counter()
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"error: run_table failed ({variant}): "
+                                 f"{done.stderr.strip().splitlines()[-1:]}; logs under {out}")
+            seconds[variant].append(time.perf_counter() - tic)
+            figures[variant] = json.loads((out / f"{name}.json").read_text())["values"]
+            print(f"  {seconds[variant][-1]:.0f}s", flush=True)
+    ratio = median(seconds["without cache"]) / median(seconds["with cache"])
+    same = figures["without cache"] == figures["with cache"]
+    print(table(["variant", "wall seconds (median)", "rounds"],
+                [[k, median(v), len(v)] for k, v in seconds.items()]))
+    print(f"without / with: {ratio:.2f}x (target >= 2x: {verdict(ratio, 2.0)}); the same "
+          f"table both ways: {'yes' if same else 'NO'}; runs under {base}")
+    return {"mode": "table", "table_args": args.table_args, "seconds": seconds,
+            "ratio_without_over_with": ratio, "target": 2.0, "same_figures": same}
+
+
+CHECK = ["--dataset", "fake", "--train-subset", "256", "--val-size", "64", "--batch-size", "32",
+         "--num-workers", "0", "--teacher", "resnet8", "--student", "plane2", "--teacher_epochs",
+         "1", "--method", "annealing", "--student_epochs_p1", "2", "--student_epochs_p2", "1",
+         "--max_temperature", "2", "--seed", "5", "--deterministic"]
+
+
+def run_check(args: argparse.Namespace) -> dict:
+    """Live, cold and warm runs of the image CLI on the device: the same weights bit for bit."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from benchmarks._util import resolve_device
+
+    device = resolve_device(args.device)
+    amps = ["none", "bf16"] if device.type == "cuda" else ["none"]
+    cli = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
+    result: dict = {"mode": "check", "device": str(device), "checks": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for amp in amps:
+            cache = ["--logits-cache-dir", f"{tmp}/cache-{amp}"]
+            weights, streams = {}, {}
+            for run in ("live", "cold", "warm"):
+                out = f"{tmp}/{amp}-{run}"
+                cmd = [sys.executable, str(cli), *CHECK, "--device", device.type, "--amp", amp,
+                       "--output-dir", out, *([] if run == "live" else cache)]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"error: {run} run failed: {done.stderr.strip()[-400:]}")
+                weights[run] = load_file(f"{out}/student/best.safetensors")
+                streams[run] = json.loads(Path(out, "results.json").read_text()).get(
+                    "logit_cache", {}).get("streams", {}).get("teacher train", {})
+            same = {f"{run} == live": all(torch.equal(weights["live"][k], weights[run][k])
+                                          for k in weights["live"]) for run in ("cold", "warm")}
+            warm = streams["warm"]
+            same["warm run read every epoch"] = warm.get("files_read") == 2 and \
+                warm.get("files_written") == 0
+            result["checks"][amp] = same
+            for name, ok in same.items():
+                print(f"{device.type} {amp}: {name}: {'yes' if ok else 'NO'}", flush=True)
+    result["passed"] = all(all(c.values()) for c in result["checks"].values())
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = {"epochs": run_epochs, "table": run_table_rounds, "check": run_check}[args.mode]
+    result = run(args)
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result.get("passed", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
