@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the report from the .json beside --report (no runs)")
     p.add_argument("--notes", default=None,
-                   help="with --report-only: a text file whose lines go into the report")
+                   help="with --report-only: a text file whose lines go into the report (with "
+                   "--steps: into its step section)")
     p.add_argument("--run-original", default=None, help=argparse.SUPPRESS)  # worker: spec.json
     s = p.add_argument_group("step for step (--steps): same weights, same batches, every step's loss")
     s.add_argument("--steps", action="store_true",
@@ -674,6 +675,22 @@ def rebuild_report(md: Path, notes: str | None) -> int:
     return 0
 
 
+def rebuild_step_report(md: Path, notes: str | None) -> int:
+    """``--steps --report-only``: the report again from the step results beside it, with the
+    lines of ``notes`` (if given) as the step section's conclusion."""
+    path = md.parent / STEPS_JSON
+    try:
+        steps = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path} ({type(exc).__name__}); run --steps first") from None
+    if notes:
+        steps["notes"] = Path(notes).read_text().splitlines()
+    path.write_text(json.dumps(steps, indent=1, default=float))
+    write_report(md, steps=steps)
+    print(f"report: {md}")
+    return 0
+
+
 def step_compare(args) -> int:
     """``--steps``: every step-for-step comparison, one process each; the report's first section."""
     from reproduce import steps
@@ -713,13 +730,13 @@ def _main(argv: Sequence[str] | None) -> int:
         from reproduce.steps import worker
 
         return worker(args.step_worker)
-    if args.steps:
-        return step_compare(args)
     if args.run_original:
         run_original(json.loads(Path(args.run_original).read_text()))
         return 0
     if args.report_only:
-        return rebuild_report(Path(args.report), args.notes)
+        return (rebuild_step_report if args.steps else rebuild_report)(Path(args.report), args.notes)
+    if args.steps:
+        return step_compare(args)
     return compare(args)
 
 

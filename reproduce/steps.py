@@ -160,6 +160,8 @@ def section(steps: dict[str, Any]) -> list[str]:
              "(`cli.parse_args` + `CifarPipeline` / GLUE `Pipeline`) with only its data loaders "
              "replaced; the originals are imported from the folders given.", "",
              *table(results), ""]
+    if steps.get("notes"):
+        lines += ["### What this says", "", *steps["notes"], ""]
     for r in results:
         lines += [f"### {r['name']}", "", *[f"- {n}" for n in r.get("notes", [])]]
         for row in r["rows"]:

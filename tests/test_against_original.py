@@ -375,6 +375,23 @@ def test_report_leads_with_the_step_table_and_keeps_the_statistical_section(tmp_
     assert text.index("## Step for step") < text.index("## Low-power statistical comparison")
 
 
+def test_steps_report_only_adds_notes_to_the_step_section(tmp_path):
+    steps = {"finished": "now", "seconds": 3.0, "command": "python x --steps", "results": [
+        {"name": "kd", "process_seconds": 3.0, "rows": [_step_row("student", [1.0], [1.0])]}]}
+    md = tmp_path / "against-original.md"
+    (tmp_path / ao.STEPS_JSON).write_text(json.dumps(steps))
+    (tmp_path / "notes.txt").write_text("Identical, step by step.")
+    proc = _cli("--steps", "--original", str(tmp_path), "--report", str(md), "--report-only",
+                "--notes", str(tmp_path / "notes.txt"))
+    assert proc.returncode == 0, proc.stderr
+    text = md.read_text()
+    assert "### What this says\n\nIdentical, step by step." in text
+    assert "| kd | student | 1 / 1 | 0 | 1 | - | 0 | yes | yes | 3 |" in text
+    proc = _cli("--steps", "--original", str(tmp_path), "--report", str(tmp_path / "x" / "r.md"),
+                "--report-only")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot read")
+
+
 TAKD = os.environ.get("ANNEALING_KD_TAKD")
 
 
