@@ -488,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--step-kd-epochs", type=int, default=8, help="KD epochs (a multiple of 4)")
     s.add_argument("--step-glue-train", type=int, default=128,
                    help="GLUE: training sentences (movie reviews as SST-2); 0 skips GLUE")
+    s.add_argument("--step-resume", action="store_true",
+                   help="keep the comparisons that finished in --out with the same settings")
     s.add_argument("--step-quick", action="store_true",
                    help="GLUE: only the comparison with the optimizer ours uses (for a quick check)")
     s.add_argument("--step-worker", default=None, help=argparse.SUPPRESS)  # worker: spec.json
@@ -711,7 +713,7 @@ def step_compare(args) -> int:
     out = Path(args.out).resolve() / "steps"
     tic = time.perf_counter()
     prepare_data(args, out, args.step_batches * args.step_batch_size, args.step_test_images)
-    results = steps.run_all(steps.specs(args, str(cv), str(out / "data"), out))
+    results = steps.run_all(steps.specs(args, str(cv), str(out / "data"), out), args.step_resume)
     report = {"command": shlex.join([Path(sys.executable).name, "reproduce/against_original.py",
                                      *sys.argv[1:]]),
               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -37,10 +37,10 @@ def specs(args, cv_dir: str, data_dir: str, out: Path) -> list[dict[str, Any]]:
     if args.step_phi_tau:
         tau = args.step_phi_tau
         p1 = 4 * tau  # a multiple of 4 (the step decay) and of tau_max (equal stages)
-        for arith in ("ours", "original"):
+        for arith, label in (("ours", ""), ("original", " (Phi as the original computes it)"),
+                             ("control", ": control, the original against itself 1 ulp apart")):
             todo.append({**ann, "tau_max": tau, "p1": p1, "arithmetic": arith,
-                         "name": f"annealing tau_max {tau}" + (" (Phi as the original computes it)"
-                                                               if arith == "original" else "")})
+                         "name": f"annealing tau_max {tau}{label}"})
     if args.takd:
         for arith in ("ours", "original"):
             todo.append({**base, "kind": "kd", "takd": args.takd, "epochs": args.step_kd_epochs,
@@ -64,11 +64,15 @@ def specs(args, cv_dir: str, data_dir: str, out: Path) -> list[dict[str, Any]]:
     return todo
 
 
-def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One comparison in its own process; its result with the process's wall time."""
+def run_worker(spec: dict[str, Any], resume: bool = False) -> dict[str, Any]:
+    """One comparison in its own process; its result with the process's wall time. With
+    ``resume``, a comparison already finished in its folder with the same spec is read back."""
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "spec.json"
+    path, done = out / "spec.json", out / "done.json"
+    if resume and done.is_file() and path.is_file() and json.loads(path.read_text()) == spec:
+        return json.loads(done.read_text())
+    done.unlink(missing_ok=True)
     path.write_text(json.dumps(spec, indent=1))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -81,8 +85,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         raise UsageError(f"the step comparison {spec['name']!r} failed (exit {proc.returncode}): "
                          f"{last}; see {out / 'log.txt'}")
-    return {**json.loads((out / "result.json").read_text()), "name": spec["name"],
-            "spec": spec, "process_seconds": round(secs, 1)}
+    result = {**json.loads((out / "result.json").read_text()), "name": spec["name"],
+              "spec": spec, "process_seconds": round(secs, 1)}
+    done.write_text(json.dumps(result, default=float))
+    return result
 
 
 def worker(spec_path: str) -> int:
@@ -106,10 +112,10 @@ def worker(spec_path: str) -> int:
     return 0
 
 
-def run_all(todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_all(todo: list[dict[str, Any]], resume: bool = False) -> list[dict[str, Any]]:
     results = []
     for spec in todo:
-        r = run_worker(spec)
+        r = run_worker(spec, resume)
         results.append(r)
         for row in r["rows"]:
             print(f"{r['name']:55} {row['phase']:8} steps {row['loss']['steps']} max|dloss| "

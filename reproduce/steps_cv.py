@@ -106,7 +106,7 @@ class PassTagger(StepRecorder):
 @contextlib.contextmanager
 def original_on_path(folder: Path, files: list[str], stubs: dict[str, types.ModuleType]):
     """The original's folder first on sys.path (its modules import each other by bare name),
-    with ``stubs`` in sys.modules; the working directory is where it saves its checkpoints."""
+    with ``stubs`` (modules it imports but does not need here) in sys.modules."""
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}")
@@ -164,9 +164,10 @@ def accuracies(log: str) -> list[float]:
 
 
 # ---- Annealing-KD against the original ---------------------------------------------------------
-def run_original_annealing(spec: dict, init: dict, epochs, test, bounds) -> dict:
+def run_original_annealing(spec: dict, init: dict, epochs, test, bounds,
+                           where: str = "original") -> dict:
     folder = Path(spec["original"])
-    out = Path(spec["out"]) / "original"
+    out = Path(spec["out"]) / where
     with original_on_path(folder, ANNEALING_FILES, {}), in_dir(out):
         import annealing_kd_train as orig  # the original's module, from --original
 
@@ -220,8 +221,13 @@ def annealing(spec: dict) -> dict:
     pipe = our_pipeline(cli)
     epochs, test = fixed_batches(pipe, p1 + p2, spec["seed"])
     bounds = [("phase1", 0, p1), ("phase2", p1, p1 + p2)]
-    ours = run_ours(pipe, init, epochs, test, bounds)
-    orig = run_original_annealing(spec, init, epochs, test, bounds)
+    if spec["arithmetic"] == "control":  # the original against itself, one weight 1 ulp apart
+        ours = run_original_annealing(spec, init, epochs, test, bounds)
+        orig = run_original_annealing(spec, one_ulp_apart(init), epochs, test, bounds,
+                                      where="original-perturbed")
+    else:
+        ours = run_ours(pipe, init, epochs, test, bounds)
+        orig = run_original_annealing(spec, init, epochs, test, bounds)
     rows = []
     for name in ("phase1", "phase2"):
         a, b = ours["phases"][name], orig["phases"][name]
@@ -249,6 +255,15 @@ def annealing(spec: dict) -> dict:
             "set_epoch": ours["set_epoch"], "steps_per_epoch": nb}
 
 
+def one_ulp_apart(state: dict) -> dict:
+    """A copy of ``state`` with the first element of the classifier bias moved to the next
+    float32 up: the smallest perturbation there is."""
+    out = {k: v.clone() for k, v in state.items()}
+    b = out["fc.bias"]
+    b[0] = torch.nextafter(b[0], torch.tensor(float("inf")))
+    return out
+
+
 def data_notes(spec: dict, epochs: list, test: list) -> list[str]:
     nb, bs = len(epochs[0]), spec["batch_size"]
     return [f"Data: {nb * bs} Fashion-MNIST training images (zero-padded to 32x32, grey repeated "
@@ -268,6 +283,11 @@ def our_command(cli: list[str]) -> str:
 
 
 def arithmetic_note(spec: dict) -> list[str]:
+    if spec.get("arithmetic") == "control":
+        return ["Control row: NOT ours. The original against itself, the second run's initial "
+                "classifier bias[0] moved to the next float32 (one ulp); columns 'ours' = the "
+                "original, 'original' = the perturbed original. It shows how far this setting "
+                "amplifies the smallest possible difference."]
     if spec.get("arithmetic") != "original":
         return []
     what = ("`z_t * T / tau_max` (T = 1 .. tau_max) instead of our `Phi * z_t`"
