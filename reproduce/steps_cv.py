@@ -252,7 +252,7 @@ def annealing(spec: dict) -> dict:
         notes.append(phi_rounding(teacher_state, spec["teacher"], epochs[0][0][0], (tau, 10)))
     return {"rows": rows, "notes": notes,
             "seconds": {"ours": ours["seconds"], "original": orig["seconds"]},
-            "set_epoch": ours["set_epoch"], "steps_per_epoch": nb}
+            "set_epoch": ours.get("set_epoch"), "steps_per_epoch": nb}
 
 
 def one_ulp_apart(state: dict) -> dict:
@@ -378,7 +378,7 @@ def kd(spec: dict) -> dict:
              f"Ours: `{our_command(cli)}` (and the schedule above).", *arithmetic_note(spec)]
     return {"rows": [row], "notes": notes,
             "seconds": {"ours": ours["seconds"], "original": theirs["seconds"]},
-            "set_epoch": ours["set_epoch"], "steps_per_epoch": nb}
+            "set_epoch": ours.get("set_epoch"), "steps_per_epoch": nb}
 
 
 # ---- diagnostic: our objectives with the originals' float32 expressions ------------------------
