@@ -303,6 +303,30 @@ def test_takd_effective_schedule_is_its_never_true_condition():
         assert set(lrs[epoch * per_epoch:(epoch + 1) * per_epoch]) == {want}
 
 
+def test_one_ulp_apart_moves_one_weight_to_the_next_float32():
+    import torch
+
+    from reproduce.steps_cv import one_ulp_apart
+
+    state = {"fc.bias": torch.tensor([0.5, 1.0]), "fc.weight": torch.ones(2, 2)}
+    moved = one_ulp_apart(state)
+    assert moved["fc.bias"][0].item() == 0.5 + 2.0 ** -24 and moved["fc.bias"][1].item() == 1.0
+    assert state["fc.bias"][0].item() == 0.5 and torch.equal(moved["fc.weight"], state["fc.weight"])
+
+
+def test_a_finished_comparison_is_kept_with_step_resume_only_for_the_same_spec(tmp_path):
+    from reproduce import steps
+
+    spec = {"name": "x", "kind": "none", "out": str(tmp_path / "x")}
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "x" / "done.json").write_text(json.dumps({"rows": [], "process_seconds": 3.0}))
+    assert steps.run_worker(spec, resume=True) == {"rows": [], "process_seconds": 3.0}
+    with pytest.raises(ao.UsageError):  # another spec: run again (and this one cannot run)
+        steps.run_worker({**spec, "kind": "other"}, resume=True)
+    assert not (tmp_path / "x" / "done.json").exists()
+
+
 def test_adamw3_matches_hand_computed_transformers3_steps():
     import torch
 
