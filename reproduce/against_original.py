@@ -475,9 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--takd", default=None,
                    help="the TAKD code's folder (imirzadeh/Teacher-Assistant-Knowledge-"
                    "Distillation): adds KD --kd-reduction elementwise-mean against its loop")
-    s.add_argument("--step-batch-size", type=int, default=32)
+    s.add_argument("--step-batch-size", type=int, default=32, help="CIFAR comparisons' batch size")
     s.add_argument("--step-batches", type=int, default=10, help="batches per epoch")
-    s.add_argument("--step-test-images", type=int, default=128)
+    s.add_argument("--step-test-images", type=int, default=128,
+                   help="test images evaluated after every epoch (selection, as the original)")
     s.add_argument("--step-p1", type=int, default=8, help="phase-1 epochs (a multiple of 4 and "
                    "of --step-tau)")
     s.add_argument("--step-p2", type=int, default=4, help="phase-2 epochs (a multiple of 4)")

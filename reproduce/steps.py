@@ -154,8 +154,9 @@ def section(steps: dict[str, Any]) -> list[str]:
     results = steps["results"]
     lines = ["## Step for step (CPU, fp32, one torch thread)", "",
              f"Written by `reproduce/against_original.py --steps` on {steps['finished']} "
-             f"({steps['seconds']:.0f} s in all, comparisons one after another; seconds below: "
-             "the comparison's whole process, both codes, start-up included).", "",
+             f"({sum(r['process_seconds'] for r in results):.0f} s in all, comparisons one after "
+             "another on a shared 2-core CPU; seconds below: the comparison's whole process, both "
+             "codes, start-up included).", "",
              "```", steps["command"], "```", "",
              "Each comparison gives both codes the same initial weights (teacher and student drawn "
              "once, the same state dict loaded into both), the same batches (augmented once by our "
@@ -180,9 +181,7 @@ def section(steps: dict[str, Any]) -> list[str]:
                 "learning rates DIFFER"
             acc = row.get("accuracy", {})
             w = row["weights"]
-            where = "" if w["bit_identical"] else (
-                f"; final weights: largest difference in `{w['tensor']}` (largest per-tensor "
-                f"max|diff| / max|w|: {_e(w.get('max_rel', 0.0))})")
+            where = "" if w["bit_identical"] else f"; final weights: largest difference in `{w['tensor']}`"
             lines.append(f"- {row['phase']}: {lr}; per-epoch accuracy ours {acc.get('ours')}, "
                          f"original {acc.get('original')}{extra}{where}.")
         lines.append("")

@@ -383,6 +383,7 @@ def test_report_leads_with_the_step_table_and_keeps_the_statistical_section(tmp_
     assert "| annealing tau_max 2 | phase1 | 2 / 2 | 0 | 2 | - | 0 | yes | yes | 7 |" in text
     assert "|  | phase2 | 2 / 2 | 2.0e-05 | 1 | 2 | 3.0e-06 | no | NO |  |" in text
     assert "- a note" in text and "largest difference in `fc.weight`" in text
+    assert "(7 s in all" in text
     report = {"finished": "now", "seconds": 1.0, "command": "python x",
               "summary": ao.summarize([_run("ours", "annealing", 1, 0.8, [1.0]),
                                        _run("original", "annealing", 1, 0.8, [1.0])],
