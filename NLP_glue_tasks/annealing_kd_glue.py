@@ -366,9 +366,12 @@ class Pipeline:
                               "kd_reduction": args.kd_reduction})
 
     def model(self, role: str):
-        model = self.student if role == "student" else load_model(self.paths[role], self.task,
-                                                                  self.args, role)
-        return self.acc.prepare(model)
+        if role == "student":
+            return self.acc.prepare(self.student)
+        from common.seeding import role_seed, seed_everything
+
+        seed_everything(role_seed(self.args.seed, role))  # a new head: from the role's seed
+        return self.acc.prepare(load_model(self.paths[role], self.task, self.args, role))
 
     def targets(self, role: str):
         """Frozen logits of the teacher or assistant: cached per example (or, with
@@ -463,6 +466,7 @@ class Pipeline:
 
     def train(self) -> dict[str, Any]:
         from common.schedule import check_schedule
+        from common.seeding import seed_everything
 
         args, trainer = self.args, self.trainer
         if self.method.name == "annealing" and (args.anneal_per_step or args.max_steps):
@@ -470,6 +474,7 @@ class Pipeline:
         self.check_models()
         self.toks["student"] = load_tokenizer(args.tokenizer_name or self.paths["student"], args,
                                               "student")
+        seed_everything(args.seed)  # the student's new head: the same in every method (paired)
         self.student = load_model(self.paths["student"], self.task, args, "student",
                                   config_name=args.config_name)
         student, chosen = run_method(self.method, self)

@@ -3,7 +3,7 @@
 - ours:      the teacher (``common.trainer.frozen_logits``: eval mode, ``torch.inference_mode``)
              gives the targets; a student step with the shared ``common.losses.annealing_loss``;
              optionally channels_last, bf16 autocast, ``torch.compile`` and the GPU-resident
-             loader (``computer_vision_tasks.gpu_data.GpuLoader``).
+             loader (``computer_vision_tasks.tensor_loader.TensorLoader``).
 - original:  as the original script: teacher in eval mode but with autograd on and its
              parameters wanting gradients, ``F.mse_loss(student(x), teacher(x) * T / T_max)``
              and ``loss.backward()``, so the backward runs through the whole teacher (its
@@ -14,7 +14,7 @@
 
 Data: ``tensors`` (pre-made batches on the device: the training step alone), ``torchvision``
 (the CPU path: uint8 arrays -> PIL -> RandomCrop/Flip/ToTensor/Normalize in a DataLoader) or
-``gpu`` (GpuLoader). The original's way reads ``tensors`` when ours does, else ``torchvision``.
+``gpu`` (TensorLoader). The original's way reads ``tensors`` when ours does, else ``torchvision``.
 
     python benchmarks/bench_cifar.py --batches 4 --repeats 3
 """
@@ -109,15 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.losses import task_loss
     from common.trainer import frozen_logits
     from computer_vision_tasks.data import ArrayImages, get_spec, transforms_for
-    from computer_vision_tasks.gpu_data import GpuLoader, from_hwc
     from computer_vision_tasks.models import create_model
+    from computer_vision_tasks.tensor_loader import TensorLoader, from_hwc
 
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.data == "gpu" and device.type != "cuda":
-        print("note: --data gpu on the CPU: GpuLoader runs on CPU tensors")
+        print("note: --data gpu on the CPU: TensorLoader runs on CPU tensors")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     spec = get_spec("cifar10")
@@ -140,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for x, y in tv_loader:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    gpu_loaders = {cl: GpuLoader(from_hwc(hwc), labels, args.batch_size, spec.mean, spec.std,
-                                 train=True, seed=args.seed, device=device, channels_last=cl)
+    gpu_loaders = {cl: TensorLoader(from_hwc(hwc), labels, args.batch_size, spec.mean, spec.std,
+                                    train=True, seed=args.seed, device=device, channels_last=cl)
                    for cl in (False, True)}
     epoch = [0]
 
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loader = gpu_loaders[cl]
         epoch[0] += 1
         loader.set_epoch(epoch[0])
-        return loader
+        return ((x, y) for x, y, _ in loader)
 
     def source(kind: str, cl: bool):
         if kind == "tensors":

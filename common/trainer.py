@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,11 +212,11 @@ class Trainer:
                           f"{self.metric}={best['metric']:.4f}")
                 return best
 
-        phase_seed = zlib.crc32(phase.name.encode())
         saved = start  # the last committed epoch
         for epoch in range(start, phase.epochs):
             tic = time.perf_counter()
-            seed_everything(self.seed * 1009 + phase_seed + epoch, self.deterministic)
+            # (seed, epoch) only: every phase and method sees the same stream at epoch e
+            seed_everything(self.seed * 1009 + epoch, self.deterministic)
             loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
             model.train()
             temp, mult = self._anneal(phase, epoch, opt_steps, total)

@@ -93,10 +93,11 @@ def build_parser() -> Parser:
     _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     _add(o, "--channels-last", action="store_true", help="channels-last memory format")
     _add(o, "--num-workers", type=int, default=4, help="data-loading worker processes")
-    _add(o, "--no-gpu-loader", action="store_true",
-         help="on CUDA, use the torchvision DataLoader instead of the GPU-resident loader "
-         "(whole dataset on the GPU, augmentation there; the default on one GPU for data held "
-         "in memory; own images decoded from disk always use the DataLoader)")
+    _add(o, "--no-tensor-loader", "--no-gpu-loader", action="store_true",
+         help="use torchvision's DataLoader (PIL transforms, --num-workers processes) instead of "
+         "the in-memory tensor loader (the default for data held in memory, on CPU and GPU: the "
+         "split lives on the device and is augmented there; its batches depend on (seed, epoch) "
+         "only). Images decoded from disk and DDP always use the DataLoader")
     _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
     own_args.add_arguments(p, _add)
     return p

@@ -210,22 +210,39 @@ def split_indices(n: int, val_size: int | None, train_subset: int | None, seed: 
     return val_idx, train_idx
 
 
+class Indexed(Dataset):
+    """``(image, label, index)`` of a dataset: batches carry the positions of their examples
+    in the split, as :class:`~computer_vision_tasks.tensor_loader.TensorLoader` batches do."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return x, y, i
+
+
 def train_loader(ds: Dataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
-    """Shuffled by (seed, epoch) only, so a resumed run sees the same order."""
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed),
+    """Shuffled by (seed, epoch) only, so a resumed run sees the same order. The augmentation
+    draws come from torch's global generator, which the Trainer seeds by (seed, epoch) at each
+    epoch: the stream is a function of (seed, epoch, ``num_workers``)."""
+    return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed),
                       num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False, drop_last=False)
 
 
 def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    return DataLoader(Indexed(ds), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available())
 
 
 def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw uint8 images (N,C,H,W) and labels of a split (a ``Subset`` of a torchvision or
     :class:`ArrayImages` dataset), without transforms."""
-    from computer_vision_tasks.gpu_data import from_hwc
+    from computer_vision_tasks.tensor_loader import from_hwc
 
     base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
     images, labels = from_hwc(base.data), torch.as_tensor(np.asarray(base.targets))
@@ -234,12 +251,13 @@ def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def gpu_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
-               channels_last: bool):
-    """A :class:`~computer_vision_tasks.gpu_data.GpuLoader` over a split: the same augmentation
-    as :func:`transforms_for` (crop with padding 4, flip where the dataset allows it)."""
-    from computer_vision_tasks.gpu_data import GpuLoader
+def tensor_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
+                  channels_last: bool):
+    """A :class:`~computer_vision_tasks.tensor_loader.TensorLoader` over a split held in memory:
+    the same augmentation as :func:`transforms_for` (crop with padding 4, flip where the dataset
+    allows it), the same order as :func:`train_loader`."""
+    from computer_vision_tasks.tensor_loader import TensorLoader
 
     images, labels = uint8_arrays(ds)
-    return GpuLoader(images, labels, batch_size, spec.mean, spec.std, train=train, seed=seed,
-                     device=device, channels_last=channels_last, flip=spec.flip)
+    return TensorLoader(images, labels, batch_size, spec.mean, spec.std, train=train, seed=seed,
+                        device=device, channels_last=channels_last, flip=spec.flip)

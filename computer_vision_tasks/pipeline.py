@@ -15,7 +15,7 @@ from common.errors import UsageError
 from common.lr_schedules import constant, step_decay
 from common.methods import Step, get_method, run_method, table
 from common.run_dir import RunDir, check_same_run, environment_info
-from common.seeding import seed_everything
+from common.seeding import role_seed, seed_everything
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from computer_vision_tasks import data, model_zoo, models, own_args
 from computer_vision_tasks.cli import epochs
@@ -24,7 +24,7 @@ RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_
                "teacher_epochs", "student_epochs_p1", "student_epochs_p2", "student_epochs",
                "assistant_epochs", "max_temperature", "anneal_per_step", "batch_size",
                "learning_rate", "momentum", "weight_decay", "kd_alpha", "kd_temperature", "kd_reduction", "seed",
-               "val_size", "train_subset", "image_size", "augment", "image_column", "label_column",
+               "val_size", "train_subset", "no_tensor_loader", "image_size", "augment", "image_column", "label_column",
                "pretrained"]
 
 
@@ -91,11 +91,13 @@ class CifarPipeline:
         self.report = "test" if self.splits.test is not None else "val"
         self.batches_per_epoch = math.ceil(len(self.splits.train) / (args.batch_size * acc.num_processes))
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-        # created (seeded) in the same order in every run: teacher, student, assistant
-        # (a teacher from a checkpoint does not need pretrained weights)
-        self.models = {r: self.make(self.arch[r], args.pretrained and not (
-                           r == "teacher" and args.teacher_checkpoint))
-                       for r in ("teacher", "student", "assistant") if r in roles}
+        # each role's initial weights come from its own seed: a seed's student starts from the
+        # same weights whatever the method (a teacher from a checkpoint needs no pretrained ones)
+        self.models = {}
+        for r in roles:
+            seed_everything(role_seed(args.seed, r))
+            self.models[r] = self.make(self.arch[r], args.pretrained and not (
+                r == "teacher" and args.teacher_checkpoint))
         self.trains_teacher = "teacher" in roles and not args.teacher_checkpoint
         if "teacher" in roles and args.teacher_checkpoint:
             load_teacher_checkpoint(self.models["teacher"], args.teacher_checkpoint, args.teacher,
@@ -142,12 +144,15 @@ class CifarPipeline:
         return model.to(memory_format=self.memory_format)
 
     def loader(self, ds, train: bool):
+        """The in-memory tensor loader (any device, one process; its stream depends on (seed,
+        epoch) only), else torchvision's DataLoader (images decoded from disk, DDP,
+        ``--no-tensor-loader``)."""
         args, acc = self.args, self.acc
         bs = args.batch_size if train else 2 * args.batch_size
         in_memory = self.own_info.get("images_in_memory", True)  # own data decoded per batch
-        if acc.device.type == "cuda" and acc.num_processes == 1 and not args.no_gpu_loader and in_memory:
-            # the whole dataset on the GPU, augmented there (one process; DDP uses the DataLoader)
-            return data.gpu_loader(ds, self.spec, bs, train, args.seed, acc.device, args.channels_last)
+        if acc.num_processes == 1 and not args.no_tensor_loader and in_memory:
+            return data.tensor_loader(ds, self.spec, bs, train, args.seed, acc.device,
+                                      args.channels_last)
         if train:
             return data.train_loader(ds, bs, args.seed, args.num_workers)
         return acc.prepare(data.eval_loader(ds, bs, args.num_workers))

@@ -39,7 +39,8 @@ from reproduce import published  # noqa: E402
 CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
        "glue": ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"}
 PREPARE = ROOT / "demo" / "prepare_data.py"
-TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "movie-reviews"]
+TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "fmnist-ablation",
+          "movie-reviews"]
 ROW_KEYS = {"teacher": "teacher", "assistant": "assistant", "student alone": "scratch",
             "fine-tune": "finetune", "KD": "kd", "TAKD": "takd", "Annealing-KD": "annealing"}
 
@@ -220,6 +221,63 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
                 note=note)
 
 
+# The controlled experiment of why Annealing-KD trails KD (issue 18): one teacher, rows that
+# change one thing each, every row the same total epochs; (row, extra CLI flags, phase epochs).
+ABLATION_EPOCHS = {"teacher": 15, "p1": 20, "p2": 10, "tau": 10}
+
+
+def ablation_rows(p1: int, p2: int, tau: int) -> list[tuple[str, list[str]]]:
+    """Rows of fmnist-ablation with their method flags (total epochs p1 + p2 in every row)."""
+    total = p1 + p2
+    half = total // 2
+
+    def akd(e1: int, e2: int, t: int, *more: str) -> list[str]:
+        return ["--method", "annealing", "--student_epochs_p1", str(e1), "--student_epochs_p2",
+                str(e2), "--max_temperature", str(t), *more]
+
+    kd = paper_kd_flags("cifar")
+    return [
+        ("student alone", ["--method", "scratch", "--student-epochs", str(total)]),
+        ("KD", ["--method", "kd", *kd[:-1], "batchmean", "--student-epochs", str(total)]),
+        ("KD (paper-era)", ["--method", "kd", *kd, "--student-epochs", str(total)]),
+        ("Annealing-KD", akd(p1, p2, tau)),
+        ("AKD phase 1 only", akd(total, 0, tau)),
+        ("AKD phase 2 at lr 0.001", akd(p1, p2, tau, "--phase2-learning-rate", "0.001")),
+        ("AKD no lr decay in phase 1", akd(p1, p2, tau, "--phase1-lr-milestones", "none")),
+        ("AKD p1 = p2", akd(half, total - half, min(tau, half))),
+        ("AKD tau_max = 1", akd(p1, p2, 1)),
+    ]
+
+
+def plan_ablation(args: argparse.Namespace, out: Path) -> Plan:
+    """fmnist-ablation: Fashion-MNIST, one teacher, a resnet8 student, rows paired by seed (same
+    initial student weights, data order and augmentation in every row of a seed)."""
+    ep = schedule(ABLATION_EPOCHS, args.scale, args.epochs)
+    teacher, student = args.teacher or "resnet20", args.student or "resnet8"
+    common = ["--dataset", "fashion-mnist", "--dataset-dir", args.dataset_dir or "./data"]
+    if args.val_size is not None:
+        common += ["--val-size", str(args.val_size)]
+    t_dir = out / teacher / "teacher"
+    column = f"teacher {teacher}"
+    runs = [Run("teacher", column, 0, "cifar", t_dir, [
+        *common, "--method", "scratch", "--student", teacher, "--student-epochs",
+        str(ep["teacher"]), "--seed", "0"])]
+    t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir))]
+    rows = ablation_rows(ep["p1"], ep["p2"], ep["tau"])
+    for seed in range(args.seeds):
+        for row, flags in rows:
+            uses_teacher = flags[1] != "scratch"
+            runs.append(Run(row, column, seed, "cifar", out / f"{slug(row)}-s{seed}", [
+                *common, *flags, *(t_ckpt if uses_teacher else []), "--student", student,
+                "--seed", str(seed)]))
+    note = (f"Every row: {ep['p1'] + ep['p2']} student epochs in all, the same initial weights, "
+            "data order and augmentation per seed. KD: T=5, lambda=0.5 (batchmean; paper-era: "
+            "elementwise-mean). Annealing-KD: tau_max and the phases as named in the row.")
+    return Plan("fmnist-ablation", f"Fashion-MNIST: why Annealing-KD trails KD (teacher {teacher}, "
+                f"student {student})", "test accuracy (%)", ["teacher", *[r for r, _ in rows]],
+                [column], runs, note=note)
+
+
 def _dedupe(runs: list[Run]) -> list[Run]:
     """Each output directory once (the student alone fills every column of the gap table)."""
     seen: set[Path] = set()
@@ -350,6 +408,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     out = Path(args.out or f"runs/{args.table}")
     if args.table in ("glue-roberta", "glue-bert", "movie-reviews"):
         return plan_glue(args.table, args, out)
+    if args.table == "fmnist-ablation":
+        return plan_ablation(args, out)
     return plan_cifar(args.table, args, out)
 
 
@@ -666,6 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-seeds", default=None,
                    help="run only these seeds (comma-separated; the teacher always), e.g. to split "
                         "a table over two processes; the report covers every finished run")
+    p.add_argument("--rows", default=None,
+                   help="run only these rows (comma-separated names as in the table, e.g. "
+                        "'KD,Annealing-KD'; the runs they read always); the report covers every "
+                        "finished run")
     p.add_argument("--extra", default="", help="flags appended to every CLI call (one string)")
     p.add_argument("--teacher-extra", default="",
                    help="flags appended to the teacher's call after --extra, e.g. "
@@ -689,6 +753,28 @@ def _seed_list(text: str | None) -> set[int] | None:
                          "e.g. 0,2,4") from None
 
 
+def _row_list(text: str | None, plan: Plan) -> set[str] | None:
+    if text is None:
+        return None
+    rows = {r.strip() for r in text.split(",") if r.strip()}
+    known = {r.row for r in plan.runs}
+    if not rows or rows - known:
+        raise UsageError(f"--rows {text!r}: unknown row(s) {', '.join(sorted(rows - known)) or '(none)'}; "
+                         f"the rows of {plan.table} are {', '.join(sorted(known))}")
+    return rows
+
+
+def select_runs(plan: Plan, seeds: set[int] | None, rows: set[str] | None) -> Plan:
+    """The runs of the chosen seeds and rows, and every run they read."""
+    chosen = [r for r in plan.runs if (seeds is None or r.seed in seeds)
+              and (rows is None or r.row in rows)]
+    needed = {j for r in chosen for j in depends_on(r, plan.runs)}
+    needed |= {j for j in list(needed) for j in depends_on(plan.runs[j], plan.runs)}
+    keep = [r for i, r in enumerate(plan.runs) if r in chosen or i in needed
+            or (r.row == "teacher" and rows is None)]
+    return replace(plan, runs=keep)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < 1:
@@ -708,8 +794,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parse_epochs(args.epochs)
     run_seeds = _seed_list(args.run_seeds)
     plan = make_plan(args)
-    todo = plan if run_seeds is None else replace(
-        plan, runs=[r for r in plan.runs if r.row == "teacher" or r.seed in run_seeds])
+    todo = select_runs(plan, run_seeds, _row_list(args.rows, plan))
     command = shlex.join(["python", "reproduce/run_table.py",
                           *(argv if argv is not None else sys.argv[1:])])
     if args.dry_run:

@@ -142,7 +142,7 @@ def _own(folder: Path, *extra: str) -> own_data.OwnData:
                                      *extra]))
 
 
-def test_memory_and_disk_paths_and_the_gpu_loader_give_the_same_images(tmp_path):
+def test_memory_and_disk_paths_and_the_tensor_loader_give_the_same_images(tmp_path):
     folder = write_folder(tmp_path / "d", {"train": 4, "val": 2}, size=20)
     mem, disk = _own(folder, "--image-size", "16"), _own(folder, "--image-size", "16",
                                                          "--memory-limit-gb", "0")
@@ -151,13 +151,14 @@ def test_memory_and_disk_paths_and_the_gpu_loader_give_the_same_images(tmp_path)
     for i in range(len(mem.splits.val)):
         a, b = mem.splits.val[i], disk.splits.val[i]
         assert a[1] == b[1] and torch.equal(a[0], b[0])
-    # the GPU-resident loader (on CPU tensors here) serves the same normalised val batch
-    gpu = data.gpu_loader(mem.splits.val, mem.spec, 6, False, 0, "cpu", False)
-    x, y = next(iter(gpu))
+    # the in-memory tensor loader serves the same normalised val batch
+    loader = data.tensor_loader(mem.splits.val, mem.spec, 6, False, 0, "cpu", False)
+    x, y, idx = next(iter(loader))
     ref = torch.stack([mem.splits.val[i][0] for i in range(6)])
     assert torch.allclose(x, ref, atol=1e-6) and y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert idx.tolist() == list(range(6))
     # its augmented training batches have the data's shape
-    xt, _ = next(iter(data.gpu_loader(mem.splits.train, mem.spec, 4, True, 0, "cpu", False)))
+    xt, *_ = next(iter(data.tensor_loader(mem.splits.train, mem.spec, 4, True, 0, "cpu", False)))
     assert xt.shape == (4, 3, 16, 16)
 
 

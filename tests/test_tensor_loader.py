@@ -1,4 +1,4 @@
-"""The device-resident CIFAR loader, run on CPU tensors, against torchvision's transforms."""
+"""The in-memory tensor loader, against torchvision's transforms and the DataLoader path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from scipy.stats import chi2_contingency, chisquare
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from computer_vision_tasks.gpu_data import GpuLoader, augment, from_hwc, normalize
+from computer_vision_tasks.tensor_loader import TensorLoader, augment, from_hwc, normalize
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -87,8 +87,8 @@ def test_crop_offsets_and_flip_rate_match_torchvision_statistics():
 
 def test_eval_batches_equal_torchvision_totensor_normalize():
     hwc = _images(10).permute(0, 2, 3, 1).numpy()  # what torchvision's CIFAR .data holds
-    loader = GpuLoader(from_hwc(hwc), list(range(10)), 4, MEAN, STD, train=False)
-    xs, ys = zip(*loader, strict=True)
+    loader = TensorLoader(from_hwc(hwc), list(range(10)), 4, MEAN, STD, train=False)
+    xs, ys, _ = zip(*loader, strict=True)
     x, y = torch.cat(xs), torch.cat(ys)
     ref = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     expected = torch.stack([ref(im) for im in hwc])
@@ -101,44 +101,46 @@ def test_eval_batches_equal_torchvision_totensor_normalize():
 def test_every_image_once_per_epoch_and_labels_stay_with_images():
     images = _images(37)
     # no crop, no flip: each training image must come out exactly as its own un-augmented self
-    loader = GpuLoader(images, torch.arange(37), 8, MEAN, STD, train=True, seed=3, padding=0,
+    loader = TensorLoader(images, torch.arange(37), 8, MEAN, STD, train=True, seed=3, padding=0,
                        flip=False)
     assert len(loader) == 5
     for epoch in range(3):
         loader.sampler.set_epoch(epoch)  # the Trainer's hook
-        xs, ys = zip(*loader, strict=True)
+        xs, ys, idxs = zip(*loader, strict=True)
         y = torch.cat(ys)
+        assert torch.equal(torch.cat(idxs), y)  # labels are the indices here
         assert sorted(y.tolist()) == list(range(37))
         assert y.tolist() != list(range(37))  # shuffled
         assert torch.equal(torch.cat(xs), normalize(images[y], loader.mean, loader.std))
-    dropped = GpuLoader(images, torch.arange(37), 8, MEAN, STD, train=True, drop_last=True)
-    assert len(dropped) == 4 and sum(len(y) for _, y in dropped) == 32
+    dropped = TensorLoader(images, torch.arange(37), 8, MEAN, STD, train=True, drop_last=True)
+    assert len(dropped) == 4 and sum(len(y) for _, y, _ in dropped) == 32
 
 
 def test_same_seed_and_epoch_give_the_same_batches():
     images = _images(50)
 
     def run(seed, epoch):
-        loader = GpuLoader(images, torch.arange(50), 16, MEAN, STD, train=True, seed=seed)
+        loader = TensorLoader(images, torch.arange(50), 16, MEAN, STD, train=True, seed=seed)
         loader.set_epoch(epoch)
         return list(loader)
 
     a, b = run(1, 2), run(1, 2)
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
-    assert not torch.equal(torch.cat([y for _, y in a]), torch.cat([y for _, y in run(1, 3)]))
-    assert not torch.equal(torch.cat([y for _, y in a]), torch.cat([y for _, y in run(2, 2)]))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
+               for (xa, ya, ia), (xb, yb, ib) in zip(a, b, strict=True))
+    assert not torch.equal(torch.cat([y for _, y, _ in a]), torch.cat([y for _, y, _ in run(1, 3)]))
+    assert not torch.equal(torch.cat([y for _, y, _ in a]), torch.cat([y for _, y, _ in run(2, 2)]))
 
 
 def test_channels_last_and_bad_input():
-    loader = GpuLoader(_images(4), [0, 1, 2, 3], 4, MEAN, STD, train=True, channels_last=True)
-    x, _ = next(iter(loader))
+    loader = TensorLoader(_images(4), [0, 1, 2, 3], 4, MEAN, STD, train=True, channels_last=True)
+    x, *_ = next(iter(loader))
     assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="uint8"):
-        GpuLoader(_images(4).float(), [0, 1, 2, 3], 4, MEAN, STD, train=True)
+        TensorLoader(_images(4).float(), [0, 1, 2, 3], 4, MEAN, STD, train=True)
     with pytest.raises(ValueError, match="labels"):
-        GpuLoader(_images(4), [0, 1], 4, MEAN, STD, train=True)
+        TensorLoader(_images(4), [0, 1], 4, MEAN, STD, train=True)
     with pytest.raises(ValueError, match="mean/std"):
-        GpuLoader(_images(4), [0, 1, 2, 3], 4, (0.5,), (0.5,), train=True)
+        TensorLoader(_images(4), [0, 1, 2, 3], 4, (0.5,), (0.5,), train=True)
 
 
 def test_trainer_runs_a_phase_on_the_loader(tmp_path):
@@ -150,7 +152,7 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
     from common.trainer import Batches, Phase, Trainer, make_accelerator
 
     images, labels = _images(24), torch.arange(24) % 10
-    train = GpuLoader(images, labels, 8, MEAN, STD, train=True, seed=0)
+    train = TensorLoader(images, labels, 8, MEAN, STD, train=True, seed=0)
     seen = []
     set_epoch = train.set_epoch
     train.set_epoch = lambda e: (seen.append(e), set_epoch(e))
@@ -165,19 +167,39 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
     assert [r["epoch"] for r in trainer.records] == [1, 2]
 
 
-def test_cli_wiring_gpu_loader_matches_the_dataloader_on_a_split():
-    """data.gpu_loader (what the CIFAR CLI uses on one GPU) serves the same held-out images,
+def test_cli_wiring_tensor_loader_matches_the_dataloader_on_a_split():
+    """data.tensor_loader (what the CIFAR CLI uses on one GPU) serves the same held-out images,
     normalised the same way, as the torchvision DataLoader path, and every training image once."""
     from computer_vision_tasks import data
 
     spec = data.get_spec("fake")
     splits = data.make_splits("fake", "unused", val_size=40, train_subset=100, seed=3)
-    ref = torch.cat([x for x, _ in data.eval_loader(splits.val, 16, 0)])
-    ref_y = torch.cat([y for _, y in data.eval_loader(splits.val, 16, 0)])
-    ours = list(data.gpu_loader(splits.val, spec, 16, False, 3, "cpu", False))
-    assert torch.allclose(torch.cat([x for x, _ in ours]), ref, atol=1e-6)
-    assert torch.equal(torch.cat([y for _, y in ours]), ref_y)
-    train = data.gpu_loader(splits.train, spec, 32, True, 3, "cpu", True)
-    labels = torch.cat([y for _, y in train])
+    ref = torch.cat([x for x, *_ in data.eval_loader(splits.val, 16, 0)])
+    ref_y = torch.cat([y for _, y, _ in data.eval_loader(splits.val, 16, 0)])
+    ours = list(data.tensor_loader(splits.val, spec, 16, False, 3, "cpu", False))
+    assert torch.allclose(torch.cat([x for x, *_ in ours]), ref, atol=1e-6)
+    assert torch.equal(torch.cat([y for _, y, _ in ours]), ref_y)
+    train = data.tensor_loader(splits.train, spec, 32, True, 3, "cpu", True)
+    labels = torch.cat([y for _, y, _ in train])
     _, all_labels = data.uint8_arrays(splits.train)
     assert len(labels) == 100 and torch.equal(labels.sort().values, all_labels.sort().values)
+
+
+def test_the_stream_is_the_dataloader_order_and_the_same_on_any_device():
+    """The permutation is EpochShuffleSampler's; all draws are on a CPU generator, so a loader
+    on another device (here: a CPU copy built separately) yields the same batches."""
+    from common.seeding import EpochShuffleSampler
+
+    images = _images(40)
+    a = TensorLoader(images, torch.arange(40), 16, MEAN, STD, train=True, seed=5)
+    a.set_epoch(3)
+    sampler = EpochShuffleSampler(40, 5)
+    sampler.set_epoch(3)
+    assert torch.cat([i for *_, i in a]).tolist() == list(sampler)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        b = TensorLoader(images.clone(), torch.arange(40), 16, MEAN, STD, train=True, seed=5,
+                         device=dev)
+        b.set_epoch(3)
+        for (xa, ya, ia), (xb, yb, ib) in zip(a, b, strict=True):
+            assert torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu()) and torch.equal(ia, ib.cpu())
