@@ -49,20 +49,21 @@ def our_pipeline(cli: list[str]):
     return CifarPipeline(parse_args(cli))
 
 
-def fixed_batches(pipe, n_epochs: int, seed: int) -> tuple[list[list[Any]], list[Any]]:
+def fixed_batches(pipe, n_epochs: int) -> tuple[list[list[Any]], list[Any]]:
     """``n_epochs`` lists of augmented training batches and the evaluation batches, drawn once
-    through our own data path (training split, transforms, shuffling by (seed, epoch))."""
-    from computer_vision_tasks import data
-
-    bs = pipe.args.batch_size
-    loader = data.train_loader(pipe.splits.train, bs, seed, num_workers=0)
+    through our pipeline's own loaders (epoch k: its training loader at ``set_epoch(k)``), as
+    it yields them (images, labels and, from the tensor loader, dataset indices)."""
+    loader = pipe.train_loader
     epochs = []
     for e in range(n_epochs):
-        loader.sampler.set_epoch(e)
-        torch.manual_seed(seed * 1009 + e)  # the augmentation draws
-        epochs.append([(x.clone(), y.clone()) for x, y in loader])
-    test = [(x, y) for x, y in data.eval_loader(pipe.splits.test, 2 * bs, num_workers=0)]
-    return epochs, test
+        loader.set_epoch(e)
+        epochs.append([tuple(t.clone() for t in b) for b in loader])
+    return epochs, [tuple(b) for b in pipe.test_loader]
+
+
+def as_pairs(batches: list) -> list:
+    """(images, labels) of each batch: what the originals' loaders yield."""
+    return [(b[0], b[1]) for b in batches]
 
 
 def init_states(spec: dict) -> tuple[dict, dict]:
@@ -181,7 +182,7 @@ def run_original_annealing(spec: dict, init: dict, epochs, test, bounds,
                   "is_plane": not orig.is_resnet(spec["student"]), "trial_id": None,
                   "T_student": 5, "lambda_student": 0.5, "name": spec["student"],
                   "checkpoint_name": ckpt}
-        batches = FixedBatches(epochs)
+        batches, test = FixedBatches([as_pairs(e) for e in epochs]), as_pairs(test)
         rec, logs, result = PassTagger(batches), io.StringIO(), {}
         tic = time.perf_counter()
         with rec.active(), contextlib.redirect_stdout(logs):
@@ -219,7 +220,7 @@ def annealing(spec: dict) -> dict:
            "--device", "cpu", "--num-workers", "0", "--output-dir", str(out / "ours"),
            "--overwrite-output-dir"]
     pipe = our_pipeline(cli)
-    epochs, test = fixed_batches(pipe, p1 + p2, spec["seed"])
+    epochs, test = fixed_batches(pipe, p1 + p2)
     bounds = [("phase1", 0, p1), ("phase2", p1, p1 + p2)]
     if spec["arithmetic"] == "control":  # the original against itself, one weight 1 ulp apart
         ours = run_original_annealing(spec, init, epochs, test, bounds)
@@ -268,8 +269,9 @@ def data_notes(spec: dict, epochs: list, test: list) -> list[str]:
     nb, bs = len(epochs[0]), spec["batch_size"]
     return [f"Data: {nb * bs} Fashion-MNIST training images (zero-padded to 32x32, grey repeated "
             f"to 3 channels) in {nb} batches of {bs}, augmented (crop 32 pad 4, flip) and shuffled "
-            f"once per epoch by our data path; {sum(len(y) for _, y in test)} test images for the "
-            "per-epoch evaluation and selection (ours `--val-size 0`, as the original).",
+            "once per epoch by our pipeline's own training loader; "
+            f"{sum(len(b[1]) for b in test)} test images for the per-epoch evaluation and "
+            "selection (ours `--val-size 0`, as the original).",
             f"Teacher {spec['teacher']} and student {spec['student']} drawn once (our "
             f"constructors, seed {spec['init_seed']}; the teacher untrained, in eval mode: only its "
             "logits matter here) and loaded into both codes, the teacher through each code's own "
@@ -328,7 +330,7 @@ def run_takd(spec: dict, init: dict, epochs, test, bounds) -> dict:
                   "weight_decay": 1e-4, "device": "cpu", "is_plane": not takd.is_resnet(spec["student"]),
                   "trial_id": None, "T_student": spec["kd_temperature"],
                   "lambda_student": spec["kd_alpha"], "name": spec["student"]}
-        batches = FixedBatches(epochs)
+        batches, test = FixedBatches([as_pairs(e) for e in epochs]), as_pairs(test)
         rec, logs = PassTagger(batches), io.StringIO()
         tic = time.perf_counter()
         with rec.active(), contextlib.redirect_stdout(logs):
@@ -356,7 +358,7 @@ def kd(spec: dict) -> dict:
            "--output-dir", str(out / "ours"), "--overwrite-output-dir"]
     pipe = our_pipeline(cli)
     with_takd_schedule(pipe)
-    epochs, test = fixed_batches(pipe, spec["epochs"], spec["seed"])
+    epochs, test = fixed_batches(pipe, spec["epochs"])
     bounds = [("student", 0, spec["epochs"])]
     ours = run_ours(pipe, init, epochs, test, bounds)
     theirs = run_takd(spec, init, epochs, test, bounds)
