@@ -1,6 +1,13 @@
-"""Same data, same settings: our CIFAR CLI against the original code's ``TrainManager``.
+"""Our code against the original code, in two modes.
 
+    python reproduce/against_original.py --steps --original /path/to/Annealing_KD [--takd /path/to/TAKD]
     python reproduce/against_original.py --original /path/to/Annealing_KD [--out DIR] [--seeds 5]
+
+``--steps``: step for step (``reproduce/steps.py``): the same initial weights and batches given to
+both codes, the loss of every optimizer step and the final weights of each phase compared.
+
+Without it, the low-power statistical comparison: same data, same settings, independent seeds,
+our CIFAR CLI against the original code's ``TrainManager``.
 
 The original (huawei-noah/Efficient-NLP, ``Annealing_KD/computer_vision_tasks``) is imported from
 ``--original`` at run time, never copied. Both codes get the same real data: a fixed subset of
@@ -287,10 +294,31 @@ def summarize(runs: list[dict], methods: Sequence[str]) -> dict:
     return out
 
 
-def write_report(path_md: Path, report: dict) -> None:
+STEPS_JSON = "against-original-steps.json"
+
+
+def write_report(path_md: Path, report: dict | None = None, steps: dict | None = None) -> None:
+    """The report: the step-for-step section (``--steps``) first, then the low-power statistical
+    comparison; either one missing is read from its JSON beside ``path_md`` (if there is one)."""
+    from reproduce.steps import section
+
+    if report is None and path_md.with_suffix(".json").is_file():
+        report = json.loads(path_md.with_suffix(".json").read_text())
+    if steps is None and (path_md.parent / STEPS_JSON).is_file():
+        steps = json.loads((path_md.parent / STEPS_JSON).read_text())
+    lines = ["# Ours against the original code", ""]
+    if steps:
+        lines += section(steps)
+    if report:
+        lines += statistical_lines(report)
+    path_md.write_text("\n".join(lines))
+
+
+def statistical_lines(report: dict) -> list[str]:
+    """The low-power statistical comparison (the default mode)."""
     s, c = report["summary"], report["settings"]
     lines = [
-        "# Ours against the original code: same data, same settings",
+        "## Low-power statistical comparison: same data, same settings, independent seeds",
         "",
         f"Written by `reproduce/against_original.py` on {report['finished']} "
         f"({report['seconds']:.0f} s wall time in all, runs one after another, 1 torch thread each; "
@@ -300,13 +328,13 @@ def write_report(path_md: Path, report: dict) -> None:
         report["command"],
         "```",
         "",
-        "## Verdict",
+        "### Verdict",
         "",
         *[f"- {s[r]['verdict']}" for r in _rows(s)],
         f"- Phi per phase-1 epoch is {'identical' if s['phi_identical'] else 'NOT identical'} "
         "in both codes (table below).",
         "",
-        "## Setup",
+        "### Setup",
         "",
         f"- Data: Fashion-MNIST zero-padded to 32x32, grey repeated to 3 channels; "
         f"{c['train_images']} training images and {c['test_images']} test images (class-balanced "
@@ -324,7 +352,7 @@ def write_report(path_md: Path, report: dict) -> None:
         f"- Seeds: {', '.join(map(str, c['seeds']))} (each code seeds its own RNG; runs are "
         "independent samples, not paired).",
         "",
-        "## Test accuracy (%), mean +- std over seeds",
+        "### Test accuracy (%), mean +- std over seeds",
         "",
         "`annealing`: the CLI's final student (ours: best epoch of phase 1 + phase 2); "
         "`annealing phase 2`: the best phase-2 epoch, what the original reports. The last column: "
@@ -346,13 +374,13 @@ def write_report(path_md: Path, report: dict) -> None:
         lines.append(f"- {m}: " + "; ".join(
                 f"{100 * a:.2f} / {100 * b:.2f}" for a, b in zip(acc["ours"], acc["original"])))
     if report.get("notes"):
-        lines += ["", "## What this says", "", *report["notes"]]
-    lines += ["", "## Phi per phase-1 epoch", "", *phi_table(s["phi"]["ours"], s["phi"]["original"]),
-              "", "## Differences that remain", "", *[f"- {d}" for d in report["differences"]],
-              "", "## Seconds", "",
+        lines += ["", "### What this says", "", *report["notes"]]
+    lines += ["", "### Phi per phase-1 epoch", "", *phi_table(s["phi"]["ours"], s["phi"]["original"]),
+              "", "### Differences that remain", "", *[f"- {d}" for d in report["differences"]],
+              "", "### Seconds", "",
               "| run | seconds |", "|---|---:|",
               *[f"| {k} | {v:.0f} |" for k, v in report["timings"].items()], ""]
-    path_md.write_text("\n".join(lines))
+    return lines
 
 
 def _rows(summary: dict) -> list[str]:
@@ -408,17 +436,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the report from the .json beside --report (no runs)")
     p.add_argument("--notes", default=None,
-                   help="with --report-only: a text file whose lines go into the report")
+                   help="with --report-only: a text file whose lines go into the report (with "
+                   "--steps: into its step section)")
     p.add_argument("--run-original", default=None, help=argparse.SUPPRESS)  # worker: spec.json
+    s = p.add_argument_group("step for step (--steps): same weights, same batches, every step's loss")
+    s.add_argument("--steps", action="store_true",
+                   help="run the step-for-step comparisons instead of the statistical one")
+    s.add_argument("--takd", default=None,
+                   help="the TAKD code's folder (imirzadeh/Teacher-Assistant-Knowledge-"
+                   "Distillation): adds KD --kd-reduction elementwise-mean against its loop")
+    s.add_argument("--step-batch-size", type=int, default=32, help="CIFAR comparisons' batch size")
+    s.add_argument("--step-batches", type=int, default=10, help="batches per epoch")
+    s.add_argument("--step-test-images", type=int, default=128,
+                   help="test images evaluated after every epoch (selection, as the original)")
+    s.add_argument("--step-p1", type=int, default=8, help="phase-1 epochs (a multiple of 4 and "
+                   "of --step-tau)")
+    s.add_argument("--step-p2", type=int, default=4, help="phase-2 epochs (a multiple of 4)")
+    s.add_argument("--step-tau", type=int, default=4, help="tau_max")
+    s.add_argument("--step-phi-tau", type=int, default=3,
+                   help="also Annealing-KD at this tau_max, 4*tau phase-1 epochs (not a power of 2: "
+                   "Phi's float32 rounding differs); 0 skips it")
+    s.add_argument("--step-kd-epochs", type=int, default=8, help="KD epochs (a multiple of 4)")
+    s.add_argument("--step-glue-train", type=int, default=128,
+                   help="GLUE: training sentences (movie reviews as SST-2); 0 skips GLUE")
+    s.add_argument("--step-resume", action="store_true",
+                   help="keep the comparisons that finished in --out with the same settings")
+    s.add_argument("--step-quick", action="store_true",
+                   help="GLUE: only the comparison with the optimizer ours uses (for a quick check)")
+    s.add_argument("--step-worker", default=None, help=argparse.SUPPRESS)  # worker: spec.json
     return p
 
 
-def prepare_data(args, out: Path) -> Path:
+def check_step_args(args) -> None:
+    """Epoch counts whose step-decay and temperature boundaries coincide in both codes."""
+    for flag, value in (("--step-p1", args.step_p1), ("--step-p2", args.step_p2),
+                        ("--step-kd-epochs", args.step_kd_epochs)):
+        if value < 4 or value % 4:
+            raise UsageError(f"{flag} {value}: give a multiple of 4 (the step decay at 1/2 and 3/4 "
+                             "then falls on the same epoch in both codes)")
+    if args.step_tau < 1 or args.step_p1 % args.step_tau:
+        raise UsageError(f"--step-p1 {args.step_p1} is not a multiple of --step-tau "
+                         f"{args.step_tau}; pick a multiple (equal temperature stages)")
+    for flag, value in (("--step-batch-size", args.step_batch_size),
+                        ("--step-batches", args.step_batches),
+                        ("--step-test-images", args.step_test_images)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.step_phi_tau < 0 or args.step_glue_train < 0:
+        raise UsageError("--step-phi-tau and --step-glue-train must be >= 0 (0 skips)")
+
+
+def prepare_data(args, out: Path, n_train: int | None = None, n_test: int | None = None) -> Path:
     """The subset as ``out/data.npz`` (for the original) and ``out/data/cifar-10-batches-py``."""
     data_npz = out / "data.npz"
+    out.mkdir(parents=True, exist_ok=True)
     (tx, ty), (vx, vy) = (load_fashion(Path(args.fashion_dir), t) for t in (True, False))
-    tr = balanced_subset(ty, args.train_images, seed=0)
-    te = balanced_subset(vy, args.test_images, seed=1)
+    tr = balanced_subset(ty, n_train or args.train_images, seed=0)
+    te = balanced_subset(vy, n_test or args.test_images, seed=1)
     arrays = {"train_x": to_rgb32(tx[tr]), "train_y": ty[tr].astype(np.int64),
               "test_x": to_rgb32(vx[te]), "test_y": vy[te].astype(np.int64)}
     np.savez(data_npz, **arrays)
@@ -574,13 +648,68 @@ def rebuild_report(md: Path, notes: str | None) -> int:
     return 0
 
 
+def rebuild_step_report(md: Path, notes: str | None) -> int:
+    """``--steps --report-only``: the report again from the step results beside it, with the
+    lines of ``notes`` (if given) as the step section's conclusion."""
+    path = md.parent / STEPS_JSON
+    try:
+        steps = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path} ({type(exc).__name__}); run --steps first") from None
+    if notes:
+        steps["notes"] = Path(notes).read_text().splitlines()
+    path.write_text(json.dumps(steps, indent=1, default=float))
+    write_report(md, steps=steps)
+    print(f"report: {md}")
+    return 0
+
+
+def step_compare(args) -> int:
+    """``--steps``: every step-for-step comparison, one process each; the report's first section."""
+    from reproduce import steps
+
+    check_step_args(args)
+    cv = original_cv_dir(args.original)
+    if args.takd:
+        missing = [f for f in ("train.py", "data_loader.py", "model_factory.py")
+                   if not (Path(args.takd) / f).is_file()]
+        if missing:
+            raise UsageError(f"--takd {args.takd}: no {', '.join(missing)} there; pass the folder "
+                             "of imirzadeh/Teacher-Assistant-Knowledge-Distillation")
+        args.takd = str(Path(args.takd).resolve())
+    args.original = str(cv.parent)
+    if args.step_glue_train and not (cv.parent / "NLP_glue_tasks" / "annealing_kd_glue.py").is_file():
+        raise UsageError(f"--original {args.original}: no NLP_glue_tasks/annealing_kd_glue.py there; "
+                         "pass the Annealing_KD folder, or --step-glue-train 0 to skip GLUE")
+    out = Path(args.out).resolve() / "steps"
+    tic = time.perf_counter()
+    prepare_data(args, out, args.step_batches * args.step_batch_size, args.step_test_images)
+    results = steps.run_all(steps.specs(args, str(cv), str(out / "data"), out), args.step_resume)
+    report = {"command": shlex.join([Path(sys.executable).name, "reproduce/against_original.py",
+                                     *sys.argv[1:]]),
+              "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "seconds": time.perf_counter() - tic, "results": results}
+    md = Path(args.report)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    (md.parent / STEPS_JSON).write_text(json.dumps(report, indent=1, default=float))
+    write_report(md, steps=report)
+    print(f"report: {md} ({report['seconds']:.0f} s)")
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.step_worker:
+        from reproduce.steps import worker
+
+        return worker(args.step_worker)
     if args.run_original:
         run_original(json.loads(Path(args.run_original).read_text()))
         return 0
     if args.report_only:
-        return rebuild_report(Path(args.report), args.notes)
+        return (rebuild_step_report if args.steps else rebuild_report)(Path(args.report), args.notes)
+    if args.steps:
+        return step_compare(args)
     return compare(args)
 
 
