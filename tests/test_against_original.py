@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import math
 import subprocess
 import sys
 from pathlib import Path
