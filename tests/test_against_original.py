@@ -5,8 +5,8 @@ code (e.g. /work/original/Annealing_KD)."""
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
