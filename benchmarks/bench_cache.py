@@ -147,7 +147,8 @@ def epoch_loops(args: argparse.Namespace, tmp: Path):
 def run_epochs(args: argparse.Namespace) -> dict:
     import torch
 
-    from benchmarks._util import alternate, machine, median, table, verdict
+    from benchmarks._util import alternate, machine, table, verdict
+    from common.stats import median
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,7 +180,8 @@ def run_table_rounds(args: argparse.Namespace) -> dict:
     """Wall seconds of run_table with and without the cache, alternating, fresh folders."""
     import json
 
-    from benchmarks._util import median, table, verdict
+    from benchmarks._util import table, verdict
+    from common.stats import median
 
     base = args.out or Path(tempfile.mkdtemp(prefix="bench-cache-"))
     table_args = shlex.split(args.table_args)
