@@ -298,7 +298,7 @@ def test_ddp_two_processes(models, tmp_path):
     import subprocess
     import sys
 
-    from safetensors.torch import load_file
+    from common.logit_cache import LogitCache
 
     tr, dv = write(tmp_path / "t.csv", rows(24, 0)), write(tmp_path / "d.csv", rows(12, 1))
     args = ("--method", "kd", "--num_train_epochs", "1")
@@ -312,7 +312,10 @@ def test_ddp_two_processes(models, tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert results(ddp / "run")["labels"] == ["neg", "pos"]
-    single = {f.name: load_file(str(f))["logits"] for f in (tmp_path / "logits").glob("*.safetensors")}
-    two = {f.name: load_file(str(f))["logits"] for f in (ddp / "logits").glob("*.safetensors")}
+    def cached(folder: Path) -> dict[str, torch.Tensor]:
+        cache = LogitCache(folder)
+        return {f.name: cache.read(f, f.stem, "fp32") for f in folder.glob("*.logits")}
+
+    single, two = cached(tmp_path / "logits"), cached(ddp / "logits")
     assert single.keys() == two.keys() and len(two) == 2
     assert all(torch.allclose(single[k], two[k], atol=1e-6) for k in two)
