@@ -10,7 +10,7 @@ weights; the model ends with the best weights over both phases (as the CLIs sele
 The teacher runs in eval mode under ``torch.inference_mode`` on the training batches only (the
 evaluation loss is the hard-label loss, without it), and is never updated. By default it reads
 the student's batch (same tokenizer); give ``teacher_forward(teacher, inputs) -> logits`` for
-anything else. Works with transformers 4.4x and 5.x. Only this module imports transformers.
+anything else. Works with transformers 4.4x and 5.x; ``common.api`` does not import transformers.
 """
 
 from __future__ import annotations
