@@ -80,7 +80,11 @@ class AnnealingKDTrainer(Trainer):
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      **kwargs: Any):
         """The objective's loss on a training batch; the hard-label loss in evaluation."""
-        labels = inputs["labels"] if "labels" in inputs else inputs["label"]
+        key = next((k for k in LABEL_KEYS if k in inputs), None)
+        if key is None:
+            raise ValueError(f"the batch has no labels (keys: {', '.join(inputs)}); every "
+                             "objective needs them: keep a 'labels' column in the dataset")
+        labels = inputs[key]
         features = {k: v for k, v in inputs.items() if k not in LABEL_KEYS}
         outputs = model(**features)
         logits = logits_of(outputs).float()

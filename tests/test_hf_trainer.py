@@ -233,6 +233,10 @@ def test_teacher_frozen_and_errors(env, tmp_path):
     with pytest.raises(ValueError, match="no option kd_alpha; its options: anneal_reduction"):
         AnnealingKDTrainer(model=student_model(env), teacher=teacher, args=targs(tmp_path / "a", 1),
                            objective_options={"kd_alpha": 0.1}, **kw)
+    no_labels = AnnealingKDTrainer(model=student_model(env), teacher=teacher,
+                                   args=targs(tmp_path / "a", 1), **kw)
+    with pytest.raises(ValueError, match="the batch has no labels"):
+        no_labels.compute_loss(no_labels.model, {"input_ids": torch.tensor([[2, 6, 3]])})
     with pytest.raises(ValueError, match="different output_dir"):
         train_annealing_kd(student_model(env), teacher, targs(tmp_path / "a", 2),
                            targs(tmp_path / "a", 1), max_temperature=2, **kw)

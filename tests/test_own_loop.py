@@ -156,3 +156,13 @@ def test_docs_own_loop_example_runs():
     assert ns["teacher_acc"] > 0.8
     assert ns["phase1_acc"] > 0.7 and ns["phase2_acc"] > 0.7
     assert [ns["schedule"].temperature(e) for e in range(6)] == [3, 3, 2, 2, 1, 1]
+
+
+def test_readme_own_loop_snippet_uses_the_public_names():
+    """The README's own-loop lines compile and import only names of ``__all__``."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Your own PyTorch loop\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    compile(code, "README.md", "exec")
+    (names,) = re.findall(r"from common.api import (.*)", code)
+    assert {n.strip() for n in names.split(",")} <= set(api.__all__)
