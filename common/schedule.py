@@ -7,11 +7,17 @@ Phase-1 unit i of n (epoch, or optimizer step with per-step annealing), 0-based:
 
 The n units are split into tau_max equal stages (as equal as integers allow); Phi is exactly 1
 in the last stage and never exceeds it. Needs n >= tau_max so that every stage has a unit.
+:class:`AnnealingSchedule` answers (T, Phi) by unit, per epoch or per optimizer step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 from common.errors import UsageError, setting
+
+EPOCHS, STEPS = "epochs", "optimizer steps"
 
 
 def check_temperature(tau_max: int) -> None:
@@ -49,7 +55,54 @@ def phi(temp: int, tau_max: int) -> float:
     return 1.0 - (temp - 1) / tau_max
 
 
-def annealing_schedule(n: int, tau_max: int, unit: str = "epochs") -> list[tuple[int, float]]:
+def annealing_schedule(n: int, tau_max: int, unit: str = EPOCHS) -> list[tuple[int, float]]:
     """(T, Phi) for each of the ``n`` phase-1 units."""
-    check_schedule(n, tau_max, unit)
-    return [(t, phi(t, tau_max)) for t in (temperature(i, n, tau_max) for i in range(n))]
+    return list(AnnealingSchedule(n, tau_max, unit))
+
+
+@dataclass(frozen=True)
+class AnnealingSchedule:
+    """Phase 1's schedule over ``units`` epochs (or optimizer steps, with per-step annealing);
+    refuses ``units < max_temperature`` (:func:`check_schedule`).
+
+    ``schedule(i)`` is (T, Phi) of unit ``i`` (0-based), also ``.temperature(i)`` and ``.phi(i)``;
+    a unit past the end answers the last one (Phi = 1). Per epoch, ``i`` is the epoch; per step,
+    it is the number of optimizer steps done before the batch (the same for every micro-batch of
+    a gradient-accumulation step)::
+
+        AnnealingSchedule.per_epoch(epochs=4, max_temperature=2)(1)             # (2, 0.5)
+        AnnealingSchedule.per_step(total_steps=40, max_temperature=4).phi(10)   # 0.5
+    """
+
+    units: int
+    max_temperature: int
+    unit: str = EPOCHS
+
+    def __post_init__(self) -> None:
+        check_schedule(self.units, self.max_temperature, self.unit)
+
+    @classmethod
+    def per_epoch(cls, epochs: int, max_temperature: int) -> AnnealingSchedule:
+        return cls(epochs, max_temperature, EPOCHS)
+
+    @classmethod
+    def per_step(cls, total_steps: int, max_temperature: int) -> AnnealingSchedule:
+        return cls(total_steps, max_temperature, STEPS)
+
+    def temperature(self, i: int) -> int:
+        if i < 0:
+            raise ValueError(f"unit {i} of the annealing schedule: units count from 0")
+        return temperature(min(i, self.units - 1), self.units, self.max_temperature)
+
+    def phi(self, i: int) -> float:
+        return phi(self.temperature(i), self.max_temperature)
+
+    def __call__(self, i: int) -> tuple[int, float]:
+        t = self.temperature(i)
+        return t, phi(t, self.max_temperature)
+
+    def __len__(self) -> int:
+        return self.units
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return (self(i) for i in range(self.units))

@@ -1,0 +1,35 @@
+"""Annealing-KD in your own training loop, for any PyTorch model: the stable public API.
+
+The names in ``__all__`` are the interface; they keep their names and signatures (new keyword
+arguments may be added, with defaults). Everything else in ``common`` may change.
+
+    from common.api import AnnealingSchedule, annealing_loss, task_loss, teacher_logits
+
+    schedule = AnnealingSchedule.per_epoch(epochs=phase1_epochs, max_temperature=tau_max)
+    for epoch in range(phase1_epochs):                  # phase 1
+        phi = schedule.phi(epoch)
+        for x, y in loader:
+            loss = annealing_loss(student(x), teacher_logits(teacher, x), phi)
+            ...                                         # backward, step as usual
+    # phase 2: from phase 1's best weights, loss = task_loss(student(x), y)
+
+A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``common.hf_trainer``.
+"""
+
+from __future__ import annotations
+
+from common.losses import KD_REDUCTIONS, annealing_loss, hinton_kd_loss, task_loss
+from common.schedule import AnnealingSchedule
+from common.teacher import all_teacher_logits, teacher_logits
+from common.trainer import freeze
+
+__all__ = [
+    "AnnealingSchedule",
+    "annealing_loss",
+    "task_loss",
+    "hinton_kd_loss",
+    "KD_REDUCTIONS",
+    "teacher_logits",
+    "all_teacher_logits",
+    "freeze",
+]
