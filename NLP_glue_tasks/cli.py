@@ -5,6 +5,7 @@ nothing loaded. No heavy imports here, so ``--help`` is fast."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from common import settings
 from common.cli_args import Parser, check_folder, check_number, integer, real
@@ -163,6 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Problems found before anything is loaded (your own data: before it is read)."""
+    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise UsageError(f"--output_dir {args.output_dir} is a file; choose another path")
     _check_data(args)
     if not (args.do_train or args.do_eval or args.do_predict):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")

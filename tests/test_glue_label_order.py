@@ -67,7 +67,9 @@ def test_swapped_teacher_stops_then_the_flag_remaps_it(env, tmp_path, capsys):
     assert err.startswith("error: the teacher's dev accuracy is 0.000")
     assert "1.000 if its outputs mean positive,negative" in err
     assert "--teacher_label_order positive,negative" in err
-    assert not any(out.iterdir())  # nothing trained, nothing written: the same command reruns
+    from common.run_dir import content
+
+    assert not content(out)  # nothing trained, nothing written (but the lock): the same command reruns
 
     assert kd(env, out, "swapped", "--teacher_label_order", "positive,negative") == 0
     assert "reusing cached logits" in capsys.readouterr().out  # the cache from the first try
@@ -76,17 +78,24 @@ def test_swapped_teacher_stops_then_the_flag_remaps_it(env, tmp_path, capsys):
     assert res["teacher"]["label_order"] == ["positive", "negative"]
     assert res["config"]["teacher_label_order"] == "positive,negative"
     # the cache keeps the raw outputs (in the swapped order)
-    from safetensors.torch import load_file
+    from common.logit_cache import LogitCache
 
-    cached = [load_file(str(p))["logits"] for p in (tmp_path / "cache").iterdir()]
-    assert len(cached) == 2  # train and dev
+    cache = LogitCache(tmp_path / "cache")
+
+    def files() -> list[Path]:
+        return sorted((tmp_path / "cache").glob("*.logits"), key=lambda p: p.stat().st_mtime)
+
+    def read(p: Path) -> torch.Tensor:
+        return cache.read(p, p.stem, "fp32")
+
+    assert len(files()) == 2  # train and dev
     ours = kd(env, tmp_path / "ours", "teacher")
     assert ours == 0
-    raw = sorted((p for p in (tmp_path / "cache").iterdir()), key=lambda p: p.stat().st_mtime)
+    raw = files()
     assert len(raw) == 4  # another teacher: its own entries
-    first, mine = load_file(str(raw[0]))["logits"], load_file(str(raw[2]))["logits"]
+    first, mine = read(raw[0]), read(raw[2])
     if first.shape != mine.shape:
-        first, mine = load_file(str(raw[1]))["logits"], load_file(str(raw[3]))["logits"]
+        first, mine = read(raw[1]), read(raw[3])
     assert torch.allclose(first[:, [1, 0]], mine, atol=1e-5)
 
 

@@ -145,9 +145,9 @@ def test_online_teacher_matches_the_cache(env, tmp_path):
 def test_teacher_uses_its_own_vocabulary(env, tmp_path):
     """A teacher with another vocabulary gets its own token ids: the cached logits equal the
     teacher applied to its own tokenization, which differs from the student's."""
-    from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from common.logit_cache import LogitCache
     from NLP_glue_tasks.data import GlueData
 
     out = tmp_path / "run"
@@ -160,7 +160,8 @@ def test_teacher_uses_its_own_vocabulary(env, tmp_path):
     teacher = AutoModelForSequenceClassification.from_pretrained(env["teacher_vocab"]).eval()
     with torch.inference_mode():
         expected = torch.cat([teacher(**t_tok(s, return_tensors="pt")).logits for s in ex["text_a"]])
-    cached = [load_file(str(f))["logits"] for f in (tmp_path / "cache").glob("*.safetensors")]
+    cache = LogitCache(tmp_path / "cache")
+    cached = [cache.read(f, f.stem, "fp32") for f in (tmp_path / "cache").glob("*.logits")]
     train = [c for c in cached if c.shape[0] == N_TRAIN]
     assert len(train) == 1 and torch.allclose(train[0], expected, atol=1e-5)
 
@@ -255,9 +256,9 @@ def test_errors(env, tmp_path, capsys, monkeypatch):
     _expect_error(capsys, no_data, "nyu-mll/glue")
     assert not out.exists() or not (out / "results.json").exists()
 
-    import common.trainer as core
+    import common.losses as losses  # the anneal objective calls it (common/objectives.py)
 
-    monkeypatch.setattr(core, "annealing_loss", lambda s, t, phi, red: (s - t).pow(2).mean() * float("nan"))
+    monkeypatch.setattr(losses, "annealing_loss", lambda s, t, phi, red: (s - t).pow(2).mean() * float("nan"))
     _expect_error(capsys, argv(env, "rte", out, *train), "not finite")
     monkeypatch.undo()
     done = tmp_path / "done"
@@ -291,7 +292,7 @@ def test_ddp_two_processes(env, tmp_path):
     import subprocess
     import sys
 
-    from safetensors.torch import load_file
+    from common.logit_cache import LogitCache
 
     assert main(argv(env, "rte", tmp_path / "single", "--do_train", "--method", "kd",
                      "--num_train_epochs", "1")) == 0
@@ -304,8 +305,11 @@ def test_ddp_two_processes(env, tmp_path):
                          env=envs, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert results(tmp_path / "ddp" / "run")["final"]["selected_on"] == "dev"
-    single = {f.name: load_file(str(f))["logits"] for f in (tmp_path / "cache").glob("*.safetensors")}
-    ddp = {f.name: load_file(str(f))["logits"] for f in (tmp_path / "ddp" / "cache").glob("*.safetensors")}
+    def cached(folder: Path) -> dict:
+        cache = LogitCache(folder)
+        return {f.name: cache.read(f, f.stem, "fp32") for f in folder.glob("*.logits")}
+
+    single, ddp = cached(tmp_path / "cache"), cached(tmp_path / "ddp" / "cache")
     assert single.keys() == ddp.keys() and len(ddp) == 2
     assert all(torch.allclose(single[k], ddp[k], atol=1e-6) for k in ddp)
 

@@ -327,7 +327,7 @@ def test_own_images_resume_with_the_same_command_and_refuse_changed_data(tmp_pat
     assert cifar.main([*argv, "--resume"]) == 0
     config = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
     assert config["image_size"] is None and config["derived"]["image_size"] == 8
-    assert config["inputs"]["--dataset-dir"]["path"] == str(data.resolve())
+    assert config["inputs"]["dataset_dir"]["path"] == str(data.resolve())
 
 
 def test_resume_refuses_a_replaced_teacher_checkpoint_or_folder(ws, tmp_path, monkeypatch, capsys):

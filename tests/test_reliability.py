@@ -160,7 +160,7 @@ BAD_INPUTS = [
     (C, ["--output-dir", "{ws}/done_cifar_plus", "--overwrite-output-dir"], "notes.txt"),
     (C, ["--output-dir", "{ws}/done_cifar", "--overwrite-output-dir", "--resume"], "contradict"),
     (C, ["--resume"], "no run to resume"),
-    (C, ["--logits-cache-dir", "{ws}/bad/a_file"], "is a file; give a folder"),
+    (C, ["--logits-cache-dir", "{ws}/bad/a_file"], "is a file; pass a folder"),
     (C, ["--logits-cache-max-gb", "-1"], "--logits-cache-max-gb must be >= 0"),
     # GLUE: settings
     (G, ["--learning_rate=-1e-3"], "--learning_rate must be positive"),
