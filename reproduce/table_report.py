@@ -118,7 +118,9 @@ def mean_curve(curves: Sequence[list[dict]]) -> dict:
 # ---- between rows --------------------------------------------------------------------------------
 def compare(a: dict[int, float], b: dict[int, float]) -> dict:
     """Row a against row b (seed -> value): the paired test over the seeds both have, Welch's
-    over all of each."""
+    over all of each. Values are rounded to 1e-6 points first (float32 accuracies in percent:
+    equal per-seed differences must not differ in their last bits and give a spurious t)."""
+    a, b = ({s: round(v, 6) for s, v in x.items()} for x in (a, b))
     common = sorted(set(a) & set(b))
     p = paired([a[s] for s in common], [b[s] for s in common]) if common else None
     w = welch(list(a.values()), list(b.values())) if a and b else None
