@@ -865,8 +865,8 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
     lines = [f"# {plan.title}", "",
              f"Command: `{command}`", "",
              f"{plan.metric}; ours: mean ± std over {args.seeds} seed(s) (sample std; n given when "
-             "fewer runs finished); the teacher is trained once and shared by all rows and seeds. "
-             "paper: the published figure.", "",
+             "fewer runs finished); the teacher is trained once and shared by all rows and seeds."
+             + (" paper: the published figure." if plan.published else ""), "",
              *protocol_lines(plan),
              *([plan.note, ""] if plan.note else []),
              *table_lines(plan, values, columns, args.seeds),
