@@ -39,8 +39,9 @@ from common.errors import UsageError, run_cli  # noqa: E402
 from common.manifest import Manifest  # noqa: E402
 from common.outputs import OutputFolder  # noqa: E402
 from common.run_dir import content, read_results  # noqa: E402
-from common.stats import mean_std, welch  # noqa: E402
+from common.stats import mean_std  # noqa: E402
 from reproduce import published  # noqa: E402
+from reproduce import table_report as tr  # noqa: E402
 
 CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
        "glue": ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"}
@@ -67,6 +68,86 @@ PAPER_KD = {"temperature": "5", "alpha": "0.5", "reduction": "elementwise-mean"}
 PAPER_KD_NOTE = ("KD, TAKD (and its assistant) use the paper-era loss of the TAKD code: "
                  "(1 - 0.5) CE + 0.5 T^2 KLDivLoss()(log_softmax(z_s/T), softmax(z_t/T)), T=5, "
                  "KL averaged over batch x classes (`--kd-reduction elementwise-mean`).")
+
+
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "fashion-mnist": 60_000}
+CURVE_LABEL = {"paper": "test accuracy (%)", "heldout": "held-out validation accuracy (%)",
+               "dev": "dev metric (x100)"}
+IMAGE_PAIRING = (
+    "every row of a seed starts from the same student weights (drawn from `--seed` alone) and "
+    "sees the same batches, order and augmentation, at epoch e of its first phase (the in-memory "
+    "tensor loader draws them from (seed, epoch) only; tests/test_pairing.py), so rows are "
+    "compared seed by seed (paired tests). Annealing-KD's phase 2 counts its epochs again from 1: "
+    "its phase-2 epoch e sees the stream of epoch e, not that of epoch p1 + e as a one-phase row "
+    "does. Not paired: the teacher (one run, seed 0, shared by every row); TAKD is paired in its "
+    "student's start and data, but its targets come from its own seed's assistant, so its "
+    "differences also carry the assistant's seed-to-seed spread.")
+TEXT_PAIRING = (
+    "every row of a seed starts from the same student (the pretrained body, its new head drawn "
+    "from `--seed`), sees the same batches in the same order at epoch e of its first phase and "
+    "the same dropout masks (every epoch reseeded from (seed, epoch); the teacher's logits are "
+    "computed without drawing from the student's random stream; "
+    "tests/test_pairing.py::test_text_rows_are_paired), so rows are compared seed by seed. "
+    "Annealing-KD's phase 2 counts its epochs again from 1. Not paired: the teacher (one run); "
+    "TAKD's student learns from its own seed's assistant (same start and data, other targets).")
+
+
+TEXT_TRAINING = ("every row trains on the task's training set and is evaluated on dev every "
+                 "epoch; dev selects the epoch and is reported, as the paper (GLUE test labels "
+                 "are not public).")
+
+
+def extra_number(args: argparse.Namespace, flag: str) -> int | None:
+    """The last value of an image-CLI flag given in ``--extra`` (its last one wins there)."""
+    words = shlex.split(args.extra)
+    names = (flag, "--" + flag[2:].replace("-", "_"))
+    return next((int(v) for f, v in reversed(list(zip(words, words[1:])))
+                 if f in names and v.isdigit()), None)
+
+
+def val_size(args: argparse.Namespace) -> int | None:
+    """--val-size, or the image CLI's --val-size given in --extra (which the runs then get)."""
+    return args.val_size if args.val_size is not None else extra_number(args, "--val-size")
+
+
+def protocol_of(table: str, args: argparse.Namespace) -> str:
+    """``--protocol`` of an image table (default: paper for cifar10/cifar100, heldout for the
+    others; ``--val-size 0``, also in ``--extra``, means paper); GLUE tables: dev."""
+    if table not in ("cifar10", "cifar100", "fmnist-gap", "fmnist-ablation"):
+        if args.protocol:
+            raise UsageError(f"--protocol applies to the image tables; {table} selects and reports "
+                             "on dev (the best dev epoch and the last epoch)")
+        return "dev"
+    default = "paper" if table in ("cifar10", "cifar100") else "heldout"
+    held = val_size(args)
+    implied = None if held is None else ("paper" if held == 0 else "heldout")
+    protocol = args.protocol or implied or default
+    if implied and protocol != implied:
+        raise UsageError(f"--protocol {protocol} contradicts --val-size {held} "
+                         "(paper: nothing held out, --val-size 0; heldout: --val-size N > 0); "
+                         "drop one of them")
+    return protocol
+
+
+def image_protocol(dataset: str, protocol: str, args: argparse.Namespace) -> tuple[list[str], str]:
+    """The --val-size flags of the protocol, and a sentence saying what every student row trains
+    on (``--train-subset`` in ``--extra`` included)."""
+    n, sub = TRAIN_IMAGES[dataset], extra_number(args, "--train-subset")
+    if protocol == "paper":
+        used = f"{sub:,} of the {n:,}" if sub else f"all {n:,}"
+        return ["--val-size", "0"], (
+            f"the paper's: every student row trains on {used} {dataset} training images "
+            "(`--val-size 0`: nothing held out) and is evaluated on test every epoch; the epoch "
+            "is selected on test, as the paper did (results.json: `selected_on: test`).")
+    given = val_size(args)
+    held = given if given is not None else min(5000, (sub or n) // 10)
+    flags = ["--val-size", str(args.val_size)] if args.val_size is not None else []
+    trained = f"{sub:,}" if sub else f"{n - held:,}"
+    return flags, (
+        f"held out: every student row holds {held:,} of the {n:,} {dataset} training images "
+        f"out (`--val-size`{'' if given is not None else ', default: a tenth of the images used, at most 5,000'}"
+        f"; drawn from the seed) and trains on {trained}; the epoch is selected on the held-out "
+        "images and its test accuracy reported (`--protocol paper`: the paper's protocol).")
 
 
 def paper_kd_flags(cli: str) -> list[str]:
@@ -110,6 +191,9 @@ class Plan:
     published: dict[str, dict[str, float]] = field(default_factory=dict)  # column -> row -> value
     score: bool = False  # add a 'score' column: mean over the columns, per seed
     note: str = ""  # said under the table's header (e.g. which KD loss the rows use)
+    protocol: str = "heldout"  # a key of reproduce.table_report.PROTOCOLS
+    training: str = ""  # what every row trains on and where it selects its epoch
+    pairing: str = ""  # which rows are paired by seed, and which cannot be
 
 
 # ---- planning ------------------------------------------------------------------------------------
@@ -175,9 +259,9 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
         ["resnet20", "resnet56", "resnet110"] if gap else ["resnet110"])
     if len(teachers) > 1 and not gap:
         raise UsageError("several teachers (comma-separated --teacher) make the fmnist-gap table only")
-    common = ["--dataset", dataset, "--dataset-dir", args.dataset_dir or "./data"]
-    if args.val_size is not None:
-        common += ["--val-size", str(args.val_size)]
+    protocol = protocol_of(table, args)
+    split, training = image_protocol(dataset, protocol, args)
+    common = ["--dataset", dataset, "--dataset-dir", args.dataset_dir or "./data", *split]
     steps = ep["p1"] + ep["p2"]
     kd = paper_kd_flags("cifar")
     kd_ours = kd[:-1] + ["batchmean"] if gap else kd  # gap table: "KD" is ours, plus the paper's
@@ -235,7 +319,7 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
             "KD (paper-era), TAKD and its assistant: " + PAPER_KD_NOTE.split(": ", 1)[1]
             + " Both KD rows: T=5, lambda=0.5.") if gap else PAPER_KD_NOTE
     return Plan(table, title, "test accuracy (%)", rows, columns, _dedupe(runs), published=pub,
-                note=note)
+                note=note, protocol=protocol, training=training, pairing=IMAGE_PAIRING)
 
 
 # The controlled experiment of why Annealing-KD trails KD (issue 18): one teacher, rows that
@@ -271,9 +355,9 @@ def plan_ablation(args: argparse.Namespace, out: Path) -> Plan:
     initial student weights, data order and augmentation in every row of a seed)."""
     ep = schedule(ABLATION_EPOCHS, args.scale, args.epochs)
     teacher, student = args.teacher or "resnet20", args.student or "resnet8"
-    common = ["--dataset", "fashion-mnist", "--dataset-dir", args.dataset_dir or "./data"]
-    if args.val_size is not None:
-        common += ["--val-size", str(args.val_size)]
+    protocol = protocol_of("fmnist-ablation", args)
+    split, training = image_protocol("fashion-mnist", protocol, args)
+    common = ["--dataset", "fashion-mnist", "--dataset-dir", args.dataset_dir or "./data", *split]
     t_dir = out / teacher / "teacher"
     column = f"teacher {teacher}"
     runs = [Run("teacher", column, 0, "cifar", t_dir, [
@@ -293,7 +377,8 @@ def plan_ablation(args: argparse.Namespace, out: Path) -> Plan:
             "elementwise-mean). Annealing-KD: tau_max and the phases as named in the row.")
     return Plan("fmnist-ablation", f"Fashion-MNIST: why Annealing-KD trails KD (teacher {teacher}, "
                 f"student {student})", "test accuracy (%)", ["teacher", *[r for r, _ in rows]],
-                [column], runs, note=note)
+                [column], runs, note=note, protocol=protocol, training=training,
+                pairing=IMAGE_PAIRING)
 
 
 def _dedupe(runs: list[Run]) -> list[Run]:
@@ -423,13 +508,15 @@ def plan_glue(table: str, args: argparse.Namespace, out: Path) -> Plan:
                 + " Both KD rows: T=5, lambda=0.5. dev accuracy both selects the epoch and is "
                 "reported (as the GLUE CLI does on GLUE dev).")
         return Plan(table, title, "dev accuracy (%)", setup.rows, columns, runs, setup.prepare,
-                    note=note)
+                    note=note, protocol=protocol_of(table, args), training=TEXT_TRAINING,
+                    pairing=TEXT_PAIRING)
     pub = published.GLUE_ROBERTA if table == "glue-roberta" else published.GLUE_BERT
     title = (f"GLUE dev: teacher {setup.teacher_model}, assistant {setup.assistant_model}, "
              f"student {setup.student_model}")
     return Plan(table, title, "GLUE dev metric (x100; CoLA MCC, MRPC F1, STS-B Pearson, others "
                 "accuracy, MNLI matched)", setup.rows, columns, runs, published=pub,
-                score=len(columns) > 1, note=PAPER_KD_NOTE.replace("--kd-reduction", "--kd_reduction"))
+                score=len(columns) > 1, note=PAPER_KD_NOTE.replace("--kd-reduction", "--kd_reduction"),
+                protocol=protocol_of(table, args), training=TEXT_TRAINING, pairing=TEXT_PAIRING)
 
 
 def _teacher_source(name: str) -> str:
@@ -584,26 +671,34 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def run_value(run: Run) -> float:
-    """The run's reported figure in percent: the test accuracy of the selected CIFAR student, or
-    the paper's GLUE metric of the saved student on dev (the selection metric; STS-B: Pearson,
-    as the paper reports, while the student is selected on corr as the original did)."""
-    final = run.results()["final"]
-    metrics = final["metrics"]
-    if run.cli == "cifar":
-        key = "test_accuracy" if "test_accuracy" in metrics else "accuracy"
-    else:
-        key = "pearson" if "pearson" in metrics else final["selected_by"]
-    return 100.0 * float(metrics[key])
+    """The run's first figure in percent (:func:`reproduce.table_report.figures`): the test
+    accuracy of the CIFAR student of its protocol's epoch, or the paper's GLUE metric on dev of
+    the best dev epoch (STS-B: Pearson, as the paper reports, while the student is selected on
+    corr as the original did)."""
+    return tr.figures(run.results(), run.cli)["selected"]
 
 
 # ---- report --------------------------------------------------------------------------------------
-def collect(plan: Plan) -> dict[str, dict[str, dict[int, float]]]:
-    """{row: {column: {seed: value}}} over the finished runs (the score column included)."""
-    values: dict[str, dict[str, dict[int, float]]] = {row: {} for row in plan.rows}
+Values = dict[str, dict[str, dict[str, dict[int, float]]]]  # figure -> row -> column -> seed -> value
+
+
+def collect(plan: Plan) -> Values:
+    """{figure: {row: {column: {seed: value}}}} over the finished runs (the score column
+    included), for both figures of :data:`reproduce.table_report.FIGURES`."""
+    values: Values = {f: {row: {} for row in plan.rows} for f in tr.FIGURES}
     for run in plan.runs:
-        if run.report and run.row in values and run.finished():
-            values[run.row].setdefault(run.column, {})[run.seed] = run_value(run)
-    if plan.rows and any(r.row == "student alone" for r in plan.runs):  # shared by the columns
+        if run.report and run.row in plan.rows and run.finished():
+            for f, v in tr.figures(run.results(), run.cli).items():
+                values[f][run.row].setdefault(run.column, {})[run.seed] = v
+    for by_row in values.values():
+        _share_and_score(plan, by_row)
+    return values
+
+
+def _share_and_score(plan: Plan, values: dict[str, dict[str, dict[int, float]]]) -> None:
+    """The student alone fills every column (one run per seed); 'score': mean over the columns,
+    per seed."""
+    if plan.rows and any(r.row == "student alone" for r in plan.runs):
         alone = {s: v for col in values.get("student alone", {}).values() for s, v in col.items()}
         for column in plan.columns:
             if alone:
@@ -614,7 +709,18 @@ def collect(plan: Plan) -> dict[str, dict[str, dict[int, float]]]:
             if seeds:
                 cols["score"] = {s: statistics.fmean(cols[c][s] for c in plan.columns)
                                  for s in sorted(seeds)}
-    return values
+
+
+def collect_curves(plan: Plan) -> dict[str, dict[str, dict]]:
+    """{row: {column: mean curve over seeds}} of the finished student rows."""
+    found: dict[str, dict[str, list]] = {}
+    for run in plan.runs:
+        if run.report and run.row in plan.rows and run.row != "teacher" and run.finished():
+            c = tr.curve(run.results())
+            if c:
+                found.setdefault(run.row, {}).setdefault(run.column, []).append(c)
+    return {row: {col: tr.mean_curve(cs) for col, cs in by.items()}
+            for row in plan.rows if (by := found.get(row))}
 
 
 def run_seconds(run: Run) -> float | None:
@@ -626,29 +732,26 @@ def run_seconds(run: Run) -> float | None:
     return (run.out / "results.json").stat().st_mtime - begin
 
 
-def significance_lines(plan: Plan, values, columns: list[str], alpha: float = 0.05) -> list[str]:
-    """A table: each student row against the student alone (or fine-tune) and against KD."""
+def references(plan: Plan) -> list[str]:
+    """The rows every other row is tested against: the student alone (or fine-tune), KD, and
+    KD (paper-era) where both KD losses are rows, or Annealing-KD in fmnist-ablation."""
     alone = next((r for r in ("student alone", "fine-tune") if r in plan.rows), None)
-    refs = [r for r in (alone, "KD", "KD (paper-era)") if r in plan.rows]
-    if not refs:
-        return []
-    lines = [f"Differences (percentage points) and two-sided Welch t-test p-values over seeds "
-             f"(scipy.stats.ttest_ind, equal_var=False); * marks p < {alpha}.", "",
-             "| row | column | " + " | ".join(f"vs {r}" for r in refs) + " |",
-             "| --- | --- | " + " | ".join("---:" for _ in refs) + " |"]
-    for row in plan.rows:
-        if row in ("teacher", "assistant", alone):
-            continue
-        for c in columns:
-            cells = []
-            for ref in refs:
-                test = None if ref == row else welch(list(values[row].get(c, {}).values()),
-                                                      list(values[ref].get(c, {}).values()))
-                cells.append("–" if test is None or math.isnan(test["p"]) else
-                             f"{test['diff']:+.2f} (p={test['p']:.3f})"
-                             f"{'*' if test['p'] < alpha else ''}")
-            lines.append(f"| {row} | {c} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    third = "Annealing-KD" if plan.table == "fmnist-ablation" else "KD (paper-era)"
+    return [r for r in (alone, "KD", third) if r in plan.rows]
+
+
+def significance(plan: Plan, values: Values, columns: list[str]) -> tuple[list[str], dict]:
+    """Per figure, every student row against each reference row: paired and Welch tests."""
+    refs = references(plan)
+    rows = [r for r in plan.rows if r not in ("teacher", "assistant")]
+    labels = tr.PROTOCOLS[plan.protocol].labels
+    lines: list[str] = []
+    records = {}
+    for f in tr.FIGURES:
+        more, records[f] = tr.comparison_lines(rows, refs, columns, values[f],
+                                               f"Tests, {labels[f]}")
+        lines += more
+    return lines, records
 
 
 def seconds_lines(plan: Plan) -> list[str]:
@@ -696,55 +799,100 @@ def cache_lines(plan: Plan) -> list[str]:
             "computed, less the reading).", ""]
 
 
-def fmt(values: dict[int, float], seeds: int) -> str:
-    if not values:
-        return "–"
-    mean, std = mean_std(list(values.values()))
-    text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
-    return text + (f" (n={len(values)})" if len(values) != seeds else "")
-
-
-def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Path, Path]:
-    """``<table>.md``, ``<table>.json`` (every value) and ``<table>.png``, recorded in --out's
-    manifest; a file of one of these names that run_table did not write refuses the report
-    before anything is written. Returns md and png."""
-    folder = output_folder(plan, args)
-    out = folder.path
-    md, js, png = (out / f"{plan.table}{ext}" for ext in (".md", ".json", ".png"))
-    folder.check_free(md, js, png)
-    values = collect(plan)
-    columns = plan.columns + (["score"] if plan.score else [])
+def table_lines(plan: Plan, values: Values, columns: list[str], seeds: int) -> list[str]:
+    """The main table: per column both figures (labelled) and the published figure if any."""
+    labels = tr.PROTOCOLS[plan.protocol].labels
     header, rule = ["row"], ["---"]
     for c in columns:
-        if c in plan.published:
-            header += [f"{c} ours", f"{c} paper"]
-            rule += ["---:", "---:"]
-        else:
-            header.append(c)
-            rule.append("---:")
-    lines = [f"# {plan.title}", "",
-             f"Command: `{command}`", "",
-             f"{plan.metric}; ours: mean ± std over {args.seeds} seed(s) (sample std; n given when "
-             "fewer runs finished); the teacher is trained once and shared by all rows and seeds. "
-             "paper: the published figure.", "",
-             *([plan.note, ""] if plan.note else []),
-             "| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+        header += [f"{c}: {labels[f]}" for f in tr.FIGURES]
+        header += [f"{c}: paper"] if c in plan.published else []
+        rule += ["---:"] * (len(tr.FIGURES) + (c in plan.published))
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
     for row in plan.rows:
         cells = [row]
         for c in columns:
-            cells.append(fmt(values[row].get(c, {}), 1 if row == "teacher" else args.seeds))
+            cells += [tr.fmt(values[f][row].get(c, {}), 1 if row == "teacher" else seeds)
+                      for f in tr.FIGURES]
             if c in plan.published:
                 p = plan.published[c].get(row)
                 cells.append("–" if p is None else f"{p:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *significance_lines(plan, values, columns), *seconds_lines(plan),
-              *cache_lines(plan)]
+    return [*lines, ""]
+
+
+def protocol_lines(plan: Plan) -> list[str]:
+    """What the runs train on and the two figures the report gives (the report's and the dry
+    run's header)."""
+    return [f"Protocol: {plan.training}", "",
+            f"Figures (two per row): {tr.PROTOCOLS[plan.protocol].legend}", ""]
+
+
+def notes_lines(plan: Plan, notes: str | None) -> list[str]:
+    """The conclusion: ``--notes FILE``'s lines; fmnist-ablation keeps a slot for it."""
+    if notes:
+        return ["## Conclusion", "", *Path(notes).read_text().splitlines(), ""]
+    if plan.table == "fmnist-ablation":
+        return ["## Conclusion", "", "_Not written yet: rerun with `--report-only --notes FILE` "
+                "to put a text file's lines here._", ""]
+    return []
+
+
+def _json_safe(obj):
+    """NaN (a test that could not be made) as null."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Path, Path]:
+    """``<table>.md``, ``<table>.json`` (every value), ``<table>.png`` (bars) and
+    ``<table>-curves.png`` (per-epoch curves), recorded in --out's manifest; a file of one of
+    these names that run_table did not write refuses the report before anything is written.
+    Returns md and png."""
+    folder = output_folder(plan, args)
+    out = folder.path
+    md, js, png, cpng = (out / f"{plan.table}{ext}" for ext in (".md", ".json", ".png", "-curves.png"))
+    folder.check_free(md, js, png, cpng)
+    values = collect(plan)
+    columns = plan.columns + (["score"] if plan.score else [])
+    tests, records = significance(plan, values, columns)
+    curves = collect_curves(plan)
+    sources = getattr(args, "from_", None) or []
+    lines = [f"# {plan.title}", "",
+             f"Command: `{command}`", "",
+             f"{plan.metric}; ours: mean ± std over {args.seeds} seed(s) (sample std; n given when "
+             "fewer runs finished); the teacher is trained once and shared by all rows and seeds."
+             + (" paper: the published figure." if plan.published else ""), "",
+             *protocol_lines(plan),
+             *([plan.note, ""] if plan.note else []),
+             *table_lines(plan, values, columns, args.seeds),
+             f"Pairing: {plan.pairing}", "",
+             *tests, *seconds_lines(plan), *cache_lines(plan)]
+    if curves:
+        lines += [f"Per-epoch curves ([{cpng.name}]({cpng.name})): the {CURVE_LABEL[plan.protocol]} "
+                  "of every epoch, mean over the seeds that finished, one line per row, all "
+                  "phases in order (a dotted line where a row's next phase starts), and the "
+                  "learning rate below.", ""]
+    lines += notes_lines(plan, args.notes)
     lines += [f"Runs: {sum(r.finished() for r in plan.runs)} of {len(plan.runs)} finished; "
-              f"scale {args.scale}; outputs under `{out}`.", ""]
+              f"scale {args.scale}; outputs under `{out}`"
+              + (f"; finished runs read from {', '.join(f'`{s}`' for s in sources)}"
+                 if sources else "") + ".", ""]
     folder.write_text(md.name, "\n".join(lines))
-    folder.write_text(js.name, json.dumps(
-        {"command": command, "values": values, "published": plan.published}, indent=2) + "\n")
-    folder.write(png.name, lambda tmp: plot(plan, values, columns, tmp))
+    folder.write_text(js.name, json.dumps(_json_safe(
+        {"command": command, "protocol": plan.protocol,
+         "figures": tr.PROTOCOLS[plan.protocol].labels,
+         "values": values, "published": plan.published, "tests": records, "curves": curves,
+         "notes": Path(args.notes).read_text().splitlines() if args.notes else None}),
+        indent=2) + "\n")
+    folder.write(png.name, lambda tmp: plot(plan, values[tr.FIGURES[0]], columns, tmp))
+    if curves:
+        folder.write(cpng.name, lambda tmp: tr.plot_curves(
+            curves, plan.columns, plan.title, CURVE_LABEL[plan.protocol], tmp))
     return md, png
 
 
@@ -800,6 +948,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--report-only", action="store_true",
                    help="write the report from the finished runs, run nothing")
+    p.add_argument("--from", dest="from_", action="append", default=[], metavar="FOLDER",
+                   help="with --report-only: also read finished runs from this earlier --out of "
+                        "the same table (repeatable; read only, never written); a run is taken "
+                        "from --out, else from the first --from folder where it finished")
+    p.add_argument("--notes", default=None, metavar="FILE",
+                   help="the report's conclusion: the lines of this text file")
+    p.add_argument("--protocol", choices=["paper", "heldout"], default=None,
+                   help="image tables: paper (every training image, --val-size 0, the epoch "
+                        "selected on test; default of cifar10/cifar100) or heldout (--val-size "
+                        "images held out and selection on them; default of the Fashion-MNIST "
+                        "tables). The report gives both the protocol's figure and the last epoch")
     p.add_argument("--dataset-dir", default=None, help="CIFAR/Fashion-MNIST --dataset-dir")
     p.add_argument("--data-dir", default=None,
                    help="GLUE root holding the task folders (CoLA, SST-2, ...; default: the hub "
@@ -880,6 +1039,36 @@ def select_runs(plan: Plan, seeds: set[int] | None, rows: set[str] | None) -> Pl
     return replace(plan, runs=keep)
 
 
+def _check_sources(args: argparse.Namespace) -> None:
+    """--from needs --report-only and existing folders; --notes a readable file."""
+    if args.from_ and not args.report_only:
+        raise UsageError("--from reads runs for a report: add --report-only (runs are only ever "
+                         "written under --out)")
+    for src in args.from_:
+        if not Path(src).is_dir():
+            raise UsageError(f"--from {src} is not a folder; give an earlier --out of this table")
+    if args.notes:
+        try:
+            Path(args.notes).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--notes {args.notes} cannot be read as text "
+                             f"({getattr(exc, 'strerror', None) or exc}); give a text file") from None
+
+
+def read_from(plan: Plan, args: argparse.Namespace) -> Plan:
+    """The plan with each run that has not finished under --out read from the first --from
+    folder where it finished (the same path under that folder); those folders are only read."""
+    out = Path(args.out or f"runs/{plan.table}")
+    runs = []
+    for run in plan.runs:
+        if not run.finished() and out in run.out.parents:
+            rel = run.out.relative_to(out)
+            run = next((moved for src in args.from_
+                        if (moved := replace(run, out=Path(src) / rel)).finished()), run)
+        runs.append(run)
+    return replace(plan, runs=runs)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if not 1 <= args.seeds <= 1000:
@@ -898,11 +1087,16 @@ def _main(argv: Sequence[str] | None) -> int:
     extra = shlex.split(args.extra)
     parse_epochs(args.epochs)
     run_seeds = _seed_list(args.run_seeds)
+    _check_sources(args)
     plan = make_plan(args)
     todo = select_runs(plan, run_seeds, _row_list(args.rows, plan))
     command = shlex.join(["python", "reproduce/run_table.py",
                           *(argv if argv is not None else sys.argv[1:])])
+    if args.from_:
+        plan = read_from(plan, args)
     if args.dry_run:
+        print("\n".join(f"# {line}" for line in [f"{plan.title} ({plan.table})",
+                                                  *protocol_lines(plan)] if line))
         for cmd in plan.prepare:
             print(shlex.join(cmd))
         for run in todo.runs:

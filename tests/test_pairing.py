@@ -1,5 +1,6 @@
 """Rows of a table are paired by seed: every method's student starts from the same weights and
-sees the same batches (order and augmentation) at epoch e, in both data paths of the image CLI."""
+sees the same batches (order and augmentation) at epoch e, in both data paths of the image CLI;
+in the text CLI also the same dropout masks."""
 
 from __future__ import annotations
 
@@ -64,3 +65,63 @@ def test_another_seed_gives_another_start_and_stream(tmp_path, monkeypatch):
     a = _student_view(tmp_path, monkeypatch, "scratch")
     b = _student_view(tmp_path, monkeypatch, "scratch", "--seed", "4")
     assert a["init"] != b["init"] and a["batches"] != b["batches"]
+
+
+# ---- the text CLI --------------------------------------------------------------------------------
+TEXT_METHODS = {"finetune": ["--num_train_epochs", "2"], "kd": ["--num_train_epochs", "2"],
+                "annealing": ["--num_train_epochs_phase_1", "2", "--num_train_epochs_phase_2", "1",
+                              "--max_temperature", "2"]}
+
+
+def _text_student_view(root, method: str, monkeypatch, seed: str = "3") -> dict:
+    """The student's initial weights and, per batch of its first phase, the token ids it saw and
+    the state of torch's random stream at its forward (which fixes its dropout masks)."""
+    from NLP_glue_tasks.annealing_kd_glue import main as glue_main
+
+    seen: dict = {"init": None, "batches": []}
+    fit = FIT
+
+    def recording_fit(self, model, phase, loader, batches, **kw):
+        if phase.name not in ("student", "phase1"):
+            return fit(self, model, phase, loader, batches, **kw)
+        seen["init"] = {k: _digest(v) for k, v in self.acc.unwrap_model(model).state_dict().items()}
+        forward = batches.student_logits
+
+        def student_logits(m, b):
+            assert m.training  # dropout on: its masks come from the random stream
+            seen["batches"].append((_digest(b["input_ids"]), _digest(torch.get_rng_state())))
+            return forward(m, b)
+
+        return fit(self, model, phase, loader, replace(batches, student_logits=student_logits), **kw)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    out = root / f"{method}-{seed}"
+    teacher = [] if method == "finetune" else ["--teacher_model_name_or_path", str(root / "teacher")]
+    assert glue_main(["--task_name", "rte", "--data_dir", str(root / "glue" / "RTE"), "--do_train",
+                      "--output_dir", str(out), "--logits_cache_dir", str(root / "cache"),
+                      "--student_model_name_or_path", str(root / "student"), *teacher,
+                      "--per_gpu_train_batch_size", "8", "--per_gpu_eval_batch_size", "16",
+                      "--learning_rate", "1e-3", "--no_cuda", "--seed", seed, "--method", method,
+                      *TEXT_METHODS[method]]) == 0
+    return seen
+
+
+@pytest.mark.slow
+def test_text_rows_are_paired(tmp_path, monkeypatch):
+    """GLUE rows of a seed: the same new head, the same batches in the same order and the same
+    dropout masks (the random stream at every student forward) in fine-tune, KD and Annealing-KD's
+    phase 1; another seed changes them."""
+    from glue_fixtures import tiny_bert, write_glue
+
+    write_glue(tmp_path / "glue", "RTE", 24, 12, 6)
+    tiny_bert(tmp_path / "teacher", num_labels=2, seed=2)
+    tiny_bert(tmp_path / "student", num_labels=None, seed=10)  # no head: drawn from --seed
+    views = {m: _text_student_view(tmp_path, m, monkeypatch) for m in TEXT_METHODS}
+    ref = views["finetune"]
+    assert ref["init"] and len(ref["batches"]) == 2 * 3  # 2 epochs of 3 batches
+    for method, view in views.items():
+        assert view["init"] == ref["init"], method
+        assert view["batches"] == ref["batches"], method
+    assert ref["batches"][:3] != ref["batches"][3:]  # the epochs differ
+    other = _text_student_view(tmp_path, "finetune", monkeypatch, seed="4")
+    assert other["init"] != ref["init"] and other["batches"] != ref["batches"]

@@ -16,7 +16,8 @@ TINY = ("--dataset fake --train-subset 160 --val-size 32 --batch-size 32 --num-w
 
 def _commands(capsys, *argv: str) -> list[list[str]]:
     assert rt.main([*argv, "--dry-run"]) == 0
-    return [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    return [shlex.split(line) for line in capsys.readouterr().out.splitlines()
+            if not line.startswith("#")]  # the header: protocol and figures
 
 
 def _flag(cmd: list[str], name: str) -> str:
@@ -112,9 +113,12 @@ def test_usage_errors(argv: list[str], message: str, capsys) -> None:
     assert err.startswith("error: ") and message in err
 
 
-def _finish(run: rt.Run, value: float, key: str = "test_accuracy") -> None:
+def _finish(run: rt.Run, value: float, key: str = "test_accuracy", last: float | None = None) -> None:
+    """A fake finished run: the selected epoch's ``value`` (and the last epoch's, if given)."""
     run.out.mkdir(parents=True, exist_ok=True)
     final = {"selected_by": key, "metrics": {key: value}}
+    if last is not None:
+        final["metrics"][f"last_epoch_{key}"] = last
     (run.out / "results.json").write_text(json.dumps({"final": final}))
 
 
@@ -124,7 +128,7 @@ def test_report_mean_std_beside_published(tmp_path: Path, capsys) -> None:
     plan = rt.make_plan(args)
     kd = [r for r in plan.runs if r.row == "KD"]
     for run, value in zip(kd, [0.80, 0.82, 0.84], strict=True):
-        _finish(run, value)
+        _finish(run, value, last=value - 0.01)
     _finish([r for r in plan.runs if r.row == "teacher"][0], 0.9)
     alone = [r for r in plan.runs if r.row == "student alone"]
     _finish(alone[0], 0.5)
@@ -132,13 +136,15 @@ def test_report_mean_std_beside_published(tmp_path: Path, capsys) -> None:
     assert rt.main(["--table", "cifar10", "--seeds", "3", "--out", str(tmp_path),
                     "--report-only"]) == 0
     md = (tmp_path / "cifar10.md").read_text()
-    assert "| KD | 82.00 ± 2.00 | 88.45 |" in md
-    assert "| teacher | 90.00 | 93.80 |" in md
-    assert "| student alone | 55.00 ± 7.07 (n=2) | 88.44 |" in md
-    assert "| Annealing-KD | – | 89.44 |" in md
+    assert "| row | CIFAR-10: best test epoch | CIFAR-10: last epoch | CIFAR-10: paper |" in md
+    assert "| KD | 82.00 ± 2.00 | 81.00 ± 2.00 | 88.45 |" in md
+    assert "| teacher | 90.00 | – | 93.80 |" in md
+    assert "| student alone | 55.00 ± 7.07 (n=2) | – | 88.44 |" in md
+    assert "| Annealing-KD | – | – | 89.44 |" in md
     assert (tmp_path / "cifar10.png").stat().st_size > 1000
     values = json.loads((tmp_path / "cifar10.json").read_text())["values"]
-    assert values["KD"]["CIFAR-10"] == {"0": 80.0, "1": 82.0, "2": 84.0}
+    assert values["selected"]["KD"]["CIFAR-10"] == {"0": 80.0, "1": 82.0, "2": 84.0}
+    assert values["last"]["KD"]["CIFAR-10"] == pytest.approx({"0": 79.0, "1": 81.0, "2": 83.0})
 
 
 def test_glue_score_is_mean_over_tasks_per_seed(tmp_path: Path) -> None:
@@ -151,11 +157,12 @@ def test_glue_score_is_mean_over_tasks_per_seed(tmp_path: Path) -> None:
         if run.row == "KD":
             value, key = got[(run.out.parent.name, run.seed)]
             _finish(run, value, key)
-    score = rt.collect(plan)["KD"]["score"]
+    score = rt.collect(plan)["selected"]["KD"]["score"]
     assert score == pytest.approx({0: 50.0, 1: 65.0})
     rt.write_report(plan, args, "cmd")
     md = (tmp_path / "glue-bert.md").read_text()
-    assert "| KD | 45.00 ± 7.07 | 41.89 | 70.00 ± 14.14 | 64.98 | 57.50 ± 10.61 | 77.65 |" in md
+    assert ("| KD | 45.00 ± 7.07 | – | 41.89 | 70.00 ± 14.14 | – | 64.98 | 57.50 ± 10.61 | – "
+            "| 77.65 |") in md
 
 
 def test_tiny_cifar_table_end_to_end(tmp_path: Path, capsys) -> None:
@@ -318,8 +325,10 @@ def test_epochs_and_run_seeds_usage_errors(argv: list[str], message: str, capsys
 
 
 def test_report_significance_and_seconds(tmp_path: Path) -> None:
-    """Fabricated: KD 80/82/84 against alone 50/60/70 (p = 0.057, not significant at 0.05) and
-    Annealing-KD 90/91/92 against KD (+9, p < 0.05); seconds from results.json 'started'."""
+    """Fabricated: KD 80/82/84 against alone 50/60/70: Welch p = 0.057, not significant at 0.05;
+    paired by seed (differences 30, 22, 14: t = 22 / (8 / sqrt 3) = 4.763, df 2, two-sided
+    p = 1 - t / sqrt(t^2 + 2) = 0.041) it is. Annealing-KD 90/91/92 against KD: differences
+    10, 9, 8, t = 15.59, p = 0.0041. Seconds from results.json 'started'."""
     args = rt.build_parser().parse_args(["--table", "cifar10", "--seeds", "3", "--out", str(tmp_path)])
     plan = rt.make_plan(args)
     for row, vals in (("KD", [0.80, 0.82, 0.84]), ("student alone", [0.5, 0.6, 0.7]),
@@ -335,10 +344,11 @@ def test_report_significance_and_seconds(tmp_path: Path) -> None:
     os.utime(kd0.out / "results.json", (end, end))
     rt.write_report(plan, args, "cmd")
     md = (tmp_path / "cifar10.md").read_text()
-    assert "| KD | CIFAR-10 | +22.00 (p=0.057) | – |" in md
-    assert "| Annealing-KD | CIFAR-10 | +31.00 (p=0." in md and "| +9.00 (p=0.00" in md
-    line = [x for x in md.splitlines() if x.startswith("| Annealing-KD | CIFAR-10 |")][0]
-    assert line.count("*") == 2
+    assert "| KD | CIFAR-10 | student alone | 3 | +22.00 | 0.041* | +22.00 | 0.057 |" in md
+    assert "| Annealing-KD | CIFAR-10 | KD | 3 | +9.00 | 0.004* | +9.00 | 0.00" in md
+    assert "| Annealing-KD | CIFAR-10 | student alone | 3 | +31.00 | 0.027* | +31.00 |" in md
+    assert "| student alone | CIFAR-10 | KD |" not in md  # each pair once
+    assert "Tests, best test epoch" in md and "Tests, last epoch" not in md  # no last epochs
     assert "| KD | 1 | 125 | 125 |" in md
 
 
