@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common import settings
+from common import model_card, settings
 from common.errors import UsageError
 from common.lr_schedules import LrSchedule
 from common.methods import ROLES, Step, get_method, plan, run_method, table
@@ -86,7 +86,8 @@ class TextPipeline:
                                evaluate=None, selection_metric=task.selection, selected_on="dev",
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic,
                                log_every=max(1, args.logging_steps))
-        self.trainer.extra.update({"task": task.name, **data.describe()})
+        self.trainer.extra.update({"task": task.name, **data.describe(), "sizes": {
+            "train": len(self.train_ds), **{s: len(d) for s, d in self.dev_ds.items()}}})
         self.trains_teacher = bool(args.train_teacher)
         self.paths = {r: getattr(args, f"{r}_model_name_or_path") for r in ROLES}
         self.toks: dict[str, Any] = {}
@@ -189,6 +190,9 @@ class TextPipeline:
         final["student_dir"] = str(out)
         self.rows["student"] = chosen["eval"]
         final["table"] = self.rows
+        if self.acc.is_main_process:  # before results.json, whose final entry marks the end
+            teacher = self.paths["teacher"] if self.method.uses("teacher") else None
+            model_card.write(self.run, "student/README.md", trainer.results(final), "text", teacher)
         trainer.write_results(final)
         self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric))
         return final

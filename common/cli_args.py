@@ -7,6 +7,8 @@ import argparse
 import math
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from common.errors import UsageError, setting
@@ -61,6 +63,13 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Parse, and record the command as it was given (``command``: the model card's)."""
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed = super().parse_args(argv, namespace)
+        parsed.command = shlex.join([sys.argv[0] if args is None else self.prog, *argv])
+        return parsed
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{message}; see --help")

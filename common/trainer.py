@@ -309,6 +309,11 @@ class Trainer:
                 "selected_phase": chosen["phase"], "selected_epoch": chosen["epoch"],
                 "metrics": metrics if metrics is not None else chosen["eval"]}
 
+    def results(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What results.json holds (the model card reads it before it is written)."""
+        return {"config": self.config, **self.env, "epochs": self.records, **self.extra,
+                "final": final}
+
     def write_results(self, final: dict[str, Any] | None = None) -> None:
         """metrics.jsonl, curves.png (at the end) and last results.json: a run whose results.json
         has its ``final`` entry is complete."""

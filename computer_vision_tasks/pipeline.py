@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from common import settings
+from common import model_card, settings
 from common.checkpoint import load_weights, weights_writer
 from common.errors import UsageError
 from common.lr_schedules import LrSchedule
@@ -290,12 +290,20 @@ class ImagePipeline:
                                     "parameters": models.num_parameters(student),
                                     "checkpoint": str(run / "student" / "best.safetensors")}
         final = trainer.final_entry(chosen, metrics)
+        if acc.is_main_process:  # before results.json, whose final entry marks the run complete
+            model_card.write(run, "README.md", trainer.results(final), "image", self.teacher_path())
         trainer.write_results(final)
         acc.print(self.summary(chosen, metrics))
         if self.cache is not None:
             acc.print(self.cache.summary())
         acc.wait_for_everyone()
         return final
+
+    def teacher_path(self) -> str | None:
+        """The teacher's weights: the checkpoint given, or the one trained in this run."""
+        if not self.method.uses("teacher"):
+            return None
+        return self.args.teacher_checkpoint or str(self.run / "teacher" / "best.safetensors")
 
     def summary(self, chosen: dict, metrics: dict) -> str:
         """The end-of-run table: teacher (and assistant), student best and last-epoch accuracy on
