@@ -14,6 +14,7 @@ from typing import Any
 
 from common import model_card, settings
 from common.errors import UsageError
+from common.guards import warn_if_at_chance
 from common.lr_schedules import LrSchedule
 from common.methods import ROLES, Step, get_method, plan, run_method, table
 from common.objectives import options_of
@@ -150,9 +151,20 @@ class TextPipeline:
             targets, dev = self.in_task_order(targets, dev)
         self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ds))
         extra = self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
+        if role == "teacher" and self.acc.is_main_process:
+            self.warn_at_chance(self.rows[role])
         if role == "teacher" and not task.is_regression:
             extra["label_order"] = (self.args.teacher_label_order or ",".join(task.labels)).split(",")
         return targets
+
+    def warn_at_chance(self, metrics: dict[str, float]) -> None:
+        """One warning line when the teacher is no better than chance on dev."""
+        split = self.task.dev[0]
+        advice = ("train it longer (--teacher_epochs) or with another --teacher_learning_rate"
+                  if self.trains_teacher else "check that --teacher_model_name_or_path was "
+                  "fine-tuned on this task (or pass --train_teacher)")
+        warn_if_at_chance(metrics, len(self.task.labels) or None, len(self.dev_ds[split]), split,
+                          advice)
 
     def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
         tokenized = self.data_of(step.model)

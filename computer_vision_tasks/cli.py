@@ -60,6 +60,11 @@ def build_parser() -> Parser:
          "split lives on the device and is augmented there; its batches depend on (seed, epoch) "
          "only). Images decoded from disk and DDP always use the DataLoader")
     _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
+    _add(o, "--recalibrate-bn", action="store_true",
+         help="recompute batch-norm running statistics on the training batches "
+         "(torch.optim.swa_utils.update_bn) before each evaluation, and those of a given teacher "
+         "before its logits are used: for models whose statistics lag (low BN momentum, e.g. "
+         "torchvision's mobilenet_v3_small); costs one forward pass over the training data")
     _add(o, "--val-size", type=integer, default=None,
          help="training images held out for checkpoint selection (default: 5000, at most a tenth "
          "of the images used); 0 selects on the test set as the paper did")
