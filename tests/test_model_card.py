@@ -53,7 +53,8 @@ def test_image_cli_card(tmp_path):
     assert "examples: train 64, val 32" in body and "annealing_kd_train.py" in body
 
 
-def test_text_cli_card(tmp_path):
+def test_text_cli_card(tmp_path, capsys):
+    """Also: its random teacher is at chance on dev, which one warning line says."""
     from NLP_glue_tasks.annealing_kd_glue import main
 
     write_glue(tmp_path / "glue", "RTE", 16, 8, 4)
@@ -66,6 +67,8 @@ def test_text_cli_card(tmp_path):
                  "--per_gpu_train_batch_size", "8", "--no_cuda", "--do_train",
                  "--num_train_epochs_phase_1", "2", "--num_train_epochs_phase_2", "1",
                  "--max_temperature", "2"]) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: the teacher")]
+    assert len(warned) == 1 and "--teacher_model_name_or_path" in warned[0], warned
     meta, body, res = check_card(out / "student" / "README.md", out, "accuracy")
     assert meta["library_name"] == "transformers" and meta["datasets"] == ["rte"]
     assert f"sha256 `{file_sha256(Path(teacher) / 'model.safetensors')}`" in body
