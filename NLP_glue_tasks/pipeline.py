@@ -21,6 +21,7 @@ from common.objectives import options_of
 from common.optim import adamw
 from common.run_dir import RunDir, environment_info
 from common.seeding import role_seed, seed_everything
+from common.tracking import FOLDER, trackers
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from NLP_glue_tasks import inputs
 from NLP_glue_tasks.cli import resume_keys
@@ -37,7 +38,9 @@ def amp_of(args) -> str:
 
 
 def accelerator(args, grad_accum: int = 1):
-    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum)
+    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum,
+                            log_with=trackers(args.report_to),
+                            project_dir=str(Path(args.output_dir) / FOLDER))
 
 
 class TokenizedData:
@@ -86,7 +89,8 @@ class TextPipeline:
         self.trainer = Trainer(acc, self.run, config=config, env=environment_info(),
                                evaluate=None, selection_metric=task.selection, selected_on="dev",
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic,
-                               log_every=max(1, args.logging_steps))
+                               log_every=max(1, args.logging_steps),
+                               trackers=trackers(args.report_to))
         self.trainer.extra.update({"task": task.name, **data.describe(), "sizes": {
             "train": len(self.train_ds), **{s: len(d) for s, d in self.dev_ds.items()}}})
         self.trains_teacher = bool(args.train_teacher)

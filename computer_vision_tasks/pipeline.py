@@ -19,6 +19,7 @@ from common.methods import Step, get_method, run_method, table
 from common.objectives import options_of
 from common.run_dir import RunDir, check_apart, environment_info
 from common.seeding import role_seed, seed_everything
+from common.tracking import FOLDER, trackers
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from computer_vision_tasks import data, inputs, model_zoo, models, own_args
 from computer_vision_tasks.cli import CLI
@@ -85,7 +86,8 @@ class ImagePipeline:
             model_zoo.check_model_name(self.arch[role], f"--{role}")
         if args.pretrained:
             model_zoo.check_pretrained([self.arch[r] for r in roles])
-        self.acc = acc = make_accelerator(args.device, args.amp)
+        self.acc = acc = make_accelerator(args.device, args.amp, log_with=trackers(args.report_to),
+                                          project_dir=str(Path(args.output_dir) / FOLDER))
         seed_everything(args.seed)
         with acc.main_process_first():  # one process downloads / unpacks
             self.load_data()
@@ -125,7 +127,8 @@ class ImagePipeline:
         self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
                                evaluate=self.evaluate,
                                selection_metric=f"{self.split}_accuracy", selected_on=self.split,
-                               seed=args.seed, resume=args.resume, deterministic=args.deterministic)
+                               seed=args.seed, resume=args.resume, deterministic=args.deterministic,
+                               log_every=args.logging_steps, trackers=trackers(args.report_to))
         self.cache = self.make_cache()
 
     def make_cache(self):

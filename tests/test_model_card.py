@@ -3,6 +3,7 @@ those of results.json, written through the run's manifest."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_image_cli_card(tmp_path):
     assert "examples: train 64, val 32" in body and "annealing_kd_train.py" in body
 
 
+@pytest.mark.slow  # about 50 s on a loaded 2-core CPU
 def test_text_cli_card(tmp_path, capsys):
     """Also: its random teacher is at chance on dev, which one warning line says."""
     from NLP_glue_tasks.annealing_kd_glue import main
@@ -61,12 +63,14 @@ def test_text_cli_card(tmp_path, capsys):
     teacher = tiny_bert(tmp_path / "teacher", num_labels=2, seed=1)
     student = tiny_bert(tmp_path / "student", num_labels=None, seed=2)
     out = tmp_path / "run"
-    assert main(["--task_name", "rte", "--data_dir", str(tmp_path / "glue" / "RTE"),
+    config = tmp_path / "args.yaml"  # flags from a file too (tests/test_config_file.py)
+    config.write_text("task_name: rte\nper_gpu_train_batch_size: 8\nno_cuda: true\n"
+                      "report_to: tensorboard\nlogging_steps: 1\nnum_train_epochs_phase_1: 3\n")
+    assert main([str(config), "--data_dir", str(tmp_path / "glue" / "RTE"),
                  "--output_dir", str(out), "--logits_cache_dir", str(tmp_path / "cache"),
                  "--teacher_model_name_or_path", teacher, "--student_model_name_or_path", student,
-                 "--per_gpu_train_batch_size", "8", "--no_cuda", "--do_train",
-                 "--num_train_epochs_phase_1", "2", "--num_train_epochs_phase_2", "1",
-                 "--max_temperature", "2"]) == 0
+                 "--do_train", "--num_train_epochs_phase_1", "2", "--num_train_epochs_phase_2",
+                 "1", "--max_temperature", "2"]) == 0
     warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: the teacher")]
     assert len(warned) == 1 and "--teacher_model_name_or_path" in warned[0], warned
     meta, body, res = check_card(out / "student" / "README.md", out, "accuracy")
@@ -74,6 +78,12 @@ def test_text_cli_card(tmp_path, capsys):
     assert f"sha256 `{file_sha256(Path(teacher) / 'model.safetensors')}`" in body
     assert f"dev_accuracy {res['teacher']['eval']['accuracy']:.4f}" in body
     assert "examples: train 16, dev 8" in body
+    assert res["config"]["config_file"]["contents"]["report_to"] == "tensorboard"
+    assert [r["phase"] for r in res["epochs"]] == ["phase1", "phase1", "phase2"]  # flag wins
+    if importlib.util.find_spec("tensorboard"):  # --report_to, the same way as the image CLI
+        from test_tracking import check_events
+
+        check_events(out, ["phase1", "phase2"], "accuracy", 2, 1)
 
 
 @pytest.mark.parametrize("cli", ["image", "text"])
