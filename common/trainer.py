@@ -224,12 +224,12 @@ class Trainer:
                 state.optimizer.step()
                 state.optimizer.zero_grad(set_to_none=True)
                 if acc.sync_gradients:
+                    lr = state.scheduler.get_last_lr()[0]  # the one this step used
                     state.scheduler.step()
                     state.opt_steps += 1
-                    if (state.opt_steps - 1) % self.log_every == 0:
+                    if self.tracker.started and (state.opt_steps - 1) % self.log_every == 0:
                         self.tracker.step(phase.name, state.opt_steps, {
-                            "loss": loss.item(), "lr": state.scheduler.get_last_lr()[0],
-                            "temperature": temp, "phi": mult})
+                            "loss": loss.item(), "lr": lr, "temperature": temp, "phi": mult})
             loss_sum += loss.detach().float()
             n_batches += 1
             if (n_batches - 1) % self.log_every == 0 and acc.is_main_process:
