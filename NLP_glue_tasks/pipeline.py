@@ -14,7 +14,7 @@ from typing import Any
 
 from common import model_card, settings
 from common.errors import UsageError
-from common.guards import warn_if_at_chance
+from common.guards import majority_share, warn_if_at_chance
 from common.lr_schedules import LrSchedule
 from common.methods import ROLES, Step, get_method, plan, run_method, table
 from common.objectives import options_of
@@ -167,8 +167,9 @@ class TextPipeline:
         advice = ("train it longer (--teacher_epochs) or with another --teacher_learning_rate"
                   if self.trains_teacher else "check that --teacher_model_name_or_path was "
                   "fine-tuned on this task (or pass --train_teacher)")
+        labels = None if self.task.is_regression else labels_of(self.dev_ds[split])
         warn_if_at_chance(metrics, len(self.task.labels) or None, len(self.dev_ds[split]), split,
-                          advice)
+                          advice, None if labels is None else majority_share(labels))
 
     def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
         tokenized = self.data_of(step.model)

@@ -17,17 +17,20 @@ def chance_margin(chance: float, n: int) -> float:
     return 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
 
 
-def at_chance(metrics: dict[str, float], num_classes: int | None, n: int) -> str | None:
-    """The metric that says a teacher is no better than chance ("accuracy 0.105 <= chance
-    0.100 + 0.008"), or None. Classification: accuracy within two standard errors of
-    1/num_classes (else a Matthews correlation <= 0); regression: a correlation <= 0."""
+def at_chance(metrics: dict[str, float], num_classes: int | None, n: int,
+              majority: float | None = None) -> str | None:
+    """The metric that says a teacher is no better than chance, or None. Classification:
+    accuracy within two standard errors of chance, the larger of 1/num_classes and ``majority``
+    (the share of the most frequent class: what a model that always answers it gets); else a
+    Matthews correlation <= 0. Regression: a correlation <= 0."""
     if num_classes and "accuracy" in metrics:
-        chance = 1 / num_classes
+        chance = max(1 / num_classes, majority or 0.0)
+        what = f"1/{num_classes}" if chance == 1 / num_classes else "the most frequent class"
         margin = chance_margin(chance, n)
         value = metrics["accuracy"]
         if value <= chance + margin:
-            return (f"accuracy {value:.3f} is not above chance (1/{num_classes} = {chance:.3f}, "
-                    f"+ {margin:.3f} for {n} examples)")
+            return (f"accuracy {value:.3f} is not above chance ({what}: {chance:.3f}, + {margin:.3f} "
+                    f"for {n} examples)")
         return None
     for name in ("mcc", "pearson", "spearman", "corr"):
         if name in metrics:
@@ -35,10 +38,16 @@ def at_chance(metrics: dict[str, float], num_classes: int | None, n: int) -> str
     return None
 
 
+def majority_share(labels) -> float:
+    """The share of the most frequent class among ``labels`` (integer class ids)."""
+    labels = torch.as_tensor(labels).long().flatten()
+    return (torch.bincount(labels).max() / max(len(labels), 1)).item() if len(labels) else 0.0
+
+
 def warn_if_at_chance(metrics: dict[str, float], num_classes: int | None, n: int, split: str,
-                      advice: str) -> bool:
+                      advice: str, majority: float | None = None) -> bool:
     """One warning line on stderr when the teacher's ``split`` metrics are at chance."""
-    why = at_chance(metrics, num_classes, n)
+    why = at_chance(metrics, num_classes, n, majority)
     if why:
         print(f"warning: the teacher's {split} {why}: the student would learn from a useless "
               f"teacher; {advice}", file=sys.stderr, flush=True)

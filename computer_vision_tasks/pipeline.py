@@ -13,7 +13,7 @@ import torch
 from common import model_card, settings
 from common.checkpoint import load_weights, weights_writer
 from common.errors import UsageError
-from common.guards import has_batch_norm, recalibrate_bn, warn_if_at_chance
+from common.guards import has_batch_norm, majority_share, recalibrate_bn, warn_if_at_chance
 from common.lr_schedules import LrSchedule
 from common.methods import Step, get_method, run_method, table
 from common.objectives import options_of
@@ -251,8 +251,11 @@ class ImagePipeline:
         if has_batch_norm(teacher) and not self.args.recalibrate_bn:
             advice = ("if its batch-norm statistics lag (low BN momentum), pass --recalibrate-bn "
                       "to recompute them on training batches; else " + advice)
-        n = len(self.splits.val if self.split == "val" else self.splits.test)
-        warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, n, self.split, advice)
+        from computer_vision_tasks.teacher_cache import split_labels
+
+        labels = split_labels(self.splits.val if self.split == "val" else self.splits.test)
+        warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
+                          advice, majority_share(labels))
 
     # ---- the method's hooks (common.methods.run.Pipeline) --------------------------------------
     def phase(self, step: Step) -> Phase:
