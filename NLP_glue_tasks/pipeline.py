@@ -12,14 +12,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common import settings
+from common import model_card, settings
 from common.errors import UsageError
+from common.guards import majority_share, warn_if_at_chance
 from common.lr_schedules import LrSchedule
 from common.methods import ROLES, Step, get_method, plan, run_method, table
 from common.objectives import options_of
 from common.optim import adamw
 from common.run_dir import RunDir, environment_info
 from common.seeding import role_seed, seed_everything
+from common.tracking import FOLDER, trackers
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from NLP_glue_tasks import inputs
 from NLP_glue_tasks.cli import resume_keys
@@ -36,7 +38,9 @@ def amp_of(args) -> str:
 
 
 def accelerator(args, grad_accum: int = 1):
-    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum)
+    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum,
+                            log_with=trackers(args.report_to),
+                            project_dir=str(Path(args.output_dir) / FOLDER))
 
 
 class TokenizedData:
@@ -85,8 +89,10 @@ class TextPipeline:
         self.trainer = Trainer(acc, self.run, config=config, env=environment_info(),
                                evaluate=None, selection_metric=task.selection, selected_on="dev",
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic,
-                               log_every=max(1, args.logging_steps))
-        self.trainer.extra.update({"task": task.name, **data.describe()})
+                               log_every=max(1, args.logging_steps),
+                               trackers=trackers(args.report_to))
+        self.trainer.extra.update({"task": task.name, **data.describe(), "sizes": {
+            "train": len(self.train_ds), **{s: len(d) for s, d in self.dev_ds.items()}}})
         self.trains_teacher = bool(args.train_teacher)
         self.paths = {r: getattr(args, f"{r}_model_name_or_path") for r in ROLES}
         self.toks: dict[str, Any] = {}
@@ -149,9 +155,21 @@ class TextPipeline:
             targets, dev = self.in_task_order(targets, dev)
         self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ds))
         extra = self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
+        if role == "teacher" and self.acc.is_main_process:
+            self.warn_at_chance(self.rows[role])
         if role == "teacher" and not task.is_regression:
             extra["label_order"] = (self.args.teacher_label_order or ",".join(task.labels)).split(",")
         return targets
+
+    def warn_at_chance(self, metrics: dict[str, float]) -> None:
+        """One warning line when the teacher is no better than chance on dev."""
+        split = self.task.dev[0]
+        advice = ("train it longer (--teacher_epochs) or with another --teacher_learning_rate"
+                  if self.trains_teacher else "check that --teacher_model_name_or_path was "
+                  "fine-tuned on this task (or pass --train_teacher)")
+        labels = None if self.task.is_regression else labels_of(self.dev_ds[split])
+        warn_if_at_chance(metrics, len(self.task.labels) or None, len(self.dev_ds[split]), split,
+                          advice, None if labels is None else majority_share(labels))
 
     def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
         tokenized = self.data_of(step.model)
@@ -189,6 +207,9 @@ class TextPipeline:
         final["student_dir"] = str(out)
         self.rows["student"] = chosen["eval"]
         final["table"] = self.rows
+        if self.acc.is_main_process:  # before results.json, whose final entry marks the end
+            teacher = self.paths["teacher"] if self.method.uses("teacher") else None
+            model_card.write(self.run, "student/README.md", trainer.results(final), "text", teacher)
         trainer.write_results(final)
         self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric))
         return final

@@ -4,9 +4,12 @@ range checks."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from common.errors import UsageError, setting
@@ -54,16 +57,100 @@ def real(text: str) -> float:
 real.__name__ = "float"
 
 
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
 class Parser(argparse.ArgumentParser):
     """Bad arguments become a one-line :class:`UsageError` (exit 2), not usage + SystemExit;
-    ``--help`` shows the defaults (:class:`HelpFormatter`)."""
+    ``--help`` shows the defaults (:class:`HelpFormatter`). A JSON or YAML file as the first
+    argument gives flags (as ``HfArgumentParser`` reads a JSON file); flags after it override
+    it. The parsed namespace records ``command`` (as given) and ``config_file`` (path, contents)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", "Flags may also come from a JSON or YAML file given as the "
+                          "first argument (e.g. %(prog)s args.json --seed 1): its keys are flag "
+                          "names without the dashes; flags after it override the file.")
         super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        config = None
+        if argv and not argv[0].startswith("-") and argv[0].lower().endswith(CONFIG_SUFFIXES):
+            config = {"path": str(Path(argv[0]).resolve()), "contents": read_config(argv[0])}
+            parsed = super().parse_args(self.flags_of(config["contents"], argv[0]) + argv[1:],
+                                        namespace)
+        else:
+            parsed = super().parse_args(argv, namespace)
+        parsed.command = shlex.join([sys.argv[0] if args is None else self.prog, *argv])
+        parsed.config_file = config
+        return parsed
+
+    def flags_of(self, contents: dict, path: str) -> list[str]:
+        """A config file's settings as flags: ``key: value`` -> ``--key value``; a switch
+        ``true`` -> ``--key`` (``false`` or null: left out); a list -> comma-separated."""
+        argv: list[str] = []
+        for key, value in contents.items():
+            action = self._action_of(str(key))
+            if action is None:
+                raise UsageError(f"config file {path}: unknown setting {key!r}; use the flag "
+                                 "names of --help without the dashes (e.g. learning_rate)")
+            if action.nargs == 0:  # a switch
+                if value not in (True, False, None):
+                    raise UsageError(f"config file {path}: {key} is a switch; give true or false, "
+                                     f"not {value!r}")
+                argv += [action.option_strings[0]] if value else []
+            elif isinstance(value, dict) or value is True or value is False:
+                raise UsageError(f"config file {path}: {key} takes one value, not {value!r}")
+            elif value is not None:
+                text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                argv += [action.option_strings[0], text]
+        return argv
+
+    def _action_of(self, key: str) -> argparse.Action | None:
+        """The flag a config key names: ``--key`` as spelled, else the setting's name (dest)."""
+        flag = "--" + key.lstrip("-")
+        for action in self._actions:
+            if flag in action.option_strings and not isinstance(action, argparse._HelpAction):
+                return action
+        dest = key.lstrip("-").replace("-", "_")
+        return next((a for a in self._actions if a.dest == dest and a.option_strings), None)
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{message}; see --help")
+
+
+def read_config(path: str) -> dict:
+    """The settings of a JSON or YAML file (a mapping), or a one-line :class:`UsageError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file {path} does not exist; pass a .json or .yaml file of "
+                         "flags, or the flags themselves")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path} ({getattr(exc, 'strerror', None) or exc}); "
+                         "pass a readable UTF-8 .json or .yaml file") from None
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"config file {path} is not valid JSON (line {exc.lineno}: "
+                             f"{exc.msg}); fix it") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            raise UsageError(f"config file {path} is not valid YAML ({where}"
+                             f"{getattr(exc, 'problem', None) or 'parse error'}); fix it") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of flag names to values (e.g. "
+                         f'{{"learning_rate": 0.1}}), not {type(data).__name__}')
+    return data
 
 
 def twins(*names: str) -> list[str]:

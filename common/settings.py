@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import tracking
 from common.cli_args import check_number, integer, real, twins, whole_number
 from common.errors import UsageError, setting
 from common.schedule import check_schedule, check_temperature
@@ -200,6 +201,12 @@ def milestones(text: str) -> tuple[float, ...]:
 
 
 OBJECTIVE_GROUP = "objective options (both CLIs)"
+
+register(Setting(
+    "report_to", "experiment tracking through accelerate's trackers, written to "
+    "<output dir>/tracking: none, tensorboard, wandb, mlflow, trackio (each an extra: pip install "
+    "'annealing-kd[tensorboard]') or all (every one installed)", "none", choices=tracking.CHOICES,
+    check=tracking.check_report_to, resume=False))
 
 register(
     Setting("teacher_epochs", "epochs to train the teacher (when it is trained here)",

@@ -24,6 +24,7 @@ from common.progress import progress_bar
 from common.run_dir import RunDir
 from common.schedule import check_schedule, phi, temperature
 from common.seeding import seed_everything
+from common.tracking import Tracker
 
 Batch = Any
 Metrics = dict[str, float]
@@ -71,9 +72,11 @@ class Batches:
         getattr(self.teacher_logits, "set_epoch", lambda e: None)(epoch)
 
 
-def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1):
+def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1,
+                     log_with: list[str] | None = None, project_dir: str | None = None):
     """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
-    {none, bf16, fp16}; works alone and under ``accelerate launch`` / ``torchrun``."""
+    {none, bf16, fp16}; works alone and under ``accelerate launch`` / ``torchrun``. ``log_with``:
+    its trackers (``common.tracking``), writing under ``project_dir``."""
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -84,7 +87,9 @@ def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 
     mixed = {"none": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}.get(amp)
     if mixed is None:
         raise UsageError(f"unknown mixed precision {amp!r}; use none, bf16 or fp16")
-    return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum)
+    tracking = {"log_with": log_with, "project_dir": project_dir} if log_with else {}
+    return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum,
+                       **tracking)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -125,13 +130,15 @@ class Trainer:
     def __init__(self, accelerator, run: RunDir, *, config: dict[str, Any], env: dict[str, Any],
                  evaluate: Callable[[nn.Module], Metrics] | None, selection_metric: str,
                  selected_on: str, seed: int = 42, resume: bool = False,
-                 deterministic: bool = False, log_every: int = 10) -> None:
+                 deterministic: bool = False, log_every: int = 10,
+                 trackers: list[str] | None = None) -> None:
         self.acc, self.run, self.config, self.env = accelerator, run, config, env
         self.evaluate, self.metric, self.selected_on = evaluate, selection_metric, selected_on
         self.seed, self.resume, self.deterministic, self.log_every = seed, resume, deterministic, log_every
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, dict[str, Any]] = {}  # phase name -> best epoch of that phase
         self.extra: dict[str, Any] = {}
+        self.tracker = Tracker(accelerator, run, trackers or [])  # --report_to
 
     # ---- one phase -------------------------------------------------------------------------
     def fit(self, model: nn.Module, phase: Phase, loader, batches: Batches,
@@ -148,6 +155,7 @@ class Trainer:
         total = self.check_phase(phase, len(loader))
         state = _Progress(optimizer, phase.lr_schedule.build(optimizer, total), total)
         self.run.start(self.config)  # an overwritten run is removed only now, all input checked
+        self.tracker.start(self.config)
         if self._resume(model, phase, state):
             return state.best
         for epoch in range(state.epoch, phase.epochs):
@@ -162,6 +170,7 @@ class Trainer:
             finished = epoch + 1 == phase.epochs or bool(
                 phase.max_steps and state.opt_steps >= phase.max_steps)
             self._commit(model, phase, state, epoch + 1, improved, finished)
+            self.tracker.epoch(record)
             self.write_results()
             self.acc.print(_summary(record, self.metric))
             if finished:
@@ -215,11 +224,15 @@ class Trainer:
                 state.optimizer.step()
                 state.optimizer.zero_grad(set_to_none=True)
                 if acc.sync_gradients:
+                    lr = state.scheduler.get_last_lr()[0]  # the one this step used
                     state.scheduler.step()
                     state.opt_steps += 1
+                    if self.tracker.started and (state.opt_steps - 1) % self.log_every == 0:
+                        self.tracker.step(phase.name, state.opt_steps, {
+                            "loss": loss.item(), "lr": lr, "temperature": temp, "phi": mult})
             loss_sum += loss.detach().float()
             n_batches += 1
-            if n_batches % self.log_every == 1 and acc.is_main_process:
+            if (n_batches - 1) % self.log_every == 0 and acc.is_main_process:
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{state.scheduler.get_last_lr()[0]:.2e}",
                                 phi="-" if mult is None else f"{mult:.3f}", refresh=False)
             if phase.max_steps and state.opt_steps >= phase.max_steps:
@@ -309,10 +322,16 @@ class Trainer:
                 "selected_phase": chosen["phase"], "selected_epoch": chosen["epoch"],
                 "metrics": metrics if metrics is not None else chosen["eval"]}
 
+    def results(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What results.json holds (the model card reads it before it is written)."""
+        return {"config": self.config, **self.env, "epochs": self.records, **self.extra,
+                "final": final}
+
     def write_results(self, final: dict[str, Any] | None = None) -> None:
         """metrics.jsonl, curves.png (at the end) and last results.json: a run whose results.json
         has its ``final`` entry is complete."""
         if final is not None:
+            self.tracker.finish(final)
             self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
         self.run.write_results(self.config, self.env, self.records, final, **self.extra)
 

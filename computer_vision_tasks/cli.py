@@ -60,6 +60,14 @@ def build_parser() -> Parser:
          "split lives on the device and is augmented there; its batches depend on (seed, epoch) "
          "only). Images decoded from disk and DDP always use the DataLoader")
     _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
+    _add(o, "--logging-steps", type=integer, default=10,
+         help="log the loss, lr, temperature and Phi every N optimizer steps (progress bar, "
+         "--report-to)")
+    _add(o, "--recalibrate-bn", action="store_true",
+         help="recompute batch-norm running statistics on the training batches "
+         "(torch.optim.swa_utils.update_bn) before each evaluation, and those of a given teacher "
+         "before its logits are used: for models whose statistics lag (low BN momentum, e.g. "
+         "torchvision's mobilenet_v3_small); costs one forward pass over the training data")
     _add(o, "--val-size", type=integer, default=None,
          help="training images held out for checkpoint selection (default: 5000, at most a tenth "
          "of the images used); 0 selects on the test set as the paper did")
@@ -101,6 +109,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("momentum", "weight_decay", "logits_cache_max_gb"):
         check_number(name, getattr(args, name), low=0)
     check_number("num_workers", args.num_workers, low=0, high=1024)
+    check_number("logging_steps", args.logging_steps, low=1)
     check_folder(setting("logits_cache_dir"), args.logits_cache_dir)
     if args.val_size is not None:
         check_number("val_size", args.val_size, low=0)

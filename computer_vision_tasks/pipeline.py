@@ -10,14 +10,16 @@ from typing import Any
 
 import torch
 
-from common import settings
+from common import model_card, settings
 from common.checkpoint import load_weights, weights_writer
 from common.errors import UsageError
+from common.guards import has_batch_norm, majority_share, recalibrate_bn, warn_if_at_chance
 from common.lr_schedules import LrSchedule
 from common.methods import Step, get_method, run_method, table
 from common.objectives import options_of
 from common.run_dir import RunDir, check_apart, environment_info
 from common.seeding import role_seed, seed_everything
+from common.tracking import FOLDER, trackers
 from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
 from computer_vision_tasks import data, inputs, model_zoo, models, own_args
 from computer_vision_tasks.cli import CLI
@@ -26,7 +28,7 @@ from computer_vision_tasks.cli import CLI
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
                "batch_size", "momentum", "weight_decay", "val_size", "train_subset",
                "no_tensor_loader", "image_size", "augment", "image_column", "label_column",
-               "pretrained"]
+               "pretrained", "recalibrate_bn"]
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -84,7 +86,8 @@ class ImagePipeline:
             model_zoo.check_model_name(self.arch[role], f"--{role}")
         if args.pretrained:
             model_zoo.check_pretrained([self.arch[r] for r in roles])
-        self.acc = acc = make_accelerator(args.device, args.amp)
+        self.acc = acc = make_accelerator(args.device, args.amp, log_with=trackers(args.report_to),
+                                          project_dir=str(Path(args.output_dir) / FOLDER))
         seed_everything(args.seed)
         with acc.main_process_first():  # one process downloads / unpacks
             self.load_data()
@@ -122,9 +125,10 @@ class ImagePipeline:
                        "processes": acc.num_processes, "inputs": self.inputs,
                        "derived": self.own_info}  # from the data: never compared with a flag
         self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
-                               evaluate=lambda m: {f"{self.split}_accuracy": self.accuracy(m, self.sel_loader)},
+                               evaluate=self.evaluate,
                                selection_metric=f"{self.split}_accuracy", selected_on=self.split,
-                               seed=args.seed, resume=args.resume, deterministic=args.deterministic)
+                               seed=args.seed, resume=args.resume, deterministic=args.deterministic,
+                               log_every=args.logging_steps, trackers=trackers(args.report_to))
         self.cache = self.make_cache()
 
     def make_cache(self):
@@ -197,6 +201,19 @@ class ImagePipeline:
     def labels(batch) -> torch.Tensor:
         return batch[1]
 
+    def recalibrate(self, model) -> None:
+        """--recalibrate-bn: recompute the model's batch-norm statistics on the training batches."""
+        if self.args.recalibrate_bn:
+            batches = (b[0].to(self.acc.device).contiguous(
+                memory_format=self.memory_format) for b in self.train_loader)
+            with self.acc.autocast():
+                recalibrate_bn(model, batches)
+
+    def evaluate(self, model) -> dict[str, float]:
+        """An epoch's metric: accuracy on the selection split (after --recalibrate-bn)."""
+        self.recalibrate(model)
+        return {f"{self.split}_accuracy": self.accuracy(model, self.sel_loader)}
+
     def accuracy(self, model, loader, frozen: bool = False) -> float:
         fwd = self.frozen_forward if frozen else self.forward
         logits, y = predict(self.acc, model, loader, fwd, self.labels)
@@ -225,6 +242,20 @@ class ImagePipeline:
         if role == "teacher":
             self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "
                            f"{info[f'{self.report}_accuracy']:.4f}")
+            if self.acc.is_main_process:
+                self.warn_at_chance(model, info[f"{self.split}_accuracy"])
+
+    def warn_at_chance(self, teacher, accuracy: float) -> None:
+        """One warning line when the teacher is no better than chance on the selection split."""
+        advice = "check --teacher-checkpoint, --teacher and how the teacher was trained"
+        if has_batch_norm(teacher) and not self.args.recalibrate_bn:
+            advice = ("if its batch-norm statistics lag (low BN momentum), pass --recalibrate-bn "
+                      "to recompute them on training batches; else " + advice)
+        from computer_vision_tasks.teacher_cache import split_labels
+
+        labels = split_labels(self.splits.val if self.split == "val" else self.splits.test)
+        warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
+                          advice, majority_share(labels))
 
     # ---- the method's hooks (common.methods.run.Pipeline) --------------------------------------
     def phase(self, step: Step) -> Phase:
@@ -251,6 +282,7 @@ class ImagePipeline:
     def targets(self, role: str):
         if role not in self.frozen:  # a teacher from --teacher-checkpoint
             self.frozen[role] = self.models.pop(role).to(self.acc.device)
+            self.recalibrate(self.frozen[role])
             self.describe(role, self.frozen[role], str(self.args.teacher_checkpoint))
         return frozen_logits(self.frozen[role], self.frozen_forward)
 
@@ -290,12 +322,20 @@ class ImagePipeline:
                                     "parameters": models.num_parameters(student),
                                     "checkpoint": str(run / "student" / "best.safetensors")}
         final = trainer.final_entry(chosen, metrics)
+        if acc.is_main_process:  # before results.json, whose final entry marks the run complete
+            model_card.write(run, "README.md", trainer.results(final), "image", self.teacher_path())
         trainer.write_results(final)
         acc.print(self.summary(chosen, metrics))
         if self.cache is not None:
             acc.print(self.cache.summary())
         acc.wait_for_everyone()
         return final
+
+    def teacher_path(self) -> str | None:
+        """The teacher's weights: the checkpoint given, or the one trained in this run."""
+        if not self.method.uses("teacher"):
+            return None
+        return self.args.teacher_checkpoint or str(self.run / "teacher" / "best.safetensors")
 
     def summary(self, chosen: dict, metrics: dict) -> str:
         """The end-of-run table: teacher (and assistant), student best and last-epoch accuracy on

@@ -1,0 +1,68 @@
+"""Guards that save a researcher's day: a teacher no better than chance is named before any
+student learns from it, and batch-norm statistics can be recomputed before an evaluation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def chance_margin(chance: float, n: int) -> float:
+    """Two standard errors of an accuracy at ``chance`` over ``n`` examples: an accuracy within
+    it is not clearly better than guessing."""
+    return 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
+
+
+def at_chance(metrics: dict[str, float], num_classes: int | None, n: int,
+              majority: float | None = None) -> str | None:
+    """The metric that says a teacher is no better than chance, or None. Classification:
+    accuracy within two standard errors of chance, the larger of 1/num_classes and ``majority``
+    (the share of the most frequent class: what a model that always answers it gets); else a
+    Matthews correlation <= 0. Regression: a correlation <= 0."""
+    if num_classes and "accuracy" in metrics:
+        chance = max(1 / num_classes, majority or 0.0)
+        what = f"1/{num_classes}" if chance == 1 / num_classes else "the most frequent class"
+        margin = chance_margin(chance, n)
+        value = metrics["accuracy"]
+        if value <= chance + margin:
+            return (f"accuracy {value:.3f} is not above chance ({what}: {chance:.3f}, + {margin:.3f} "
+                    f"for {n} examples)")
+        return None
+    for name in ("mcc", "pearson", "spearman", "corr"):
+        if name in metrics:
+            return f"{name} {metrics[name]:.3f} <= 0" if metrics[name] <= 0 else None
+    return None
+
+
+def majority_share(labels) -> float:
+    """The share of the most frequent class among ``labels`` (integer class ids)."""
+    labels = torch.as_tensor(labels).long().flatten()
+    return (torch.bincount(labels).max() / max(len(labels), 1)).item() if len(labels) else 0.0
+
+
+def warn_if_at_chance(metrics: dict[str, float], num_classes: int | None, n: int, split: str,
+                      advice: str, majority: float | None = None) -> bool:
+    """One warning line on stderr when the teacher's ``split`` metrics are at chance."""
+    why = at_chance(metrics, num_classes, n, majority)
+    if why:
+        print(f"warning: the teacher's {split} {why}: the student would learn from a useless "
+              f"teacher; {advice}", file=sys.stderr, flush=True)
+    return why is not None
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor]) -> bool:
+    """Recompute the batch-norm running statistics of ``model`` over ``inputs`` (training
+    batches) with ``torch.optim.swa_utils.update_bn``; False when it has no batch norm. The model
+    keeps its train/eval mode; no gradient is computed."""
+    if not has_batch_norm(model):
+        return False
+    torch.optim.swa_utils.update_bn(inputs, model)
+    return True

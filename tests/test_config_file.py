@@ -1,0 +1,84 @@
+"""Both CLIs take their flags from a JSON or YAML file given as the first argument; flags after
+it override the file; a bad file is one `error:` line; results.json records the file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from computer_vision_tasks import annealing_kd_train as cifar
+from computer_vision_tasks.cli import parse_args as image_args
+from NLP_glue_tasks import annealing_kd_glue as glue
+from NLP_glue_tasks.cli import parse_args as text_args
+
+
+def test_image_flags_from_yaml_and_json_with_overrides(tmp_path):
+    y = tmp_path / "args.yaml"
+    y.write_text("dataset: fake\nlearning-rate: 0.05\nlr_milestones: [0.25, 0.5]\n"
+                 "anneal_per_step: true\nchannels-last: false\nseed: 7\nassistant: null\n")
+    args = image_args([str(y), "--seed", "3"])
+    assert (args.dataset, args.learning_rate, args.lr_milestones) == ("fake", 0.05, (0.25, 0.5))
+    assert args.anneal_per_step and not args.channels_last and args.seed == 3  # the flag wins
+    assert args.config_file == {"path": str(y.resolve()), "contents": {
+        "dataset": "fake", "learning-rate": 0.05, "lr_milestones": [0.25, 0.5],
+        "anneal_per_step": True, "channels-last": False, "seed": 7, "assistant": None}}
+    assert args.command.endswith(f"{y} --seed 3")
+    j = tmp_path / "args.json"
+    j.write_text(json.dumps({"student_epochs_p1": 4, "--max_temperature": 2}))
+    args = image_args([str(j)])
+    assert (args.student_epochs_p1, args.max_temperature) == (4, 2)
+    assert image_args(["--seed", "1"]).config_file is None
+
+
+def test_text_flags_by_flag_name_or_setting_name(tmp_path):
+    j = tmp_path / "args.json"
+    j.write_text(json.dumps({"task_name": "rte", "output_dir": "out", "do_train": True,
+                             "student_model_name_or_path": "s", "teacher_model_name_or_path": "t",
+                             "num_train_epochs_phase_1": 4, "max_temperature": 2,
+                             "kd_alpha": 0.3}))
+    args = text_args([str(j), "--num_train_epochs_phase_1", "6"])
+    assert (args.task_name, args.output_dir, args.do_train) == ("rte", "out", True)
+    assert (args.student_epochs_p1, args.kd_alpha) == (6, 0.3)
+    j.write_text(json.dumps({"student_epochs_p1": 5, "task_name": "rte", "output_dir": "o",
+                             "do_eval": True}))  # the setting's name works too
+    assert text_args([str(j)]).student_epochs_p1 == 5
+
+
+BAD = [("missing.json", None, "config file {f} does not exist"),
+       ("bad.json", '{"seed": 1,}', "config file {f} is not valid JSON (line 1:"),
+       ("bad.yaml", "seed: [1\n", "config file {f} is not valid YAML (line 2:"),
+       ("list.yaml", "- seed\n", "must hold a mapping of flag names to values"),
+       ("unknown.json", '{"sead": 1}', "unknown setting 'sead'"),
+       ("switch.json", '{"deterministic": "yes"}', "deterministic is a switch; give true or false"),
+       ("value.json", '{"seed": "x"}', "argument --seed: invalid int value: 'x'"),
+       ("latin1.yaml", b"seed: \xe9\n", "cannot read config file {f}")]
+
+
+@pytest.mark.parametrize("cli", ["image", "text"])
+@pytest.mark.parametrize("name,content,message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_config_file_is_one_error_line(tmp_path, capsys, cli, name, content, message):
+    f = tmp_path / name
+    if content is not None:
+        f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    main = cifar.main if cli == "image" else glue.main
+    extra = ["--output-dir", str(tmp_path / "o")] if cli == "image" else [
+        "--output_dir", str(tmp_path / "o"), "--task_name", "rte", "--do_eval"]
+    assert main([str(f), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message.format(f=f) in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_results_record_the_config_file(tmp_path):
+    from test_cifar_pipeline import TINY, results
+
+    f = tmp_path / "run.yaml"
+    f.write_text("method: scratch\nstudent-epochs: 1\nseed: 5\n")
+    out = tmp_path / "run"
+    assert cifar.main([str(f), *TINY, "--output-dir", str(out)]) == 0
+    config = results(out)["config"]
+    assert config["config_file"] == {"path": str(f.resolve()),
+                                     "contents": {"method": "scratch", "student-epochs": 1, "seed": 5}}
+    assert config["method"] == "scratch" and config["seed"] == 5
+    assert f"`{f.resolve()}`" in (out / "README.md").read_text()

@@ -1,0 +1,105 @@
+"""The model card of both CLIs: Hugging Face format (YAML metadata that parses), its numbers
+those of results.json, written through the run's manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from glue_fixtures import tiny_bert, write_glue
+
+from common.fingerprint import file_sha256
+from common.manifest import Manifest
+
+
+def read_card(path: Path) -> tuple[dict, str]:
+    text = path.read_text()
+    assert text.startswith("---\n")
+    head, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def check_card(card: Path, out: Path, metric: str) -> tuple[dict, str, dict]:
+    res = json.loads((out / "results.json").read_text())
+    meta, body = read_card(card)
+    assert meta["tags"][:2] == ["knowledge-distillation", "annealing-kd"]
+    final = res["final"]
+    listed = {m["name"].split(" ")[0]: m["value"]
+              for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert listed == final["metrics"]  # every metric of the selected epoch, exactly
+    for value in final["metrics"].values():
+        assert f"| {value:.4f} |" in body
+    assert f"{final['selected_phase']} epoch {final['selected_epoch']}" in body
+    last = [r for r in res["epochs"] if r["phase"] != "teacher"][-1]
+    assert f"{last['phase']} epoch {last['epoch']}): {metric} {last['eval'][metric]:.4f}" in body
+    assert res["config"]["command"] in body and "2104.07163" in body
+    assert f"torch {res['versions']['torch']}" in body
+    assert Manifest.read(out).unchanged(card)  # recorded: an overwrite removes it
+    return meta, body, res
+
+
+def test_image_cli_card(tmp_path):
+    from test_cifar_pipeline import run
+
+    out = tmp_path / "run"
+    assert run(out, "--method", "annealing") == 0
+    meta, body, res = check_card(out / "README.md", out, "val_accuracy")
+    assert meta["library_name"] == "pytorch" and meta["datasets"] == ["fake"]
+    teacher = out / "teacher" / "best.safetensors"  # trained in this run
+    assert f"sha256 `{file_sha256(teacher)}`" in body
+    assert f"test_accuracy {res['teacher']['test_accuracy']:.4f}" in body
+    assert "examples: train 64, val 32" in body and "annealing_kd_train.py" in body
+
+
+@pytest.mark.slow  # about 50 s on a loaded 2-core CPU
+def test_text_cli_card(tmp_path, capsys):
+    """Also: its random teacher is at chance on dev, which one warning line says."""
+    from NLP_glue_tasks.annealing_kd_glue import main
+
+    write_glue(tmp_path / "glue", "RTE", 16, 8, 4)
+    teacher = tiny_bert(tmp_path / "teacher", num_labels=2, seed=1)
+    student = tiny_bert(tmp_path / "student", num_labels=None, seed=2)
+    out = tmp_path / "run"
+    config = tmp_path / "args.yaml"  # flags from a file too (tests/test_config_file.py)
+    config.write_text("task_name: rte\nper_gpu_train_batch_size: 8\nno_cuda: true\n"
+                      "report_to: tensorboard\nlogging_steps: 1\nnum_train_epochs_phase_1: 3\n")
+    assert main([str(config), "--data_dir", str(tmp_path / "glue" / "RTE"),
+                 "--output_dir", str(out), "--logits_cache_dir", str(tmp_path / "cache"),
+                 "--teacher_model_name_or_path", teacher, "--student_model_name_or_path", student,
+                 "--do_train", "--num_train_epochs_phase_1", "2", "--num_train_epochs_phase_2",
+                 "1", "--max_temperature", "2"]) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: the teacher")]
+    assert len(warned) == 1 and "--teacher_model_name_or_path" in warned[0], warned
+    meta, body, res = check_card(out / "student" / "README.md", out, "accuracy")
+    assert meta["library_name"] == "transformers" and meta["datasets"] == ["rte"]
+    assert f"sha256 `{file_sha256(Path(teacher) / 'model.safetensors')}`" in body
+    assert f"dev_accuracy {res['teacher']['eval']['accuracy']:.4f}" in body
+    assert "examples: train 16, dev 8" in body
+    assert res["config"]["config_file"]["contents"]["report_to"] == "tensorboard"
+    assert [r["phase"] for r in res["epochs"]] == ["phase1", "phase1", "phase2"]  # flag wins
+    if importlib.util.find_spec("tensorboard"):  # --report_to, the same way as the image CLI
+        from test_tracking import check_events
+
+        check_events(out, ["phase1", "phase2"], "accuracy", 2, 1)
+
+
+@pytest.mark.parametrize("cli", ["image", "text"])
+def test_card_of_a_run_without_teacher(cli):
+    from common.model_card import render
+
+    res = {"config": {"method": "scratch", "dataset": "fake", "student": "plane2",
+                      "command": "x --method scratch", "student_model_name_or_path": "s"},
+           "versions": {"torch": "2"}, "task": "rte",
+           "epochs": [{"phase": "student", "epoch": 1, "eval": {"m": 0.5}}],
+           "final": {"selected_phase": "student", "selected_epoch": 1, "selected_by": "m",
+                     "selected_on": "dev", "metrics": {"m": 0.5}}}
+    meta, body = read_card_text(render(res, cli))
+    assert "Teacher" not in body and meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
+
+
+def read_card_text(text: str) -> tuple[dict, str]:
+    head, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(head), body
