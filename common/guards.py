@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,8 +41,8 @@ def at_chance(metrics: dict[str, float], num_classes: int | None, n: int,
 
 def majority_share(labels) -> float:
     """The share of the most frequent class among ``labels`` (integer class ids)."""
-    labels = torch.as_tensor(labels).long().flatten()
-    return (torch.bincount(labels).max() / max(len(labels), 1)).item() if len(labels) else 0.0
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel())
+    return float(counts.max() / counts.sum()) if counts.sum() else 0.0
 
 
 def warn_if_at_chance(metrics: dict[str, float], num_classes: int | None, n: int, split: str,
