@@ -43,7 +43,12 @@ class OutputFolder:
             run_lock.acquire(self.path)
         found = Manifest.read(self.path)
         if replace:
-            self._replace(found)
+            try:
+                self._replace(found)
+            except UsageError:
+                if lock:
+                    run_lock.release(self.path, refused=True)
+                raise
             self.manifest = Manifest.create(self.path, program)
         else:
             self.manifest = found or Manifest.open(self.path, program)

@@ -83,7 +83,7 @@ class RunDir:
                 self._check(overwrite, resume)
         except BaseException:
             if is_main and locked:
-                run_lock.release(self.path)
+                run_lock.release(self.path, refused=True)
             raise
 
     def _make(self) -> None:

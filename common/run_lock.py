@@ -20,6 +20,7 @@ from common.errors import UsageError
 
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, int] = {}  # resolved folder -> open lock file descriptor
+_created: set[Path] = set()  # folders whose lock file this process created
 
 
 def _key(folder: str | os.PathLike) -> Path:
@@ -31,6 +32,7 @@ def acquire(folder: str | os.PathLike) -> None:
     key = _key(folder)
     if key in _held:
         return
+    new = not (key / LOCK).exists()
     try:
         fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -51,6 +53,8 @@ def acquire(folder: str | os.PathLike) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, (info + "\n").encode(), 0)
     _held[key] = fd
+    if new:
+        _created.add(key)
 
 
 def _read(fd: int) -> str:
@@ -86,10 +90,17 @@ def holds(folder: str | os.PathLike) -> bool:
     return _key(folder) in _held
 
 
-def release(folder: str | os.PathLike) -> None:
-    fd = _held.pop(_key(folder), None)
+def release(folder: str | os.PathLike, refused: bool = False) -> None:
+    """Unlock ``folder``; ``refused``: the caller refused the folder, so a lock file this call's
+    ``acquire`` created there is removed too (a refused folder keeps nothing of ours). Removing
+    it while still holding it is safe: whoever opened it meanwhile fails to lock and refuses."""
+    key = _key(folder)
+    fd = _held.pop(key, None)
     if fd is not None:
+        if refused and key in _created:
+            (key / LOCK).unlink(missing_ok=True)
         os.close(fd)  # closing the last descriptor releases the flock
+    _created.discard(key)
 
 
 def held() -> set[Path]:

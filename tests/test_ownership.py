@@ -522,3 +522,23 @@ def test_epoch_commit_fsyncs_files_and_folder_before_the_pointer_and_the_folder_
         assert ("fsync", pdir) in events[i + 1:nxt], "the pointer's folder after the pointer"
         manifest = [j for j, e in enumerate(events[:i]) if e == ("rename", f"{out}/{MANIFEST}")]
         assert manifest and max(manifest) < min(renamed), "recorded before the files appear"
+
+
+def test_a_refused_folder_keeps_nothing_of_ours(tmp_path, capsys):
+    """A user's folder that a CLI or the demo refuses gets no lock file (nor anything else); a
+    lock file that was there before stays."""
+    from demo import run_demo
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    assert cifar.main(["--dataset", "fake", "--output-dir", str(user), "--device", "cpu"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert run_demo.main(["--skip-images", "--skip-text", "--out", str(user)]) == 2
+    assert "no earlier output of demo" in capsys.readouterr().err
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    from common.run_lock import LOCK
+
+    (user / LOCK).write_text("")  # not ours to remove: it was there before
+    assert cifar.main(["--dataset", "fake", "--output-dir", str(user), "--device", "cpu"]) == 2
+    assert (user / LOCK).exists()
