@@ -7,7 +7,7 @@
   (``train.py`` of imirzadeh/Teacher-Assistant-Knowledge-Distillation).
 
 Ours is built from command-line arguments exactly as the CLI does (``cli.parse_args`` and
-``pipeline.CifarPipeline``); only its data loaders are replaced by the fixed batches. The
+``pipeline.ImagePipeline``); only its data loaders are replaced by the fixed batches. The
 originals are imported from the folders given, never copied. Each comparison runs in its own
 process (both originals have top-level modules of the same names).
 """
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from common.lr_schedules import LrSchedule
 from reproduce.steps_common import (
     FixedBatches,
     StepRecorder,
@@ -44,9 +45,9 @@ TAKD_FILES = ["train.py", "data_loader.py", "model_factory.py"]
 def our_pipeline(cli: list[str]):
     """Our pipeline exactly as ``annealing_kd_train.py`` builds it from ``cli``."""
     from computer_vision_tasks.cli import parse_args
-    from computer_vision_tasks.pipeline import CifarPipeline
+    from computer_vision_tasks.pipeline import ImagePipeline
 
-    return CifarPipeline(parse_args(cli))
+    return ImagePipeline(parse_args(cli))
 
 
 def fixed_batches(pipe, n_epochs: int) -> tuple[list[list[Any]], list[Any]]:
@@ -308,11 +309,21 @@ def takd_effective(step: int, total: int) -> float:
     return 0.01 if step >= 3 * total // 4 else 0.1
 
 
+@dataclasses.dataclass(frozen=True)
+class TakdSchedule(LrSchedule):
+    """:func:`takd_effective` as a phase's learning-rate schedule (a factor per optimizer step)."""
+
+    def build(self, optimizer: Any, total: int) -> Any:
+        from torch.optim.lr_scheduler import LambdaLR
+
+        return LambdaLR(optimizer, lambda step: takd_effective(step, total))
+
+
 def with_takd_schedule(pipe) -> None:
     """Give our KD phase the TAKD code's effective learning-rate schedule, from outside (the
     pipeline's ``phase`` hook; every other Phase setting is the CLI's)."""
     make = pipe.phase
-    pipe.phase = lambda step: dataclasses.replace(make(step), lr_factor=takd_effective)
+    pipe.phase = lambda step: dataclasses.replace(make(step), lr_schedule=TakdSchedule())
 
 
 def run_takd(spec: dict, init: dict, epochs, test, bounds) -> dict:
@@ -385,7 +396,7 @@ def kd(spec: dict) -> dict:
 
 # ---- diagnostic: our objectives with the originals' float32 expressions ------------------------
 def use_original_arithmetic(spec: dict) -> None:
-    """Diagnostic only (rows labelled so): replace our objective, in ``common.trainer.OBJECTIVES``,
+    """Diagnostic only (rows labelled so): replace our objective, in ``common.objectives.OBJECTIVES``,
     by the same loss written as the original writes it, so that a run shows whether anything but
     that expression's rounding differs. Annealing: ``z_t * T / tau_max`` (T = 1 .. tau_max)
     instead of ``Phi * z_t``; KD: ``(1 - a) * CE + a * tau * tau * nn.KLDivLoss()(log_softmax,
@@ -393,7 +404,7 @@ def use_original_arithmetic(spec: dict) -> None:
     import torch.nn.functional as F
     from torch import nn
 
-    from common import trainer
+    from common import objectives
 
     tau_max = spec.get("tau_max")
 
@@ -407,7 +418,7 @@ def use_original_arithmetic(spec: dict) -> None:
         return (1 - kd_alpha) * nn.CrossEntropyLoss()(logits, labels) + kd_alpha * tau * tau * kl
 
     name, loss = ("anneal", anneal) if spec["kind"] == "annealing" else ("kd", kd)
-    trainer.OBJECTIVES[name] = dataclasses.replace(trainer.OBJECTIVES[name], loss=loss)
+    objectives.OBJECTIVES[name] = dataclasses.replace(objectives.OBJECTIVES[name], loss=loss)
 
 
 def phi_rounding(teacher_state: dict, arch: str, x: torch.Tensor, taus) -> str:
