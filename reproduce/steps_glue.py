@@ -159,34 +159,32 @@ def our_cli(spec: dict, paths: dict[str, str], out: Path) -> list[str]:
 
 def our_pipeline(cli: list[str]):
     """Our GLUE pipeline exactly as ``annealing_kd_glue.py --do_train`` builds it."""
-    from NLP_glue_tasks.annealing_kd_glue import Pipeline, check_args
-    from NLP_glue_tasks.cli import build_parser
-    from NLP_glue_tasks.custom_data import resolve_task
+    from NLP_glue_tasks.cli import parse_args
+    from NLP_glue_tasks.custom_data import task_and_data
+    from NLP_glue_tasks.pipeline import TextPipeline
 
-    args = build_parser().parse_args(cli)
-    task = resolve_task(args)
-    check_args(args, task)
-    return Pipeline(args, task)
+    args = parse_args(cli)
+    task, data = task_and_data(args)
+    return TextPipeline(args, task, data)
 
 
 def fixed_batches(pipe, n_epochs: int) -> tuple[list[list[dict]], list[dict]]:
     """Training batches (student and teacher ids, padded to --max_seq_length) per epoch in our
     (seed, epoch) order, and the dev batches, built once by our data path."""
-    from NLP_glue_tasks import annealing_kd_glue as glue
-    from NLP_glue_tasks.data import Collator
+    from NLP_glue_tasks.data import Collator, make_loader
 
     args = pipe.args
-    side = pipe.side("student")  # with --online_teacher: the teacher's ids attached
-    collator = (Collator(side.tok, {"teacher": pipe.side("teacher").tok}, max_length=args.max_seq_length)
+    side = pipe.data_of("student")  # with --online_teacher: the teacher's ids attached
+    collator = (Collator(side.tok, {"teacher": pipe.data_of("teacher").tok}, max_length=args.max_seq_length)
                 if args.online_teacher else side.collator)
-    loader = glue.make_loader(side.train, args.per_gpu_train_batch_size, collator,
+    loader = make_loader(side.train, args.per_gpu_train_batch_size, collator,
                               shuffle_seed=args.seed)
     epochs = []
     for e in range(n_epochs):
         loader.sampler.set_epoch(e)
         epochs.append(list(loader))
     (split, feats), = side.dev.items()
-    dev = list(glue.make_loader(feats, args.per_gpu_eval_batch_size, side.collator))
+    dev = list(make_loader(feats, args.per_gpu_eval_batch_size, side.collator))
     side.dev_loaders = {split: dev}
     return epochs, dev
 
@@ -202,7 +200,7 @@ def as_tuple(b: dict) -> tuple[torch.Tensor, ...]:
 def run_ours(pipe, epochs, dev, bounds) -> dict[str, Any]:
     from common.checkpoint import load_weights
     from common.run_dir import read_results
-    from NLP_glue_tasks import annealing_kd_glue as glue
+    from NLP_glue_tasks import pipeline as glue  # the name TextPipeline.fit builds loaders with
 
     batches = FixedBatches(epochs)
     real = glue.make_loader
