@@ -39,19 +39,20 @@ class OutputFolder:
                              "folder") from None
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise UsageError(f"{flag} {self.path} is not writable; choose another folder")
+        locked = lock and not run_lock.holds(self.path)  # a lock held by our caller stays
         if lock:
             run_lock.acquire(self.path)
-        found = Manifest.read(self.path)
-        if replace:
-            try:
+        try:
+            found = Manifest.read(self.path)
+            if replace:
                 self._replace(found)
-            except UsageError:
-                if lock:
-                    run_lock.release(self.path, refused=True)
-                raise
-            self.manifest = Manifest.create(self.path, program)
-        else:
-            self.manifest = found or Manifest.open(self.path, program)
+                self.manifest = Manifest.create(self.path, program)
+            else:
+                self.manifest = found or Manifest.open(self.path, program)
+        except BaseException:
+            if locked:
+                run_lock.release(self.path, refused=True)
+            raise
 
     def _replace(self, found: Manifest | None) -> None:
         entries = content(self.path)

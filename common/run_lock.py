@@ -32,9 +32,12 @@ def acquire(folder: str | os.PathLike) -> None:
     key = _key(folder)
     if key in _held:
         return
-    new = not (key / LOCK).exists()
+    flags = os.O_RDWR | os.O_CLOEXEC
     try:
-        fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:  # O_EXCL: whether this call created the file is known atomically
+            fd, new = os.open(key / LOCK, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            fd, new = os.open(key / LOCK, flags), False
     except OSError as exc:
         raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose a writable output "
                          "directory") from None

@@ -164,7 +164,7 @@ def section(steps: dict[str, Any]) -> list[str]:
              "evaluation batches, and records the loss of every optimizer step and the learning "
              "rate it used on both sides from outside their files (`Tensor.backward` and torch's "
              "global optimizer-step hook). Ours runs its real command-line path "
-             "(`cli.parse_args` + `ImagePipeline` / GLUE `Pipeline`) with only its data loaders "
+             "(`cli.parse_args` + `ImagePipeline` / `TextPipeline`) with only its data loaders "
              "replaced; the originals are imported from the folders given.", "",
              *table(results), ""]
     if steps.get("notes"):

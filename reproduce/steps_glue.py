@@ -178,7 +178,7 @@ def fixed_batches(pipe, n_epochs: int) -> tuple[list[list[dict]], list[dict]]:
     collator = (Collator(side.tok, {"teacher": pipe.data_of("teacher").tok}, max_length=args.max_seq_length)
                 if args.online_teacher else side.collator)
     loader = make_loader(side.train, args.per_gpu_train_batch_size, collator,
-                              shuffle_seed=args.seed)
+                         shuffle_seed=args.seed)
     epochs = []
     for e in range(n_epochs):
         loader.sampler.set_epoch(e)
@@ -200,11 +200,11 @@ def as_tuple(b: dict) -> tuple[torch.Tensor, ...]:
 def run_ours(pipe, epochs, dev, bounds) -> dict[str, Any]:
     from common.checkpoint import load_weights
     from common.run_dir import read_results
-    from NLP_glue_tasks import pipeline as glue  # the name TextPipeline.fit builds loaders with
+    from NLP_glue_tasks import pipeline as text  # the name TextPipeline.fit builds loaders with
 
     batches = FixedBatches(epochs)
-    real = glue.make_loader
-    glue.make_loader = lambda feats, bs, collator, shuffle_seed=None: (
+    real = text.make_loader
+    text.make_loader = lambda feats, bs, collator, shuffle_seed=None: (
         batches if shuffle_seed is not None else dev)
     rec = PassTagger(batches)
     tic = time.perf_counter()
@@ -212,7 +212,7 @@ def run_ours(pipe, epochs, dev, bounds) -> dict[str, Any]:
         with rec.active(), contextlib.redirect_stdout(io.StringIO()):
             pipe.train()
     finally:
-        glue.make_loader = real
+        text.make_loader = real
     secs = time.perf_counter() - tic
     run = Path(pipe.args.output_dir)
     phases = split_by_pass(rec.take(), rec.passes, bounds)

@@ -542,3 +542,23 @@ def test_a_refused_folder_keeps_nothing_of_ours(tmp_path, capsys):
     (user / LOCK).write_text("")  # not ours to remove: it was there before
     assert cifar.main(["--dataset", "fake", "--output-dir", str(user), "--device", "cpu"]) == 2
     assert (user / LOCK).exists()
+
+
+def test_an_output_folder_that_refuses_keeps_the_lock_its_caller_holds(tmp_path):
+    """OutputFolder lets go only of a lock it took: a refusal inside a folder its caller locked
+    leaves that lock (and its file) held."""
+    from common import run_lock
+    from common.errors import UsageError
+    from common.outputs import OutputFolder
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    run_lock.acquire(user)
+    try:
+        with pytest.raises(UsageError):
+            OutputFolder(user, "demo", replace=True)
+        assert run_lock.holds(user) and (user / run_lock.LOCK).exists()
+    finally:
+        run_lock.release(user)
+    assert sorted(p.name for p in user.iterdir()) == [run_lock.LOCK, "notes.txt"]
