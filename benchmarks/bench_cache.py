@@ -49,26 +49,32 @@ TABLE_ARGS = ("--table fmnist-gap --seeds 3 --epochs teacher=3,p1=10,p2=5,tau=5 
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from common.cli_args import Parser, check_number, integer
+
+    p = Parser(description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["epochs", "table", "check"])
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds of each variant")
+    p.add_argument("--repeats", type=integer, default=3, help="timed rounds of each variant")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     e = p.add_argument_group("epochs")
     e.add_argument("--teacher", default="resnet110")
     e.add_argument("--student", default="resnet8")
-    e.add_argument("--num-classes", type=int, default=10)
-    e.add_argument("--images", type=int, default=2048, help="images in one epoch")
-    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--num-classes", type=integer, default=10)
+    e.add_argument("--images", type=integer, default=2048, help="images in one epoch")
+    e.add_argument("--batch-size", type=integer, default=128)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--amp", default="none", choices=["none", "bf16"])
     e.add_argument("--channels-last", action="store_true")
-    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    e.add_argument("--threads", type=integer, default=0, help="torch CPU threads (0: default)")
     t = p.add_argument_group("table")
     t.add_argument("--table-args", default=TABLE_ARGS,
                    help="reproduce/run_table.py arguments (--out and --no-logits-cache are added)")
     t.add_argument("--out", type=Path, default=None, help="folder of the rounds (default: a temp)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, low in (("repeats", 1), ("num_classes", 2), ("images", 1), ("batch_size", 1),
+                      ("threads", 0)):
+        check_number(name, getattr(args, name), low=low)
+    return args
 
 
 def epoch_loops(args: argparse.Namespace, tmp: Path):
@@ -272,6 +278,12 @@ def run_check(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from common.errors import run_cli
+
+    return run_cli(_main, argv, lambda name: "--" + name.replace("_", "-"))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     run = {"epochs": run_epochs, "table": run_table_rounds, "check": run_check}[args.mode]
     result = run(args)

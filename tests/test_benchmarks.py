@@ -252,3 +252,12 @@ def test_bench_text_data_runs_tiny(tmp_path):
         assert run["work_seconds"] == pytest.approx(run["in_main_seconds"] - run["import_in_main_seconds"])
     lines = (tmp_path / "mnli" / "train.tsv").read_text().splitlines()
     assert len(lines) == 65 and lines[0].split("\t") == bench_text_data.HEADER
+
+
+@pytest.mark.parametrize("argv, flag", [(["epochs", "--images", "0"], "--images"),
+                                        (["table", "--repeats", "-1"], "--repeats"),
+                                        (["epochs", "--num-classes", "1"], "--num-classes")])
+def test_bench_cache_bad_numbers_are_one_line_errors(argv, flag, capsys):
+    assert bench_cache.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} must be") and err.count("\n") == 1
