@@ -1,6 +1,6 @@
-"""One learning-rate mechanism: MultiStepLR milestones at int(frac * total) optimizer steps give
-exactly the CIFAR step decay every earlier version applied per step (lr, lr/10 from step
-total//2, lr/100 from step 3*total//4), for every phase length."""
+"""One learning-rate mechanism: milestones at int(frac * total) optimizer steps give exactly the
+CIFAR step decay every earlier version applied per step (lr, lr/10 from step total//2, lr/100
+from step 3*total//4), for every phase length, with the original's doubles (0.1 * 0.1, 0.1 * 0.01)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from common.lr_schedules import STEP_DECAY, LrSchedule, milestone_steps
 
 
 def earlier_step_decay(step: int, total: int) -> float:
-    """The multiplier of common/lr_schedules.py before MultiStepLR (LambdaLR on this function)."""
+    """The multiplier of common/lr_schedules.py before the milestone factory (LambdaLR on this)."""
     if step >= 3 * total // 4:
         return 0.01
     if step >= total // 2:
@@ -41,6 +41,14 @@ def test_per_step_rates_equal_the_earlier_step_decay(total):
     got = per_step_lrs(LrSchedule("multistep", STEP_DECAY), total)
     expected = [0.1 * earlier_step_decay(s, total) for s in range(total)]
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_decayed_rates_are_the_originals_doubles_to_the_last_bit():
+    """The original sets lr = 0.1 * 0.1, then 0.1 * 0.01 (adjust_learning_rate); repeated x0.1
+    (MultiStepLR) gives 0.0010000000000000002 instead of 0.001."""
+    lrs = per_step_lrs(LrSchedule("multistep", STEP_DECAY), 8)
+    assert lrs == [0.1] * 4 + [0.1 * 0.1] * 2 + [0.1 * 0.01] * 2
+    assert lrs[-1] == 0.001 and lrs[-1] != 0.1 * 0.1 * 0.1
 
 
 def test_none_is_constant_and_other_milestones():
