@@ -25,8 +25,9 @@ def sync(device: torch.device) -> None:
 def alternate(runs: dict[str, Callable[..., int]], repeats: int, device: torch.device,
               warmup: dict[str, Callable[[], int]] | None = None
               ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Run each function once untimed (``warmup`` if given), then ``repeats`` rounds in turn:
-    A, B, C, A, B, C, ... Each function returns how many examples it processed.
+    """Run each function once untimed (``warmup`` if given), then ``repeats`` rounds in turn,
+    every other round in reverse order (A, B, C, C, B, A, A, B, C, ...), so no function always
+    runs after the same one. Each function returns how many examples it processed.
 
     With ``warmup``, each timed run is preceded by its own short untimed warm-up, so no loop pays
     for the memory and caches the previous one left behind. Returns examples per wall-clock
@@ -39,7 +40,7 @@ def alternate(runs: dict[str, Callable[..., int]], repeats: int, device: torch.d
     rates: dict[str, list[float]] = {name: [] for name in runs}
     cpu_rates: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats):
-        for name, fn in runs.items():
+        for name, fn in (list(runs.items()) if r % 2 == 0 else list(runs.items())[::-1]):
             if warmup and r > 0:
                 warmup[name]()
             sync(device)
@@ -48,7 +49,7 @@ def alternate(runs: dict[str, Callable[..., int]], repeats: int, device: torch.d
             sync(device)
             rates[name].append(n / (time.perf_counter() - tic))
             cpu_rates[name].append(n / max(1e-9, time.process_time() - cpu))
-        print(f"  round {r + 1}/{repeats}: "
+        print(f"  round {r + 1}/{repeats}{' (reversed)' if r % 2 else ''}: "
               + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()), flush=True)
     return rates, cpu_rates
 

@@ -1,6 +1,6 @@
 """Teacher-logit cache benchmark (issue 19): what a phase-1 epoch and a whole table cost with it.
 
-``epochs`` (one process; the four loops alternate A B C D, A B C D, ...): a phase-1 epoch of
+``epochs`` (one process; the four loops alternate A B C D, D C B A, ...): a phase-1 epoch of
 ``--teacher`` -> ``--student`` (resnet110 -> resnet8) on in-memory CIFAR-sized images through the
 image CLI's own loader (``TensorLoader``: crop and flip) and step (``common.trainer.
 frozen_logits`` teacher, ``common.losses.annealing_loss``), its targets from:
@@ -16,7 +16,8 @@ ratio of the medians, the median of the per-round ratios (the two loops back to 
 and the ratio in CPU seconds of this process.
 
 ``table``: ``reproduce/run_table.py`` end to end (every row, the teacher too), with and without
-the cache (``--no-logits-cache``), alternating which goes first, each round in a fresh folder;
+the cache (``--no-logits-cache``), alternating which goes first, each round in a fresh folder
+(``--table-args`` default: one column of ``fmnist-gap`` at a small scale, ``--jobs 2``);
 target: at least 2x less wall time with the cache. Both must give the same table (fp32 on one
 machine: cached targets are the live ones bit for bit).
 
@@ -44,8 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-TABLE_ARGS = ("--table fmnist-gap --seeds 3 --epochs teacher=3,p1=10,p2=5,tau=5 "
-              "--extra '--train-subset 3000 --val-size 500 --num-workers 0'")
+# one column (teacher resnet110) of the capacity-gap table, every row, 3 seeds: about 40 min for
+# both variants on 2 CPU cores (the three teachers' columns take about twice as long)
+TABLE_ARGS = ("--table fmnist-gap --teacher resnet110 --seeds 3 --jobs 2 "
+              "--epochs teacher=2,p1=4,p2=2,tau=2 "
+              "--extra '--train-subset 1000 --val-size 200 --num-workers 0'")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -261,3 +261,18 @@ def test_bench_cache_bad_numbers_are_one_line_errors(argv, flag, capsys):
     assert bench_cache.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {flag} must be") and err.count("\n") == 1
+
+
+def test_alternate_reverses_every_other_round_and_counts_per_function():
+    from benchmarks._util import alternate
+
+    order: list[str] = []
+
+    def run(name: str, n: int):
+        return lambda: order.append(name) or n
+
+    rates, cpu = alternate({"a": run("a", 1), "b": run("b", 2), "c": run("c", 3)}, 3,
+                           torch.device("cpu"))
+    assert order == list("abc") + list("abc") + list("cba") + list("abc")  # warm-up first
+    assert {k: len(v) for k, v in rates.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(x > 0 for v in (*rates.values(), *cpu.values()) for x in v)
