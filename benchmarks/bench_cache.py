@@ -222,9 +222,12 @@ def run_table_rounds(args: argparse.Namespace) -> dict:
             print(f"round {r + 1}/{args.repeats}: {variant}: {shlex.join(cmd)}", flush=True)
             tic = time.perf_counter()
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"error: run_table failed ({variant}): "
-                                 f"{done.stderr.strip().splitlines()[-1:]}; logs under {out}")
+            if done.returncode != 0:  # its own one-line error, and its exit status (2: bad input)
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                where = f"; logs under {out}" if out.exists() else ""
+                print(f"error: run_table failed ({variant}): {last.removeprefix('error: ')}{where}",
+                      file=sys.stderr)
+                raise SystemExit(done.returncode)
             seconds[variant].append(time.perf_counter() - tic)
             figures[variant] = json.loads((out / f"{name}.json").read_text())["values"]
             print(f"  {seconds[variant][-1]:.0f}s", flush=True)

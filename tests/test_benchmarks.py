@@ -276,3 +276,13 @@ def test_alternate_reverses_every_other_round_and_counts_per_function():
     assert order == list("abc") + list("abc") + list("cba") + list("abc")  # warm-up first
     assert {k: len(v) for k, v in rates.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(x > 0 for v in (*rates.values(), *cpu.values()) for x in v)
+
+
+def test_bench_cache_table_passes_on_run_tables_one_line_error_and_status(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        bench_cache.main(["table", "--repeats", "1", "--table-args", "--table nope",
+                          "--out", str(tmp_path / "rounds")])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: run_table failed (without cache): argument --table")
+    assert "[" not in err[0].split(":", 2)[1] and "logs under" not in err[0]
