@@ -45,10 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-# one column (teacher resnet110) of the capacity-gap table, every row, 3 seeds: about 60 min for
-# both variants on 2 CPU cores (docs/performance.md); the teacher on 5,000 images (on 1,000 its
-# Annealing-KD student's phase-1 loss was not finite)
-TABLE_ARGS = ("--table fmnist-gap --teacher resnet110 --seeds 3 --jobs 2 "
+# one column (teacher resnet110) of the capacity-gap table, every row, 3 seeds, the teacher and
+# the assistants alone with both cores: about 50 min for both variants on 2 CPU cores
+# (docs/performance.md); the teacher on 5,000 images (on 1,000 its Annealing-KD student's
+# phase-1 loss was not finite)
+TABLE_ARGS = ("--table fmnist-gap --teacher resnet110 --seeds 3 --jobs 2 --feeders-alone "
               "--epochs teacher=2,p1=4,p2=2,tau=2 "
               "--extra '--train-subset 1000 --val-size 200 --num-workers 0' "
               "--teacher-extra '--train-subset 5000'")

@@ -307,9 +307,14 @@ class ImagePipeline:
         acc, run, trainer = self.acc, self.run, self.trainer
         student, chosen, phases = run_method(self.method, self)
         self.frozen.clear()  # the student's last phase no longer needs a teacher
-        last_test = self.accuracy(student, self.test_loader)  # the last epoch's weights
+        model = acc.unwrap_model(student)
+        last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        last_test = self.frozen_accuracy("student last", model, self.report)
         trainer.load_best(student, chosen["phase"])
-        best_test = self.accuracy(student, self.test_loader)
+        same = all(torch.equal(v, last[k]) for k, v in model.state_dict().items())
+        # the best epoch is often the last: the same weights are not evaluated twice; with the
+        # cache, the best weights' logits are kept for the runs that take them as a teacher
+        best_test = last_test if same else self.frozen_accuracy("student best", model, self.report)
         if acc.is_main_process and phases != ["student"]:
             stage = run.stage()  # both files recorded in the run's manifest, then moved into place
             stage.write(run / "student" / "best.safetensors",

@@ -228,8 +228,9 @@ def schedule(base: dict[str, int], scale: float, override: str | None = None) ->
 
 
 def cache_flags(args: argparse.Namespace, out: Path) -> list[str]:
-    """The image CLI's --logits-cache-dir for the runs that read the table's teacher: one cache
-    per table (``<out>/logit-cache``) by default, shared by every row and seed."""
+    """The image CLI's --logits-cache-dir for the runs that train a teacher or an assistant
+    (their test logits) and those that read one: one cache per table (``<out>/logit-cache``) by
+    default, shared by every row and seed."""
     if args.no_logits_cache:
         return []
     return ["--logits-cache-dir", str(args.logits_cache_dir or out / "logit-cache")]
@@ -280,9 +281,10 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
         t_dir = base / "teacher"
         runs.append(Run("teacher", column, seeds[0], "cifar", t_dir, [
             *common, "--method", "scratch", "--student", teacher,
-            "--student-epochs", str(ep["teacher"]), "--seed", str(seeds[0])]))
+            "--student-epochs", str(ep["teacher"]), "--seed", str(seeds[0]),
+            *cache_flags(args, out)]))  # its test logits: cached for the rows that read it
         t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir)),
-                  *cache_flags(args, out)]  # TAKD's own assistant serves it alone: not cached
+                  *cache_flags(args, out)]
         for seed in seeds:
             s = ["--seed", str(seed)]
             a_dir = base / f"assistant-{assistant}-s{seed}"
@@ -300,8 +302,8 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
                     "--student-epochs", str(steps), *s]),
                 Run("TAKD", column, seed, "cifar", base / f"takd-s{seed}", [
                     *common, "--method", "kd", *kd, "--teacher", assistant, "--teacher-checkpoint",
-                    str(cifar_checkpoint(a_dir)), "--student", student,
-                    "--student-epochs", str(steps), *s]),
+                    str(cifar_checkpoint(a_dir)), *cache_flags(args, out), "--student", student,
+                    "--student-epochs", str(steps), *s]),  # reads the assistant's test logits
                 Run("Annealing-KD", column, seed, "cifar", base / f"annealing-s{seed}", [
                     *common, *anneal, *t_ckpt, "--student", student, *s]),
             ]
@@ -362,7 +364,7 @@ def plan_ablation(args: argparse.Namespace, out: Path) -> Plan:
     column = f"teacher {teacher}"
     runs = [Run("teacher", column, 0, "cifar", t_dir, [
         *common, "--method", "scratch", "--student", teacher, "--student-epochs",
-        str(ep["teacher"]), "--seed", "0"])]
+        str(ep["teacher"]), "--seed", "0", *cache_flags(args, out)])]
     t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir)),
               *cache_flags(args, out)]
     rows = ablation_rows(ep["p1"], ep["p2"], ep["tau"])
@@ -601,9 +603,14 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     ``--deadline-s`` the runs in flight are stopped (``--resume`` continues them) and the report
     covers what finished."""
     folder = prepare(plan, args)
-    env = {**os.environ, "TQDM_MININTERVAL": "30"}
+    env = alone = {**os.environ, "TQDM_MININTERVAL": "30"}
     if args.jobs > 1:  # share the cores between the runs in flight
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+        env = {**env, "OMP_NUM_THREADS": os.environ.get(
+            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))}
+    # --feeders-alone: the runs others read first, each alone with every core (a fixed thread
+    # count per run, whatever the timing: the weights of a run never depend on the scheduling)
+    feeders = ({j for run in plan.runs for j in depends_on(run, plan.runs)}
+               if args.feeders_alone and args.jobs > 1 else set())
     stop_at = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
     names = {i: f"[{i + 1}/{len(plan.runs)}] {run.row} | {run.column} | seed {run.seed}"
              for i, run in enumerate(plan.runs)}
@@ -625,8 +632,8 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
             print(f"deadline of {args.deadline_s:g}s reached: {len(running) + len(waiting)} runs "
                   "unfinished (rerun the same command to continue them)", flush=True)
             return
-        for i in list(waiting):
-            if failed or len(running) >= args.jobs:
+        for i in sorted(waiting, key=lambda i: i not in feeders):  # feeders first, in plan order
+            if failed or len(running) >= args.jobs or feeders & set(running):
                 break
             run = plan.runs[i]
             needs = depends_on(run, plan.runs)
@@ -635,6 +642,8 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
             if any(j not in done for j in needs):  # what it reads failed: never runs
                 waiting.remove(i)
                 continue
+            if i in feeders and running:  # it runs once the runs in flight are done
+                break
             holder = run_lock.holder(run.out) if run.out.is_dir() else None
             if holder or (i in elsewhere and run.finished()):
                 if i not in elsewhere:
@@ -645,7 +654,7 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
                     done.add(i)
                 continue
             waiting.remove(i)
-            running[i] = launch(run, folder, args, extra, env)
+            running[i] = launch(run, folder, args, extra, alone if i in feeders else env)
             print(f"{names[i]}: running, log {running[i][2]}", flush=True)
         for i, (proc, tic, log) in list(running.items()):
             if proc.poll() is None:
@@ -774,11 +783,13 @@ def cache_lines(plan: Plan) -> list[str]:
     reads: list[tuple[str, int]] = []
     for run in plan.runs:
         lc = run.results().get("logit_cache") if run.finished() else None
-        for s in (lc or {}).get("streams", {}).values():
+        for name, s in (lc or {}).get("streams", {}).items():
             computed = s["files_written"] + s["files_live"]
             k = per_key.setdefault(s["key"], [0.0, 0])
             k[0] += s["live_seconds"]
             k[1] += computed
+            if name.startswith("student "):  # the run's own evaluation, kept for its readers
+                continue
             r = rows.setdefault(run.row, [0.0, 0, 0, 0.0])
             for i, v in enumerate((s["live_seconds"], computed, s["files_read"], s["read_seconds"])):
                 r[i] += v
@@ -996,6 +1007,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=integer, default=1,
                    help="runs at a time (a run waits for the checkpoints it reads), e.g. 12 on "
                         "one GPU with many CPU cores; OMP_NUM_THREADS is cores / jobs")
+    p.add_argument("--feeders-alone", action="store_true",
+                   help="with --jobs N: the runs that other runs read (the teacher, each "
+                        "assistant) go first, each alone with every core (on a CPU, rather than "
+                        "one core working while the runs waiting for it leave the others idle)")
     p.add_argument("--deadline-s", type=real, default=None,
                    help="stop the runs in flight after this many seconds and report what finished")
     p.add_argument("--logits-cache-dir", default=None,

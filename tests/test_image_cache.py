@@ -116,3 +116,35 @@ def test_the_size_limit_is_said_once_and_the_run_goes_on_live(tmp_path, capsys):
     assert not list((tmp_path / "cache").rglob("*.logits"))
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert _train(results)["files_live"] == 2
+
+
+def test_a_trained_teachers_own_test_logits_are_read_by_its_students(tmp_path, monkeypatch):
+    """The run that trains a model keeps its best weights' test logits in the cache: a KD run
+    taking that model as its teacher reads them (the same bits it would compute), and the best
+    weights, when they are the last epoch's, are evaluated once."""
+    import computer_vision_tasks.pipeline as pipeline
+
+    evals = []
+    real = pipeline.predict
+
+    def counting(*args):
+        evals.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(pipeline, "predict", counting)
+    teacher = _run(tmp_path / "teacher", "--method", "scratch", "--student", "plane2",
+                   "--student-epochs", "1", "--logits-cache-dir", str(tmp_path / "cache"))
+    assert len(evals) == 2  # the val split after the epoch, the test split once (best = last)
+    assert teacher["final"]["metrics"]["test_accuracy"] \
+        == teacher["final"]["metrics"]["last_epoch_test_accuracy"]
+    kd = ["--method", "kd", "--student-epochs", "1", "--teacher-checkpoint",
+          str(tmp_path / "teacher" / "student" / "best.safetensors")]
+    seeded = _run(tmp_path / "kd", *kd, "--logits-cache-dir", str(tmp_path / "cache"))
+    assert seeded["logit_cache"]["streams"]["teacher test"]["files_read"] == 1
+    assert seeded["teacher"]["test_accuracy"] == teacher["final"]["metrics"]["test_accuracy"]
+    fresh = _run(tmp_path / "kd-fresh", *kd, "--logits-cache-dir", str(tmp_path / "fresh"))
+    assert fresh["logit_cache"]["streams"]["teacher test"]["files_written"] == 1
+    kept = {p.relative_to(tmp_path / "cache"): p.read_bytes()
+            for p in (tmp_path / "cache").rglob("test.logits")}
+    computed = next((tmp_path / "fresh").rglob("test.logits"))
+    assert kept[computed.relative_to(tmp_path / "fresh")] == computed.read_bytes()

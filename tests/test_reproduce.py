@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,6 +236,52 @@ def test_parallel_jobs_respect_dependencies(tmp_path: Path, capsys) -> None:
     assert first[("student alone", "running")] < first[("teacher", "done")]
 
 
+@pytest.mark.parametrize("alone", [True, False], ids=["feeders-alone", "shared"])
+def test_feeders_alone_run_by_themselves_with_every_core(tmp_path: Path, capsys, monkeypatch,
+                                                         alone) -> None:
+    """--jobs 2 --feeders-alone: the teacher and the assistants go first, each started when
+    nothing else runs, nothing starts beside them, and they keep the environment's thread count
+    (every core); the other runs get cores / jobs threads. Without the flag, the teacher shares
+    the cores."""
+    threads: dict[str, str | None] = {}
+
+    def fake_launch(run, folder, args, extra, env):
+        threads[f"{run.row} {run.seed}"] = env.get("OMP_NUM_THREADS")
+        _finish(run, 0.5)
+        log = folder.log(f"logs/{run.out.name}.log")
+        log.write_text("")
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+        return proc, time.perf_counter(), log
+
+    monkeypatch.setattr(rt, "launch", fake_launch)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    argv = ["--table", "fmnist-gap", "--teacher", "resnet20", "--seeds", "2", "--out",
+            str(tmp_path), "--jobs", "2", *(["--feeders-alone"] if alone else [])]
+    assert rt.main(argv) == 0
+    in_flight, solo, shared, order = set(), [], False, []
+    for line in capsys.readouterr().out.splitlines():
+        if ": running" in line or ": done in" in line:
+            name = line.split("] ", 1)[1].split(":")[0]
+            feeder = name.startswith(("teacher |", "assistant |"))
+            if ": running" in line:
+                order.append(feeder)
+                if feeder:
+                    solo.append(not in_flight)
+                shared |= any(n.startswith(("teacher |", "assistant |")) for n in in_flight)
+                in_flight.add(name)
+            else:
+                in_flight.discard(name)
+    cores = str(max(1, (os.cpu_count() or 1) // 2))
+    feeders = {k for k in threads if k.startswith(("teacher", "assistant"))}
+    assert len(threads) == 13 and len(feeders) == 3
+    if alone:
+        assert solo == [True] * 3 and not shared and order[:3] == [True] * 3
+        assert all(threads[k] is None for k in feeders)  # torch's default: every core
+        assert all(threads[k] == cores for k in threads if k not in feeders)
+    else:
+        assert shared and set(threads.values()) == {cores}
+
+
 def test_deadline_stops_runs_and_reports_what_finished(tmp_path: Path, capsys) -> None:
     argv = ["--table", "cifar10", "--seeds", "1", "--scale", "0.01", "--teacher", "resnet8",
             "--out", str(tmp_path), "--extra", TINY, "--jobs", "2", "--deadline-s", "0.5"]
@@ -373,7 +423,8 @@ def test_one_logit_cache_per_table_for_the_runs_that_read_the_teacher(capsys, tm
                                           in c else None)
     assert by_row["kd"] == by_row["kd-paper"] == by_row["annealing"] == {cache}
     assert by_row["assistant-resnet14"] == {cache}
-    assert by_row["takd"] == by_row["teacher"] == by_row["scratch-resnet8"] == {None}
+    assert by_row["teacher"] == by_row["takd"] == {cache}  # test logits kept for their readers
+    assert by_row["scratch-resnet8"] == {None}
     shared = _commands(capsys, "--table", "fmnist-ablation", "--seeds", "1", "--out",
                        str(tmp_path), "--logits-cache-dir", str(tmp_path / "shared"))
     assert {_flag(c, "--logits-cache-dir") for c in shared if "--teacher-checkpoint" in c} \
@@ -385,7 +436,9 @@ def test_one_logit_cache_per_table_for_the_runs_that_read_the_teacher(capsys, tm
 
 def test_report_states_the_teacher_time_the_cache_saved(tmp_path: Path) -> None:
     """Fabricated: KD computed 4 epochs of a stream in 40 s; Annealing-KD read 2 of them in 1 s
-    (saves 2 x 10 - 1 = 19 s); TAKD's stream was read once but computed elsewhere (not counted)."""
+    (saves 2 x 10 - 1 = 19 s); TAKD's stream was read once but computed elsewhere (not counted).
+    Then the teacher's run keeps its own test logits (30 s of its evaluation, not teacher time)
+    and KD reads them in 0.4 s: 29.6 s more saved."""
     args = rt.build_parser().parse_args(["--table", "cifar10", "--seeds", "1", "--out", str(tmp_path)])
     plan = rt.make_plan(args)
 
@@ -405,3 +458,15 @@ def test_report_states_the_teacher_time_the_cache_saved(tmp_path: Path) -> None:
     md = (tmp_path / "cifar10.md").read_text()
     assert "| KD | 40 | 4 | 0 | 0.0 |" in md and "| Annealing-KD | 0 | 0 | 2 | 1.0 |" in md
     assert "The teacher ran 40 s; the cache saved about 19 s" in md
+    for row, streams in (("teacher", {"student best test": stream("t", 0, 1, 30.0, 0.0)}),
+                         ("KD", {"teacher train": stream("a", 0, 4, 40.0, 0.0),
+                                 "teacher test": stream("t", 1, 0, 0.0, 0.4)})):
+        run = [r for r in plan.runs if r.row == row][0]
+        _finish(run, 0.5)
+        data = json.loads((run.out / "results.json").read_text())
+        data["logit_cache"] = {"streams": streams}
+        (run.out / "results.json").write_text(json.dumps(data))
+    rt.write_report(plan, args, "cmd")
+    md = (tmp_path / "cifar10.md").read_text()
+    assert "| KD | 40 | 4 | 1 | 0.4 |" in md and "| teacher |" not in md.split("Teacher logits")[1]
+    assert "The teacher ran 40 s; the cache saved about 49 s" in md
