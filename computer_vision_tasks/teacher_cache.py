@@ -119,15 +119,18 @@ class ImageCache:
 
     def summary(self) -> str:
         """One line: what this run read, wrote and computed, and the teacher's seconds."""
-        s = self.cache.stats["streams"].values()
-        total = {k: sum(x[k] for x in s) for k in ("files_read", "files_written", "files_live",
-                                                   "bytes_read", "bytes_written",
-                                                   "live_seconds", "read_seconds")}
+        streams = self.cache.stats["streams"]
+        total = {k: sum(x[k] for x in streams.values())
+                 for k in ("files_read", "files_written", "files_live", "bytes_read",
+                           "bytes_written", "read_seconds")}
+        own = sum(x["live_seconds"] for n, x in streams.items() if n.startswith("student "))
+        teacher = sum(x["live_seconds"] for n, x in streams.items() if not n.startswith("student "))
         return (f"logit cache {self.cache.root}: {total['files_read']} files read "
                 f"({size(total['bytes_read'])}, {total['read_seconds']:.1f}s), "
                 f"{total['files_written']} written ({size(total['bytes_written'])}), "
                 f"{total['files_live']} computed live past the size limit; teacher "
-                f"{total['live_seconds']:.1f}s; the folder holds {size(self.cache.size_bytes())}")
+                f"{teacher:.1f}s" + (f", the trained model's own test logits {own:.1f}s" if own
+                                     else "") + f"; the folder holds {size(self.cache.size_bytes())}")
 
 
 def size(nbytes: float) -> str:

@@ -118,7 +118,8 @@ def test_the_size_limit_is_said_once_and_the_run_goes_on_live(tmp_path, capsys):
     assert _train(results)["files_live"] == 2
 
 
-def test_a_trained_teachers_own_test_logits_are_read_by_its_students(tmp_path, monkeypatch):
+def test_a_trained_teachers_own_test_logits_are_read_by_its_students(tmp_path, monkeypatch,
+                                                                      capsys):
     """The run that trains a model keeps its best weights' test logits in the cache: a KD run
     taking that model as its teacher reads them (the same bits it would compute), and the best
     weights, when they are the last epoch's, are evaluated once."""
@@ -135,6 +136,9 @@ def test_a_trained_teachers_own_test_logits_are_read_by_its_students(tmp_path, m
     teacher = _run(tmp_path / "teacher", "--method", "scratch", "--student", "plane2",
                    "--student-epochs", "1", "--logits-cache-dir", str(tmp_path / "cache"))
     assert len(evals) == 2  # the val split after the epoch, the test split once (best = last)
+    summary = [x for x in capsys.readouterr().out.splitlines() if x.startswith("logit cache")]
+    assert "1 written" in summary[-1] and "teacher 0.0s, the trained model's own test logits" \
+        in summary[-1]
     assert teacher["final"]["metrics"]["test_accuracy"] \
         == teacher["final"]["metrics"]["last_epoch_test_accuracy"]
     kd = ["--method", "kd", "--student-epochs", "1", "--teacher-checkpoint",
