@@ -225,12 +225,14 @@ class LogitCache:
                                                                      default=str) + "\n"))
         return folder
 
-    def stream(self, name: str, key: str) -> dict[str, Any]:
+    def stream(self, name: str, key: str, own: bool = False) -> dict[str, Any]:
         """The counters of one stream of this run (results.json ``logit_cache.streams``): files
-        read, written, or computed live without writing (past the size limit), and seconds."""
+        read, written, or computed live without writing (past the size limit), and seconds.
+        ``own``: the logits of the model this run trains (its evaluation, not teacher time)."""
         return self.stats["streams"].setdefault(name, {
-            "key": key, "files_read": 0, "files_written": 0, "files_live": 0, "live_seconds": 0.0,
-            "read_seconds": 0.0, "wait_seconds": 0.0, "bytes_read": 0, "bytes_written": 0})
+            "key": key, "own": own, "files_read": 0, "files_written": 0, "files_live": 0,
+            "live_seconds": 0.0, "read_seconds": 0.0, "wait_seconds": 0.0, "bytes_read": 0,
+            "bytes_written": 0})
 
     def get(self, path: Path, key: str, precision: str, compute: Callable[[], torch.Tensor],
             stream: dict[str, Any]) -> torch.Tensor:

@@ -219,7 +219,7 @@ class ImagePipeline:
         logits, y = predict(self.acc, model, loader, fwd, self.labels)
         return (logits.argmax(1) == y).float().mean().item()
 
-    def frozen_accuracy(self, role: str, model, split: str) -> float:
+    def frozen_accuracy(self, role: str, model, split: str, own: bool = False) -> float:
         """Accuracy of a frozen model on the test or val split (its logits cached, if asked)."""
         from computer_vision_tasks.teacher_cache import split_labels
 
@@ -228,7 +228,7 @@ class ImagePipeline:
             return self.accuracy(model, loader, True)
         ds = getattr(self.splits, split)
         logits = self.cache.eval_logits(role, split, model, loader, ds, lambda: predict(
-            self.acc, model, loader, self.frozen_forward, self.labels)[0])
+            self.acc, model, loader, self.frozen_forward, self.labels)[0], own)
         return (logits.argmax(1) == split_labels(ds)).float().mean().item()
 
     def describe(self, role: str, model, source: str) -> None:
@@ -309,12 +309,16 @@ class ImagePipeline:
         self.frozen.clear()  # the student's last phase no longer needs a teacher
         model = acc.unwrap_model(student)
         last = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        last_test = self.frozen_accuracy("student last", model, self.report)
         trainer.load_best(student, chosen["phase"])
-        same = all(torch.equal(v, last[k]) for k, v in model.state_dict().items())
-        # the best epoch is often the last: the same weights are not evaluated twice; with the
-        # cache, the best weights' logits are kept for the runs that take them as a teacher
-        best_test = last_test if same else self.frozen_accuracy("student best", model, self.report)
+        # with the cache, the best weights' logits are kept for a run that takes them as teacher
+        best_test = self.frozen_accuracy("student", model, self.report, own=True)
+        if all(torch.equal(v, last[k]) for k, v in model.state_dict().items()):
+            last_test = best_test  # the best epoch is often the last: evaluated once
+        else:  # the last epoch's weights, evaluated live, then the best ones back
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(last)
+            last_test = self.accuracy(model, self.test_loader, True)
+            model.load_state_dict(best)
         if acc.is_main_process and phases != ["student"]:
             stage = run.stage()  # both files recorded in the run's manifest, then moved into place
             stage.write(run / "student" / "best.safetensors",

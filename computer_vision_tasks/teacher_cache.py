@@ -108,12 +108,14 @@ class ImageCache:
                        f"{size(epochs * source.epoch_bytes)} for {epochs} epochs")
         return source
 
-    def eval_logits(self, role: str, split: str, model, loader, ds, compute) -> torch.Tensor:
-        """The logits of ``model`` on an evaluation split, cached (``compute()`` on a miss)."""
+    def eval_logits(self, role: str, split: str, model, loader, ds, compute,
+                    own: bool = False) -> torch.Tensor:
+        """The logits of ``model`` on an evaluation split, cached (``compute()`` on a miss);
+        ``own``: the model this run trained, kept for a run that takes it as its teacher."""
         parts = {"what": "eval", **self.teacher(role, model), "data": self.split(ds),
                  "recipe": loader_recipe(loader, ds, ""), "precision": self.precision}
         folder = self.cache.folder(parts)
-        stream = self.cache.stream(f"{role} {split}", folder.name)
+        stream = self.cache.stream(f"{role} {split}", folder.name, own)
         return self.cache.get(folder / f"{split}.logits", f"{folder.name}/{split}",
                               self.precision, compute, stream)
 
@@ -123,8 +125,8 @@ class ImageCache:
         total = {k: sum(x[k] for x in streams.values())
                  for k in ("files_read", "files_written", "files_live", "bytes_read",
                            "bytes_written", "read_seconds")}
-        own = sum(x["live_seconds"] for n, x in streams.items() if n.startswith("student "))
-        teacher = sum(x["live_seconds"] for n, x in streams.items() if not n.startswith("student "))
+        own = sum(x["live_seconds"] for x in streams.values() if x.get("own"))
+        teacher = sum(x["live_seconds"] for x in streams.values() if not x.get("own"))
         return (f"logit cache {self.cache.root}: {total['files_read']} files read "
                 f"({size(total['bytes_read'])}, {total['read_seconds']:.1f}s), "
                 f"{total['files_written']} written ({size(total['bytes_written'])}), "

@@ -783,12 +783,12 @@ def cache_lines(plan: Plan) -> list[str]:
     reads: list[tuple[str, int]] = []
     for run in plan.runs:
         lc = run.results().get("logit_cache") if run.finished() else None
-        for name, s in (lc or {}).get("streams", {}).items():
+        for s in (lc or {}).get("streams", {}).values():
             computed = s["files_written"] + s["files_live"]
             k = per_key.setdefault(s["key"], [0.0, 0])
             k[0] += s["live_seconds"]
             k[1] += computed
-            if name.startswith("student "):  # the run's own evaluation, kept for its readers
+            if s.get("own"):  # the run's own evaluation, kept for its readers
                 continue
             r = rows.setdefault(run.row, [0.0, 0, 0, 0.0])
             for i, v in enumerate((s["live_seconds"], computed, s["files_read"], s["read_seconds"])):

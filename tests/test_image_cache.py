@@ -152,3 +152,18 @@ def test_a_trained_teachers_own_test_logits_are_read_by_its_students(tmp_path, m
             for p in (tmp_path / "cache").rglob("test.logits")}
     computed = next((tmp_path / "fresh").rglob("test.logits"))
     assert kept[computed.relative_to(tmp_path / "fresh")] == computed.read_bytes()
+
+
+def test_a_run_whose_best_epoch_is_not_its_last_keeps_one_file_and_the_same_figures(tmp_path):
+    """Best epoch 1 of 4 (seed 0 of this setup): the best weights' test logits are the one file
+    kept; the last epoch's are computed live; both figures equal a run without the cache."""
+    own = ["--method", "scratch", "--student", "resnet8", "--student-epochs", "4", "--seed", "0"]
+    plain = _run(tmp_path / "plain", *own)
+    cached = _run(tmp_path / "cached", *own, "--logits-cache-dir", str(tmp_path / "cache"))
+    assert plain["final"]["selected_epoch"] == 1  # the case under test: best is not last
+    assert plain["final"]["metrics"] == cached["final"]["metrics"]
+    streams = cached["logit_cache"]["streams"]
+    assert list(streams) == ["student test"] and streams["student test"]["own"]
+    assert streams["student test"]["files_written"] == 1
+    assert len(list((tmp_path / "cache").rglob("*.logits"))) == 1
+    assert _same(tmp_path / "plain", tmp_path / "cached")  # the best weights, written last

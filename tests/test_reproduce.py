@@ -458,7 +458,7 @@ def test_report_states_the_teacher_time_the_cache_saved(tmp_path: Path) -> None:
     md = (tmp_path / "cifar10.md").read_text()
     assert "| KD | 40 | 4 | 0 | 0.0 |" in md and "| Annealing-KD | 0 | 0 | 2 | 1.0 |" in md
     assert "The teacher ran 40 s; the cache saved about 19 s" in md
-    for row, streams in (("teacher", {"student best test": stream("t", 0, 1, 30.0, 0.0)}),
+    for row, streams in (("teacher", {"student test": {**stream("t", 0, 1, 30.0, 0.0), "own": True}}),
                          ("KD", {"teacher train": stream("a", 0, 4, 40.0, 0.0),
                                  "teacher test": stream("t", 1, 0, 0.0, 0.4)})):
         run = [r for r in plan.runs if r.row == row][0]
