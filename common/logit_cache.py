@@ -47,6 +47,14 @@ def written_by_a_cache(path: Path) -> bool:
         return False
 
 
+def written_by_this_cache(path: Path) -> bool:
+    """Whether the cache wrote ``path``: a file with its header, or the empty lock file
+    ``.<name>.logits.lock`` of one (removable with the folder of a run that used the cache)."""
+    if path.name.startswith(".") and path.name.endswith(SUFFIX + ".lock"):
+        return path.is_file() and path.stat().st_size == 0
+    return path.name.endswith(SUFFIX) and written_by_a_cache(path)
+
+
 def precision_of(acc) -> str:
     """The precision teacher logits are computed (and stored) in: the run's own. ``fp32`` for a
     full-precision run, ``bf16``/``fp16`` when it trains under that autocast (``--amp``, GLUE

@@ -16,7 +16,9 @@ recorded meanwhile (a shared logit cache).
 A folder is ours only when its manifest says so. Removing it (:meth:`Manifest.check_removable`,
 :meth:`Manifest.remove`) removes exactly the recorded files that are unchanged (size, and
 modification time or content hash), our temporaries, the children's files, then the folders left
-empty. Any other file anywhere in the tree refuses the removal before anything is deleted.
+empty. Any other file anywhere in the tree refuses the removal before anything is deleted. A
+child folder without a manifest holds only the files a teacher-logit cache wrote there
+(:func:`common.logit_cache.written_by_this_cache`: its header, or its empty lock file).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from common import checkpoint, run_lock
 from common.errors import UsageError
 from common.fingerprint import file_sha256
+from common.logit_cache import written_by_this_cache
 
 MANIFEST = ".annealing-kd-manifest.json"
 FORMAT = "annealing-kd-manifest/1"
@@ -275,7 +278,8 @@ class Manifest:
 
 def _remove_child(folder: Path, remove: bool) -> None:
     """A folder that a run of ours started writes: removable through its own manifest (it may
-    have none yet, if that run stopped before writing anything)."""
+    have none yet, if that run stopped before writing anything), or a teacher-logit cache folder
+    given to our runs (no manifest: each file it wrote carries the cache's header)."""
     if not folder.is_dir():
         return
     who = run_lock.holder(folder)
@@ -284,7 +288,8 @@ def _remove_child(folder: Path, remove: bool) -> None:
     child = Manifest.read(folder)
     if child is None:
         for p in folder.rglob("*"):
-            if p.is_file() and p.name not in OWN_FILES and not checkpoint.is_temporary(p.name):
+            if p.is_file() and p.name not in OWN_FILES and not checkpoint.is_temporary(p.name) \
+                    and not written_by_this_cache(p):
                 raise NotOurs(p, "was not written by annealing-kd (its folder has no manifest)")
         if remove:
             shutil.rmtree(folder)

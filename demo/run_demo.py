@@ -10,8 +10,9 @@ student a 2-layer BERT made of the teacher's first and last layers trained on --
 teacher, fine-tune, KD, Annealing-KD with dev accuracy (dev both selects and is reported). The
 default sizes follow docs/results/ (a teacher on 3x the students' sentences was 8 points better). Assets come through pip (and apt-get for Fashion-MNIST when root);
 both CLIs run as subprocesses, exactly as a user would call them. Everything lands in --out
-(an earlier demo there is replaced: exactly the files its manifest records; a folder holding
-anything else is refused), including each run's results.json and curves.png.
+(an earlier demo there is replaced: exactly the files its manifest records, and the teacher-logit
+files its text runs cached there, each with the cache's header; a folder holding anything else is
+refused), including each run's results.json and curves.png.
 """
 
 from __future__ import annotations

@@ -72,9 +72,11 @@ def test_image_part_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
                     reason="the offline text assets are not installed")
 def test_text_part_end_to_end(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert run_demo.main(["--out", str(out), "--skip-images", "--sentences", "48",
-                          "--dev-sentences", "24", "--teacher-sentences", "64", "--text-epochs", "2",
-                          "--text-teacher-epochs", "1"]) == 0
+    argv = ["--out", str(out), "--skip-images", "--sentences", "48", "--dev-sentences", "24",
+            "--teacher-sentences", "64", "--text-epochs", "2", "--text-teacher-epochs", "1"]
+    assert run_demo.main(argv) == 0
+    assert list((out / "text" / "logit-cache").glob("*.logits"))  # the runs' cache, in --out
+    assert run_demo.main(argv) == 0, capsys.readouterr().err  # run again: the first is replaced
     tables = (out / "tables.md").read_text()
     text = out / "text"
     assert len((text / "data" / "train.tsv").read_text().splitlines()) == 49

@@ -189,3 +189,29 @@ def test_number_types_accept_ordinary_values():
 def test_temporaries_are_named_apart_from_a_users_files():
     assert is_temporary(".results.json.k3j2h1a9.akd.tmp")
     assert not is_temporary(".draft.tmp") and not is_temporary("notes.akd.tmp")
+
+
+def test_a_teacher_logit_cache_among_the_outputs_is_replaced_with_them(tmp_path):
+    """A tool that gives its runs a cache folder inside its output (the demo's text part) can be
+    run again there: the files the cache wrote (its header says so) and their empty lock files
+    go with the rest; any other file in that folder, a look-alike name included, refuses."""
+    import torch
+
+    from common.logit_cache import LogitCache
+
+    out = OutputFolder(tmp_path / "demo", "demo", lock=False)
+    cache_dir = out.child("text/logit-cache")
+    cache = LogitCache(cache_dir, say=lambda _: None)
+    for name in ("a.logits", "b.logits"):
+        cache.get(cache_dir / name, name, "fp32", lambda: torch.ones(3, 2), cache.stream(name, name))
+    assert sorted(p.name for p in cache_dir.iterdir()) == [
+        ".a.logits.lock", ".b.logits.lock", "a.logits", "b.logits"]
+    for name, text in [("notes.logits", "mine"), ("c.logits.txt", "annealing-kd teacher logits"),
+                       (".d.logits.lock", "not empty")]:
+        (cache_dir / name).write_text(text)
+        with pytest.raises(UsageError, match=f"{name} was not written by annealing-kd"):
+            OutputFolder(out.path, "demo", replace=True, lock=False)
+        assert len(list(cache_dir.glob("*.logits"))) == 2 + (name == "notes.logits")
+        (cache_dir / name).unlink()
+    OutputFolder(out.path, "demo", replace=True, lock=False)
+    assert not cache_dir.exists()
