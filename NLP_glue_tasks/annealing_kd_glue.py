@@ -1,6 +1,6 @@
 """Annealing-KD on GLUE (and your own text data) with Hugging Face transformers.
 
-Phases (each one a :class:`common.trainer.Phase`, resumable at every epoch):
+Phases (each one a :class:`annealing_kd.common.training.trainer.Phase`, resumable at every epoch):
 
     teacher     (--train_teacher) fine-tune the teacher on the task, saved to <out>/teacher
     assistant   (takd) KD from the teacher into the assistant, saved to <out>/assistant
@@ -21,18 +21,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealing_kd_glue.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import run_cli  # noqa: E402
-from NLP_glue_tasks.cli import flag_of, parse_args  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.NLP_glue_tasks.cli import flag_of, parse_args  # noqa: E402
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     # torch, transformers and datasets: only after --help and the checks
-    from common.outputs import OutputFolder
-    from common.quiet import quiet_libraries
-    from NLP_glue_tasks.custom_data import task_and_data
-    from NLP_glue_tasks.evaluate import evaluate_saved, predict_test
-    from NLP_glue_tasks.pipeline import TextPipeline, accelerator
+    from annealing_kd.common.cli.quiet import quiet_libraries
+    from annealing_kd.common.run_folder.outputs import OutputFolder
+    from annealing_kd.NLP_glue_tasks.custom_data import task_and_data
+    from annealing_kd.NLP_glue_tasks.evaluate import evaluate_saved, predict_test
+    from annealing_kd.NLP_glue_tasks.pipeline import TextPipeline, accelerator
 
     with quiet_libraries("transformers"):  # errors are our lines, no load report above them
         task, data = task_and_data(args)  # your own files are read only now

@@ -1,5 +1,5 @@
 """Command line of the text CLI: every flag of the original GLUE script (same spelling), the shared
-run settings (``common.settings``, written with underscores) and ours, and the checks that need
+run settings (``annealing_kd.common.cli.settings``, written with underscores) and ours, and the checks that need
 nothing loaded. No heavy imports here, so ``--help`` is fast."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import settings
-from common.cli_args import Parser, check_folder, check_number, integer, real
-from common.errors import UsageError, setting
-from common.methods import get_method, method_names, steps_of
-from NLP_glue_tasks.tasks import get_task, label_columns
+from annealing_kd.common.cli import settings
+from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.methods import get_method, method_names, steps_of
+from annealing_kd.common.methods.objectives import check_steps
+from annealing_kd.NLP_glue_tasks.tasks import get_task, label_columns
 
 CLI = "text"  # the spelling of the shared settings: --kd_alpha, --num_train_epochs_phase_1, ...
 # transformers.get_scheduler names that need no extra arguments
@@ -71,7 +72,7 @@ def _models_and_data(a: argparse._ArgumentGroup) -> None:
 
 
 def _what_to_do(r: argparse._ArgumentGroup) -> None:
-    """The original script's run flags (--seed and --overwrite_output_dir: common.settings)."""
+    """The original script's run flags (--seed and --overwrite_output_dir: annealing_kd.common.cli.settings)."""
     r.add_argument("--do_train", action="store_true", help="train the student")
     r.add_argument("--do_eval", action="store_true",
                    help="evaluate the saved student on dev (alone: <output_dir>/student, or "
@@ -86,7 +87,7 @@ def _what_to_do(r: argparse._ArgumentGroup) -> None:
 
 
 def _optimisation(o: argparse._ArgumentGroup) -> None:
-    """The original script's optimisation flags (epochs, lr, tau_max: common.settings)."""
+    """The original script's optimisation flags (epochs, lr, tau_max: annealing_kd.common.cli.settings)."""
     o.add_argument("--per_gpu_train_batch_size", type=integer, default=8, help="per process")
     o.add_argument("--per_gpu_eval_batch_size", type=integer, default=8, help="per process")
     o.add_argument("--gradient_accumulation_steps", type=integer, default=1)
@@ -205,7 +206,8 @@ def _check_training(args: argparse.Namespace) -> None:
             raise UsageError(f"--method {args.method} needs --{role}_model_name_or_path{what}")
     if args.max_steps:
         args.anneal_per_step = True  # a capped phase 1 anneals per optimizer step
-    settings.check(args, CLI, steps_of(method, trains_teacher=args.train_teacher))
+    settings.check(args, CLI)
+    check_steps(args, steps_of(method, trains_teacher=args.train_teacher))
     if args.teacher_learning_rate is not None:
         check_number("teacher_learning_rate", args.teacher_learning_rate, low=0, strict=True)
     check_number("adam_epsilon", args.adam_epsilon, low=0, strict=True)
@@ -225,6 +227,6 @@ def _check_training(args: argparse.Namespace) -> None:
 
 
 def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``common.errors.UsageError.spelled``)."""
+    """How this CLI writes a setting in messages (``annealing_kd.common.errors.UsageError.spelled``)."""
     return settings.flag_speller(build_parser())(name)
 

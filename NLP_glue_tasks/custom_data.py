@@ -1,9 +1,9 @@
 """Your own text classification data: CSV / TSV / JSON / JSONL files or a Hugging Face dataset.
 
 CSV and JSON files are read with ``datasets.load_dataset("csv" | "json", data_files=...)``, TSV
-files with the one TSV reader (``NLP_glue_tasks.data.read_tsv``, no quote handling, as GLUE); both
+files with the one TSV reader (``annealing_kd.NLP_glue_tasks.data.read_tsv``, no quote handling, as GLUE); both
 keep an Arrow copy in the ``datasets`` cache, memory-mapped on later runs. Each split is then
-written in the common layout of ``NLP_glue_tasks.data`` (text_a, text_b, label; idx on test),
+written in the common layout of ``annealing_kd.NLP_glue_tasks.data`` (text_a, text_b, label; idx on test),
 and tokenized there, all under fingerprints: a second run reads both from the on-disk cache.
 
 The task is "custom": one or two text columns, a label column. String or integer labels are
@@ -20,10 +20,10 @@ from typing import Any
 
 import datasets
 
-from common.errors import UsageError, setting
-from NLP_glue_tasks.cli import uses_own_data
-from NLP_glue_tasks.data import GlueData, read_tsv
-from NLP_glue_tasks.tasks import Task, get_task
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.NLP_glue_tasks.cli import uses_own_data
+from annealing_kd.NLP_glue_tasks.data import GlueData, read_tsv
+from annealing_kd.NLP_glue_tasks.tasks import Task, get_task
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
 DEFAULT_TEXT = (("sentence1", "sentence2"), ("sentence",), ("text",))
@@ -70,7 +70,7 @@ class LabelMap:
 
 def _to_layout(batch: dict[str, list], indices: list[int], *, a: str, b: str | None,
                label: str | None, labels: LabelMap) -> dict[str, list]:
-    """A batch of a split in the common layout (``NLP_glue_tasks.data``)."""
+    """A batch of a split in the common layout (``annealing_kd.NLP_glue_tasks.data``)."""
     def texts(col):
         return ["" if t is None else str(t) for t in batch[col]]
 
@@ -203,7 +203,7 @@ class CustomData:
                           metrics, metrics[0], test=("test",) if "test" in self.splits else ())
 
     def split(self, name: str) -> datasets.Dataset:
-        """A split in the common layout of ``NLP_glue_tasks.data`` (text_a, text_b; label, or
+        """A split in the common layout of ``annealing_kd.NLP_glue_tasks.data`` (text_a, text_b; label, or
         idx on test)."""
         if name not in self.splits:
             raise UsageError(f"no {name} data: pass {SPLIT_FLAGS[name]}")

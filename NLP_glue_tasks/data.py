@@ -1,5 +1,5 @@
 """Text data as ``datasets.Dataset`` s, for GLUE folders, the ``nyu-mll/glue`` hub dataset and your
-own files alike (``NLP_glue_tasks.custom_data``): the one TSV reader, tokenization, the collator.
+own files alike (``annealing_kd.NLP_glue_tasks.custom_data``): the one TSV reader, tokenization, the collator.
 
 Every split reaches the pipeline in one layout: ``text_a``, ``text_b`` (pairs only), and
 ``label`` (model label ids, or floats for a regression) on train and dev, ``idx`` (the id that
@@ -28,9 +28,9 @@ import torch
 from datasets.fingerprint import Hasher
 from transformers import DataCollatorWithPadding
 
-from common.errors import UsageError
-from common.seeding import EpochShuffleSampler
-from NLP_glue_tasks.tasks import GLUE_HUB_SPLITS, HUB_NAMES, Task
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.training.seeding import EpochShuffleSampler
+from annealing_kd.NLP_glue_tasks.tasks import GLUE_HUB_SPLITS, HUB_NAMES, Task
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 CACHE_VERSION = "2"  # bump when the tokenized layout changes

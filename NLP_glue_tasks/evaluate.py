@@ -6,12 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common.errors import UsageError
-from common.trainer import predict
-from NLP_glue_tasks.data import Collator, encode, ids_of, labels_of, make_loader, model_inputs
-from NLP_glue_tasks.metrics import compute_metrics
-from NLP_glue_tasks.models import load_model, load_tokenizer
-from NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.training.trainer import predict
+from annealing_kd.NLP_glue_tasks.data import (
+    Collator,
+    encode,
+    ids_of,
+    labels_of,
+    make_loader,
+    model_inputs,
+)
+from annealing_kd.NLP_glue_tasks.metrics import compute_metrics
+from annealing_kd.NLP_glue_tasks.models import load_model, load_tokenizer
+from annealing_kd.NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix
 
 
 def logits_of(model, batch):

@@ -1,5 +1,5 @@
 """What a text run reads: the paths kept apart from its output folder, and their fingerprints
-that ``--resume`` compares (:mod:`common.fingerprint`). No heavy imports."""
+that ``--resume`` compares (:mod:`annealing_kd.common.run_folder.fingerprint`). No heavy imports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common.fingerprint import fingerprint
+from annealing_kd.common.run_folder.fingerprint import fingerprint
 
 # inputs that must lie outside the output folder (and it outside them)
 INPUT_KEYS = ["data_dir", "teacher_model_name_or_path", "student_model_name_or_path",

@@ -1,4 +1,4 @@
-"""Teacher logits computed once per example and cached on disk (``common.logit_cache`` files).
+"""Teacher logits computed once per example and cached on disk (``annealing_kd.common.logit_cache.store`` files).
 
 The cache key is a hash of the teacher checkpoint's content (config and weight files), the task,
 the precision the logits are computed in (the run's: fp32, or bf16/fp16 autocast with
@@ -18,16 +18,16 @@ from typing import Any
 
 import torch
 
-from common.logit_cache import (
+from annealing_kd.common.logit_cache.store import (
     FileLock,
     LogitCache,
     autocast_dtype,
     precision_of,
     stored,
 )
-from common.progress import progress_bar
-from common.trainer import freeze, predict
-from NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
+from annealing_kd.common.training.progress import progress_bar
+from annealing_kd.common.training.trainer import freeze, predict
+from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

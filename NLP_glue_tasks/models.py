@@ -10,8 +10,8 @@ from pathlib import Path
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from common.errors import UsageError
-from NLP_glue_tasks.tasks import Task, normalize_label
+from annealing_kd.common.errors import UsageError
+from annealing_kd.NLP_glue_tasks.tasks import Task, normalize_label
 
 
 def _load(fn, path: str, role: str):

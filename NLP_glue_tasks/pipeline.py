@@ -1,5 +1,5 @@
 """The text pipeline: the models, tokenizers and data of each role, as the hooks of
-``common.methods.run.Pipeline``; the method (``common.methods``) says which phases run.
+``annealing_kd.common.methods.run.Pipeline``; the method (``annealing_kd.common.methods``) says which phases run.
 
 Teacher (and assistant) logits are computed once per example and cached (logit_cache.py). The
 final student is the best epoch of the student phases by the task's dev metric; it is saved with
@@ -12,25 +12,40 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common import model_card, settings
-from common.errors import UsageError
-from common.guards import majority_share, warn_if_at_chance
-from common.lr_schedules import LrSchedule
-from common.methods import ROLES, Step, get_method, plan, run_method, table
-from common.objectives import options_of
-from common.optim import adamw
-from common.run_dir import RunDir, environment_info
-from common.seeding import role_seed, seed_everything
-from common.tracking import FOLDER, trackers
-from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-from NLP_glue_tasks import inputs
-from NLP_glue_tasks.cli import resume_keys
-from NLP_glue_tasks.data import Attached, Collator, encode, labels_of, make_loader, model_inputs
-from NLP_glue_tasks.evaluate import dev_metrics, logits_of, metrics_of_logits
-from NLP_glue_tasks.logit_cache import cached_logits, default_cache_dir, model_identity
-from NLP_glue_tasks.metrics import better_label_order
-from NLP_glue_tasks.models import check_checkpoints, load_model, load_tokenizer
-from NLP_glue_tasks.tasks import Task, label_columns
+from annealing_kd.common.cli import settings
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.integrations import model_card
+from annealing_kd.common.integrations.tracking import FOLDER, trackers
+from annealing_kd.common.methods import ROLES, Step, get_method, plan, run_method, table
+from annealing_kd.common.methods.objectives import options_of
+from annealing_kd.common.run_folder.run_dir import RunDir, environment_info
+from annealing_kd.common.training.guards import majority_share, warn_if_at_chance
+from annealing_kd.common.training.lr_schedules import LrSchedule
+from annealing_kd.common.training.optim import adamw
+from annealing_kd.common.training.seeding import role_seed, seed_everything
+from annealing_kd.common.training.trainer import (
+    Batches,
+    Phase,
+    Trainer,
+    frozen_logits,
+    make_accelerator,
+    predict,
+)
+from annealing_kd.NLP_glue_tasks import inputs
+from annealing_kd.NLP_glue_tasks.cli import resume_keys
+from annealing_kd.NLP_glue_tasks.data import (
+    Attached,
+    Collator,
+    encode,
+    labels_of,
+    make_loader,
+    model_inputs,
+)
+from annealing_kd.NLP_glue_tasks.evaluate import dev_metrics, logits_of, metrics_of_logits
+from annealing_kd.NLP_glue_tasks.logit_cache import cached_logits, default_cache_dir, model_identity
+from annealing_kd.NLP_glue_tasks.metrics import better_label_order
+from annealing_kd.NLP_glue_tasks.models import check_checkpoints, load_model, load_tokenizer
+from annealing_kd.NLP_glue_tasks.tasks import Task, label_columns
 
 
 def amp_of(args) -> str:
@@ -114,7 +129,7 @@ class TextPipeline:
                                                       self.data_of("teacher").train, "teacher")
         return self.tokenized[role]
 
-    # ---- the method's hooks (common.methods.run.Pipeline) ---------------------------------------
+    # ---- the method's hooks (annealing_kd.common.methods.run.Pipeline) ---------------------------------------
     def phase(self, step: Step) -> Phase:
         """AdamW (no decay on biases and LayerNorm), warm-up and decay by get_scheduler."""
         args = self.args

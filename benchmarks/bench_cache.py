@@ -2,12 +2,12 @@
 
 ``epochs`` (one process; the four loops alternate A B C D, D C B A, ...): a phase-1 epoch of
 ``--teacher`` -> ``--student`` (resnet110 -> resnet8) on in-memory CIFAR-sized images through the
-image CLI's own loader (``TensorLoader``: crop and flip) and step (``common.trainer.
-frozen_logits`` teacher, ``common.losses.annealing_loss``), its targets from:
+image CLI's own loader (``TensorLoader``: crop and flip) and step (``annealing_kd.common.training.trainer.
+frozen_logits`` teacher, ``annealing_kd.common.methods.losses.annealing_loss``), its targets from:
 
     alone   no teacher: the student alone (cross-entropy), the cost a cached epoch aims at
     live    the frozen teacher on every batch (no cache)
-    cold    ``common.epoch_logits.EpochLogits`` on an empty cache: the live teacher, its rows
+    cold    ``annealing_kd.common.logit_cache.epoch_logits.EpochLogits`` on an empty cache: the live teacher, its rows
             kept and the epoch's file written at the end
     warm    ``EpochLogits`` on a cache that holds the epoch: rows read, the teacher never runs
 
@@ -56,7 +56,7 @@ TABLE_ARGS = ("--table fmnist-gap --teacher resnet110 --seeds 3 --jobs 2 --feede
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from common.cli_args import Parser, check_number, integer
+    from annealing_kd.common.cli.args import Parser, check_number, integer
 
     p = Parser(description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,14 +92,14 @@ def epoch_loops(args: argparse.Namespace, tmp: Path):
     import numpy as np
     import torch
 
+    from annealing_kd.common.logit_cache.epoch_logits import EpochLogits
+    from annealing_kd.common.logit_cache.store import LogitCache
+    from annealing_kd.common.methods.losses import annealing_loss, task_loss
+    from annealing_kd.common.training.trainer import frozen_logits
+    from annealing_kd.computer_vision_tasks.data import get_spec
+    from annealing_kd.computer_vision_tasks.models import create_model
+    from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader
     from benchmarks._util import resolve_device
-    from common.epoch_logits import EpochLogits
-    from common.logit_cache import LogitCache
-    from common.losses import annealing_loss, task_loss
-    from common.trainer import frozen_logits
-    from computer_vision_tasks.data import get_spec
-    from computer_vision_tasks.models import create_model
-    from computer_vision_tasks.tensor_loader import TensorLoader
 
     device = resolve_device(args.device)
     spec = get_spec("cifar10")
@@ -163,7 +163,7 @@ def run_epochs(args: argparse.Namespace) -> dict:
     import torch
 
     from benchmarks._util import alternate, machine, table, verdict
-    from common.stats import median
+    from reproduce.stats import median
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,7 +207,7 @@ def run_table_rounds(args: argparse.Namespace) -> dict:
     import json
 
     from benchmarks._util import table, verdict
-    from common.stats import median
+    from reproduce.stats import median
 
     base = args.out or Path(tempfile.mkdtemp(prefix="bench-cache-"))
     table_args = shlex.split(args.table_args)
@@ -288,7 +288,7 @@ def run_check(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.errors import run_cli
+    from annealing_kd.common.cli.entry import run_cli
 
     return run_cli(_main, argv, lambda name: "--" + name.replace("_", "-"))
 

@@ -1,9 +1,9 @@
 """CIFAR benchmark: phase 1 of Annealing-KD, ours against the original's way (images/s).
 
-- ours:      the teacher (``common.trainer.frozen_logits``: eval mode, ``torch.inference_mode``)
-             gives the targets; a student step with the shared ``common.losses.annealing_loss``;
+- ours:      the teacher (``annealing_kd.common.training.trainer.frozen_logits``: eval mode, ``torch.inference_mode``)
+             gives the targets; a student step with the shared ``annealing_kd.common.methods.losses.annealing_loss``;
              optionally channels_last, bf16 autocast, ``torch.compile`` and the GPU-resident
-             loader (``computer_vision_tasks.tensor_loader.TensorLoader``).
+             loader (``annealing_kd.computer_vision_tasks.tensor_loader.TensorLoader``).
 - original:  as the original script: teacher in eval mode but with autograd on and its
              parameters wanting gradients, ``F.mse_loss(student(x), teacher(x) * T / T_max)``
              and ``loss.backward()``, so the backward runs through the whole teacher (its
@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def ours_step(student, targets, opt, x, phi: float, amp):
     """One phase-1 step of ours: frozen targets (no autograd), student forward/backward/update."""
-    from common.losses import annealing_loss
+    from annealing_kd.common.methods.losses import annealing_loss
 
     with amp:
         t = targets(x)
@@ -104,9 +104,9 @@ class Bench:
         import numpy as np
         import torch
 
+        from annealing_kd.computer_vision_tasks.data import get_spec
+        from annealing_kd.computer_vision_tasks.models import create_model
         from benchmarks._util import resolve_device
-        from computer_vision_tasks.data import get_spec
-        from computer_vision_tasks.models import create_model
 
         self.args, self.torch = args, torch
         self.device = device = resolve_device(args.device)
@@ -138,7 +138,7 @@ class Bench:
     def torchvision_batches(self):
         from torch.utils.data import DataLoader
 
-        from computer_vision_tasks.data import ArrayImages, transforms_for
+        from annealing_kd.computer_vision_tasks.data import ArrayImages, transforms_for
 
         args, device = self.args, self.device
         if self.tv_loader is None:
@@ -151,7 +151,7 @@ class Bench:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def gpu_batches(self, cl: bool):
-        from computer_vision_tasks.tensor_loader import TensorLoader, from_hwc
+        from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader, from_hwc
 
         if self.gpu_loaders is None:
             self.gpu_loaders = {c: TensorLoader(from_hwc(self.hwc), self.labels, self.args.batch_size,
@@ -192,7 +192,7 @@ class Bench:
         return run
 
     def ours_phase1(self, cl: bool) -> tuple[str, Callable]:
-        from common.trainer import frozen_logits
+        from annealing_kd.common.training.trainer import frozen_logits
 
         student, teacher = self.prepare(self.student0, cl), self.prepare(self.teacher0, cl)
         student.train()
@@ -203,7 +203,7 @@ class Bench:
                                lambda x, y: ours_step(student, targets, opt, x, phi, self.amp))
 
     def plain_training(self, which: str, cl: bool) -> tuple[str, Callable]:
-        from common.losses import task_loss
+        from annealing_kd.common.methods.losses import task_loss
 
         model = self.prepare(self.teacher0 if which == "teacher" else self.student0, cl).train()
         opt = self.sgd(model)
@@ -277,7 +277,7 @@ def report(args: argparse.Namespace, bench: Bench, describe: dict[str, str],
     import math
 
     from benchmarks._util import machine, table, verdict
-    from common.stats import median
+    from reproduce.stats import median
 
     device = bench.device
     med = {k: median(v) for k, v in rates.items()}

@@ -2,7 +2,7 @@
 
 - ours:      teacher logits computed once (inference mode, dynamic padding; timed apart), then
              each step is the student alone on a dynamically padded batch + the shared
-             ``common.losses.annealing_loss`` against the cached logits.
+             ``annealing_kd.common.methods.losses.annealing_loss`` against the cached logits.
 - original:  every batch padded to ``--max-seq-length`` (128); the teacher runs on every step
              with autograd on, and ``F.mse_loss(S, T * phi).backward()`` runs the backward pass
              through the whole teacher too (its gradients pile up unused, as in the original).
@@ -212,7 +212,7 @@ class Bench:
 
         from torch.utils.data import DataLoader
 
-        from common.trainer import freeze
+        from annealing_kd.common.training.trainer import freeze
 
         frozen = getattr(self, "frozen", None) or freeze(copy.deepcopy(self.teacher)).to(self.device)
         self.frozen = frozen
@@ -276,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     import transformers
 
+    from annealing_kd.common.methods.losses import annealing_loss, task_loss
     from benchmarks._util import alternate, sync
-    from common.losses import annealing_loss, task_loss
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -313,7 +313,7 @@ def report(args: argparse.Namespace, bench: Bench, rates: dict[str, list[float]]
     import json
 
     from benchmarks._util import machine, table, verdict
-    from common.stats import median
+    from reproduce.stats import median
 
     n, device = bench.n, bench.device
     med = {k: median(v) for k, v in rates.items()}

@@ -99,11 +99,11 @@ def cli_args(mode: str, data: Path, student: str, work: Path) -> list[str]:
 
 def child(argv: list[str], report: str) -> None:
     """Run the CLI until its first training step, then write the peak RSS and stop."""
-    import common.trainer as core
-    import NLP_glue_tasks.custom_data as cd
-    import NLP_glue_tasks.data as data
-    import NLP_glue_tasks.pipeline as pipeline
-    from NLP_glue_tasks.annealing_kd_glue import main
+    import annealing_kd.common.training.trainer as core
+    import annealing_kd.NLP_glue_tasks.custom_data as cd
+    import annealing_kd.NLP_glue_tasks.data as data
+    import annealing_kd.NLP_glue_tasks.pipeline as pipeline
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
     spent = [0.0]  # seconds in reading and tokenizing (not nested: these never call each other)
 

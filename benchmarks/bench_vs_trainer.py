@@ -83,9 +83,9 @@ def prepare(work: Path, args) -> tuple[Path, Path]:
 
 
 def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
-    import common.trainer as core
-    from common.run_dir import read_results
-    from NLP_glue_tasks.annealing_kd_glue import main
+    import annealing_kd.common.training.trainer as core
+    from annealing_kd.common.run_folder.run_dir import read_results
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
     out = work / f"ours-{seed}"
     timed: list[float] = []
@@ -151,7 +151,7 @@ def run_trainer(data: Path, student: Path, work: Path, seed: int, args, max_step
         """Trainer with our example order and each step's loss recorded (``--equivalence``)."""
 
         def _get_train_sampler(self, *a, **k):
-            from common.seeding import EpochShuffleSampler
+            from annealing_kd.common.training.seeding import EpochShuffleSampler
 
             return EpochShuffleSampler(len(self.train_dataset), seed)
 

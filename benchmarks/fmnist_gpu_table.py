@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from common.run_dir import read_results  # noqa: E402
+from annealing_kd.common.run_folder.run_dir import read_results  # noqa: E402
 
 CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 FMNIST_TRAIN = 60_000
@@ -69,7 +69,7 @@ def step_seconds(arch: str, device: str, batch: int, train: bool, steps: int = 2
     """Seconds per image of one training step (or forward only) with bf16 and channels_last."""
     import torch
 
-    from computer_vision_tasks import models
+    from annealing_kd.computer_vision_tasks import models
 
     model = models.create_model(arch, 10, 1, 28).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

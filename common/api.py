@@ -3,7 +3,7 @@
 The names in ``__all__`` are the interface; they keep their names and signatures (new keyword
 arguments may be added, with defaults). Everything else in ``common`` may change.
 
-    from common.api import AnnealingSchedule, annealing_loss, task_loss, teacher_logits
+    from annealing_kd.common.api import AnnealingSchedule, annealing_loss, task_loss, teacher_logits
 
     schedule = AnnealingSchedule.per_epoch(epochs=phase1_epochs, max_temperature=tau_max)
     for epoch in range(phase1_epochs):                  # phase 1
@@ -13,15 +13,20 @@ arguments may be added, with defaults). Everything else in ``common`` may change
             ...                                         # backward, step as usual
     # phase 2: from phase 1's best weights, loss = task_loss(student(x), y)
 
-A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``common.hf_trainer``.
+A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``annealing_kd.common.integrations.hf_trainer``.
 """
 
 from __future__ import annotations
 
-from common.losses import KD_REDUCTIONS, annealing_loss, hinton_kd_loss, task_loss
-from common.schedule import AnnealingSchedule
-from common.teacher import all_teacher_logits, teacher_logits
-from common.trainer import freeze
+from annealing_kd.common.methods.losses import (
+    KD_REDUCTIONS,
+    annealing_loss,
+    hinton_kd_loss,
+    task_loss,
+)
+from annealing_kd.common.methods.schedule import AnnealingSchedule
+from annealing_kd.common.training.frozen_teacher import all_teacher_logits, teacher_logits
+from annealing_kd.common.training.trainer import freeze
 
 __all__ = [
     "AnnealingSchedule",

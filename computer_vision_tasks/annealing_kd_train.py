@@ -10,7 +10,7 @@ One command trains (or loads) the teacher and trains the student by ``--method``
 
 The final student is the best epoch over its phases on the selection split (held-out training
 images, or the test set with ``--val-size 0``), saved as ``<out>/student/best.safetensors``.
-The methods are ``common.methods``; the run itself is ``computer_vision_tasks.pipeline``
+The methods are ``annealing_kd.common.methods``; the run itself is ``annealing_kd.computer_vision_tasks.pipeline``
 (``ImagePipeline``: torchvision datasets, image folders and Hugging Face image datasets).
 """
 
@@ -23,13 +23,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python computer_vision_tasks/annealing_kd_train.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import run_cli  # noqa: E402
-from computer_vision_tasks.cli import flag_of, parse_args  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.computer_vision_tasks.cli import flag_of, parse_args  # noqa: E402
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
-    from computer_vision_tasks.pipeline import ImagePipeline  # torch and friends: after --help
+    from annealing_kd.computer_vision_tasks.pipeline import (
+        ImagePipeline,  # torch and friends: after --help
+    )
 
     ImagePipeline(args).train()
     return 0

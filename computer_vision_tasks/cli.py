@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from common import settings
-from common.cli_args import Parser, check_folder, check_number, integer, real, twins
-from common.errors import UsageError, setting
-from common.methods import get_method, method_names, steps_of
-from computer_vision_tasks import own_args
+from annealing_kd.common.cli import settings
+from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real, twins
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.methods import get_method, method_names, steps_of
+from annealing_kd.common.methods.objectives import check_steps
+from annealing_kd.computer_vision_tasks import own_args
 
-CLI = "image"  # the spelling of the shared settings (common.settings): dashes, with '_' twins
+CLI = "image"  # the spelling of the shared settings (annealing_kd.common.cli.settings): dashes, with '_' twins
 
 
 def _add(parser: argparse._ActionsContainer, *names: str, **kwargs) -> None:
@@ -95,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad settings before anything is loaded or trained."""
     own_args.check_args(args)
-    from computer_vision_tasks.data import DATASETS  # torch: only after --help
+    from annealing_kd.computer_vision_tasks.data import DATASETS  # torch: only after --help
 
     if args.dataset not in DATASETS and not own_args.is_own(args.dataset):
         raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}, "
@@ -104,7 +105,8 @@ def check_args(args: argparse.Namespace) -> None:
     if method.uses("assistant") and not args.assistant:
         raise UsageError(f"--method {args.method} needs a teacher assistant; pass e.g. "
                          "--assistant resnet20")
-    settings.check(args, CLI, steps_of(method, trains_teacher=not args.teacher_checkpoint))
+    settings.check(args, CLI)
+    check_steps(args, steps_of(method, trains_teacher=not args.teacher_checkpoint))
     check_number("batch_size", args.batch_size, low=0, high=2**31, strict=True)
     for name in ("momentum", "weight_decay", "logits_cache_max_gb"):
         check_number(name, getattr(args, name), low=0)
@@ -122,5 +124,5 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``common.errors.UsageError.spelled``)."""
+    """How this CLI writes a setting in messages (``annealing_kd.common.errors.UsageError.spelled``)."""
     return settings.flag_speller(build_parser())(name)

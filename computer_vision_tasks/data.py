@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from common.errors import UsageError
-from common.seeding import EpochShuffleSampler
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.training.seeding import EpochShuffleSampler
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt package dataset-fashion-mnist
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -212,7 +212,7 @@ def split_indices(n: int, val_size: int | None, train_subset: int | None, seed: 
 
 class Indexed(Dataset):
     """``(image, label, index)`` of a dataset: batches carry the positions of their examples
-    in the split, as :class:`~computer_vision_tasks.tensor_loader.TensorLoader` batches do."""
+    in the split, as :class:`~annealing_kd.computer_vision_tasks.tensor_loader.TensorLoader` batches do."""
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
@@ -242,7 +242,7 @@ def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
 def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw uint8 images (N,C,H,W) and labels of a split (a ``Subset`` of a torchvision or
     :class:`ArrayImages` dataset), without transforms."""
-    from computer_vision_tasks.tensor_loader import from_hwc
+    from annealing_kd.computer_vision_tasks.tensor_loader import from_hwc
 
     base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
     images, labels = from_hwc(base.data), torch.as_tensor(np.asarray(base.targets))
@@ -253,10 +253,10 @@ def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def tensor_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
                   channels_last: bool):
-    """A :class:`~computer_vision_tasks.tensor_loader.TensorLoader` over a split held in memory:
+    """A :class:`~annealing_kd.computer_vision_tasks.tensor_loader.TensorLoader` over a split held in memory:
     the same augmentation as :func:`transforms_for` (crop with padding 4, flip where the dataset
     allows it), the same order as :func:`train_loader`."""
-    from computer_vision_tasks.tensor_loader import TensorLoader
+    from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader
 
     images, labels = uint8_arrays(ds)
     return TensorLoader(images, labels, batch_size, spec.mean, spec.std, train=train, seed=seed,

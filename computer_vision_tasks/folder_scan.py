@@ -17,8 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from common.errors import UsageError
-from common.fingerprint import CHEAP_BYTES, file_sha256
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.run_folder.fingerprint import CHEAP_BYTES, file_sha256
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

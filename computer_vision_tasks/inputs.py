@@ -1,5 +1,5 @@
 """What an image run reads: the paths kept apart from its output folder, and their fingerprints
-that ``--resume`` compares (:mod:`common.fingerprint`). No heavy imports."""
+that ``--resume`` compares (:mod:`annealing_kd.common.run_folder.fingerprint`). No heavy imports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common.fingerprint import fingerprint
+from annealing_kd.common.run_folder.fingerprint import fingerprint
 
 # the folder under --dataset-dir that each torchvision dataset reads
 DATA_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from common.errors import UsageError
-from computer_vision_tasks import models
+from annealing_kd.common.errors import UsageError
+from annealing_kd.computer_vision_tasks import models
 
 
 @dataclass(frozen=True)

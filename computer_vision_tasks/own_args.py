@@ -1,12 +1,12 @@
 """Flags of ``--dataset imagefolder`` / ``hf:<name>`` and the models' ``--pretrained``
-(no heavy imports: ``--help`` stays fast). The data itself: :mod:`computer_vision_tasks.own_data`."""
+(no heavy imports: ``--help`` stays fast). The data itself: :mod:`annealing_kd.computer_vision_tasks.own_data`."""
 
 from __future__ import annotations
 
 import argparse
 
-from common.cli_args import integer, real
-from common.errors import UsageError
+from annealing_kd.common.cli.args import integer, real
+from annealing_kd.common.errors import UsageError
 
 AUGMENTS = ["auto", "crop-flip", "random-resized-crop"]
 MAX_IMAGE_SIZE = 8192

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from common.errors import UsageError
-from computer_vision_tasks import data
-from computer_vision_tasks.own_args import CROP_FLIP_MAX_SIZE
+from annealing_kd.common.errors import UsageError
+from annealing_kd.computer_vision_tasks import data
+from annealing_kd.computer_vision_tasks.own_args import CROP_FLIP_MAX_SIZE
 
 STATS_MAX_IMAGES = 10_000
 GREY_MODES = {"1", "L", "I", "I;16", "F"}
@@ -122,7 +122,7 @@ class HFSource(Source):
 
 
 def _folder_split(root: Path, split: str, classes: list[str] | None) -> tuple[FileSource, list[str]]:
-    from computer_vision_tasks.folder_scan import scan
+    from annealing_kd.computer_vision_tasks.folder_scan import scan
 
     paths, labels, classes = scan(root, split, classes)
     return FileSource(paths, labels), classes
@@ -167,7 +167,7 @@ def hf_dataset(spec: str, image_column: str | None,
         raise UsageError("--dataset hf: needs a dataset name, e.g. --dataset hf:uoft-cs/cifar10")
     import datasets
 
-    from common.quiet import quiet_libraries
+    from annealing_kd.common.cli.quiet import quiet_libraries
 
     try:
         with quiet_libraries("datasets"):  # an error is our line, no library log above it

@@ -1,5 +1,5 @@
 """The image pipeline (torchvision datasets, image folders, Hugging Face image datasets): data,
-models, forward, evaluation and saving of each role; the method (``common.methods``) says which
+models, forward, evaluation and saving of each role; the method (``annealing_kd.common.methods``) says which
 phases run. Imported only when a run starts (not by ``--help``)."""
 
 from __future__ import annotations
@@ -10,21 +10,34 @@ from typing import Any
 
 import torch
 
-from common import model_card, settings
-from common.checkpoint import load_weights, weights_writer
-from common.errors import UsageError
-from common.guards import has_batch_norm, majority_share, recalibrate_bn, warn_if_at_chance
-from common.lr_schedules import LrSchedule
-from common.methods import Step, get_method, run_method, table
-from common.objectives import options_of
-from common.run_dir import RunDir, check_apart, environment_info
-from common.seeding import role_seed, seed_everything
-from common.tracking import FOLDER, trackers
-from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
-from computer_vision_tasks import data, inputs, model_zoo, models, own_args
-from computer_vision_tasks.cli import CLI
+from annealing_kd.common.cli import settings
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.integrations import model_card
+from annealing_kd.common.integrations.tracking import FOLDER, trackers
+from annealing_kd.common.methods import Step, get_method, run_method, table
+from annealing_kd.common.methods.objectives import options_of
+from annealing_kd.common.run_folder.checkpoint import load_weights, weights_writer
+from annealing_kd.common.run_folder.run_dir import RunDir, check_apart, environment_info
+from annealing_kd.common.training.guards import (
+    has_batch_norm,
+    majority_share,
+    recalibrate_bn,
+    warn_if_at_chance,
+)
+from annealing_kd.common.training.lr_schedules import LrSchedule
+from annealing_kd.common.training.seeding import role_seed, seed_everything
+from annealing_kd.common.training.trainer import (
+    Batches,
+    Phase,
+    Trainer,
+    frozen_logits,
+    make_accelerator,
+    predict,
+)
+from annealing_kd.computer_vision_tasks import data, inputs, model_zoo, models, own_args
+from annealing_kd.computer_vision_tasks.cli import CLI
 
-# settings that --resume must not change: this CLI's own, and the shared ones (common.settings)
+# settings that --resume must not change: this CLI's own, and the shared ones (annealing_kd.common.cli.settings)
 RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
                "batch_size", "momentum", "weight_decay", "val_size", "train_subset",
                "no_tensor_loader", "image_size", "augment", "image_column", "label_column",
@@ -133,7 +146,7 @@ class ImagePipeline:
 
     def make_cache(self):
         """The teacher-logit cache of ``--logits-cache-dir`` (one process only), or None."""
-        from computer_vision_tasks.teacher_cache import ImageCache
+        from annealing_kd.computer_vision_tasks.teacher_cache import ImageCache
 
         args, acc = self.args, self.acc
         if not args.logits_cache_dir:
@@ -155,7 +168,7 @@ class ImagePipeline:
         args = self.args
         self.own_info: dict[str, Any] = {}
         if own_args.is_own(args.dataset):
-            from computer_vision_tasks import own_data
+            from annealing_kd.computer_vision_tasks import own_data
 
             loaded = own_data.load(args)
             self.spec, self.splits, self.own_info = loaded.spec, loaded.splits, loaded.info
@@ -221,7 +234,7 @@ class ImagePipeline:
 
     def frozen_accuracy(self, role: str, model, split: str, own: bool = False) -> float:
         """Accuracy of a frozen model on the test or val split (its logits cached, if asked)."""
-        from computer_vision_tasks.teacher_cache import split_labels
+        from annealing_kd.computer_vision_tasks.teacher_cache import split_labels
 
         loader = self.test_loader if split == "test" else self.sel_loader
         if self.cache is None:
@@ -251,13 +264,13 @@ class ImagePipeline:
         if has_batch_norm(teacher) and not self.args.recalibrate_bn:
             advice = ("if its batch-norm statistics lag (low BN momentum), pass --recalibrate-bn "
                       "to recompute them on training batches; else " + advice)
-        from computer_vision_tasks.teacher_cache import split_labels
+        from annealing_kd.computer_vision_tasks.teacher_cache import split_labels
 
         labels = split_labels(self.splits.val if self.split == "val" else self.splits.test)
         warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
                           advice, majority_share(labels))
 
-    # ---- the method's hooks (common.methods.run.Pipeline) --------------------------------------
+    # ---- the method's hooks (annealing_kd.common.methods.run.Pipeline) --------------------------------------
     def phase(self, step: Step) -> Phase:
         """SGD; ResNets (and torchvision:/timm: models): x0.1 at each lr milestone of the phase;
         plain CNNs: constant lr/10."""

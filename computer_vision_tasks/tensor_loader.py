@@ -10,7 +10,7 @@ would produce for the same offsets and flips (zero padding of the uint8 image, c
 and flips) comes from one CPU generator seeded by ``(seed, e)`` only, so the batches of an epoch
 are a function of (data, augmentation recipe, seed, epoch): the same on CPU and GPU, after a
 resume, and for every method and phase that reads the split (KD's epoch e is Annealing-KD phase
-1's epoch e). The permutation is the one :class:`common.seeding.EpochShuffleSampler` draws.
+1's epoch e). The permutation is the one :class:`annealing_kd.common.training.seeding.EpochShuffleSampler` draws.
 Batches are ``(images, labels, indices)``: ``indices`` are the positions in the split, the key
 under which per-example teacher logits can be stored.
 

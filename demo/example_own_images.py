@@ -21,8 +21,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python demo/example_own_images.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli_args import Parser, integer  # noqa: E402
-from common.errors import UsageError, run_cli  # noqa: E402
+from annealing_kd.common.cli.args import Parser, integer  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -72,7 +73,7 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="phase-1 epochs (tau_max: at most 4); phase 2: half of it")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    from common.outputs import OutputFolder
+    from annealing_kd.common.run_folder.outputs import OutputFolder
 
     # every file recorded in --out's manifest; none written over a file we did not write
     out = OutputFolder(a.out, "example_own_images")
@@ -80,7 +81,7 @@ def _main(argv: Sequence[str] | None) -> int:
                                                                a.per_class, a.test_per_class))
     print(f"wrote {folder}/train and {folder}/test ({a.per_class} and {a.test_per_class} "
           f"images per class, {len(CLASSES)} classes)")
-    from computer_vision_tasks.annealing_kd_train import main
+    from annealing_kd.computer_vision_tasks.annealing_kd_train import main
 
     val = max(len(CLASSES), a.per_class * len(CLASSES) // 10)
     return main(["--dataset", "imagefolder", "--dataset-dir", str(folder), "--val-size", str(val),

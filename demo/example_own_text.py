@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from common.cli_args import Parser, integer  # noqa: E402
-from common.errors import UsageError, run_cli  # noqa: E402
+from annealing_kd.common.cli.args import Parser, integer  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
 NAMES = {0: "negative", 1: "positive"}
@@ -66,7 +67,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--train", type=integer, default=400, help="training sentences")
     p.add_argument("--dev", type=integer, default=200, help="dev sentences")
     args = p.parse_args(argv)
-    from common.outputs import OutputFolder
+    from annealing_kd.common.run_folder.outputs import OutputFolder
 
     # every file recorded in --out's manifest; none written over a file we did not write
     out = OutputFolder(args.out, "example_own_text")

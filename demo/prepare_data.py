@@ -29,8 +29,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python demo/prepare_data.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli_args import Parser, integer  # noqa: E402
-from common.errors import UsageError, run_cli  # noqa: E402
+from annealing_kd.common.cli.args import Parser, integer  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
 
 MR_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 MR_LABELS = {"fresh": 1, "rotten": 0}  # "plot" rows are film synopses, not reviews: dropped
@@ -213,7 +214,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.what == "fashion-mnist":
         print(find_fashion_mnist(args.download_dir))
         return 0
-    from common.outputs import OutputFolder
+    from annealing_kd.common.run_folder.outputs import OutputFolder
 
     # every file recorded in --out's manifest; none written over a file we did not write
     out = OutputFolder(args.out, f"prepare_data {args.what}")

@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: python demo/run_demo.py
     sys.path.insert(0, str(ROOT))
 
-from common.cli_args import Parser, integer, real  # noqa: E402
-from common.errors import UsageError, run_cli  # noqa: E402
-from common.outputs import OutputFolder  # noqa: E402
-from common.run_dir import read_results  # noqa: E402
+from annealing_kd.common.cli.args import Parser, integer, real  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
+from annealing_kd.common.run_folder.outputs import OutputFolder  # noqa: E402
+from annealing_kd.common.run_folder.run_dir import read_results  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
 CIFAR_CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"

@@ -47,9 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: python reproduce/against_original.py
     sys.path.insert(0, str(ROOT))
 
-from common.errors import UsageError, run_cli  # noqa: E402
-from common.run_dir import read_results  # noqa: E402
-from common.stats import ALPHA, detectable_difference, mean_std, welch  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
+from annealing_kd.common.run_folder.run_dir import read_results  # noqa: E402
+from reproduce.stats import ALPHA, detectable_difference, mean_std, welch  # noqa: E402
 
 CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -169,7 +170,7 @@ def run_original(spec: dict) -> dict:
     import data_loader  # noqa: PLC0415
     import torchvision
 
-    from computer_vision_tasks.data import ArrayImages
+    from annealing_kd.computer_vision_tasks.data import ArrayImages
 
     arrays = np.load(spec["data"])
 

@@ -92,7 +92,7 @@ def phi_lines(z: torch.Tensor, taus=(3, 7, 10)) -> list[str]:
 
 
 def cifar_lines() -> list[str]:
-    from computer_vision_tasks.data import DATASETS
+    from annealing_kd.computer_vision_tasks.data import DATASETS
 
     ours = DATASETS["cifar100"]
     x = torch.arange(256, dtype=torch.float64) / 255

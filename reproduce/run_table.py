@@ -33,15 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
     sys.path.insert(0, str(ROOT))
 
-from common import run_lock  # noqa: E402
-from common.cli_args import Parser, integer, real  # noqa: E402
-from common.errors import UsageError, run_cli  # noqa: E402
-from common.manifest import Manifest  # noqa: E402
-from common.outputs import OutputFolder  # noqa: E402
-from common.run_dir import content, read_results  # noqa: E402
-from common.stats import mean_std  # noqa: E402
+from annealing_kd.common.cli.args import Parser, integer, real  # noqa: E402
+from annealing_kd.common.cli.entry import run_cli  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
+from annealing_kd.common.run_folder import lock as run_lock  # noqa: E402
+from annealing_kd.common.run_folder.manifest import Manifest  # noqa: E402
+from annealing_kd.common.run_folder.outputs import OutputFolder  # noqa: E402
+from annealing_kd.common.run_folder.run_dir import content, read_results  # noqa: E402
 from reproduce import published  # noqa: E402
 from reproduce import table_report as tr  # noqa: E402
+from reproduce.stats import mean_std  # noqa: E402
 
 CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
        "glue": ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"}
@@ -433,7 +434,7 @@ def movie_review_setup(args: argparse.Namespace, out: Path) -> TextSetup:
 
 
 def glue_setup(table: str, args: argparse.Namespace) -> TextSetup:
-    from NLP_glue_tasks.tasks import get_task
+    from annealing_kd.NLP_glue_tasks.tasks import get_task
 
     defaults = GLUE_MODELS[table]
     names = args.tasks.split(",") if args.tasks else [t.lower() for t in published.GLUE_TASKS]

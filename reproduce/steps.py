@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from common.errors import UsageError
+from annealing_kd.common.errors import UsageError
 from reproduce.steps_common import TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]

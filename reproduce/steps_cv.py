@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from common.lr_schedules import LrSchedule
+from annealing_kd.common.training.lr_schedules import LrSchedule
 from reproduce.steps_common import (
     FixedBatches,
     StepRecorder,
@@ -44,8 +44,8 @@ TAKD_FILES = ["train.py", "data_loader.py", "model_factory.py"]
 # ---- the fixed data ---------------------------------------------------------------------------
 def our_pipeline(cli: list[str]):
     """Our pipeline exactly as ``annealing_kd_train.py`` builds it from ``cli``."""
-    from computer_vision_tasks.cli import parse_args
-    from computer_vision_tasks.pipeline import ImagePipeline
+    from annealing_kd.computer_vision_tasks.cli import parse_args
+    from annealing_kd.computer_vision_tasks.pipeline import ImagePipeline
 
     return ImagePipeline(parse_args(cli))
 
@@ -69,7 +69,7 @@ def as_pairs(batches: list) -> list:
 
 def init_states(spec: dict) -> tuple[dict, dict]:
     """Teacher and student weights, drawn once (our constructors, seeded); both codes load them."""
-    from computer_vision_tasks import model_zoo
+    from annealing_kd.computer_vision_tasks import model_zoo
 
     torch.manual_seed(spec["init_seed"])
     teacher = model_zoo.create_model(spec["teacher"], 10, 3, 32, False)
@@ -134,8 +134,8 @@ def in_dir(path: Path):
 def run_ours(pipe, init: dict, epochs: list, test: list, bounds) -> dict:
     """Train our pipeline on the fixed batches; per-phase steps, the final weights of each phase
     (read from its run folder) and the per-epoch accuracy."""
-    from common.checkpoint import load_weights
-    from common.run_dir import read_results
+    from annealing_kd.common.run_folder.checkpoint import load_weights
+    from annealing_kd.common.run_folder.run_dir import read_results
 
     pipe.models["student"].load_state_dict(init)
     batches = FixedBatches(epochs)
@@ -396,7 +396,7 @@ def kd(spec: dict) -> dict:
 
 # ---- diagnostic: our objectives with the originals' float32 expressions ------------------------
 def use_original_arithmetic(spec: dict) -> None:
-    """Diagnostic only (rows labelled so): replace our objective, in ``common.objectives.OBJECTIVES``,
+    """Diagnostic only (rows labelled so): replace our objective, in ``annealing_kd.common.methods.objectives.OBJECTIVES``,
     by the same loss written as the original writes it, so that a run shows whether anything but
     that expression's rounding differs. Annealing: ``z_t * T / tau_max`` (T = 1 .. tau_max)
     instead of ``Phi * z_t``; KD: ``(1 - a) * CE + a * tau * tau * nn.KLDivLoss()(log_softmax,
@@ -404,7 +404,7 @@ def use_original_arithmetic(spec: dict) -> None:
     import torch.nn.functional as F
     from torch import nn
 
-    from common import objectives
+    from annealing_kd.common.methods import objectives
 
     tau_max = spec.get("tau_max")
 
@@ -424,7 +424,7 @@ def use_original_arithmetic(spec: dict) -> None:
 def phi_rounding(teacher_state: dict, arch: str, x: torch.Tensor, taus) -> str:
     """Phi's float32 rounding measured on the teacher's logits of one batch: ours ``Phi * z``
     (one rounding of a double Phi) against the original's ``z * T / tau_max`` (two roundings)."""
-    from computer_vision_tasks import model_zoo
+    from annealing_kd.computer_vision_tasks import model_zoo
 
     teacher = model_zoo.create_model(arch, 10, 3, 32, False)
     teacher.load_state_dict(teacher_state)

@@ -159,9 +159,9 @@ def our_cli(spec: dict, paths: dict[str, str], out: Path) -> list[str]:
 
 def our_pipeline(cli: list[str]):
     """Our GLUE pipeline exactly as ``annealing_kd_glue.py --do_train`` builds it."""
-    from NLP_glue_tasks.cli import parse_args
-    from NLP_glue_tasks.custom_data import task_and_data
-    from NLP_glue_tasks.pipeline import TextPipeline
+    from annealing_kd.NLP_glue_tasks.cli import parse_args
+    from annealing_kd.NLP_glue_tasks.custom_data import task_and_data
+    from annealing_kd.NLP_glue_tasks.pipeline import TextPipeline
 
     args = parse_args(cli)
     task, data = task_and_data(args)
@@ -171,7 +171,7 @@ def our_pipeline(cli: list[str]):
 def fixed_batches(pipe, n_epochs: int) -> tuple[list[list[dict]], list[dict]]:
     """Training batches (student and teacher ids, padded to --max_seq_length) per epoch in our
     (seed, epoch) order, and the dev batches, built once by our data path."""
-    from NLP_glue_tasks.data import Collator, make_loader
+    from annealing_kd.NLP_glue_tasks.data import Collator, make_loader
 
     args = pipe.args
     side = pipe.data_of("student")  # with --online_teacher: the teacher's ids attached
@@ -198,9 +198,11 @@ def as_tuple(b: dict) -> tuple[torch.Tensor, ...]:
 
 # ---- the two runs -----------------------------------------------------------------------------------
 def run_ours(pipe, epochs, dev, bounds) -> dict[str, Any]:
-    from common.checkpoint import load_weights
-    from common.run_dir import read_results
-    from NLP_glue_tasks import pipeline as text  # the name TextPipeline.fit builds loaders with
+    from annealing_kd.common.run_folder.checkpoint import load_weights
+    from annealing_kd.common.run_folder.run_dir import read_results
+    from annealing_kd.NLP_glue_tasks import (
+        pipeline as text,  # the name TextPipeline.fit builds loaders with
+    )
 
     batches = FixedBatches(epochs)
     real = text.make_loader

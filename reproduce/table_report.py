@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.stats import ALPHA, mean_std, paired, welch
+from reproduce.stats import ALPHA, mean_std, paired, welch
 
 FIGURES = ("selected", "last")
 

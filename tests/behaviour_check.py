@@ -88,8 +88,8 @@ def runs(root: Path) -> dict[str, list[str]]:
 
 def _run_one(cli: str, argv: list[str]) -> None:
     """One CLI run in a fresh process (one thread: float sums in a fixed order)."""
-    module = ("computer_vision_tasks.annealing_kd_train" if cli == "image"
-              else "NLP_glue_tasks.annealing_kd_glue")
+    module = ("annealing_kd.computer_vision_tasks.annealing_kd_train" if cli == "image"
+              else "annealing_kd.NLP_glue_tasks.annealing_kd_glue")
     code = ("import sys, torch; torch.set_num_threads(1); "
             f"from {module} import main; sys.exit(main(sys.argv[1:]))")
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

@@ -54,16 +54,16 @@ def _fresh_accelerate_state():
 @pytest.fixture
 def kd_reductions_seen(monkeypatch) -> list[str]:
     """The ``reduction`` argument of every ``hinton_kd_loss`` call the trainer makes."""
-    import common.losses
+    import annealing_kd.common.methods.losses
 
     seen: list[str] = []
-    loss = common.losses.hinton_kd_loss
+    loss = annealing_kd.common.methods.losses.hinton_kd_loss
 
     def recording(*args):
         seen.append(args[5])
         return loss(*args)
 
-    monkeypatch.setattr(common.losses, "hinton_kd_loss", recording)
+    monkeypatch.setattr(annealing_kd.common.methods.losses, "hinton_kd_loss", recording)
     return seen
 
 

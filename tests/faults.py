@@ -1,5 +1,5 @@
 """Fault injection for the kill tests, kept out of the code it tests: in a process about to run a
-CLI, count the renames of ``common.checkpoint`` (every file of a run appears by one) and SIGKILL
+CLI, count the renames of ``annealing_kd.common.run_folder.checkpoint`` (every file of a run appears by one) and SIGKILL
 the process just before the N-th, or log each rename's target."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import signal
 import types
 from pathlib import Path
 
-import common.checkpoint as ckpt
+import annealing_kd.common.run_folder.checkpoint as ckpt
 
 
 def inject(kill_at: int | None = None, log: Path | None = None) -> None:
-    """From now on in this process (call it in a forked child): ``common.checkpoint``'s
+    """From now on in this process (call it in a forked child): ``annealing_kd.common.run_folder.checkpoint``'s
     ``os.replace`` kills the process before rename number ``kill_at`` and appends
     ``<number>\\t<target>`` to ``log``."""
     count = 0

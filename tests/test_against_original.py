@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import stats
-from computer_vision_tasks import data
+from annealing_kd.computer_vision_tasks import data
 from reproduce import against_original as ao
+from reproduce import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "reproduce" / "against_original.py"

@@ -21,7 +21,7 @@ from benchmarks import bench_cache, bench_cifar, bench_e2e, bench_glue  # noqa: 
 
 
 def _cifar_pair():
-    from computer_vision_tasks.models import create_model
+    from annealing_kd.computer_vision_tasks.models import create_model
 
     torch.manual_seed(0)
     teacher, student = create_model("resnet8", 10), create_model("resnet8", 10)
@@ -47,7 +47,7 @@ def test_cifar_original_step_runs_the_backward_through_the_teacher():
 
 
 def test_cifar_ours_step_never_touches_the_teacher_with_autograd():
-    from common.trainer import frozen_logits
+    from annealing_kd.common.training.trainer import frozen_logits
 
     teacher, student, x = _cifar_pair()
     targets = frozen_logits(teacher, lambda m, b: m(b))

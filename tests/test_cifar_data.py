@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.errors import UsageError
-from computer_vision_tasks import data
+from annealing_kd.common.errors import UsageError
+from annealing_kd.computer_vision_tasks import data
 
 # ---- generated on-disk datasets (helpers also used by test_cifar_pipeline.py) ------------------
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.errors import UsageError
-from computer_vision_tasks.models import MODEL_NAMES, create_model, num_parameters
+from annealing_kd.common.errors import UsageError
+from annealing_kd.computer_vision_tasks.models import MODEL_NAMES, create_model, num_parameters
 
 
 def resnet_params(n: int, classes: int, in_ch: int = 3) -> int:

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.trainer import Trainer
-from computer_vision_tasks import data, models
-from computer_vision_tasks.annealing_kd_train import main
-from computer_vision_tasks.cli import parse_args
+from annealing_kd.common.training.trainer import Trainer
+from annealing_kd.computer_vision_tasks import data, models
+from annealing_kd.computer_vision_tasks.annealing_kd_train import main
+from annealing_kd.computer_vision_tasks.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "fake", "--train-subset", "64", "--val-size", "32", "--batch-size", "32",
@@ -270,7 +270,7 @@ def test_original_flags_and_spellings():
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = ("import sys; from computer_vision_tasks.annealing_kd_train import main\n"
+    code = ("import sys; from annealing_kd.computer_vision_tasks.annealing_kd_train import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

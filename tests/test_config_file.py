@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from computer_vision_tasks import annealing_kd_train as cifar
-from computer_vision_tasks.cli import parse_args as image_args
-from NLP_glue_tasks import annealing_kd_glue as glue
-from NLP_glue_tasks.cli import parse_args as text_args
+from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
+from annealing_kd.computer_vision_tasks.cli import parse_args as image_args
+from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
+from annealing_kd.NLP_glue_tasks.cli import parse_args as text_args
 
 
 def test_image_flags_from_yaml_and_json_with_overrides(tmp_path):

@@ -13,9 +13,9 @@ import pytest
 import torch
 from glue_fixtures import BAD, GOOD, OTHER, tiny_bert
 
-import NLP_glue_tasks.custom_data as cd
-import NLP_glue_tasks.data as text_data
-from NLP_glue_tasks.annealing_kd_glue import main
+import annealing_kd.NLP_glue_tasks.custom_data as cd
+import annealing_kd.NLP_glue_tasks.data as text_data
+from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
 
 def _sentence(rng: random.Random, y: int) -> str:
@@ -101,7 +101,7 @@ def test_every_file_format(models, tmp_path, suffix):
 
 
 def _data(args: list[str]) -> cd.CustomData:
-    from NLP_glue_tasks.cli import build_parser
+    from annealing_kd.NLP_glue_tasks.cli import build_parser
 
     return cd.CustomData(build_parser().parse_args(["--output_dir", "x", *args]))
 
@@ -142,7 +142,7 @@ def test_regression_on_float_labels(models, tmp_path):
 
 
 def test_metrics_by_hand():
-    from NLP_glue_tasks.metrics import compute_metrics
+    from annealing_kd.NLP_glue_tasks.metrics import compute_metrics
 
     task = _task(("a", "b", "c"), ("accuracy", "macro_f1"))
     logits = np.eye(3)[[0, 1, 1, 2]]  # predictions 0 1 1 2
@@ -216,7 +216,7 @@ def test_online_teacher_matches_the_cache(models, tmp_path):
 
 
 def test_resume(models, tmp_path, monkeypatch):
-    import common.trainer as core
+    import annealing_kd.common.training.trainer as core
 
     tr, dv = write(tmp_path / "t.csv", rows(24, 0)), write(tmp_path / "d.csv", rows(12, 1))
     assert main(argv(models, tmp_path, tr, dv, out="full")) == 0
@@ -298,7 +298,7 @@ def test_ddp_two_processes(models, tmp_path):
     import subprocess
     import sys
 
-    from common.logit_cache import LogitCache
+    from annealing_kd.common.logit_cache.store import LogitCache
 
     tr, dv = write(tmp_path / "t.csv", rows(24, 0)), write(tmp_path / "d.csv", rows(12, 1))
     args = ("--method", "kd", "--num_train_epochs", "1")

@@ -127,7 +127,7 @@ def test_out_folder_of_the_user_is_never_emptied(tmp_path: Path, capsys) -> None
 
 def test_out_holding_a_finished_run_is_never_deleted(tmp_path: Path, capsys) -> None:
     """A finished CLI run is not a demo: --out on it is refused, the run untouched."""
-    from computer_vision_tasks import annealing_kd_train as cifar
+    from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
 
     run = tmp_path / "run"
     assert cifar.main(["--dataset", "fake", "--train-subset", "32", "--val-size", "16",
@@ -135,7 +135,7 @@ def test_out_holding_a_finished_run_is_never_deleted(tmp_path: Path, capsys) -> 
                        "--method", "scratch", "--student", "plane2", "--student-epochs", "1",
                        "--output-dir", str(run)]) == 0
     capsys.readouterr()
-    from common.run_lock import LOCK
+    from annealing_kd.common.run_folder.lock import LOCK
 
     def files() -> dict[Path, bytes]:  # the lock file only says who last held the folder
         return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK}

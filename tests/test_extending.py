@@ -1,7 +1,7 @@
 """docs/architecture.md "where new things go", each checked: a new image dataset touches
 computer_vision_tasks/data.py only, a model family computer_vision_tasks/model_zoo.py only, a text
 task NLP_glue_tasks/tasks.py only, and a new task domain reuses the methods, the loop and the run
-directory through the hooks of common.methods.run.Pipeline. (A method and an objective with an
+directory through the hooks of annealing_kd.common.methods.run.Pipeline. (A method and an objective with an
 option: tests/test_new_method.py.) Each test changes only what its file would hold (by
 monkeypatch) and runs the CLI unchanged."""
 
@@ -25,8 +25,8 @@ def results(out: Path) -> dict:
 
 def test_a_dataset_is_data_py(tmp_path, monkeypatch):
     """A Spec in DATASETS and its reader in load_split: 4 classes of 12x12 grey images."""
-    from computer_vision_tasks import data
-    from computer_vision_tasks.annealing_kd_train import main
+    from annealing_kd.computer_vision_tasks import data
+    from annealing_kd.computer_vision_tasks.annealing_kd_train import main
 
     spec = data.Spec(4, 1, 12, (0.5,), (0.25,), flip=False)
     monkeypatch.setitem(data.DATASETS, "tiny-grey", spec)
@@ -57,8 +57,8 @@ class TinyNet(nn.Module):
 
 
 def test_a_model_family_is_model_zoo_py(tmp_path, monkeypatch):
-    from computer_vision_tasks import model_zoo
-    from computer_vision_tasks.annealing_kd_train import main
+    from annealing_kd.computer_vision_tasks import model_zoo
+    from annealing_kd.computer_vision_tasks.annealing_kd_train import main
 
     monkeypatch.setitem(model_zoo.FAMILIES, "toy", model_zoo.Family(
         lambda name: name == "tiny", "the toy family has tiny only",
@@ -74,8 +74,8 @@ def test_a_model_family_is_model_zoo_py(tmp_path, monkeypatch):
 
 def test_a_text_task_is_tasks_py(tmp_path, monkeypatch):
     """A Task (files, columns, labels, metrics) in TASKS: here RTE's files under another name."""
-    from NLP_glue_tasks import tasks
-    from NLP_glue_tasks.annealing_kd_glue import main
+    from annealing_kd.NLP_glue_tasks import tasks
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
     monkeypatch.setitem(tasks.TASKS, "toy", tasks.Task(
         "toy", "RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"),
@@ -94,13 +94,20 @@ def test_a_text_task_is_tasks_py(tmp_path, monkeypatch):
 
 
 def test_a_task_domain_reuses_methods_loop_and_run_dir(tmp_path):
-    """A third domain: its own pipeline (the hooks of common.methods.run.Pipeline) on vectors."""
-    from common.methods import get_method, run_method
-    from common.objectives import options_of
-    from common.run_dir import RunDir
-    from common.seeding import EpochShuffleSampler
-    from common.settings import epochs
-    from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
+    """A third domain: its own pipeline (the hooks of annealing_kd.common.methods.run.Pipeline) on vectors."""
+    from annealing_kd.common.cli.settings import epochs
+    from annealing_kd.common.methods import get_method, run_method
+    from annealing_kd.common.methods.objectives import options_of
+    from annealing_kd.common.run_folder.run_dir import RunDir
+    from annealing_kd.common.training.seeding import EpochShuffleSampler
+    from annealing_kd.common.training.trainer import (
+        Batches,
+        Phase,
+        Trainer,
+        frozen_logits,
+        make_accelerator,
+        predict,
+    )
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 6, generator=g)

@@ -34,12 +34,12 @@ from glue_fixtures import tiny_bert, write_glue
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import common.trainer
-from computer_vision_tasks import annealing_kd_train as cifar
-from computer_vision_tasks.cli import build_parser as cifar_parser
+import annealing_kd.common.training.trainer
+from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
+from annealing_kd.computer_vision_tasks.cli import build_parser as cifar_parser
+from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
+from annealing_kd.NLP_glue_tasks.cli import build_parser as glue_parser
 from demo import run_demo
-from NLP_glue_tasks import annealing_kd_glue as glue
-from NLP_glue_tasks.cli import build_parser as glue_parser
 from reproduce import run_table
 
 # examples generated per CLI, in hundredths of the profile's max_examples (conftest.py: "fuzz",
@@ -188,10 +188,10 @@ def workspace(root: Path) -> dict[str, str]:
 
 
 class _Budget:
-    """common.trainer's progress bar, stopping the run after ``limit`` batches in all."""
+    """annealing_kd.common.training.trainer's progress bar, stopping the run after ``limit`` batches in all."""
 
     def __init__(self, limit: int) -> None:
-        self.real, self.limit, self.seen = common.trainer.progress_bar, limit, 0
+        self.real, self.limit, self.seen = annealing_kd.common.training.trainer.progress_bar, limit, 0
 
     def __call__(self, iterable, desc, enabled=True):
         self.bar = self.real(iterable, desc, enabled)
@@ -238,7 +238,7 @@ def run_example(cli: str, main, argv: list[str], tried, tmp: Path, capfd, monkey
     try:
         with monkeypatch.context() as m:
             m.setenv("TQDM_DISABLE", "1")
-            m.setattr(common.trainer, "progress_bar", _Budget(6))
+            m.setattr(annealing_kd.common.training.trainer, "progress_bar", _Budget(6))
             m.setattr(run_demo, "run_cli_process", _refuse_subprocess)
             m.setattr(run_table, "subprocess", SimpleNamespace(
                 Popen=_refuse_subprocess, run=_refuse_subprocess, STDOUT=subprocess.STDOUT))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from glue_fixtures import tiny_bert, write_glue
 
-from NLP_glue_tasks.annealing_kd_glue import main
+from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_swapped_teacher_stops_then_the_flag_remaps_it(env, tmp_path, capsys):
     assert err.startswith("error: the teacher's dev accuracy is 0.000")
     assert "1.000 if its outputs mean positive,negative" in err
     assert "--teacher_label_order positive,negative" in err
-    from common.run_dir import content
+    from annealing_kd.common.run_folder.run_dir import content
 
     assert not content(out)  # nothing trained, nothing written (but the lock): the same command reruns
 
@@ -78,7 +78,7 @@ def test_swapped_teacher_stops_then_the_flag_remaps_it(env, tmp_path, capsys):
     assert res["teacher"]["label_order"] == ["positive", "negative"]
     assert res["config"]["teacher_label_order"] == "positive,negative"
     # the cache keeps the raw outputs (in the swapped order)
-    from common.logit_cache import LogitCache
+    from annealing_kd.common.logit_cache.store import LogitCache
 
     cache = LogitCache(tmp_path / "cache")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from glue_fixtures import HEADERS, WORDS, tiny_bert, write_glue
 
-from NLP_glue_tasks.annealing_kd_glue import main
-from NLP_glue_tasks.tasks import SUBMISSION, TASKS
+from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
+from annealing_kd.NLP_glue_tasks.tasks import SUBMISSION, TASKS
 
 N_TRAIN, N_DEV, N_TEST = 24, 12, 6
 
@@ -147,8 +147,8 @@ def test_teacher_uses_its_own_vocabulary(env, tmp_path):
     teacher applied to its own tokenization, which differs from the student's."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from common.logit_cache import LogitCache
-    from NLP_glue_tasks.data import GlueData
+    from annealing_kd.common.logit_cache.store import LogitCache
+    from annealing_kd.NLP_glue_tasks.data import GlueData
 
     out = tmp_path / "run"
     assert main(argv(env, "sst-2", out, "--do_train", "--method", "kd", "--num_train_epochs", "1",
@@ -167,7 +167,7 @@ def test_teacher_uses_its_own_vocabulary(env, tmp_path):
 
 
 def test_resume_gives_the_same_student(env, tmp_path, monkeypatch):
-    import common.trainer as core
+    import annealing_kd.common.training.trainer as core
 
     args = ("--do_train", "--num_train_epochs_phase_2", "2")
     assert main(argv(env, "mrpc", tmp_path / "full", *args)) == 0
@@ -256,7 +256,7 @@ def test_errors(env, tmp_path, capsys, monkeypatch):
     _expect_error(capsys, no_data, "nyu-mll/glue")
     assert not out.exists() or not (out / "results.json").exists()
 
-    import common.losses as losses  # the anneal objective calls it (common/objectives.py)
+    import annealing_kd.common.methods.losses as losses  # the anneal objective calls it (common/methods/objectives.py)
 
     monkeypatch.setattr(losses, "annealing_loss", lambda s, t, phi, red: (s - t).pow(2).mean() * float("nan"))
     _expect_error(capsys, argv(env, "rte", out, *train), "not finite")
@@ -292,7 +292,7 @@ def test_ddp_two_processes(env, tmp_path):
     import subprocess
     import sys
 
-    from common.logit_cache import LogitCache
+    from annealing_kd.common.logit_cache.store import LogitCache
 
     assert main(argv(env, "rte", tmp_path / "single", "--do_train", "--method", "kd",
                      "--num_train_epochs", "1")) == 0

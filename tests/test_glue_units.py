@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from glue_fixtures import HEADERS, write_glue
 
-from common.errors import UsageError
-from NLP_glue_tasks.data import GlueData, ids_of, labels_of, read_tsv, task_dir
-from NLP_glue_tasks.metrics import better_label_order, compute_metrics
-from NLP_glue_tasks.tasks import TASKS, get_task, label_columns, metric_names
+from annealing_kd.common.errors import UsageError
+from annealing_kd.NLP_glue_tasks.data import GlueData, ids_of, labels_of, read_tsv, task_dir
+from annealing_kd.NLP_glue_tasks.metrics import better_label_order, compute_metrics
+from annealing_kd.NLP_glue_tasks.tasks import TASKS, get_task, label_columns, metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys; import NLP_glue_tasks.annealing_kd_glue as m; "
+    code = ("import sys; import annealing_kd.NLP_glue_tasks.annealing_kd_glue as m; "
             "print(sorted(k for k in ('torch', 'transformers', 'datasets') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stderr
@@ -106,7 +106,7 @@ def test_tsv_quotes_kept_and_bad_rows(tmp_path):
 
 
 def test_original_readme_command_parses():
-    from NLP_glue_tasks.cli import build_parser, check_args
+    from annealing_kd.NLP_glue_tasks.cli import build_parser, check_args
 
     cmd = ("--model_type roberta --teacher_model_name_or_path /t --student_model_name_or_path "
            "distilroberta-base --task_name RTE --do_train --do_eval --evaluate_during_training "
@@ -160,9 +160,9 @@ def test_teacher_logits_precision_follows_the_flags(flags, precision):
     GPU as on the CPU)."""
     from types import SimpleNamespace
 
-    from common.logit_cache import precision_of
-    from NLP_glue_tasks.cli import build_parser
-    from NLP_glue_tasks.pipeline import amp_of
+    from annealing_kd.common.logit_cache.store import precision_of
+    from annealing_kd.NLP_glue_tasks.cli import build_parser
+    from annealing_kd.NLP_glue_tasks.pipeline import amp_of
 
     amp = amp_of(build_parser().parse_args(["--output_dir", "x", *flags]))
     mixed = {"none": "no"}.get(amp, amp)  # what make_accelerator asks accelerate for
@@ -180,10 +180,10 @@ def test_cache_key_and_file_say_the_precision(tmp_path):
     from glue_fixtures import tiny_bert
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from common.logit_cache import HEADER, precision_of
-    from common.trainer import make_accelerator
-    from NLP_glue_tasks import logit_cache
-    from NLP_glue_tasks.data import Collator, encode
+    from annealing_kd.common.logit_cache.store import HEADER, precision_of
+    from annealing_kd.common.training.trainer import make_accelerator
+    from annealing_kd.NLP_glue_tasks import logit_cache
+    from annealing_kd.NLP_glue_tasks.data import Collator, encode
 
     torch.set_num_threads(1)
     path = tiny_bert(tmp_path / "t", num_labels=2, seed=3)

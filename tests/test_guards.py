@@ -10,9 +10,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from common.guards import at_chance, chance_margin, majority_share, recalibrate_bn
-from common.trainer import Trainer
-from computer_vision_tasks import model_zoo
+from annealing_kd.common.training.guards import (
+    at_chance,
+    chance_margin,
+    majority_share,
+    recalibrate_bn,
+)
+from annealing_kd.common.training.trainer import Trainer
+from annealing_kd.computer_vision_tasks import model_zoo
 
 
 def test_chance_is_two_standard_errors_above_one_over_the_classes():

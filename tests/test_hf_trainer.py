@@ -1,4 +1,4 @@
-"""common.hf_trainer (Annealing-KD and KD inside a transformers.Trainer script) against our text
+"""annealing_kd.common.integrations.hf_trainer (Annealing-KD and KD inside a transformers.Trainer script) against our text
 CLI, step by step, on tiny BERTs and a GLUE-format SST-2 folder; and the README's example.
 
 Both sides get the same data, tokenizer, initial weights (dropout off), example order
@@ -18,10 +18,10 @@ import pytest
 import torch
 from glue_fixtures import tiny_bert, write_glue
 
-import common.trainer as core
-from common.hf_trainer import AnnealingKDTrainer, train_annealing_kd
-from common.seeding import EpochShuffleSampler
-from NLP_glue_tasks.annealing_kd_glue import main
+import annealing_kd.common.training.trainer as core
+from annealing_kd.common.integrations.hf_trainer import AnnealingKDTrainer, train_annealing_kd
+from annealing_kd.common.training.seeding import EpochShuffleSampler
+from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, BATCH, LR, TEACHER_SCALE = 3, 8, 5e-3, 100.0
@@ -207,7 +207,7 @@ def test_selection_over_both_phases(best1, best2, greater, selected):
     """The model ends with the better phase's best (ties: phase 1, as the CLIs)."""
     from types import SimpleNamespace
 
-    from common.hf_trainer import _select
+    from annealing_kd.common.integrations.hf_trainer import _select
 
     loaded = []
 
@@ -240,7 +240,7 @@ def test_teacher_frozen_and_errors(env, tmp_path):
     with pytest.raises(ValueError, match="different output_dir"):
         train_annealing_kd(student_model(env), teacher, targs(tmp_path / "a", 2),
                            targs(tmp_path / "a", 1), max_temperature=2, **kw)
-    from common.errors import UsageError
+    from annealing_kd.common.errors import UsageError
 
     trainer = AnnealingKDTrainer(model=student_model(env), teacher=teacher, max_temperature=3,
                                  args=targs(tmp_path / "b", 2), **kw)

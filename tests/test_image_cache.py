@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.trainer import frozen_logits
-from computer_vision_tasks.annealing_kd_train import main
+from annealing_kd.common.training.trainer import frozen_logits
+from annealing_kd.computer_vision_tasks.annealing_kd_train import main
 
 TINY = ["--dataset", "fake", "--train-subset", "64", "--val-size", "16", "--batch-size", "16",
         "--num-workers", "0", "--device", "cpu", "--teacher", "plane2", "--student", "resnet8",
@@ -43,7 +43,7 @@ def _train(results: dict) -> dict:
 @pytest.fixture
 def teacher_calls(monkeypatch):
     """How often the frozen teacher's forward runs (live targets)."""
-    import computer_vision_tasks.pipeline as pipeline
+    import annealing_kd.computer_vision_tasks.pipeline as pipeline
 
     calls = []
 
@@ -123,7 +123,7 @@ def test_a_trained_teachers_own_test_logits_are_read_by_its_students(tmp_path, m
     """The run that trains a model keeps its best weights' test logits in the cache: a KD run
     taking that model as its teacher reads them (the same bits it would compute), and the best
     weights, when they are the last epoch's, are evaluated once."""
-    import computer_vision_tasks.pipeline as pipeline
+    import annealing_kd.computer_vision_tasks.pipeline as pipeline
 
     evals = []
     real = pipeline.predict

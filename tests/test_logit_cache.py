@@ -1,4 +1,4 @@
-"""The teacher-logit cache (common/logit_cache.py, common/epoch_logits.py): files, damage,
+"""The teacher-logit cache (common/logit_cache/store.py, common/logit_cache/epoch_logits.py): files, damage,
 locking between processes, the size limit, and per-epoch targets."""
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.epoch_logits import EpochLogits
-from common.logit_cache import HEADER, FileLock, LogitCache, nbytes, precision_of, stored
+from annealing_kd.common.logit_cache.epoch_logits import EpochLogits
+from annealing_kd.common.logit_cache.store import (
+    HEADER,
+    FileLock,
+    LogitCache,
+    nbytes,
+    precision_of,
+    stored,
+)
 
 
 def _cache(root: Path, max_gb: float | None = None) -> tuple[LogitCache, list[str]]:

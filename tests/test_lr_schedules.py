@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.lr_schedules import STEP_DECAY, LrSchedule, milestone_steps
+from annealing_kd.common.training.lr_schedules import STEP_DECAY, LrSchedule, milestone_steps
 
 
 def earlier_step_decay(step: int, total: int) -> float:
-    """The multiplier of common/lr_schedules.py before the milestone factory (LambdaLR on this)."""
+    """The multiplier of common/training/lr_schedules.py before the milestone factory (LambdaLR on this)."""
     if step >= 3 * total // 4:
         return 0.01
     if step >= total // 2:

@@ -1,6 +1,6 @@
-"""The mechanisms of issue 17 on their own: the manifest (common/manifest.py), the staged write
-(common/checkpoint.Stage), the output folder of a tool (common/outputs.py), the lock
-(common/run_lock.py), the input fingerprints (common/fingerprint.py) and the argument types."""
+"""The mechanisms of issue 17 on their own: the manifest (common/run_folder/manifest.py), the staged write
+(common/checkpoint.Stage), the output folder of a tool (common/run_folder/outputs.py), the lock
+(common/run_folder/lock.py), the input fingerprints (common/run_folder/fingerprint.py) and the argument types."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from common import run_lock
-from common.checkpoint import atomic_write, is_temporary
-from common.cli_args import integer, real
-from common.errors import UsageError
-from common.fingerprint import changed, check_same_inputs, fingerprint
-from common.manifest import MANIFEST, Manifest, NotOurs
-from common.outputs import OutputFolder
+from annealing_kd.common.cli.args import integer, real
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.run_folder import lock as run_lock
+from annealing_kd.common.run_folder.checkpoint import atomic_write, is_temporary
+from annealing_kd.common.run_folder.fingerprint import changed, check_same_inputs, fingerprint
+from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest, NotOurs
+from annealing_kd.common.run_folder.outputs import OutputFolder
 
 
 def write(path: Path, text: str, m: Manifest | None) -> None:
@@ -28,7 +28,7 @@ def write(path: Path, text: str, m: Manifest | None) -> None:
 
 
 def test_a_file_is_recorded_before_it_appears_with_size_time_and_hash(tmp_path, monkeypatch):
-    import common.checkpoint as ckpt
+    import annealing_kd.common.run_folder.checkpoint as ckpt
 
     m = Manifest.create(tmp_path, "test")
     seen, real_replace = {}, ckpt.replace
@@ -133,7 +133,7 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from common import run_lock
+        from annealing_kd.common.run_folder import lock as run_lock
         run_lock.acquire({str(tmp_path)!r})
         print("locked", flush=True)
         time.sleep(600)
@@ -197,7 +197,7 @@ def test_a_teacher_logit_cache_among_the_outputs_is_replaced_with_them(tmp_path)
     go with the rest; any other file in that folder, a look-alike name included, refuses."""
     import torch
 
-    from common.logit_cache import LogitCache
+    from annealing_kd.common.logit_cache.store import LogitCache
 
     out = OutputFolder(tmp_path / "demo", "demo", lock=False)
     cache_dir = out.child("text/logit-cache")

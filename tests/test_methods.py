@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import UsageError
-from common.methods import TEACHER_STEP, get_method, method_names, steps_of
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.methods import TEACHER_STEP, get_method, method_names, steps_of
 
 
 def phases(name: str, trains_teacher: bool = False) -> list[tuple[str, str, str, str | None]]:
@@ -33,8 +33,8 @@ def test_scratch_and_finetune_are_one_method():
 
 
 def test_both_clis_offer_the_same_methods():
-    from computer_vision_tasks.cli import parse_args
-    from NLP_glue_tasks.cli import build_parser
+    from annealing_kd.computer_vision_tasks.cli import parse_args
+    from annealing_kd.NLP_glue_tasks.cli import build_parser
 
     glue = next(a for a in build_parser()._actions if a.dest == "method")
     assert sorted(glue.choices) == method_names() == ["annealing", "finetune", "kd", "scratch", "takd"]

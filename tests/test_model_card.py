@@ -11,8 +11,8 @@ import pytest
 import yaml
 from glue_fixtures import tiny_bert, write_glue
 
-from common.fingerprint import file_sha256
-from common.manifest import Manifest
+from annealing_kd.common.run_folder.fingerprint import file_sha256
+from annealing_kd.common.run_folder.manifest import Manifest
 
 
 def read_card(path: Path) -> tuple[dict, str]:
@@ -57,7 +57,7 @@ def test_image_cli_card(tmp_path):
 @pytest.mark.slow  # about 50 s on a loaded 2-core CPU
 def test_text_cli_card(tmp_path, capsys):
     """Also: its random teacher is at chance on dev, which one warning line says."""
-    from NLP_glue_tasks.annealing_kd_glue import main
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
     write_glue(tmp_path / "glue", "RTE", 16, 8, 4)
     teacher = tiny_bert(tmp_path / "teacher", num_labels=2, seed=1)
@@ -88,7 +88,7 @@ def test_text_cli_card(tmp_path, capsys):
 
 @pytest.mark.parametrize("cli", ["image", "text"])
 def test_card_of_a_run_without_teacher(cli):
-    from common.model_card import render
+    from annealing_kd.common.integrations.model_card import render
 
     res = {"config": {"method": "scratch", "dataset": "fake", "student": "plane2",
                       "command": "x --method scratch", "student_model_name_or_path": "s"},

@@ -1,6 +1,6 @@
 """A new distillation method, with an objective that has an option, is one file: this one. It
-registers the objective and its option (common.objectives.register_objective with a
-common.settings.Setting: flag, default, check, resume key) and a method (common.methods.register),
+registers the objective and its option (annealing_kd.common.methods.objectives.register_objective with a
+annealing_kd.common.cli.settings.Setting: flag, default, check, resume key) and a method (annealing_kd.common.methods.register),
 and runs the method through both CLIs at tiny size; no other file knows about it."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from glue_fixtures import tiny_bert, write_glue
 
-from common import methods, objectives
-from common.methods import Method, Step, register
-from common.settings import Setting, positive
+from annealing_kd.common import methods
+from annealing_kd.common.cli.settings import Setting, positive
+from annealing_kd.common.methods import Method, Step, objectives, register
 
 CALLS: list[tuple[int, int, float]] = []  # (batch size, classes, temperature) of every loss call
 OPTION = Setting("soft_ce_temperature", "softmax temperature of the toy objective", 1.0, float,
@@ -54,7 +54,7 @@ def test_soft_ce_by_hand():
 
 
 def test_toy_method_through_the_cifar_cli(toy_method, tmp_path, capsys):
-    from computer_vision_tasks.annealing_kd_train import main
+    from annealing_kd.computer_vision_tasks.annealing_kd_train import main
 
     out = tmp_path / "cifar"
     argv = ["--dataset", "fake", "--train-subset", "64", "--val-size", "32", "--batch-size",
@@ -74,9 +74,9 @@ def test_toy_method_through_the_cifar_cli(toy_method, tmp_path, capsys):
 
 def check_option(main, argv: list[str], cli: str, shown: str, capsys) -> None:
     """The option's check (through the CLI) and resume key, in the CLI's own spelling."""
-    from common.errors import UsageError
-    from common.run_dir import check_same_run
-    from common.settings import resume_keys
+    from annealing_kd.common.cli.settings import resume_keys
+    from annealing_kd.common.errors import UsageError
+    from annealing_kd.common.run_folder.run_dir import check_same_run
 
     capsys.readouterr()
     assert main([*argv, shown, "0"]) == 2
@@ -84,13 +84,13 @@ def check_option(main, argv: list[str], cli: str, shown: str, capsys) -> None:
     assert OPTION.name in resume_keys(cli)
     with pytest.raises(UsageError) as err:
         check_same_run({OPTION.name: 2.5}, {OPTION.name: 3.0}, resume_keys(cli))
-    module = {"image": "computer_vision_tasks.cli", "text": "NLP_glue_tasks.cli"}[cli]
+    module = {"image": "annealing_kd.computer_vision_tasks.cli", "text": "annealing_kd.NLP_glue_tasks.cli"}[cli]
     flag_of = importlib.import_module(module).flag_of
     assert err.value.spelled(flag_of).startswith(f"--resume: {shown} was 2.5 in this run, now 3.0")
 
 
 def test_toy_method_through_the_glue_cli(toy_method, tmp_path, capsys):
-    from NLP_glue_tasks.annealing_kd_glue import main
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
     write_glue(tmp_path / "glue", "RTE", 24, 12, 6)
     teacher = tiny_bert(tmp_path / "teacher", num_labels=2, seed=2)
@@ -111,6 +111,6 @@ def test_toy_method_through_the_glue_cli(toy_method, tmp_path, capsys):
 
 
 def test_the_option_is_gone_with_the_objective():
-    from computer_vision_tasks.cli import build_parser
+    from annealing_kd.computer_vision_tasks.cli import build_parser
 
     assert "--soft-ce-temperature" not in build_parser().format_help()

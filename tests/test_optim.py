@@ -1,10 +1,10 @@
-"""common/optim.py: the fused AdamW takes the same steps as torch's default AdamW."""
+"""common/training/optim.py: the fused AdamW takes the same steps as torch's default AdamW."""
 
 from __future__ import annotations
 
 import torch
 
-from common.optim import adamw
+from annealing_kd.common.training.optim import adamw
 
 
 def test_fused_adamw_matches_the_reference():

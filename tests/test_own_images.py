@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from computer_vision_tasks import data, model_zoo, own_data
-from computer_vision_tasks.annealing_kd_train import main
-from computer_vision_tasks.cli import parse_args
+from annealing_kd.computer_vision_tasks import data, model_zoo, own_data
+from annealing_kd.computer_vision_tasks.annealing_kd_train import main
+from annealing_kd.computer_vision_tasks.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "emu": (40, 40, 200)}

@@ -1,4 +1,4 @@
-"""The own-loop API (common.api): the schedule object, the losses and the frozen-teacher helper
+"""The own-loop API (annealing_kd.common.api): the schedule object, the losses and the frozen-teacher helper
 against hand-computed values, and the runnable example of docs/own_loop.md."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import common.api as api
-from common.errors import UsageError
-from common.lr_schedules import LrSchedule
-from common.trainer import Phase, Trainer
+import annealing_kd.common.api as api
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.training.lr_schedules import LrSchedule
+from annealing_kd.common.training.trainer import Phase, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,13 +25,13 @@ def python_blocks(path: Path) -> list[str]:
 
 def test_public_names():
     ns: dict = {}
-    exec("from common.api import *", ns)
+    exec("from annealing_kd.common.api import *", ns)
     assert sorted(k for k in ns if not k.startswith("__")) == sorted(api.__all__)
     # the same objects as the CLIs use: no second implementation
-    import common.losses
-    import common.schedule
-    assert api.annealing_loss is common.losses.annealing_loss
-    assert api.AnnealingSchedule is common.schedule.AnnealingSchedule
+    import annealing_kd.common.methods.losses
+    import annealing_kd.common.methods.schedule
+    assert api.annealing_loss is annealing_kd.common.methods.losses.annealing_loss
+    assert api.AnnealingSchedule is annealing_kd.common.methods.schedule.AnnealingSchedule
 
 
 # ---- the schedule ---------------------------------------------------------------------------
@@ -164,5 +164,5 @@ def test_readme_own_loop_snippet_uses_the_public_names():
     section = text.split("### Your own PyTorch loop\n", 1)[1].split("\n## ", 1)[0]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     compile(code, "README.md", "exec")
-    (names,) = re.findall(r"from common.api import (.*)", code)
+    (names,) = re.findall(r"from annealing_kd.common.api import (.*)", code)
     assert {n.strip() for n in names.split(",")} <= set(api.__all__)

@@ -22,10 +22,10 @@ import torch
 from glue_fixtures import tiny_bert, write_glue
 from PIL import Image
 
-import common.checkpoint as ckpt
-from common.manifest import MANIFEST, Manifest
-from computer_vision_tasks import annealing_kd_train as cifar
-from NLP_glue_tasks import annealing_kd_glue as glue
+import annealing_kd.common.run_folder.checkpoint as ckpt
+from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest
+from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
+from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
 
 CIFAR = ["--dataset", "fake", "--train-subset", "32", "--val-size", "16", "--batch-size", "16",
          "--num-workers", "0", "--device", "cpu", "--teacher", "resnet8", "--student", "plane2",
@@ -77,7 +77,7 @@ def ws(tmp_path_factory):
     write_glue(ws / "glue", "RTE", 24, 12, 6)
     tiny_bert(ws / "teacher", num_labels=2, seed=1)
     tiny_bert(ws / "student", num_labels=None, seed=2)
-    from computer_vision_tasks import models
+    from annealing_kd.computer_vision_tasks import models
 
     ckpt.save_weights(models.create_model("resnet8", 10).state_dict(), ws / "teacher.safetensors")
     os.environ["TQDM_DISABLE"] = "1"
@@ -241,16 +241,16 @@ def _hold(out: Path) -> tuple[int, int]:
     if pid == 0:  # the child: a real run
         try:
             os.close(r)
-            import common.trainer
+            import annealing_kd.common.training.trainer
 
-            real = common.trainer.commit_epoch
+            real = annealing_kd.common.training.trainer.commit_epoch
 
             def commit(*a, **k):
                 real(*a, **k)
                 os.write(w, b"x")
                 time.sleep(600)
 
-            common.trainer.commit_epoch = commit
+            annealing_kd.common.training.trainer.commit_epoch = commit
             cifar.main([*CIFAR, "--method", "scratch", "--output-dir", str(out)])
         finally:
             os._exit(0)
@@ -270,7 +270,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_then_resume_after_a_kill_wor
                                *extra]) == 2
             line = one_error(capsys)
             assert f"is in use by another run (pid {pid} on host {platform.node()}" in line, line
-        from common import run_lock
+        from annealing_kd.common.run_folder import lock as run_lock
 
         assert run_lock.holder(out).startswith(f"pid {pid} on host")
     finally:
@@ -286,9 +286,9 @@ def test_a_second_run_on_a_folder_in_use_is_refused_then_resume_after_a_kill_wor
 # ---- 4. --resume checks the inputs ----------------------------------------------------------
 def _stop_after_first_epoch(monkeypatch):
     """The run stops (as Ctrl-C would) once its first epoch is committed."""
-    import common.trainer
+    import annealing_kd.common.training.trainer
 
-    real, calls = common.trainer.commit_epoch, []
+    real, calls = annealing_kd.common.training.trainer.commit_epoch, []
 
     def commit(*a, **k):
         real(*a, **k)
@@ -296,8 +296,8 @@ def _stop_after_first_epoch(monkeypatch):
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(common.trainer, "commit_epoch", commit)
-    return lambda: monkeypatch.setattr(common.trainer, "commit_epoch", real)
+    monkeypatch.setattr(annealing_kd.common.training.trainer, "commit_epoch", commit)
+    return lambda: monkeypatch.setattr(annealing_kd.common.training.trainer, "commit_epoch", real)
 
 
 def test_own_images_resume_with_the_same_command_and_refuse_changed_data(tmp_path, monkeypatch,
@@ -338,7 +338,7 @@ def test_resume_refuses_a_replaced_teacher_checkpoint_or_folder(ws, tmp_path, mo
     undo = _stop_after_first_epoch(monkeypatch)
     assert cifar.main(argv) == 130
     capsys.readouterr()
-    from computer_vision_tasks import models
+    from annealing_kd.computer_vision_tasks import models
 
     ckpt.save_weights(models.create_model("resnet8", 10).state_dict(), teacher)  # retrained
     assert cifar.main([*argv, "--resume"]) == 2
@@ -390,7 +390,7 @@ def test_symlinks_stay_in_the_dataset_a_loop_is_refused_repeats_are_warned(tmp_p
     outside = write_images(tmp_path / "elsewhere")
     (data / "train" / "cat" / "far").symlink_to(outside / "train" / "dog")  # leads out
     (data / "train" / "cat" / "twin.png").symlink_to(data / "train" / "dog" / "0.png")  # repeat
-    from computer_vision_tasks.folder_scan import scan
+    from annealing_kd.computer_vision_tasks.folder_scan import scan
 
     paths, labels, classes = scan(data, "train", None)
     err = capsys.readouterr().err
@@ -537,7 +537,7 @@ def test_a_refused_folder_keeps_nothing_of_ours(tmp_path, capsys):
     assert run_demo.main(["--skip-images", "--skip-text", "--out", str(user)]) == 2
     assert "no earlier output of demo" in capsys.readouterr().err
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
-    from common.run_lock import LOCK
+    from annealing_kd.common.run_folder.lock import LOCK
 
     (user / LOCK).write_text("")  # not ours to remove: it was there before
     assert cifar.main(["--dataset", "fake", "--output-dir", str(user), "--device", "cpu"]) == 2
@@ -547,9 +547,9 @@ def test_a_refused_folder_keeps_nothing_of_ours(tmp_path, capsys):
 def test_an_output_folder_that_refuses_keeps_the_lock_its_caller_holds(tmp_path):
     """OutputFolder lets go only of a lock it took: a refusal inside a folder its caller locked
     leaves that lock (and its file) held."""
-    from common import run_lock
-    from common.errors import UsageError
-    from common.outputs import OutputFolder
+    from annealing_kd.common.errors import UsageError
+    from annealing_kd.common.run_folder import lock as run_lock
+    from annealing_kd.common.run_folder.outputs import OutputFolder
 
     user = tmp_path / "user"
     user.mkdir()

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["NLP_glue_tasks/annealing_kd_glue.py", "computer_vision_tasks/annealing_kd_train.py"]
-MODULES = ["NLP_glue_tasks.annealing_kd_glue", "computer_vision_tasks.annealing_kd_train"]
+MODULES = ["annealing_kd.NLP_glue_tasks.annealing_kd_glue", "annealing_kd.computer_vision_tasks.annealing_kd_train"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -49,7 +49,8 @@ def test_bad_flag_is_one_line_exit_2(script):
 
 
 def test_usage_error_convention(capsys):
-    from common.errors import UsageError, run_cli
+    from annealing_kd.common.cli.entry import run_cli
+    from annealing_kd.common.errors import UsageError
 
     def main(argv):
         raise UsageError("the thing is wrong;\n  fix it like this")
@@ -76,6 +77,6 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 def test_import_of_common_is_light():
-    proc = subprocess.run([sys.executable, "-c", "import common.errors, common.schedule, sys; "
+    proc = subprocess.run([sys.executable, "-c", "import annealing_kd.common.errors, annealing_kd.common.methods.schedule, sys; "
                            "assert 'torch' not in sys.modules"], cwd=ROOT)
     assert proc.returncode == 0

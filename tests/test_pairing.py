@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from common.trainer import Trainer
-from computer_vision_tasks.annealing_kd_train import main
+from annealing_kd.common.training.trainer import Trainer
+from annealing_kd.computer_vision_tasks.annealing_kd_train import main
 
 TINY = ["--dataset", "fake", "--train-subset", "64", "--val-size", "16", "--batch-size", "16",
         "--num-workers", "0", "--device", "cpu", "--teacher", "plane2", "--student", "resnet8",
@@ -76,7 +76,7 @@ TEXT_METHODS = {"finetune": ["--num_train_epochs", "2"], "kd": ["--num_train_epo
 def _text_student_view(root, method: str, monkeypatch, seed: str = "3") -> dict:
     """The student's initial weights and, per batch of its first phase, the token ids it saw and
     the state of torch's random stream at its forward (which fixes its dropout masks)."""
-    from NLP_glue_tasks.annealing_kd_glue import main as glue_main
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main as glue_main
 
     seen: dict = {"init": None, "batches": []}
     fit = FIT

@@ -1,11 +1,11 @@
-"""Progress bars stay out of log files (common/progress.py)."""
+"""Progress bars stay out of log files (common/training/progress.py)."""
 
 from __future__ import annotations
 
 import io
 import sys
 
-from common.progress import progress_bar
+from annealing_kd.common.training.progress import progress_bar
 
 
 class _Tty(io.StringIO):

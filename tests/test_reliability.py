@@ -19,10 +19,10 @@ from glue_fixtures import tiny_bert, write_glue
 from PIL import Image
 from safetensors.torch import load_file
 
-import common.checkpoint as ckpt
-from common.manifest import MANIFEST, Manifest
-from computer_vision_tasks import annealing_kd_train as cifar
-from NLP_glue_tasks import annealing_kd_glue as glue
+import annealing_kd.common.run_folder.checkpoint as ckpt
+from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest
+from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
+from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
 
 CIFAR = ["--dataset", "fake", "--train-subset", "64", "--val-size", "32", "--batch-size", "32",
          "--num-workers", "0", "--device", "cpu", "--teacher", "resnet8", "--student", "plane2",
@@ -91,7 +91,7 @@ def ws(tmp_path_factory):
         (bad / "images" / "train" / c).mkdir(parents=True)
         colour = (200 if c == "a" else 0, 0, 0)
         Image.new("RGB", (8, 8), colour).save(bad / "images" / "train" / c / "0.png")
-    from computer_vision_tasks import models
+    from annealing_kd.computer_vision_tasks import models
 
     ckpt.save_weights(models.create_model("resnet8", 10).state_dict(), ws / "teacher.safetensors")
     (bad / "teacher.safetensors").write_bytes((ws / "teacher.safetensors").read_bytes()[:3000])
@@ -400,7 +400,7 @@ def tmpfs(tmp_path):
 
 @ROOT_ONLY
 def test_disk_full_while_writing_a_checkpoint_keeps_the_last_good_epoch(ws, tmpfs, capsys):
-    from computer_vision_tasks import models
+    from annealing_kd.computer_vision_tasks import models
 
     size = 4 * models.num_parameters(models.create_model("plane4", 10))
     # an epoch commit holds the weights and the momentum (2 sizes); while the second epoch is
@@ -444,7 +444,7 @@ def test_overwrite_replaces_only_our_run_and_only_once_it_starts(ws, tmp_path, m
     out = tmp_path / "run"
     shutil.copytree(ws / "done_cifar", out)
     seen = {}
-    from common.trainer import Trainer
+    from annealing_kd.common.training.trainer import Trainer
 
     fit = Trainer.fit
 

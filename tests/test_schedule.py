@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from common.errors import UsageError
-from common.schedule import annealing_schedule, phi, temperature
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.methods.schedule import annealing_schedule, phi, temperature
 
 
 def temps(n, tau):

@@ -1,4 +1,4 @@
-"""The run-settings layer (common.settings): one declaration per setting, each CLI's spelling,
+"""The run-settings layer (annealing_kd.common.cli.settings): one declaration per setting, each CLI's spelling,
 one check, the resume keys; and the settings of the controlled experiment: the phase-2 learning
 rate, the learning-rate milestones and a phase 2 of 0 epochs."""
 
@@ -12,12 +12,12 @@ import torch
 from glue_fixtures import tiny_bert, write_glue
 from safetensors.torch import load_file
 
-from common import settings
-from common.errors import UsageError
-from computer_vision_tasks import cli as image_cli
-from computer_vision_tasks.annealing_kd_train import main as image_main
-from NLP_glue_tasks import cli as text_cli
-from NLP_glue_tasks.annealing_kd_glue import main as text_main
+from annealing_kd.common.cli import settings
+from annealing_kd.common.errors import UsageError
+from annealing_kd.computer_vision_tasks import cli as image_cli
+from annealing_kd.computer_vision_tasks.annealing_kd_train import main as image_main
+from annealing_kd.NLP_glue_tasks import cli as text_cli
+from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main as text_main
 
 IMAGE = ["--dataset", "fake", "--train-subset", "32", "--val-size", "32", "--batch-size", "16",
          "--num-workers", "0", "--device", "cpu", "--teacher", "plane2", "--student", "resnet8",

@@ -1,4 +1,4 @@
-"""The one statistics helper of reproduce/ and benchmarks/ (common/stats.py) against hand
+"""The one statistics helper of reproduce/ and benchmarks/ (reproduce/stats.py) against hand
 computations."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from common import stats
+from reproduce import stats
 
 
 def test_mean_std_and_median():

@@ -8,7 +8,12 @@ from scipy.stats import chi2_contingency, chisquare
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from computer_vision_tasks.tensor_loader import TensorLoader, augment, from_hwc, normalize
+from annealing_kd.computer_vision_tasks.tensor_loader import (
+    TensorLoader,
+    augment,
+    from_hwc,
+    normalize,
+)
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -148,8 +153,8 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
     set_epoch on it every epoch."""
     from torch import nn
 
-    from common.run_dir import RunDir
-    from common.trainer import Batches, Phase, Trainer, make_accelerator
+    from annealing_kd.common.run_folder.run_dir import RunDir
+    from annealing_kd.common.training.trainer import Batches, Phase, Trainer, make_accelerator
 
     images, labels = _images(24), torch.arange(24) % 10
     train = TensorLoader(images, labels, 8, MEAN, STD, train=True, seed=0)
@@ -170,7 +175,7 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
 def test_cli_wiring_tensor_loader_matches_the_dataloader_on_a_split():
     """data.tensor_loader (what the CIFAR CLI uses on one GPU) serves the same held-out images,
     normalised the same way, as the torchvision DataLoader path, and every training image once."""
-    from computer_vision_tasks import data
+    from annealing_kd.computer_vision_tasks import data
 
     spec = data.get_spec("fake")
     splits = data.make_splits("fake", "unused", val_size=40, train_subset=100, seed=3)
@@ -188,7 +193,7 @@ def test_cli_wiring_tensor_loader_matches_the_dataloader_on_a_split():
 def test_the_stream_is_the_dataloader_order_and_the_same_on_any_device():
     """The permutation is EpochShuffleSampler's; all draws are on a CPU generator, so a loader
     on another device (here: a CPU copy built separately) yields the same batches."""
-    from common.seeding import EpochShuffleSampler
+    from annealing_kd.common.training.seeding import EpochShuffleSampler
 
     images = _images(40)
     a = TensorLoader(images, torch.arange(40), 16, MEAN, STD, train=True, seed=5)

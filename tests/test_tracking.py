@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from common import tracking
-from common.manifest import Manifest
+from annealing_kd.common.integrations import tracking
+from annealing_kd.common.run_folder.manifest import Manifest
 
 pytest.importorskip("tensorboard")
 
@@ -77,8 +77,8 @@ def test_image_cli_tensorboard(tmp_path):
 
 @pytest.mark.parametrize("cli", ["image", "text"])
 def test_a_tracker_not_installed_names_its_extra(tmp_path, capsys, monkeypatch, cli):
-    from computer_vision_tasks import annealing_kd_train as cifar
-    from NLP_glue_tasks import annealing_kd_glue as glue
+    from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
+    from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
 
     monkeypatch.setattr(tracking, "_installed", lambda name: name == "tensorboard")
     flag = "--report-to" if cli == "image" else "--report_to"

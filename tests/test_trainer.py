@@ -10,12 +10,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.checkpoint import load_committed, load_weights
-from common.errors import UsageError
-from common.lr_schedules import STEP_DECAY, LrSchedule
-from common.run_dir import RunDir, environment_info
-from common.seeding import EpochShuffleSampler, seed_everything
-from common.trainer import Batches, Phase, Trainer, frozen_logits, make_accelerator, predict
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.run_folder.checkpoint import load_committed, load_weights
+from annealing_kd.common.run_folder.run_dir import RunDir, environment_info
+from annealing_kd.common.training.lr_schedules import STEP_DECAY, LrSchedule
+from annealing_kd.common.training.seeding import EpochShuffleSampler, seed_everything
+from annealing_kd.common.training.trainer import (
+    Batches,
+    Phase,
+    Trainer,
+    frozen_logits,
+    make_accelerator,
+    predict,
+)
 
 
 class Boom(RuntimeError):

@@ -4,9 +4,14 @@ A new method is one file: ``register(Method(name, (Step(...), ...), summary))`` 
 both CLIs offer it as ``--method name`` once the module is imported.
 """
 
-from common import objectives  # noqa: F401  (the objectives the methods name)
-from common.methods import annealing, kd, scratch, takd  # noqa: F401  (each registers itself)
-from common.methods.base import (  # noqa: F401
+from annealing_kd.common.methods import (  # noqa: F401  (each registers itself)
+    annealing,
+    kd,
+    objectives,  # noqa: F401  (the objectives the methods name)
+    scratch,
+    takd,
+)
+from annealing_kd.common.methods.base import (  # noqa: F401
     METHODS,
     ROLES,
     TEACHER_STEP,
@@ -16,4 +21,4 @@ from common.methods.base import (  # noqa: F401
     method_names,
     register,
 )
-from common.methods.run import plan, run_method, steps_of, table  # noqa: F401
+from annealing_kd.common.methods.run import plan, run_method, steps_of, table  # noqa: F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.errors import UsageError
+from annealing_kd.common.errors import UsageError
 
 ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 
@@ -16,8 +16,8 @@ ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 @dataclass(frozen=True)
 class Step:
     """One phase: train the ``model`` role with ``objective`` (a name in
-    ``common.objectives.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
-    for the epoch budget ``epochs`` (default: the phase name; ``common.settings.BUDGETS``),
+    ``annealing_kd.common.methods.objectives.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
+    for the epoch budget ``epochs`` (default: the phase name; ``annealing_kd.common.cli.settings.BUDGETS``),
     starting from the best weights of phase ``start`` (None: the model as it is). A
     ``skippable`` step may get a budget of 0 epochs: it is then left out."""
 

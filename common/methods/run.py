@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from common.methods.base import TEACHER_STEP, Method, Step
+from annealing_kd.common.methods.base import TEACHER_STEP, Method, Step
 
 
 class Pipeline(Protocol):
     """What each CLI provides: its models, data, optimizer and evaluation per role."""
 
-    trainer: Any  # common.trainer.Trainer
+    trainer: Any  # annealing_kd.common.training.trainer.Trainer
     trains_teacher: bool  # True: the teacher is trained here first (not given trained)
     batches_per_epoch: int  # per process
 
     def phase(self, step: Step) -> Any:
-        """The common.trainer.Phase of a step (epochs, optimizer, schedule, objective options)."""
+        """The annealing_kd.common.training.trainer.Phase of a step (epochs, optimizer, schedule, objective options)."""
 
     def model(self, role: str) -> Any:
         """The trainable (accelerate-prepared) model of a role."""
@@ -24,7 +24,7 @@ class Pipeline(Protocol):
         """Frozen logits of a finished role's model, to train another model against."""
 
     def fit(self, model: Any, step: Step, phase: Any, targets: Any) -> dict[str, Any]:
-        """Train ``model`` through ``phase`` (common.trainer.Trainer.fit with the CLI's batches)."""
+        """Train ``model`` through ``phase`` (annealing_kd.common.training.trainer.Trainer.fit with the CLI's batches)."""
 
     def finished(self, role: str, model: Any) -> None:
         """A teacher or assistant holds its best weights: save it, describe it, free memory."""

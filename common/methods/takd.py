@@ -1,6 +1,6 @@
 """TAKD (Mirzadeh et al. 2020): teacher -> assistant by KD, then assistant -> student by KD."""
 
-from common.methods.base import Method, Step, register
+from annealing_kd.common.methods.base import Method, Step, register
 
 register(Method("takd", (
     Step("assistant", "assistant", "kd", teacher="teacher"),

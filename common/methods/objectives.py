@@ -6,7 +6,7 @@
 
 A new objective is one file: ``@register_objective(name, options=(Setting(...), ...))`` on
 ``loss(logits, labels, targets, phi, **options)``. Each option is a run setting
-(``common.settings``): both CLIs get its flag, check it, store it in results.json and refuse a
+(``annealing_kd.common.cli.settings``): both CLIs get its flag, check it, store it in results.json and refuse a
 change on ``--resume``; its value reaches the loss as the keyword of its name. No torch here
 (``--help`` stays fast): the losses import it when they first run.
 """
@@ -14,13 +14,15 @@ change on ``--resume``; its value reaches the loss as the keyword of its name. N
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from common import settings
-from common.cli_args import check_number, real
-from common.settings import Setting
+from annealing_kd.common.cli import settings
+from annealing_kd.common.cli.args import check_number, real
+from annealing_kd.common.cli.settings import Setting
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.methods.schedule import check_schedule, check_temperature
 
 OBJECTIVE_GROUP = settings.OBJECTIVE_GROUP
 
@@ -68,6 +70,24 @@ def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
+def check_steps(args: argparse.Namespace, steps: Iterable[Any]) -> None:
+    """Refuse each step's epoch budget (>= 1; >= 0 for a step that may be skipped) and the
+    annealing schedule of each annealing step (per epoch; per-step annealing is checked once the
+    data size is known)."""
+    for step in steps:
+        name = settings.budget_setting(step.budget)
+        n = getattr(args, name)
+        low = 0 if step.skippable else 1
+        if n < low:
+            raise UsageError(f"{setting(name)} must be at least {low}, got {n}")
+        if n == 0:
+            continue  # a step that is skipped
+        if get_objective(step.objective).anneals and args.anneal_per_step:
+            check_temperature(args.max_temperature)  # the steps are counted once the data is read
+        elif get_objective(step.objective).anneals:
+            check_schedule(n, args.max_temperature, "epochs", budget=name)
+
+
 def options_of(args: argparse.Namespace) -> dict[str, Any]:
     """The values of every registered objective's options (the keywords every loss gets)."""
     return {o.name: getattr(args, o.name) for obj in OBJECTIVES.values() for o in obj.options}
@@ -75,7 +95,7 @@ def options_of(args: argparse.Namespace) -> dict[str, Any]:
 
 @register_objective("task", needs_teacher=False)
 def task(logits, labels, targets, phi, **options):
-    from common.losses import task_loss
+    from annealing_kd.common.methods.losses import task_loss
 
     return task_loss(logits, labels)
 
@@ -84,7 +104,7 @@ def task(logits, labels, targets, phi, **options):
     Setting("anneal_reduction", "phase-1 MSE: mean over elements (the original code) or "
             "per-example sum (the paper's formula)", "mean", choices=["mean", "sum"])])
 def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **options):
-    from common.losses import annealing_loss
+    from annealing_kd.common.methods.losses import annealing_loss
 
     return annealing_loss(logits, targets, phi, anneal_reduction)
 
@@ -100,6 +120,6 @@ def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **op
             choices=["batchmean", "elementwise-mean"])])
 def kd(logits, labels, targets, phi, *, kd_alpha: float = 0.5, kd_temperature: float = 4.0,
        kd_reduction: str = "batchmean", **options):
-    from common.losses import hinton_kd_loss
+    from annealing_kd.common.methods.losses import hinton_kd_loss
 
     return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature, kd_reduction)

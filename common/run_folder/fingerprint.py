@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.errors import UsageError, setting
+from annealing_kd.common.errors import UsageError, setting
 
 CHEAP_BYTES = 64 * 2**20
 _digests: dict[tuple[int, int, int, int], str] = {}  # (dev, inode, size, mtime_ns) -> sha256

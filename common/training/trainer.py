@@ -1,7 +1,7 @@
 """One training loop for both CLIs, on ``accelerate``.
 
 A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...). Each phase trains one
-model with one objective (``common.objectives``), evaluates every epoch, keeps its best and last
+model with one objective (``annealing_kd.common.methods.objectives``), evaluates every epoch, keeps its best and last
 weights and a training state in ``<run>/<phase>/``, and can be resumed at any epoch boundary.
 """
 
@@ -16,15 +16,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.checkpoint import WriteFailed, commit_epoch, load_committed, load_weights
-from common.errors import UsageError, setting
-from common.lr_schedules import LrSchedule
-from common.objectives import get_objective
-from common.progress import progress_bar
-from common.run_dir import RunDir
-from common.schedule import check_schedule, phi, temperature
-from common.seeding import seed_everything
-from common.tracking import Tracker
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.integrations.tracking import Tracker
+from annealing_kd.common.methods.objectives import get_objective
+from annealing_kd.common.methods.schedule import check_schedule, phi, temperature
+from annealing_kd.common.run_folder.checkpoint import (
+    WriteFailed,
+    commit_epoch,
+    load_committed,
+    load_weights,
+)
+from annealing_kd.common.run_folder.run_dir import RunDir
+from annealing_kd.common.training.lr_schedules import LrSchedule
+from annealing_kd.common.training.progress import progress_bar
+from annealing_kd.common.training.seeding import seed_everything
 
 Batch = Any
 Metrics = dict[str, float]
@@ -68,7 +73,7 @@ class Batches:
     teacher_logits: Callable[[Batch], torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Tell targets that keep per-epoch state (``common.epoch_logits``) which epoch starts."""
+        """Tell targets that keep per-epoch state (``annealing_kd.common.logit_cache.epoch_logits``) which epoch starts."""
         getattr(self.teacher_logits, "set_epoch", lambda e: None)(epoch)
 
 
@@ -76,7 +81,7 @@ def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 
                      log_with: list[str] | None = None, project_dir: str | None = None):
     """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
     {none, bf16, fp16}; works alone and under ``accelerate launch`` / ``torchrun``. ``log_with``:
-    its trackers (``common.tracking``), writing under ``project_dir``."""
+    its trackers (``annealing_kd.common.integrations.tracking``), writing under ``project_dir``."""
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -281,7 +286,7 @@ class Trainer:
 
     def check_phase(self, phase: Phase, batches_per_epoch: int) -> int:
         """The optimizer steps of ``phase``; refuses an annealing schedule that does not fit them
-        (called by :meth:`fit`, and before a run trains anything by ``common.methods``)."""
+        (called by :meth:`fit`, and before a run trains anything by ``annealing_kd.common.methods``)."""
         steps_per_epoch = math.ceil(batches_per_epoch / self.acc.gradient_accumulation_steps)
         total = steps_per_epoch * phase.epochs
         if phase.max_steps:

@@ -2,7 +2,7 @@
 objectives' options, seed, resume and overwrite.
 
 A :class:`Setting` is declared once, here or beside the objective that reads it
-(``common.objectives``); each CLI gets it as a flag in its own spelling (:func:`flag_names`: the
+(``annealing_kd.common.methods.objectives``); each CLI gets it as a flag in its own spelling (:func:`flag_names`: the
 image CLI writes ``--kd-alpha`` and takes ``--kd_alpha`` too, the text CLI ``--kd_alpha``; a
 setting may keep its original flag names per CLI), its value checked (:func:`check`) and, unless
 ``resume=False``, compared by ``--resume`` (:func:`resume_keys`). Each CLI's own settings (data,
@@ -12,14 +12,13 @@ models, tokenizers, image sizes) stay in that CLI. No heavy imports: ``--help`` 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import tracking
-from common.cli_args import check_number, integer, real, twins, whole_number
-from common.errors import UsageError, setting
-from common.schedule import check_schedule, check_temperature
+from annealing_kd.common.cli.args import check_number, integer, real, twins, whole_number
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.integrations import tracking
 
 CLIS = ("image", "text")
 
@@ -53,7 +52,7 @@ SETTINGS: dict[str, Setting] = {}
 
 
 def register(*settings: Setting) -> None:
-    """Declare settings (an objective's options: ``common.objectives.register_objective``)."""
+    """Declare settings (an objective's options: ``annealing_kd.common.methods.objectives.register_objective``)."""
     for s in settings:
         if SETTINGS.get(s.name, s) != s:
             raise ValueError(f"setting {s.name!r} is declared twice, differently")
@@ -105,7 +104,7 @@ def flag_speller(parser: argparse.ArgumentParser) -> Callable[[str], str]:
 
 
 # ---- values -----------------------------------------------------------------------------------
-# the epoch budget of a step (common.methods.Step.budget) -> its setting; a new method's own
+# the epoch budget of a step (annealing_kd.common.methods.Step.budget) -> its setting; a new method's own
 # budget names fall back to the student's
 BUDGETS = {"teacher": "teacher_epochs", "assistant": "assistant_epochs",
            "student": "student_epochs", "phase1": "student_epochs_p1",
@@ -146,10 +145,9 @@ def resume_keys(cli: str) -> list[str]:
 
 
 # ---- checks -----------------------------------------------------------------------------------
-def check(args: argparse.Namespace, cli: str, steps: Iterable[Any]) -> None:
-    """Refuse bad settings before anything loads: each value, resume with overwrite, each step's
-    epoch budget (>= 1; >= 0 for a step that may be skipped) and the annealing schedule of each
-    annealing step (per epoch; per-step annealing is checked once the data size is known)."""
+def check(args: argparse.Namespace, cli: str) -> None:
+    """Refuse bad settings before anything loads: each value, and resume with overwrite (a
+    method's steps: :func:`annealing_kd.common.methods.objectives.check_steps`)."""
     resolve(args)
     for s in settings_of(cli):
         value = getattr(args, s.name, None)
@@ -158,20 +156,6 @@ def check(args: argparse.Namespace, cli: str, steps: Iterable[Any]) -> None:
     if args.resume and args.overwrite_output_dir:
         raise UsageError(f"{setting('resume')} and {setting('overwrite_output_dir')} contradict "
                          "each other; pass one")
-    from common.objectives import get_objective  # not at the top: the objectives declare settings
-
-    for step in steps:
-        name = budget_setting(step.budget)
-        n = getattr(args, name)
-        low = 0 if step.skippable else 1
-        if n < low:
-            raise UsageError(f"{setting(name)} must be at least {low}, got {n}")
-        if n == 0:
-            continue  # a step that is skipped
-        if get_objective(step.objective).anneals and args.anneal_per_step:
-            check_temperature(args.max_temperature)  # the steps are counted once the data is read
-        elif get_objective(step.objective).anneals:
-            check_schedule(n, args.max_temperature, "epochs", budget=name)
 
 
 def positive(name: str) -> Callable[[Any], None]:

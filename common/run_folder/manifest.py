@@ -8,7 +8,7 @@
      "children": ["images/teacher", ...]}                # folders with their own manifest
 
 A file is recorded when it is committed, before it becomes visible under its name
-(:class:`common.checkpoint.Stage`); the entry keeps the previous version's facts too, so a stop
+(:class:`annealing_kd.common.run_folder.checkpoint.Stage`); the entry keeps the previous version's facts too, so a stop
 between the two leaves a file the manifest still recognises. The manifest is itself written
 atomically (and fsync'ed), under a short lock on the folder, merged with what other processes
 recorded meanwhile (a shared logit cache).
@@ -18,7 +18,7 @@ A folder is ours only when its manifest says so. Removing it (:meth:`Manifest.ch
 modification time or content hash), our temporaries, the children's files, then the folders left
 empty. Any other file anywhere in the tree refuses the removal before anything is deleted. A
 child folder without a manifest holds only the files a teacher-logit cache wrote there
-(:func:`common.logit_cache.written_by_this_cache`: its header, or its empty lock file).
+(:func:`annealing_kd.common.logit_cache.store.written_by_this_cache`: its header, or its empty lock file).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import checkpoint, run_lock
-from common.errors import UsageError
-from common.fingerprint import file_sha256
-from common.logit_cache import written_by_this_cache
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.logit_cache.store import written_by_this_cache
+from annealing_kd.common.run_folder import checkpoint
+from annealing_kd.common.run_folder import lock as run_lock
+from annealing_kd.common.run_folder.fingerprint import file_sha256
 
 MANIFEST = ".annealing-kd-manifest.json"
 FORMAT = "annealing-kd-manifest/1"

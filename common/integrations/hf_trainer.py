@@ -1,8 +1,8 @@
 """Annealing-KD (and Hinton KD) inside your own ``transformers.Trainer`` script.
 
 :class:`AnnealingKDTrainer` is a ``Trainer`` whose loss is an objective of
-``common.objectives`` (``anneal``, ``task``, ``kd``: the losses the CLIs train with) against a
-frozen teacher; ``anneal`` takes Phi from ``common.schedule.AnnealingSchedule``, per epoch (the
+``annealing_kd.common.methods.objectives`` (``anneal``, ``task``, ``kd``: the losses the CLIs train with) against a
+frozen teacher; ``anneal`` takes Phi from ``annealing_kd.common.methods.schedule.AnnealingSchedule``, per epoch (the
 Trainer's epochs) or per optimizer step. :func:`train_annealing_kd` runs the two phases as two
 ``Trainer.train()`` calls: phase 1 anneals; phase 2 trains on the hard labels from phase 1's best
 weights; the model ends with the best weights over both phases (as the CLIs select).
@@ -10,7 +10,7 @@ weights; the model ends with the best weights over both phases (as the CLIs sele
 The teacher runs in eval mode under ``torch.inference_mode`` on the training batches only (the
 evaluation loss is the hard-label loss, without it), and is never updated. By default it reads
 the student's batch (same tokenizer); give ``teacher_forward(teacher, inputs) -> logits`` for
-anything else. Works with transformers 4.4x and 5.x; ``common.api`` does not import transformers.
+anything else. Works with transformers 4.4x and 5.x; ``annealing_kd.common.api`` does not import transformers.
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ from typing import Any
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from common.losses import task_loss
-from common.objectives import get_objective
-from common.schedule import AnnealingSchedule
-from common.teacher import LABEL_KEYS, Forward, logits_of, teacher_logits
-from common.trainer import freeze
+from annealing_kd.common.methods.losses import task_loss
+from annealing_kd.common.methods.objectives import get_objective
+from annealing_kd.common.methods.schedule import AnnealingSchedule
+from annealing_kd.common.training.frozen_teacher import (
+    LABEL_KEYS,
+    Forward,
+    logits_of,
+    teacher_logits,
+)
+from annealing_kd.common.training.trainer import freeze
 
 __all__ = ["AnnealingKDTrainer", "AnnealingKDResult", "train_annealing_kd"]
 

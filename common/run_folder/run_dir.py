@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import run_lock
-from common.checkpoint import Stage, atomic_write, is_temporary
-from common.errors import UsageError, setting
-from common.fingerprint import check_same_inputs
-from common.manifest import OWN_FILES, Manifest, NotOurs
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.run_folder import lock as run_lock
+from annealing_kd.common.run_folder.checkpoint import Stage, atomic_write, is_temporary
+from annealing_kd.common.run_folder.fingerprint import check_same_inputs
+from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest, NotOurs
 
 RESUME, OVERWRITE = setting("resume"), setting("overwrite_output_dir")  # as each CLI spells them
 RESULTS = "results.json"
@@ -50,8 +50,8 @@ def environment_info() -> dict[str, Any]:
 class RunDir:
     """An output directory that is never silently overwritten, written by one run at a time.
 
-    The main process locks the folder for the whole run (:mod:`common.run_lock`). Its manifest
-    (:mod:`common.manifest`) records every file the run writes; a folder is a run of ours only
+    The main process locks the folder for the whole run (:mod:`annealing_kd.common.run_folder.lock`). Its manifest
+    (:mod:`annealing_kd.common.run_folder.manifest`) records every file the run writes; a folder is a run of ours only
     when its manifest says so. A finished run (results.json with a ``final`` entry) is kept unless
     ``overwrite``; an unfinished one needs ``resume`` (continue) or ``overwrite`` (start again).
     Overwrite removes exactly the manifest's files (any other file refuses it), never the working
@@ -180,7 +180,7 @@ class RunDir:
         return self.path / name
 
     def stage(self) -> Stage:
-        """A :class:`common.checkpoint.Stage` whose files this run's manifest records."""
+        """A :class:`annealing_kd.common.run_folder.checkpoint.Stage` whose files this run's manifest records."""
         self.start()
         return Stage(self.manifest)
 

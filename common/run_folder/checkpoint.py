@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from common.errors import UsageError, setting
+from annealing_kd.common.errors import UsageError, setting
 
 POINTER = "committed"
 

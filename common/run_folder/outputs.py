@@ -1,6 +1,6 @@
 """The folder a tool writes into: the demo, run_table's reports, the examples, GLUE evaluation.
 
-Every file the tool writes is recorded in the folder's manifest (:mod:`common.manifest`) before it
+Every file the tool writes is recorded in the folder's manifest (:mod:`annealing_kd.common.run_folder.manifest`) before it
 becomes visible; a file of the same name that no tool of ours wrote is never overwritten (one line
 names it); runs the tool starts in subfolders are recorded as children (each with its own
 manifest). ``replace=True`` first removes an earlier output of the same program: exactly the files
@@ -13,16 +13,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from common import run_lock
-from common.checkpoint import Stage, atomic_write, is_temporary
-from common.errors import UsageError
-from common.manifest import OWN_FILES, Manifest, NotOurs
-from common.run_dir import check_apart, content
+from annealing_kd.common.errors import UsageError
+from annealing_kd.common.run_folder import lock as run_lock
+from annealing_kd.common.run_folder.checkpoint import Stage, atomic_write, is_temporary
+from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest, NotOurs
+from annealing_kd.common.run_folder.run_dir import check_apart, content
 
 
 class OutputFolder:
     """``path`` as the output of ``program`` (see the module docstring). ``lock``: one writer at a
-    time (:mod:`common.run_lock`); ``inputs`` (name -> path) must lie outside it, and it outside
+    time (:mod:`annealing_kd.common.run_folder.lock`); ``inputs`` (name -> path) must lie outside it, and it outside
     them."""
 
     def __init__(self, path: str | os.PathLike, program: str, *, replace: bool = False,
@@ -102,7 +102,7 @@ class OutputFolder:
     def write_json(self, rel: str | os.PathLike, data: dict) -> None:
         import json
 
-        from common.run_dir import _jsonable
+        from annealing_kd.common.run_folder.run_dir import _jsonable
 
         self.write_text(rel, json.dumps(data, indent=2, default=_jsonable) + "\n")
 

@@ -16,7 +16,7 @@ import platform
 import time
 from pathlib import Path
 
-from common.errors import UsageError
+from annealing_kd.common.errors import UsageError
 
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, int] = {}  # resolved folder -> open lock file descriptor

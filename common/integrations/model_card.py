@@ -2,7 +2,7 @@
 saying what the model is: method, teacher, data, selected epoch and metrics, command, versions.
 
 Both CLIs write it from the run's results (the dict that becomes ``results.json``), through the
-run's manifest (:meth:`common.run_dir.RunDir.write`), before ``results.json`` marks the run
+run's manifest (:meth:`annealing_kd.common.run_folder.run_dir.RunDir.write`), before ``results.json`` marks the run
 complete: the image CLI to ``<out>/README.md``, the text CLI to ``<out>/student/README.md``.
 """
 
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.fingerprint import file_sha256
+from annealing_kd.common.run_folder.fingerprint import file_sha256
 
 CITATION = """@inproceedings{jafari-etal-2021-annealing,
   title     = {Annealing Knowledge Distillation},
@@ -48,7 +48,7 @@ def weights_sha256(path: str | None) -> str | None:
 
 def _jsonable(results: dict[str, Any]) -> dict[str, Any]:
     """The results as results.json holds them (paths and tensors as JSON values)."""
-    from common.run_dir import _jsonable as convert
+    from annealing_kd.common.run_folder.run_dir import _jsonable as convert
 
     return json.loads(json.dumps(results, default=convert))
 

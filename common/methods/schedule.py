@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from common.errors import UsageError, setting
+from annealing_kd.common.errors import UsageError, setting
 
 EPOCHS, STEPS = "epochs", "optimizer steps"
 

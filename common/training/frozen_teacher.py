@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.trainer import freeze
+from annealing_kd.common.training.trainer import freeze
 
 Forward = Callable[[nn.Module, Any], Any]
 LABEL_KEYS = ("labels", "label")

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from common.errors import UsageError, setting
+from annealing_kd.common.errors import UsageError, setting
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.errors import UsageError, setting
+from annealing_kd.common.errors import UsageError, setting
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 CHOICES = ("none", *TRACKERS, "all")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from common.logit_cache import DTYPES, FileLock, LogitCache, nbytes, stored
+from annealing_kd.common.logit_cache.store import DTYPES, FileLock, LogitCache, nbytes, stored
 
 
 class _Clock:

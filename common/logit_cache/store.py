@@ -7,7 +7,7 @@ that autocast). The image CLI keys one file per training epoch (its augmented ba
 split (its inputs are not augmented).
 
 A file is a 4096-byte JSON header (key, shape, dtype, sha256 of the data) and the raw rows,
-read as a memory map. It is written to a temporary name and renamed (``common.checkpoint.
+read as a memory map. It is written to a temporary name and renamed (``annealing_kd.common.run_folder.checkpoint.
 atomic_write``): no run ever reads a half-written file. A file whose header, size or checksum is
 wrong is computed again, with one warning line. A per-file lock (``fcntl.flock`` on
 ``.<name>.lock``) makes concurrent runs compute each file once: the others wait for it, then read.
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.checkpoint import WriteFailed, atomic_write
-from common.errors import UsageError, setting
+from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.run_folder.checkpoint import WriteFailed, atomic_write
 
 HEADER = 4096
 MAGIC = "annealing-kd teacher logits"

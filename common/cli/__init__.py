@@ -1,0 +1,1 @@
+"""Command-line support shared by both CLIs: run settings, flag parsing, quieting libraries."""

@@ -1,0 +1,1 @@
+"""Outside tools: transformers.Trainer, experiment trackers, model cards."""
