@@ -3,7 +3,7 @@
 ``epochs`` (one process; the four loops alternate A B C D, D C B A, ...): a phase-1 epoch of
 ``--teacher`` -> ``--student`` (resnet110 -> resnet8) on in-memory CIFAR-sized images through the
 image CLI's own loader (``TensorLoader``: crop and flip) and step (``annealing_kd.common.training.trainer.
-frozen_logits`` teacher, ``annealing_kd.common.methods.losses.annealing_loss``), its targets from:
+frozen_logits`` teacher, ``annealing_kd.common.methods.annealing.annealing_loss``), its targets from:
 
     alone   no teacher: the student alone (cross-entropy), the cost a cached epoch aims at
     live    the frozen teacher on every batch (no cache)
@@ -94,7 +94,8 @@ def epoch_loops(args: argparse.Namespace, tmp: Path):
 
     from annealing_kd.common.logit_cache.epoch_logits import EpochLogits
     from annealing_kd.common.logit_cache.store import LogitCache
-    from annealing_kd.common.methods.losses import annealing_loss, task_loss
+    from annealing_kd.common.methods.annealing import annealing_loss
+    from annealing_kd.common.methods.losses import task_loss
     from annealing_kd.common.training.trainer import frozen_logits
     from annealing_kd.computer_vision_tasks.data import get_spec
     from annealing_kd.computer_vision_tasks.models import create_model

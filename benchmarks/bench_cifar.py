@@ -1,7 +1,7 @@
 """CIFAR benchmark: phase 1 of Annealing-KD, ours against the original's way (images/s).
 
 - ours:      the teacher (``annealing_kd.common.training.trainer.frozen_logits``: eval mode, ``torch.inference_mode``)
-             gives the targets; a student step with the shared ``annealing_kd.common.methods.losses.annealing_loss``;
+             gives the targets; a student step with the shared ``annealing_kd.common.methods.annealing.annealing_loss``;
              optionally channels_last, bf16 autocast, ``torch.compile`` and the GPU-resident
              loader (``annealing_kd.computer_vision_tasks.tensor_loader.TensorLoader``).
 - original:  as the original script: teacher in eval mode but with autograd on and its
@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def ours_step(student, targets, opt, x, phi: float, amp):
     """One phase-1 step of ours: frozen targets (no autograd), student forward/backward/update."""
-    from annealing_kd.common.methods.losses import annealing_loss
+    from annealing_kd.common.methods.annealing import annealing_loss
 
     with amp:
         t = targets(x)

@@ -2,7 +2,7 @@
 
 - ours:      teacher logits computed once (inference mode, dynamic padding; timed apart), then
              each step is the student alone on a dynamically padded batch + the shared
-             ``annealing_kd.common.methods.losses.annealing_loss`` against the cached logits.
+             ``annealing_kd.common.methods.annealing.annealing_loss`` against the cached logits.
 - original:  every batch padded to ``--max-seq-length`` (128); the teacher runs on every step
              with autograd on, and ``F.mse_loss(S, T * phi).backward()`` runs the backward pass
              through the whole teacher too (its gradients pile up unused, as in the original).
@@ -276,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     import transformers
 
-    from annealing_kd.common.methods.losses import annealing_loss, task_loss
+    from annealing_kd.common.methods.annealing import annealing_loss
+    from annealing_kd.common.methods.losses import task_loss
     from benchmarks._util import alternate, sync
 
     transformers.logging.set_verbosity_error()

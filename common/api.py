@@ -18,13 +18,8 @@ A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``annealin
 
 from __future__ import annotations
 
-from annealing_kd.common.methods.losses import (
-    KD_REDUCTIONS,
-    annealing_loss,
-    hinton_kd_loss,
-    task_loss,
-)
-from annealing_kd.common.methods.schedule import AnnealingSchedule
+from annealing_kd.common.methods.annealing import AnnealingSchedule, annealing_loss
+from annealing_kd.common.methods.losses import KD_REDUCTIONS, hinton_kd_loss, task_loss
 from annealing_kd.common.training.frozen_teacher import all_teacher_logits, teacher_logits
 from annealing_kd.common.training.trainer import freeze
 

@@ -256,7 +256,7 @@ def test_errors(env, tmp_path, capsys, monkeypatch):
     _expect_error(capsys, no_data, "nyu-mll/glue")
     assert not out.exists() or not (out / "results.json").exists()
 
-    import annealing_kd.common.methods.losses as losses  # the anneal objective calls it (common/methods/objectives.py)
+    import annealing_kd.common.methods.annealing as losses  # the anneal objective calls it (common/methods/objectives.py)
 
     monkeypatch.setattr(losses, "annealing_loss", lambda s, t, phi, red: (s - t).pow(2).mean() * float("nan"))
     _expect_error(capsys, argv(env, "rte", out, *train), "not finite")

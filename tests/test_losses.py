@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from annealing_kd.common.methods.losses import annealing_loss, hinton_kd_loss, task_loss
+from annealing_kd.common.methods.annealing import annealing_loss
+from annealing_kd.common.methods.losses import hinton_kd_loss, task_loss
 
 S = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
 T = torch.tensor([[2.0, 2.0], [2.0, 2.0]])

@@ -28,10 +28,10 @@ def test_public_names():
     exec("from annealing_kd.common.api import *", ns)
     assert sorted(k for k in ns if not k.startswith("__")) == sorted(api.__all__)
     # the same objects as the CLIs use: no second implementation
+    import annealing_kd.common.methods.annealing
     import annealing_kd.common.methods.losses
-    import annealing_kd.common.methods.schedule
-    assert api.annealing_loss is annealing_kd.common.methods.losses.annealing_loss
-    assert api.AnnealingSchedule is annealing_kd.common.methods.schedule.AnnealingSchedule
+    assert api.annealing_loss is annealing_kd.common.methods.annealing.annealing_loss
+    assert api.AnnealingSchedule is annealing_kd.common.methods.annealing.AnnealingSchedule
 
 
 # ---- the schedule ---------------------------------------------------------------------------

@@ -5,7 +5,11 @@ from fractions import Fraction
 import pytest
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.methods.schedule import annealing_schedule, phi, temperature
+from annealing_kd.common.methods.annealing import AnnealingSchedule, phi, temperature
+
+
+def annealing_schedule(n, tau):
+    return list(AnnealingSchedule(n, tau))
 
 
 def temps(n, tau):

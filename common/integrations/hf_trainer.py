@@ -2,7 +2,7 @@
 
 :class:`AnnealingKDTrainer` is a ``Trainer`` whose loss is an objective of
 ``annealing_kd.common.methods.objectives`` (``anneal``, ``task``, ``kd``: the losses the CLIs train with) against a
-frozen teacher; ``anneal`` takes Phi from ``annealing_kd.common.methods.schedule.AnnealingSchedule``, per epoch (the
+frozen teacher; ``anneal`` takes Phi from ``annealing_kd.common.methods.annealing.AnnealingSchedule``, per epoch (the
 Trainer's epochs) or per optimizer step. :func:`train_annealing_kd` runs the two phases as two
 ``Trainer.train()`` calls: phase 1 anneals; phase 2 trains on the hard labels from phase 1's best
 weights; the model ends with the best weights over both phases (as the CLIs select).
@@ -23,9 +23,9 @@ from typing import Any
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.losses import task_loss
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.methods.schedule import AnnealingSchedule
 from annealing_kd.common.training.frozen_teacher import (
     LABEL_KEYS,
     Forward,

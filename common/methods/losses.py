@@ -1,25 +1,9 @@
-"""Losses: annealing phase 1, hard-label phase 2, and Hinton KD for the baseline."""
+"""Losses besides the annealing one (methods/annealing.py): hard labels, and Hinton KD for the baseline."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def annealing_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, phi: float, reduction: str = "mean"
-) -> torch.Tensor:
-    """MSE(z_s, Phi * z_t).
-
-    ``mean``: mean over all elements (the original code, the published numbers).
-    ``sum``: the paper's per-example squared L2 norm, summed over classes, mean over the batch.
-    """
-    target = phi * teacher_logits.detach().to(student_logits.dtype)
-    if reduction == "mean":
-        return F.mse_loss(student_logits, target)
-    if reduction == "sum":
-        return (student_logits - target).pow(2).flatten(1).sum(1).mean()
-    raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'sum'")
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

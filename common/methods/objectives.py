@@ -22,7 +22,7 @@ from annealing_kd.common.cli import settings
 from annealing_kd.common.cli.args import check_number, real
 from annealing_kd.common.cli.settings import Setting
 from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods.schedule import check_schedule, check_temperature
+from annealing_kd.common.methods.annealing import check_schedule, check_temperature
 
 OBJECTIVE_GROUP = settings.OBJECTIVE_GROUP
 
@@ -104,7 +104,7 @@ def task(logits, labels, targets, phi, **options):
     Setting("anneal_reduction", "phase-1 MSE: mean over elements (the original code) or "
             "per-example sum (the paper's formula)", "mean", choices=["mean", "sum"])])
 def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **options):
-    from annealing_kd.common.methods.losses import annealing_loss
+    from annealing_kd.common.methods.annealing import annealing_loss
 
     return annealing_loss(logits, targets, phi, anneal_reduction)
 

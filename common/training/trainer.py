@@ -18,8 +18,8 @@ from torch import nn
 
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.integrations.tracking import Tracker
+from annealing_kd.common.methods.annealing import AnnealingSchedule, check_schedule
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.methods.schedule import check_schedule, phi, temperature
 from annealing_kd.common.run_folder.checkpoint import (
     WriteFailed,
     commit_epoch,
@@ -165,10 +165,10 @@ class Trainer:
             return state.best
         for epoch in range(state.epoch, phase.epochs):
             tic = time.perf_counter()
-            temp, mult, train_loss = self._train_epoch(model, phase, loader, batches, state, epoch)
+            temp, phi, train_loss = self._train_epoch(model, phase, loader, batches, state, epoch)
             self._check_finite(train_loss, phase, epoch + 1, state.epoch)
             metrics = (evaluate or self.evaluate)(model)
-            record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": mult,
+            record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": phi,
                       "lr": state.scheduler.get_last_lr()[0], "train_loss": train_loss,
                       "eval": metrics, "seconds": round(time.perf_counter() - tic, 3)}
             improved = self._add_record(record, state)
@@ -215,14 +215,14 @@ class Trainer:
         loader.set_epoch(epoch)  # accelerate passes it to an EpochShuffleSampler
         batches.set_epoch(epoch)  # cached teacher logits: this epoch's file
         model.train()
-        temp, mult = self._anneal(phase, epoch, state.opt_steps, state.total)
+        temp, phi = self._anneal(phase, epoch, state.opt_steps, state.total)
         loss_sum, n_batches = torch.zeros((), device=acc.device), 0
         bar = progress_bar(loader, f"{phase.name} {epoch + 1}/{phase.epochs}", acc.is_main_process)
         for batch in bar:
             with acc.accumulate(model):
                 if phase.anneal_per_step:
-                    temp, mult = self._anneal(phase, epoch, state.opt_steps, state.total)
-                loss = self._loss(model, phase, batch, batches, mult)
+                    temp, phi = self._anneal(phase, epoch, state.opt_steps, state.total)
+                loss = self._loss(model, phase, batch, batches, phi)
                 acc.backward(loss)
                 if acc.sync_gradients and phase.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), phase.max_grad_norm)
@@ -234,15 +234,15 @@ class Trainer:
                     state.opt_steps += 1
                     if self.tracker.started and (state.opt_steps - 1) % self.log_every == 0:
                         self.tracker.step(phase.name, state.opt_steps, {
-                            "loss": loss.item(), "lr": lr, "temperature": temp, "phi": mult})
+                            "loss": loss.item(), "lr": lr, "temperature": temp, "phi": phi})
             loss_sum += loss.detach().float()
             n_batches += 1
             if (n_batches - 1) % self.log_every == 0 and acc.is_main_process:
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{state.scheduler.get_last_lr()[0]:.2e}",
-                                phi="-" if mult is None else f"{mult:.3f}", refresh=False)
+                                phi="-" if phi is None else f"{phi:.3f}", refresh=False)
             if phase.max_steps and state.opt_steps >= phase.max_steps:
                 break
-        return temp, mult, (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
+        return temp, phi, (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
 
     def _check_finite(self, train_loss: float, phase: Phase, epoch: int, saved: int) -> None:
         if math.isfinite(train_loss):
@@ -299,15 +299,15 @@ class Trainer:
     def _anneal(self, phase: Phase, epoch: int, step: int, total: int) -> tuple[int | None, float | None]:
         if not get_objective(phase.objective).anneals:
             return None, None
-        i, n = (min(step, total - 1), total) if phase.anneal_per_step else (epoch, phase.epochs)
-        t = temperature(i, n, phase.max_temperature)
-        return t, phi(t, phase.max_temperature)
+        if phase.anneal_per_step:
+            return AnnealingSchedule.per_step(total, phase.max_temperature)(step)
+        return AnnealingSchedule.per_epoch(phase.epochs, phase.max_temperature)(epoch)
 
-    def _loss(self, model, phase: Phase, batch, batches: Batches, mult: float | None) -> torch.Tensor:
+    def _loss(self, model, phase: Phase, batch, batches: Batches, phi: float | None) -> torch.Tensor:
         objective = get_objective(phase.objective)
         logits = batches.student_logits(model, batch).float()
         targets = batches.teacher_logits(batch) if objective.needs_teacher else None
-        return objective.loss(logits, batches.labels(batch), targets, mult, **phase.options)
+        return objective.loss(logits, batches.labels(batch), targets, phi, **phase.options)
 
     # ---- across phases ---------------------------------------------------------------------
     def load_best(self, model: nn.Module, phase_name: str) -> None:
