@@ -13,7 +13,7 @@ arguments may be added, with defaults). Everything else in ``common`` may change
             ...                                         # backward, step as usual
     # phase 2: from phase 1's best weights, loss = task_loss(student(x), y)
 
-A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``annealing_kd.common.integrations.hf_trainer``.
+A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``annealing_kd.common.hf_trainer``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""annealing_kd.common.integrations.hf_trainer (Annealing-KD and KD inside a transformers.Trainer script) against our text
+"""annealing_kd.common.hf_trainer (Annealing-KD and KD inside a transformers.Trainer script) against our text
 CLI, step by step, on tiny BERTs and a GLUE-format SST-2 folder; and the README's example.
 
 Both sides get the same data, tokenizer, initial weights (dropout off), example order
@@ -19,7 +19,7 @@ import torch
 from glue_fixtures import tiny_bert, write_glue
 
 import annealing_kd.common.training.trainer as core
-from annealing_kd.common.integrations.hf_trainer import AnnealingKDTrainer, train_annealing_kd
+from annealing_kd.common.hf_trainer import AnnealingKDTrainer, train_annealing_kd
 from annealing_kd.common.training.seeding import EpochShuffleSampler
 from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
@@ -207,7 +207,7 @@ def test_selection_over_both_phases(best1, best2, greater, selected):
     """The model ends with the better phase's best (ties: phase 1, as the CLIs)."""
     from types import SimpleNamespace
 
-    from annealing_kd.common.integrations.hf_trainer import _select
+    from annealing_kd.common.hf_trainer import _select
 
     loaded = []
 

@@ -1,1 +1,1 @@
-"""Outside tools: transformers.Trainer, experiment trackers, model cards."""
+"""Outside formats the training loop writes to: experiment trackers and model cards."""
