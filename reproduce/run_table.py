@@ -42,13 +42,13 @@ from annealing_kd.common.run_folder.outputs import OutputFolder  # noqa: E402
 from annealing_kd.common.run_folder.run_dir import content, read_results  # noqa: E402
 from reproduce import published  # noqa: E402
 from reproduce import table_report as tr  # noqa: E402
-from reproduce.stats import mean_std  # noqa: E402
+from reproduce.stats import mean_std, paired, paired_interval  # noqa: E402
 
 CLI = {"cifar": ROOT / "computer_vision_tasks" / "annealing_kd_train.py",
        "glue": ROOT / "NLP_glue_tasks" / "annealing_kd_glue.py"}
 PREPARE = ROOT / "demo" / "prepare_data.py"
 TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "fmnist-ablation",
-          "movie-reviews"]
+          "fmnist-budget", "movie-reviews"]
 MAX_EPOCHS = 100_000
 ROW_KEYS = {"teacher": "teacher", "assistant": "assistant", "student alone": "scratch",
             "fine-tune": "finetune", "KD": "kd", "TAKD": "takd", "Annealing-KD": "annealing"}
@@ -114,7 +114,7 @@ def val_size(args: argparse.Namespace) -> int | None:
 def protocol_of(table: str, args: argparse.Namespace) -> str:
     """``--protocol`` of an image table (default: paper for cifar10/cifar100, heldout for the
     others; ``--val-size 0``, also in ``--extra``, means paper); GLUE tables: dev."""
-    if table not in ("cifar10", "cifar100", "fmnist-gap", "fmnist-ablation"):
+    if table not in ("cifar10", "cifar100", "fmnist-gap", "fmnist-ablation", "fmnist-budget"):
         if args.protocol:
             raise UsageError(f"--protocol applies to the image tables; {table} selects and reports "
                              "on dev (the best dev epoch and the last epoch)")
@@ -353,6 +353,58 @@ def ablation_rows(p1: int, p2: int, tau: int) -> list[tuple[str, list[str]]]:
     ]
 
 
+# The budget sweep (issue 30): the ablation's teacher, a resnet8 student on fewer images, one
+# column per total student budget B; phase 1 gets two thirds of B, tau_max = min(10, phase 1).
+BUDGETS = (8, 16, 32, 64)
+RECIPE_ROW = "Annealing-KD, no phase-1 decay"
+
+
+def budget_split(total: int) -> tuple[int, int, int]:
+    """(phase-1 epochs, phase-2 epochs, tau_max) of a total budget: the ablation's 20 + 10 of 30
+    in proportion, tau_max 10 where phase 1 has at least 10 epochs, else one per epoch."""
+    p1 = max(1, round(2 * total / 3))
+    return p1, total - p1, min(10, p1)
+
+
+def plan_budget(args: argparse.Namespace, out: Path) -> Plan:
+    """fmnist-budget: student alone, KD, Annealing-KD (the paper's schedule) and Annealing-KD
+    without phase 1's step decay, at each total budget of ``--budgets``, rows paired by seed."""
+    ep = schedule(ABLATION_EPOCHS, 1.0, args.epochs)
+    budgets = [int(b) for b in (args.budgets or ",".join(map(str, BUDGETS))).split(",")]
+    teacher, student = args.teacher or "resnet20", args.student or "resnet8"
+    protocol = protocol_of("fmnist-budget", args)
+    split, training = image_protocol("fashion-mnist", protocol, args)
+    common = ["--dataset", "fashion-mnist", "--dataset-dir", args.dataset_dir or "./data", *split]
+    t_dir = out / teacher / "teacher"
+    runs = [Run("teacher", f"{budgets[0]} epochs", 0, "cifar", t_dir, [
+        *common, "--method", "scratch", "--student", teacher, "--student-epochs",
+        str(ep["teacher"]), "--seed", "0", *cache_flags(args, out)])]
+    t_ckpt = ["--teacher", teacher, "--teacher-checkpoint", str(cifar_checkpoint(t_dir)),
+              *cache_flags(args, out)]
+    rows = ["student alone", "KD", "Annealing-KD", RECIPE_ROW]
+    for total in budgets:
+        p1, p2, tau = budget_split(total)
+        named = dict(ablation_rows(p1, p2, tau))
+        flags = {"student alone": named["student alone"], "KD": named["KD"],
+                 "Annealing-KD": named["Annealing-KD"],
+                 RECIPE_ROW: named["AKD no lr decay in phase 1"]}
+        for seed in range(args.seeds):
+            for row in rows:
+                uses_teacher = row != "student alone"
+                runs.append(Run(row, f"{total} epochs", seed, "cifar",
+                                out / f"b{total}" / f"{slug(row)}-s{seed}",
+                                [*common, *flags[row], *(t_ckpt if uses_teacher else []),
+                                 "--student", student, "--seed", str(seed)]))
+    note = ("Columns: the student's total epochs B; Annealing-KD: phase 1 round(2B/3) epochs, "
+            "phase 2 the rest, tau_max = min(10, phase 1); KD: T=5, lambda=0.5 (batchmean). "
+            f"{RECIPE_ROW}: the same with a constant phase-1 learning rate "
+            "(`--phase1-lr-milestones none`).")
+    return Plan("fmnist-budget", f"Fashion-MNIST: Annealing-KD against KD by epoch budget "
+                f"(teacher {teacher}, student {student})", "test accuracy (%)",
+                ["teacher", *rows], [f"{b} epochs" for b in budgets], runs, note=note,
+                protocol=protocol, training=training, pairing=IMAGE_PAIRING)
+
+
 def plan_ablation(args: argparse.Namespace, out: Path) -> Plan:
     """fmnist-ablation: Fashion-MNIST, one teacher, a resnet8 student, rows paired by seed (same
     initial student weights, data order and augmentation in every row of a seed)."""
@@ -537,6 +589,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         return plan_glue(args.table, args, out)
     if args.table == "fmnist-ablation":
         return plan_ablation(args, out)
+    if args.table == "fmnist-budget":
+        return plan_budget(args, out)
     return plan_cifar(args.table, args, out)
 
 
@@ -708,7 +762,7 @@ def collect(plan: Plan) -> Values:
 def _share_and_score(plan: Plan, values: dict[str, dict[str, dict[int, float]]]) -> None:
     """The student alone fills every column (one run per seed); 'score': mean over the columns,
     per seed."""
-    if plan.rows and any(r.row == "student alone" for r in plan.runs):
+    if len({r.column for r in plan.runs if r.row == "student alone"}) == 1:
         alone = {s: v for col in values.get("student alone", {}).values() for s, v in col.items()}
         for column in plan.columns:
             if alone:
@@ -746,7 +800,8 @@ def references(plan: Plan) -> list[str]:
     """The rows every other row is tested against: the student alone (or fine-tune), KD, and
     KD (paper-era) where both KD losses are rows, or Annealing-KD in fmnist-ablation."""
     alone = next((r for r in ("student alone", "fine-tune") if r in plan.rows), None)
-    third = "Annealing-KD" if plan.table == "fmnist-ablation" else "KD (paper-era)"
+    third = ("Annealing-KD" if plan.table in ("fmnist-ablation", "fmnist-budget")
+             else "KD (paper-era)")
     return [r for r in (alone, "KD", third) if r in plan.rows]
 
 
@@ -860,6 +915,66 @@ def _json_safe(obj):
     return obj
 
 
+def against_kd(plan: Plan, values: dict) -> dict[str, dict[str, dict]]:
+    """{row: {column: paired difference vs KD (points), its 95% interval, p, pairs}} over the
+    seeds both rows finished (fmnist-budget)."""
+    found: dict[str, dict[str, dict]] = {}
+    for row in plan.rows:
+        if row in ("teacher", "KD"):
+            continue
+        for column in plan.columns:
+            mine, kd = values[row].get(column, {}), values["KD"].get(column, {})
+            seeds = sorted(set(mine) & set(kd))
+            if len(seeds) < 2:
+                continue
+            a, b = [mine[s] for s in seeds], [kd[s] for s in seeds]
+            low, high = paired_interval(a, b)
+            found.setdefault(row, {})[column] = {"diff": paired(a, b)["diff"], "low": low,
+                                                 "high": high, "p": paired(a, b)["p"],
+                                                 "pairs": len(seeds)}
+    return found
+
+
+def against_kd_lines(diffs: dict[str, dict[str, dict]], figure: str) -> list[str]:
+    lines = [f"**Against KD, {figure}** (row minus KD, percentage points, paired by seed; 95% "
+             "t-interval of the mean difference; p: `scipy.stats.ttest_rel`):", "",
+             "| row | budget | pairs | diff vs KD | 95% interval | p |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    for row, by_col in diffs.items():
+        for column, d in by_col.items():
+            lines.append(f"| {row} | {column} | {d['pairs']} | {d['diff']:+.2f} | "
+                         f"[{d['low']:+.2f}, {d['high']:+.2f}] | {d['p']:.3f} |")
+    return [*lines, ""]
+
+
+def plot_against_kd(plan: Plan, diffs: dict[str, dict[str, dict]], path: Path | str) -> None:
+    """Budget on x, the paired difference vs KD on y (95% interval bars), one line per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    budgets = {c: int(c.split()[0]) for c in plan.columns}
+    for row, by_col in diffs.items():
+        cols = [c for c in plan.columns if c in by_col]
+        xs = [budgets[c] for c in cols]
+        ms = [by_col[c]["diff"] for c in cols]
+        err = [[m - by_col[c]["low"] for c, m in zip(cols, ms)],
+               [by_col[c]["high"] - m for c, m in zip(cols, ms)]]
+        ax.errorbar(xs, ms, yerr=err, marker="o", capsize=3, label=row)
+    ax.axhline(0.0, color="k", lw=0.8, ls="--", label="KD")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(budgets.values()), [str(b) for b in budgets.values()])
+    ax.set_xlabel("total student epochs")
+    ax.set_ylabel("test accuracy minus KD (points)")
+    ax.set_title(plan.title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
 def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Path, Path]:
     """``<table>.md``, ``<table>.json`` (every value), ``<table>.png`` (bars) and
     ``<table>-curves.png`` (per-epoch curves), recorded in --out's manifest; a file of one of
@@ -867,9 +982,12 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
     Returns md and png."""
     folder = output_folder(plan, args)
     out = folder.path
-    md, js, png, cpng = (out / f"{plan.table}{ext}" for ext in (".md", ".json", ".png", "-curves.png"))
-    folder.check_free(md, js, png, cpng)
+    md, js, png, cpng, kpng = (out / f"{plan.table}{ext}" for ext in (
+        ".md", ".json", ".png", "-curves.png", "-vs-kd.png"))
+    folder.check_free(md, js, png, cpng, kpng)
     values = collect(plan)
+    budget = plan.table == "fmnist-budget"
+    diffs = {f: against_kd(plan, values[f]) for f in tr.FIGURES} if budget else {}
     columns = plan.columns + (["score"] if plan.score else [])
     tests, records = significance(plan, values, columns)
     curves = collect_curves(plan)
@@ -883,6 +1001,9 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
              *([plan.note, ""] if plan.note else []),
              *table_lines(plan, values, columns, args.seeds),
              f"Pairing: {plan.pairing}", "",
+             *[line for f in diffs for line in against_kd_lines(
+                 diffs[f], tr.PROTOCOLS[plan.protocol].labels[f])],
+             *([f"Chart: [{kpng.name}]({kpng.name}) (selected epoch).", ""] if diffs else []),
              *tests, *seconds_lines(plan), *cache_lines(plan)]
     if curves:
         lines += [f"Per-epoch curves ([{cpng.name}]({cpng.name})): the {CURVE_LABEL[plan.protocol]} "
@@ -899,9 +1020,12 @@ def write_report(plan: Plan, args: argparse.Namespace, command: str) -> tuple[Pa
         {"command": command, "protocol": plan.protocol,
          "figures": tr.PROTOCOLS[plan.protocol].labels,
          "values": values, "published": plan.published, "tests": records, "curves": curves,
+         "against_kd": diffs,
          "notes": Path(args.notes).read_text().splitlines() if args.notes else None}),
         indent=2) + "\n")
     folder.write(png.name, lambda tmp: plot(plan, values[tr.FIGURES[0]], columns, tmp))
+    if diffs:
+        folder.write(kpng.name, lambda tmp: plot_against_kd(plan, diffs[tr.FIGURES[0]], tmp))
     if curves:
         folder.write(cpng.name, lambda tmp: tr.plot_curves(
             curves, plan.columns, plan.title, CURVE_LABEL[plan.protocol], tmp))
@@ -997,6 +1121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-seeds", default=None,
                    help="run only these seeds (comma-separated; the teacher always), e.g. to split "
                         "a table over two processes; the report covers every finished run")
+    p.add_argument("--budgets", default=None,
+                   help="fmnist-budget: the total student epochs of each column, comma-separated "
+                        "(default: 8,16,32,64)")
     p.add_argument("--rows", default=None,
                    help="run only these rows (comma-separated names as in the table, e.g. "
                         "'KD,Annealing-KD'; the runs they read always); the report covers every "

@@ -66,6 +66,18 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict:
     return _result(a, b, float(res.statistic), float(res.pvalue))
 
 
+def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` t-interval of the mean paired difference a[i] - b[i] (NaN below 2 pairs)."""
+    from scipy import stats
+
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if len(diffs) < 2:
+        return math.nan, math.nan
+    m, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = float(stats.t.ppf(0.5 + level / 2, len(diffs) - 1)) * se
+    return m - half, m + half
+
+
 def detectable_difference(a: Sequence[float], b: Sequence[float], power: float = 0.8,
                           alpha: float = ALPHA) -> float:
     """The difference of means a two-sided Welch test at ``alpha`` would detect with ``power``,

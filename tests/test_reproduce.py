@@ -470,3 +470,34 @@ def test_report_states_the_teacher_time_the_cache_saved(tmp_path: Path) -> None:
     md = (tmp_path / "cifar10.md").read_text()
     assert "| KD | 40 | 4 | 1 | 0.4 |" in md and "| teacher |" not in md.split("Teacher logits")[1]
     assert "The teacher ran 40 s; the cache saved about 49 s" in md
+
+
+def test_budget_sweep_plan_splits_each_budget_and_pairs_rows(capsys, tmp_path: Path) -> None:
+    assert rt.budget_split(8) == (5, 3, 5) and rt.budget_split(30) == (20, 10, 10)
+    assert rt.budget_split(64) == (43, 21, 10)
+    cmds = _commands(capsys, "--table", "fmnist-budget", "--seeds", "2", "--budgets", "8,16",
+                     "--out", str(tmp_path))
+    assert len(cmds) == 1 + 2 * 2 * 4  # the teacher, then budgets x seeds x rows
+    b8 = [c for c in cmds if f"{tmp_path}/b8/" in _flag(c, "--output-dir")]
+    akd = [c for c in b8 if _flag(c, "--method") == "annealing"]
+    assert {(_flag(c, "--student_epochs_p1"), _flag(c, "--student_epochs_p2"),
+             _flag(c, "--max_temperature")) for c in akd} == {("5", "3", "5")}
+    recipe = [c for c in akd if "--phase1-lr-milestones" in c]
+    assert len(recipe) == 2 and {_flag(c, "--phase1-lr-milestones") for c in recipe} == {"none"}
+    assert {_flag(c, "--student-epochs") for c in b8 if "--student-epochs" in c} == {"8"}
+
+
+def test_budget_sweep_report_gives_paired_differences_against_kd(tmp_path: Path) -> None:
+    """Fabricated: at 8 epochs KD 80, 82, 84 and the recipe 81, 84, 84 over 3 seeds: differences
+    1, 2, 0, mean +1.00, sd 1, 95% interval 1 -+ 4.303 / sqrt(3) = [-1.48, +3.48]."""
+    argv = ["--table", "fmnist-budget", "--seeds", "3", "--budgets", "8", "--out", str(tmp_path)]
+    plan = rt.make_plan(rt.build_parser().parse_args(argv))
+    for row, vals in (("KD", [0.80, 0.82, 0.84]), (rt.RECIPE_ROW, [0.81, 0.84, 0.84])):
+        for run, v in zip([r for r in plan.runs if r.row == row], vals, strict=True):
+            _finish(run, v)
+    assert rt.main([*argv, "--report-only"]) == 0
+    md = (tmp_path / "fmnist-budget.md").read_text()
+    assert f"| {rt.RECIPE_ROW} | 8 epochs | 3 | +1.00 | [-1.48, +3.48] |" in md
+    assert (tmp_path / "fmnist-budget-vs-kd.png").stat().st_size > 0
+    data = json.loads((tmp_path / "fmnist-budget.json").read_text())
+    assert data["against_kd"]["selected"][rt.RECIPE_ROW]["8 epochs"]["pairs"] == 3
