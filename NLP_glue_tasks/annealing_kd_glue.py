@@ -29,7 +29,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     # torch, transformers and datasets: only after --help and the checks
     from annealing_kd.common.cli.quiet import quiet_libraries
-    from annealing_kd.common.run_folder.outputs import OutputFolder
+    from annealing_kd.common.run_folder import OutputFolder
     from annealing_kd.NLP_glue_tasks.custom_data import task_and_data
     from annealing_kd.NLP_glue_tasks.evaluate import evaluate_saved, predict_test
     from annealing_kd.NLP_glue_tasks.pipeline import TextPipeline, accelerator

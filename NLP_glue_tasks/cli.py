@@ -1,6 +1,6 @@
 """Command line of the text CLI: every flag of the original GLUE script (same spelling), the shared
-run settings (``annealing_kd.common.cli.settings``, written with underscores) and ours, and the checks that need
-nothing loaded. No heavy imports here, so ``--help`` is fast."""
+settings (:mod:`annealing_kd.common.cli.settings`, written with underscores) and ours, and the
+checks that need nothing loaded. No heavy imports here, so ``--help`` is fast."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 from annealing_kd.common.cli import settings
 from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
+from annealing_kd.common.cli.settings import Setting
 from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods import get_method, method_names, steps_of
+from annealing_kd.common.methods import get_method, steps_of
 from annealing_kd.common.methods.objectives import check_steps
 from annealing_kd.NLP_glue_tasks.tasks import get_task, label_columns
 
@@ -19,19 +20,95 @@ CLI = "text"  # the spelling of the shared settings: --kd_alpha, --num_train_epo
 SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt"]
 OWN_DATA_FLAGS = ("train_file", "validation_file", "test_file", "dataset_name")
-# this CLI's settings that --resume must not change (with the shared ones: resume_keys())
-RESUME_KEYS = ["task_name", "data_dir", "method", "teacher_model_name_or_path",
-               "student_model_name_or_path", "assistant_model_name_or_path", "config_name",
-               "tokenizer_name", "max_seq_length", "do_lower_case", "per_gpu_train_batch_size",
-               "gradient_accumulation_steps", "weight_decay", "adam_epsilon", "max_grad_norm",
-               "max_steps", "warmup_steps", "train_teacher", "teacher_learning_rate", "fp16", "bf16",
-               "online_teacher", "pad_to_max_length", "teacher_label_order", "metric",
-               "lr_scheduler_type", "train_file", "validation_file", "dataset_name",
-               "dataset_config_name", "text_column_names", "label_column_name"]
+
+GROUPS = settings.declare(CLI, {
+    "models and data (original flags)": [
+        Setting("model_type", "accepted for compatibility; the architecture comes from each "
+                "checkpoint", resume=False),
+        Setting("teacher_model_name_or_path", "fine-tuned teacher (or a base model with "
+                "--train_teacher)"),
+        Setting("student_model_name_or_path", "student checkpoint"),
+        Setting("task_name", "cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte or wnli; leave it out "
+                "for your own data (--train_file ... or --dataset_name: the task 'custom')"),
+        Setting("data_dir", "GLUE task folder of download_glue_data.py (e.g. GLUE/RTE); without "
+                "it, nyu-mll/glue is loaded through `datasets`"),
+        "output_dir",
+        Setting("config_name", "student config, if not the checkpoint's"),
+        Setting("tokenizer_name", "student tokenizer, if not the checkpoint's"),
+        Setting("cache_dir", "Hugging Face download cache and `datasets` cache (read data, token "
+                "ids)", resume=False),
+        Setting("max_seq_length", "longer inputs are truncated", 128, integer),
+        Setting("do_lower_case", "lower-case (uncased tokenizers)", switch=True)],
+    "what to do (original flags)": [  # --seed, --overwrite_output_dir: the shared settings
+        Setting("do_train", "train the student", switch=True, resume=False),
+        Setting("do_eval", "evaluate the saved student on dev (alone: <output_dir>/student, or "
+                "--student_model_name_or_path); writes eval_results.json", switch=True,
+                resume=False),
+        Setting("evaluate_during_training", "accepted; dev is always evaluated each epoch "
+                "(needed for selection)", switch=True, resume=False),
+        Setting("overwrite_cache", "recompute cached teacher logits", switch=True, resume=False),
+        Setting("no_cuda", "run on the CPU", switch=True, resume=False),
+        Setting("fp16", "fp16 mixed precision (GPU, native AMP)", switch=True),
+        Setting("local_rank", "accepted; torchrun / accelerate launch set up the processes", -1,
+                integer, resume=False)],
+    "optimisation (original flags)": [  # epochs, lr, tau_max: the shared settings
+        Setting("per_gpu_train_batch_size", "per process", 8, integer),
+        Setting("per_gpu_eval_batch_size", "per process", 8, integer, resume=False),
+        Setting("gradient_accumulation_steps", None, 1, integer),
+        "weight_decay",
+        Setting("adam_epsilon", None, 1e-8, real),
+        Setting("max_grad_norm", "0: no clipping", 1.0, real),
+        Setting("max_steps", "cap on optimizer steps per phase (0: none); phase 1 then anneals "
+                "per step", 0, integer),
+        Setting("warmup_steps", "linear warm-up steps", 0, integer),
+        Setting("lr_scheduler_type", "learning-rate schedule after the warm-up "
+                "(transformers.get_scheduler)", "linear", choices=SCHEDULERS),
+        Setting("phase1_lr_scheduler_type", "the same for Annealing-KD's phase 1 only (default: "
+                "--lr_scheduler_type)", None, choices=SCHEDULERS),
+        "logging_steps",
+        Setting("save_steps", "accepted; a checkpoint is written every epoch", 0, integer,
+                resume=False)],
+    "ours": [
+        "method",
+        Setting("assistant_model_name_or_path", "TAKD teacher assistant"),
+        Setting("train_teacher", "fine-tune the teacher on the task first (saved to "
+                "<output_dir>/teacher)", switch=True),
+        Setting("teacher_learning_rate", "default: --learning_rate", None, real),
+        Setting("bf16", "bf16 mixed precision", switch=True),
+        "deterministic",
+        Setting("do_predict", "write test-set predictions as GLUE leaderboard TSVs to "
+                "<output_dir>/predictions", switch=True, resume=False),
+        Setting("teacher_label_order", "label names of the teacher's outputs 0..C-1, "
+                "comma-separated, when it was fine-tuned in another order (e.g. "
+                "contradiction,entailment,neutral for an old run_glue.py MNLI teacher): its "
+                "logits (cached ones too) are remapped to this task's order. Without it, a "
+                "teacher that reads much better on dev in another order stops the run with the "
+                "flag to pass"),
+        Setting("trust_remote_code", "allow checkpoints to run their own code (off by default)",
+                switch=True, resume=False),
+        "logits_cache_dir",
+        Setting("online_teacher", "for comparison only: run the teacher on every step instead "
+                "of the cache", switch=True),
+        Setting("pad_to_max_length", "pad every batch to --max_seq_length instead of its longest "
+                "input", switch=True)]})
+OWN_DATA = settings.declare(CLI, {"your own data (instead of --task_name)": [  # as HF's scripts
+    Setting("train_file", "training data: .csv, .tsv, .json or .jsonl"),
+    Setting("validation_file", "dev data, selects the student"),
+    Setting("test_file", "test data for --do_predict (labels not needed)", resume=False),
+    Setting("dataset_name", "a Hugging Face dataset (train / validation / test splits)"),
+    Setting("dataset_config_name", "its configuration"),
+    Setting("text_column_names", "one or two comma-separated text columns (default: "
+            "sentence1,sentence2, else sentence, else text)"),
+    Setting("label_column_name", "strings/integers: classes (sorted); floats: regression",
+            "label"),
+    Setting("metric", "the dev metric that selects the best epoch (default: the task's, as the "
+            "original: CoLA mcc, MRPC f1, STS-B corr = mean of pearson and spearman, others "
+            "accuracy (MNLI matched); custom: accuracy or pearson); one of accuracy, f1 (two "
+            "classes), macro_f1, pearson, spearman, mcc")]})
 
 
 def resume_keys() -> list[str]:
-    return RESUME_KEYS + settings.resume_keys(CLI)
+    return settings.resume_keys(CLI)
 
 
 def build_parser() -> Parser:
@@ -40,117 +117,8 @@ def build_parser() -> Parser:
         description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task or your own "
         "text classification data.",
     )
-    _models_and_data(p.add_argument_group("models and data (original flags)"))
-    _what_to_do(p.add_argument_group("what to do (original flags)"))
-    _optimisation(p.add_argument_group("optimisation (original flags)"))
-    _ours(p.add_argument_group("ours"))
-    settings.add_arguments(p, CLI)
-    _own_data(p.add_argument_group("your own data (instead of --task_name)"))
+    settings.add_arguments(p, CLI, GROUPS, OWN_DATA)
     return p
-
-
-def _models_and_data(a: argparse._ArgumentGroup) -> None:
-    """The original script's model and data flags."""
-    a.add_argument("--model_type", default=None,
-                   help="accepted for compatibility; the architecture comes from each checkpoint")
-    a.add_argument("--teacher_model_name_or_path", default=None,
-                   help="fine-tuned teacher (or a base model with --train_teacher)")
-    a.add_argument("--student_model_name_or_path", default=None, help="student checkpoint")
-    a.add_argument("--task_name", default=None,
-                   help="cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte or wnli; leave it out "
-                        "for your own data (--train_file ... or --dataset_name: the task 'custom')")
-    a.add_argument("--data_dir", default=None,
-                   help="GLUE task folder of download_glue_data.py (e.g. GLUE/RTE); "
-                        "without it, nyu-mll/glue is loaded through `datasets`")
-    a.add_argument("--output_dir", required=True, help="where the run writes everything")
-    a.add_argument("--config_name", default=None, help="student config, if not the checkpoint's")
-    a.add_argument("--tokenizer_name", default=None, help="student tokenizer, if not the checkpoint's")
-    a.add_argument("--cache_dir", default=None,
-                   help="Hugging Face download cache and `datasets` cache (read data, token ids)")
-    a.add_argument("--max_seq_length", type=integer, default=128, help="longer inputs are truncated")
-    a.add_argument("--do_lower_case", action="store_true", help="lower-case (uncased tokenizers)")
-
-
-def _what_to_do(r: argparse._ArgumentGroup) -> None:
-    """The original script's run flags (--seed and --overwrite_output_dir: annealing_kd.common.cli.settings)."""
-    r.add_argument("--do_train", action="store_true", help="train the student")
-    r.add_argument("--do_eval", action="store_true",
-                   help="evaluate the saved student on dev (alone: <output_dir>/student, or "
-                        "--student_model_name_or_path); writes eval_results.json")
-    r.add_argument("--evaluate_during_training", action="store_true",
-                   help="accepted; dev is always evaluated each epoch (needed for selection)")
-    r.add_argument("--overwrite_cache", action="store_true", help="recompute cached teacher logits")
-    r.add_argument("--no_cuda", action="store_true", help="run on the CPU")
-    r.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU, native AMP)")
-    r.add_argument("--local_rank", type=integer, default=-1,
-                   help="accepted; torchrun / accelerate launch set up the processes")
-
-
-def _optimisation(o: argparse._ArgumentGroup) -> None:
-    """The original script's optimisation flags (epochs, lr, tau_max: annealing_kd.common.cli.settings)."""
-    o.add_argument("--per_gpu_train_batch_size", type=integer, default=8, help="per process")
-    o.add_argument("--per_gpu_eval_batch_size", type=integer, default=8, help="per process")
-    o.add_argument("--gradient_accumulation_steps", type=integer, default=1)
-    o.add_argument("--weight_decay", type=real, default=0.0, help="on weight matrices only")
-    o.add_argument("--adam_epsilon", type=real, default=1e-8)
-    o.add_argument("--max_grad_norm", type=real, default=1.0, help="0: no clipping")
-    o.add_argument("--max_steps", type=integer, default=0,
-                   help="cap on optimizer steps per phase (0: none); phase 1 then anneals per step")
-    o.add_argument("--warmup_steps", type=integer, default=0, help="linear warm-up steps")
-    o.add_argument("--lr_scheduler_type", default="linear", choices=SCHEDULERS,
-                   help="learning-rate schedule after the warm-up (transformers.get_scheduler)")
-    o.add_argument("--logging_steps", type=integer, default=50, help="progress-bar update interval")
-    o.add_argument("--save_steps", type=integer, default=0,
-                   help="accepted; a checkpoint is written every epoch")
-
-
-def _ours(n: argparse._ArgumentGroup) -> None:
-    """Flags the original did not have."""
-    n.add_argument("--method", choices=method_names(), default="annealing",
-                   help="the distillation method (common/methods; scratch = finetune)")
-    n.add_argument("--assistant_model_name_or_path", default=None, help="TAKD teacher assistant")
-    n.add_argument("--train_teacher", action="store_true",
-                   help="fine-tune the teacher on the task first (saved to <output_dir>/teacher)")
-    n.add_argument("--teacher_learning_rate", type=real, default=None,
-                   help="default: --learning_rate")
-    n.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
-    n.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    n.add_argument("--do_predict", action="store_true",
-                   help="write test-set predictions as GLUE leaderboard TSVs to <output_dir>/predictions")
-    n.add_argument("--teacher_label_order", default=None,
-                   help="label names of the teacher's outputs 0..C-1, comma-separated, when it was "
-                        "fine-tuned in another order (e.g. contradiction,entailment,neutral for an "
-                        "old run_glue.py MNLI teacher): its logits (cached ones too) are remapped to "
-                        "this task's order. Without it, a teacher that reads much better on dev in "
-                        "another order stops the run with the flag to pass")
-    n.add_argument("--trust_remote_code", action="store_true",
-                   help="allow checkpoints to run their own code (off by default)")
-    n.add_argument("--logits_cache_dir", default=None,
-                   help="teacher-logit cache (default: ~/.cache/annealing-kd/teacher_logits)")
-    n.add_argument("--online_teacher", action="store_true",
-                   help="for comparison only: run the teacher on every step instead of the cache")
-    n.add_argument("--pad_to_max_length", action="store_true",
-                   help="pad every batch to --max_seq_length instead of its longest input")
-
-
-def _own_data(g: argparse._ArgumentGroup) -> None:
-    """The "your own data" flags (names as in HF run_classification.py)."""
-    g.add_argument("--train_file", default=None, help="training data: .csv, .tsv, .json or .jsonl")
-    g.add_argument("--validation_file", default=None, help="dev data, selects the student")
-    g.add_argument("--test_file", default=None, help="test data for --do_predict (labels not needed)")
-    g.add_argument("--dataset_name", default=None,
-                   help="a Hugging Face dataset (train / validation / test splits)")
-    g.add_argument("--dataset_config_name", default=None, help="its configuration")
-    g.add_argument("--text_column_names", default=None,
-                   help="one or two comma-separated text columns (default: sentence1,sentence2, "
-                        "else sentence, else text)")
-    g.add_argument("--label_column_name", default="label",
-                   help="strings/integers: classes (sorted); floats: regression")
-    g.add_argument("--metric", default=None,
-                   help="the dev metric that selects the best epoch (default: the task's, as the "
-                        "original: CoLA mcc, MRPC f1, STS-B corr = mean of pearson and spearman, "
-                        "others accuracy (MNLI matched); custom: accuracy or pearson); one of "
-                        "accuracy, f1 (two classes), macro_f1, pearson, spearman, mcc")
 
 
 def uses_own_data(args: argparse.Namespace) -> bool:
@@ -227,6 +195,6 @@ def _check_training(args: argparse.Namespace) -> None:
 
 
 def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``annealing_kd.common.errors.UsageError.spelled``)."""
+    """How this CLI writes a setting in messages (``UsageError.spelled``)."""
     return settings.flag_speller(build_parser())(name)
 

@@ -1,14 +1,11 @@
 """Your own text classification data: CSV / TSV / JSON / JSONL files or a Hugging Face dataset.
 
-CSV and JSON files are read with ``datasets.load_dataset("csv" | "json", data_files=...)``, TSV
-files with the one TSV reader (``annealing_kd.NLP_glue_tasks.data.read_tsv``, no quote handling, as GLUE); both
-keep an Arrow copy in the ``datasets`` cache, memory-mapped on later runs. Each split is then
-written in the common layout of ``annealing_kd.NLP_glue_tasks.data`` (text_a, text_b, label; idx on test),
-and tokenized there, all under fingerprints: a second run reads both from the on-disk cache.
-
+CSV and JSON files are read with ``datasets.load_dataset("csv" | "json", ...)``, TSV files with
+``data.read_tsv`` (no quote handling, as GLUE); each split is then written in the common layout
+of ``data`` and tokenized there, all under fingerprints (a second run reads the on-disk cache).
 The task is "custom": one or two text columns, a label column. String or integer labels are
-classes, in sorted order (a ClassLabel feature keeps its own order); float labels are a
-regression. Metrics: accuracy and F1 (two classes) or macro-F1, Pearson / Spearman.
+classes in sorted order (a ClassLabel keeps its own order); float labels are a regression.
+Metrics: accuracy and F1 (two classes) or macro-F1, Pearson / Spearman.
 """
 
 from __future__ import annotations
@@ -70,7 +67,7 @@ class LabelMap:
 
 def _to_layout(batch: dict[str, list], indices: list[int], *, a: str, b: str | None,
                label: str | None, labels: LabelMap) -> dict[str, list]:
-    """A batch of a split in the common layout (``annealing_kd.NLP_glue_tasks.data``)."""
+    """A batch of a split in the common layout of ``data``."""
     def texts(col):
         return ["" if t is None else str(t) for t in batch[col]]
 
@@ -92,31 +89,32 @@ class CustomData:
             raise UsageError("your own data needs a training split (the label list comes from it): "
                              "pass --train_file, or a --dataset_name with a train split")
         if "dev" not in self.splits:
-            raise UsageError("no dev data: pass --validation_file (the dev set selects the student)")
+            raise UsageError("no dev data: pass --validation_file (the dev set selects the "
+                             "student)")
         self.text_a, self.text_b = self._text_columns()
         self.label = args.label_column_name
         for split, ds in self.splits.items():
-            if split != "test" and self.label not in ds.column_names:
+            if split == "test":
+                continue
+            if self.label not in ds.column_names:
                 raise UsageError(f"{self._where(split)} has no label column {self.label!r} "
                                  f"(columns: {ds.column_names}); pass --label_column_name")
-            file = getattr(args, SPLIT_FLAGS[split][2:], None)
-            if split != "test" and file and FORMATS.get(Path(file).suffix.lower()) == "tsv":
+            if FORMATS.get(Path(self._file(split) or "").suffix.lower()) == "tsv":
                 self.splits[split] = _typed(ds, self.label)
         self.label_map = self._labels()
 
     # ---- loading -----------------------------------------------------------------------------
+    def _file(self, split: str) -> str | None:
+        return getattr(self.args, SPLIT_FLAGS[split][2:], None)
+
     def _where(self, split: str) -> str:
-        path = getattr(self.args, SPLIT_FLAGS[split][2:], None)
-        return path or f"{self.args.dataset_name} {split} split"
+        return self._file(split) or f"{self.args.dataset_name} {split} split"
 
     def _load(self, args) -> dict[str, Any]:
-        splits: dict[str, Any] = {}
-        if args.dataset_name:
-            splits = self._load_hub(args)
+        splits: dict[str, Any] = self._load_hub(args) if args.dataset_name else {}
         for split, flag in SPLIT_FLAGS.items():
-            path = getattr(args, flag[2:])
-            if path:
-                splits[split] = load_file(path, flag, args.cache_dir)
+            if self._file(split):
+                splits[split] = load_file(self._file(split), flag, args.cache_dir)
         return splits
 
     @staticmethod
@@ -126,15 +124,13 @@ class CustomData:
                                        cache_dir=args.cache_dir)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UsageError(f"could not load dataset {args.dataset_name!r} ({type(exc).__name__}: "
-                             f"{first[:200]}); offline, the dataset must be in the `datasets` cache, "
-                             "or pass your files with --train_file/--validation_file") from None
-        found = {}
-        for split, names in HUB_SPLIT_NAMES.items():
-            name = next((n for n in names if n in dd), None)
-            if name:
-                found[split] = dd[name]
-        return found
+            raise UsageError(f"could not load dataset {args.dataset_name!r} ({type(exc).__name__}"
+                             f": {first[:200]}); offline, the dataset must be in the `datasets` "
+                             "cache, or pass your files with --train_file/--validation_file"
+                             ) from None
+        found = {split: next((dd[n] for n in names if n in dd), None)
+                 for split, names in HUB_SPLIT_NAMES.items()}
+        return {split: ds for split, ds in found.items() if ds is not None}
 
     def _text_columns(self) -> tuple[str, str | None]:
         train = self.splits["train"].column_names
@@ -146,8 +142,8 @@ class CustomData:
             cols = next((list(c) for c in DEFAULT_TEXT if set(c) <= set(train)), None)
             if cols is None:
                 raise UsageError(f"{self._where('train')} has none of the default text columns "
-                                 f"(sentence1,sentence2 / sentence / text); its columns are {train}: "
-                                 "pass --text_column_names")
+                                 "(sentence1,sentence2 / sentence / text); its columns are "
+                                 f"{train}: pass --text_column_names")
         for split, ds in self.splits.items():
             missing = [c for c in cols if c not in ds.column_names]
             if missing:
@@ -156,65 +152,57 @@ class CustomData:
         return cols[0], cols[1] if len(cols) > 1 else None
 
     def _labels(self) -> LabelMap:
-        ds_lib = datasets
         train = self.splits["train"]
         feature = train.features[self.label]
-        if isinstance(feature, ds_lib.ClassLabel):
+        if isinstance(feature, datasets.ClassLabel):
             lm = LabelMap(tuple(feature.names), None)
-            known: set[Any] = set(range(len(feature.names)))
-        elif isinstance(feature, ds_lib.Value) and feature.dtype.startswith("float"):
-            lm, known = LabelMap((), None), set()
-        elif isinstance(feature, ds_lib.Value):
+        elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+            return LabelMap((), None)
+        elif isinstance(feature, datasets.Value):
             values = train.unique(self.label)
             if None in values:
                 raise UsageError(f"{self._where('train')}: some rows have no {self.label!r}; fill "
                                  "or drop them")
             values = sorted(values)
             if len(values) < 2:
-                raise UsageError(f"{self._where('train')} has a single label {values}; a classifier "
-                                 "needs at least two")
+                raise UsageError(f"{self._where('train')} has a single label {values}; a "
+                                 "classifier needs at least two")
             lm = LabelMap(tuple(str(v) for v in values), {str(v): i for i, v in enumerate(values)})
-            known = set(lm.ids)
         else:
             raise UsageError(f"label column {self.label!r} has type {feature}; give one class (a "
                              "string or integer) or one float score per row (multi-label is not "
                              "supported)")
-        if lm.names:
-            for split in ("dev",):
-                values = self.splits[split].unique(self.label)
-                keys = set(values) if lm.ids is None else {str(v) for v in values}
-                unknown = sorted(str(v) for v in keys - known)
-                if unknown:
-                    raise UsageError(f"{self._where(split)} has label {unknown[0]!r} which the "
-                                     f"training data does not have (training labels: "
-                                     f"{list(lm.names)}); fix the label or add such examples to training")
+        if not lm.names:
+            return lm
+        values = self.splits["dev"].unique(self.label)
+        if lm.ids is None:
+            unknown = sorted(str(v) for v in set(values) - set(range(len(lm.names))))
+        else:
+            unknown = sorted({str(v) for v in values} - set(lm.ids))
+        if unknown:
+            raise UsageError(f"{self._where('dev')} has label {unknown[0]!r} which the training "
+                             f"data does not have (training labels: {list(lm.names)}); fix the "
+                             "label or add such examples to training")
         return lm
 
     # ---- the task ------------------------------------------------------------------------------
     def task(self) -> CustomTask:
         names = self.label_map.names
-        if not names:
-            metrics = ("pearson", "spearman")
-        elif len(names) == 2:
-            metrics = ("accuracy", "f1")
-        else:
-            metrics = ("accuracy", "macro_f1")
+        metrics = (("pearson", "spearman") if not names else
+                   ("accuracy", "f1") if len(names) == 2 else ("accuracy", "macro_f1"))
         return CustomTask("custom", "test", self.text_a, self.text_b, self.label, names, names,
                           metrics, metrics[0], test=("test",) if "test" in self.splits else ())
 
     def split(self, name: str) -> datasets.Dataset:
-        """A split in the common layout of ``annealing_kd.NLP_glue_tasks.data`` (text_a, text_b; label, or
-        idx on test)."""
+        """A split in the common layout of ``data`` (text_a, text_b; label, or idx on test)."""
         if name not in self.splits:
             raise UsageError(f"no {name} data: pass {SPLIT_FLAGS[name]}")
         ds = self.splits[name]
         label = self.label if name != "test" and self.label in ds.column_names else None
-        columns = ["text_a", "text_b"] if self.text_b else ["text_a"]
-        types = {c: datasets.Value("string") for c in columns}
-        if label is None:
-            types["idx"] = datasets.Value("string")
-        else:
-            types["label"] = datasets.Value("int64" if self.label_map.names else "float64")
+        text = datasets.Value("string")
+        types = {"text_a": text, **({"text_b": text} if self.text_b else {})}
+        types.update({"idx": text} if label is None else
+                     {"label": datasets.Value("int64" if self.label_map.names else "float64")})
         return ds.map(partial(_to_layout, a=self.text_a, b=self.text_b, label=label,
                               labels=self.label_map), batched=True, with_indices=True,
                       remove_columns=ds.column_names, features=datasets.Features(types),
@@ -222,13 +210,13 @@ class CustomData:
 
     def describe(self) -> dict[str, Any]:
         """What results.json states about the data."""
-        src = ({"dataset_name": self.args.dataset_name, "dataset_config_name": self.args.dataset_config_name}
-               if self.args.dataset_name else {})
-        for flag in SPLIT_FLAGS.values():
-            if getattr(self.args, flag[2:]):
-                src[flag[2:]] = str(getattr(self.args, flag[2:]))
+        args = self.args
+        src = ({"dataset_name": args.dataset_name, "dataset_config_name": args.dataset_config_name}
+               if args.dataset_name else {})
+        src.update({SPLIT_FLAGS[s][2:]: str(self._file(s)) for s in SPLIT_FLAGS if self._file(s)})
         return {"data": {**src, "text_columns": [c for c in (self.text_a, self.text_b) if c],
-                         "label_column": self.label, "sizes": {s: len(d) for s, d in self.splits.items()},
+                         "label_column": self.label,
+                         "sizes": {s: len(d) for s, d in self.splits.items()},
                          "regression": not self.label_map.names},
                 "labels": list(self.label_map.names)}
 
@@ -238,7 +226,8 @@ def load_file(path: str, flag: str, cache_dir: str | None) -> datasets.Dataset:
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
-        raise UsageError(f"{flag} {path}: unknown format {p.suffix!r}; use .csv, .tsv, .json or .jsonl")
+        raise UsageError(f"{flag} {path}: unknown format {p.suffix!r}; use .csv, .tsv, .json or "
+                         ".jsonl")
     if not p.is_file():
         raise UsageError(f"{flag} {path} does not exist")
     if fmt == "tsv":
@@ -254,10 +243,10 @@ def load_file(path: str, flag: str, cache_dir: str | None) -> datasets.Dataset:
                              "to UTF-8") from None
         if isinstance(cause, OSError) and cache_dir and str(cause.filename or "").startswith(
                 str(cache_dir)):
-            raise UsageError(f"{setting('cache_dir')} {cache_dir} cannot be used ({cause.strerror}); "
-                             "pass a writable folder") from None
-        raise UsageError(f"{flag} {path} could not be read as {p.suffix[1:]} ({type(cause).__name__}: "
-                         f"{first[:200]}); check the file") from None
+            raise UsageError(f"{setting('cache_dir')} {cache_dir} cannot be used "
+                             f"({cause.strerror}); pass a writable folder") from None
+        raise UsageError(f"{flag} {path} could not be read as {p.suffix[1:]} "
+                         f"({type(cause).__name__}: {first[:200]}); check the file") from None
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -1,12 +1,11 @@
 """Text data as ``datasets.Dataset`` s, for GLUE folders, the ``nyu-mll/glue`` hub dataset and your
-own files alike (``annealing_kd.NLP_glue_tasks.custom_data``): the one TSV reader, tokenization, the collator.
+own files alike (``custom_data``): the one TSV reader, tokenization, the collator.
 
-Every split reaches the pipeline in one layout: ``text_a``, ``text_b`` (pairs only), and
-``label`` (model label ids, or floats for a regression) on train and dev, ``idx`` (the id that
-prediction files name) on test.
+Every split has one layout: ``text_a``, ``text_b`` (pairs only), and ``label`` (model label ids,
+or floats for a regression) on train and dev, ``idx`` (the id prediction files name) on test.
 TSV files are read without quote handling (GLUE texts hold unbalanced quotes) into an Arrow copy
-in the ``datasets`` cache; tokenization is ``Dataset.map`` under a fingerprint of the data, the
-tokenizer and the settings: a second run memory-maps both instead of reading and tokenizing again.
+in the ``datasets`` cache, and tokenized by ``Dataset.map`` under a fingerprint of the data, the
+tokenizer and the settings: a second run memory-maps both.
 """
 
 from __future__ import annotations
@@ -62,12 +61,10 @@ class TsvLabels:
 def read_tsv(path: str | os.PathLike, *, columns: dict[str, str | int] | None = None,
              header: bool = True, labels: TsvLabels | None = None, hint: str = "",
              cache_dir: str | None = None) -> datasets.Dataset:
-    """A tab-separated file as a ``datasets.Dataset``, read without quote handling (a UTF-8 BOM
-    is dropped; a row too short for the columns is skipped with a warning).
-
-    ``columns``: output column -> column name in the header, or position; None: every header
-    column under its own name. All values are strings, except ``label`` with ``labels``.
-    ``hint`` ends the message about a missing column."""
+    """A tab-separated file as a ``datasets.Dataset``, without quote handling (a UTF-8 BOM is
+    dropped; a row too short for the columns is skipped with a warning). ``columns``: output
+    column -> header name or position (None: every header column); values are strings, but
+    ``label`` with ``labels``. ``hint`` ends the message about a missing column."""
     path = Path(path)
     head = _header(path) if header else None
     wanted = columns if columns is not None else {name: name for name in head or []}
@@ -157,9 +154,7 @@ class GlueData:
 
     def split(self, split: str) -> datasets.Dataset:
         """A split in the common layout (text_a, text_b; label, or idx on test)."""
-        if self.folder is not None:
-            return self._tsv(split)
-        return self._hub(split)
+        return self._hub(split) if self.folder is None else self._tsv(split)
 
     def describe(self) -> dict[str, Any]:
         return {}
@@ -175,22 +170,23 @@ class GlueData:
         if task.text_b is not None:
             columns["text_b"] = task.text_b
         columns.update({"idx": task.test_index} if test else {"label": task.label})
-        return read_tsv(path, columns=columns, header=task.header or test,
-                        cache_dir=self.cache_dir, labels=TsvLabels(task.tsv_labels, task.is_regression),
+        return read_tsv(path, columns=columns, header=task.header or test, cache_dir=self.cache_dir,
+                        labels=TsvLabels(task.tsv_labels, task.is_regression),
                         hint=f"; is this the {task.folder} data of download_glue_data.py?")
 
     def _hub(self, split: str) -> datasets.Dataset:
         task, name = self.task, HUB_NAMES.get(self.task.name, self.task.name)
         try:
-            ds = datasets.load_dataset("nyu-mll/glue", name, split=GLUE_HUB_SPLITS.get(split, split),
-                                       cache_dir=self.cache_dir)
+            ds = datasets.load_dataset("nyu-mll/glue", name, cache_dir=self.cache_dir,
+                                       split=GLUE_HUB_SPLITS.get(split, split))
         except Exception as exc:
             raise UsageError(f"could not load nyu-mll/glue {name} {split} ({type(exc).__name__}: "
                              f"{str(exc)[:200]}); if offline, pass --data_dir with the GLUE TSV "
                              "files of download_glue_data.py") from None
         feature = ds.features["label"]
         if not task.is_regression and list(getattr(feature, "names", [])) != list(task.labels):
-            raise UsageError(f"nyu-mll/glue {name} labels {feature.names} differ from {task.labels}")
+            raise UsageError(f"nyu-mll/glue {name} labels {feature.names} differ from "
+                             f"{task.labels}")
         col_a, col_b = task.hub_columns
         columns = {col_a: "text_a", **({col_b: "text_b"} if col_b else {})}
         columns.update({"idx": "idx"} if split.startswith("test") else {"label": "label"})
@@ -237,7 +233,8 @@ def tokenizer_identity(tok) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _tokenize(batch: dict[str, list], indices: list[int], *, tok, max_length: int) -> dict[str, list]:
+def _tokenize(batch: dict[str, list], indices: list[int], *, tok,
+              max_length: int) -> dict[str, list]:
     enc = tok(batch["text_a"], batch.get("text_b"), truncation=True, max_length=max_length)
     out = {k: enc[k] for k in MODEL_KEYS if k in enc}
     out["index"] = list(indices)
@@ -246,7 +243,8 @@ def _tokenize(batch: dict[str, list], indices: list[int], *, tok, max_length: in
     return out
 
 
-def encode(tok, ds: datasets.Dataset, max_length: int, desc: str = "tokenizing") -> datasets.Dataset:
+def encode(tok, ds: datasets.Dataset, max_length: int,
+           desc: str = "tokenizing") -> datasets.Dataset:
     """Token ids (no padding), the example's position ``index`` and its ``labels``."""
     fingerprint = Hasher.hash([CACHE_VERSION, ds._fingerprint, tokenizer_identity(tok), max_length])
     return ds.map(partial(_tokenize, tok=tok, max_length=max_length), batched=True,
@@ -295,8 +293,9 @@ class Collator:
     with ``pad_to_max_length``; nested inputs of other models are padded with their tokenizer.
     Labels are float32 for a ``regression``, else class ids."""
 
-    def __init__(self, tokenizer, others: dict[str, Any] | None = None, max_length: int | None = None,
-                 pad_to_multiple_of: int | None = None, regression: bool = False) -> None:
+    def __init__(self, tokenizer, others: dict[str, Any] | None = None,
+                 max_length: int | None = None, pad_to_multiple_of: int | None = None,
+                 regression: bool = False) -> None:
         padding = "max_length" if max_length else True
         self.label_dtype = torch.float32 if regression else torch.long
         self.pads = {name: DataCollatorWithPadding(tok, padding=padding, max_length=max_length,
@@ -323,8 +322,6 @@ def model_inputs(batch: dict[str, Any], name: str = "") -> dict[str, Any]:
 def make_loader(feats, batch_size: int, collator, shuffle_seed: int | None = None):
     """Batches in order, or shuffled by (``shuffle_seed``, epoch) only (a resumed run sees the
     same order)."""
-    if shuffle_seed is None:
-        return torch.utils.data.DataLoader(feats, batch_size=batch_size, shuffle=False,
-                                           collate_fn=collator)
-    return torch.utils.data.DataLoader(feats, batch_size=batch_size, collate_fn=collator,
-                                       sampler=EpochShuffleSampler(len(feats), shuffle_seed))
+    sampler = None if shuffle_seed is None else EpochShuffleSampler(len(feats), shuffle_seed)
+    return torch.utils.data.DataLoader(feats, batch_size=batch_size, shuffle=False,
+                                       collate_fn=collator, sampler=sampler)

@@ -38,7 +38,8 @@ def metrics_of_logits(task: Task, logits: dict[str, Any], dev: dict[str, Any]) -
     """The task's metrics of precomputed dev logits (a frozen teacher's)."""
     out: dict[str, float] = {}
     for split, lg in logits.items():
-        out.update(compute_metrics(task, lg.numpy(), labels_of(dev[split]), split_suffix(task, split)))
+        labels = labels_of(dev[split])
+        out.update(compute_metrics(task, lg.numpy(), labels, split_suffix(task, split)))
     return out
 
 
@@ -94,7 +95,8 @@ def predict_test(args, task: Task, data, acc, out) -> list[Path]:
             preds = [f"{v:.3f}" for v in scores.tolist()]
         else:
             preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
-        text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(ids_of(ds), preds, strict=True))
+        rows = zip(ids_of(ds), preds, strict=True)
+        text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in rows)
         if out is not None:
             out.write(files[split], lambda tmp, text=text: Path(tmp).write_text(text))
         written.append(Path(args.output_dir) / files[split])

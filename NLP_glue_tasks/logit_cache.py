@@ -1,10 +1,9 @@
-"""Teacher logits computed once per example and cached on disk (``annealing_kd.common.logit_cache.store`` files).
+"""The text CLI's teacher logits, computed once per example and cached on disk
+(``annealing_kd.common.logit_cache.store``, one file ``<key>.logits`` per split).
 
-The cache key is a hash of the teacher checkpoint's content (config and weight files), the task,
-the precision the logits are computed in (the run's: fp32, or bf16/fp16 autocast with
-``--bf16``/``--fp16``) and the teacher's token ids of every example. The token ids stand for the
-data, the teacher's tokenizer, ``--do_lower_case`` and ``--max_seq_length`` at once: any change
-gives a new key.
+The key's facts (``store.key_parts``): the teacher checkpoint's content (config and weight
+files), the teacher's token ids of every example (they stand for the data, the tokenizer,
+``--do_lower_case`` and ``--max_seq_length`` at once), the precision and the task.
 """
 
 from __future__ import annotations
@@ -18,15 +17,11 @@ from typing import Any
 
 import torch
 
-from annealing_kd.common.logit_cache.store import (
-    FileLock,
-    LogitCache,
-    autocast_dtype,
-    precision_of,
-    stored,
-)
+from annealing_kd.common.logit_cache import store
+from annealing_kd.common.run_folder import file_sha256
+from annealing_kd.common.training.frozen_teacher import amp
 from annealing_kd.common.training.progress import progress_bar
-from annealing_kd.common.training.trainer import freeze, predict
+from annealing_kd.common.training.trainer import frozen_logits, predict
 from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -44,59 +39,40 @@ def model_identity(path: str, cache_dir: str | None = None) -> str:
         from transformers.utils import cached_file
 
         folder = Path(cached_file(path, "config.json", cache_dir=cache_dir)).parent
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if f.name == "config.json" or f.suffix in WEIGHT_SUFFIXES:
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):  # noqa: B023
-                    h.update(chunk)
-    return h.hexdigest()
+    files = [f for f in sorted(folder.iterdir())
+             if f.name == "config.json" or f.suffix in WEIGHT_SUFFIXES]
+    return hashlib.sha256("".join(f"{f.name}\0{file_sha256(f)}\n" for f in files).encode()
+                          ).hexdigest()
 
 
 def cache_key(identity: str, task: str, precision: str, feats: Any) -> str:
-    return hashlib.sha256(f"{identity}|{task}|{precision}|{inputs_hash(feats)}".encode()).hexdigest()[:32]
+    return store.digest(store.key_parts("eval", identity, inputs_hash(feats), precision, task=task))
 
 
 def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
                   feats: Any, collator, batch_size: int, cache_dir: str | Path,
                   tag: str, overwrite: bool = False) -> torch.Tensor:
     """Logits (N, C) of a frozen model on ``feats``, in order, from the cache or computed once
-    in the run's precision (in DDP each process computes its shard; the main process writes the
-    file). One process holds the file's lock while it computes: a concurrent run waits, then
-    reads."""
-    precision = precision_of(acc)
+    in the run's precision (``LogitCache.get``; in DDP each process computes its shard, without
+    the lock, and the main process writes the file)."""
+    precision = store.precision_of(acc)
     key = cache_key(identity, task, precision, feats)
     path = Path(cache_dir) / f"{key}.logits"
-    cache = LogitCache(cache_dir, say=acc.print)
+    cache = store.LogitCache(cache_dir, say=acc.print)
+    computed = []
 
-    def cached() -> torch.Tensor | None:
-        table = None if overwrite else cache.read(path, key, precision)
-        if table is None or table.size(0) != len(feats) or not torch.isfinite(table).all():
-            return None
+    def compute() -> torch.Tensor:
+        computed.append(True)
+        return _compute(acc, load_model, feats, collator, batch_size, precision, tag)
+
+    logits = cache.get(path, key, precision, compute, cache.stream(tag, key), fresh=overwrite,
+                       lock=acc.num_processes == 1, write=acc.is_main_process)
+    if not computed:
         acc.print(f"{tag}: reusing cached logits {path}")
-        return table.float()
-
-    logits = cached()
-    if logits is not None:
         return logits
-    lock = FileLock(path) if acc.num_processes == 1 else None
-    if lock is not None:
-        lock.acquire(acc.print)
-    try:
-        logits = None if lock is None or overwrite else cached()  # written while we waited?
-        if logits is None:
-            if lock is not None:
-                cache.clear_stale(path)
-            logits = _compute(acc, load_model, feats, collator, batch_size, precision, tag)
-            if acc.is_main_process:
-                cache.write(path, key, precision, logits)
-            acc.wait_for_everyone()
-            acc.print(f"{tag}: cached in {path}")
-        return logits
-    finally:
-        if lock is not None:
-            lock.release()
+    acc.wait_for_everyone()
+    acc.print(f"{tag}: cached in {path}")
+    return logits
 
 
 def _compute(acc, load_model, feats, collator, batch_size: int, precision: str,
@@ -105,16 +81,15 @@ def _compute(acc, load_model, feats, collator, batch_size: int, precision: str,
     from torch.utils.data import DataLoader
 
     tic = time.perf_counter()
-    model = freeze(load_model()).to(acc.device)
+    model = load_model().to(acc.device)
+    targets = frozen_logits(model, lambda m, b: m(**model_inputs(b)).logits)
     ordered = by_length(feats)  # less padding; "index" keeps the order
     loader = acc.prepare(DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=collator))
-    amp = autocast_dtype(precision)
-    with torch.autocast(acc.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+    with amp(acc.device.type, store.autocast_dtype(precision)):
         logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
-                                lambda m, b: m(**model_inputs(b)).logits, lambda b: b["index"])
+                                lambda m, b: targets(b), lambda b: b["index"])
     out = torch.empty(len(feats), logits.size(1))
     out[index] = logits
     acc.print(f"{tag}: logits of {len(feats)} examples computed in {precision} in "
               f"{time.perf_counter() - tic:.1f}s")
-    del model
-    return stored(out, precision)
+    return out

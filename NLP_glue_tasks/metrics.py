@@ -11,14 +11,15 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from annealing_kd.NLP_glue_tasks.tasks import Task
 
 
-def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray, suffix: str = "") -> dict[str, float]:
+def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray,
+                    suffix: str = "") -> dict[str, float]:
     """The task's metrics (``Task.metrics``) from logits (N, C) and labels (N,)."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     if task.is_regression:
         preds = logits.reshape(-1)
         values = {"pearson": float(pearsonr(preds, labels)[0]),
                   "spearman": float(spearmanr(preds, labels)[0])}
-        values["corr"] = (values["pearson"] + values["spearman"]) / 2  # what the original selected on
+        values["corr"] = (values["pearson"] + values["spearman"]) / 2  # the original's selection
     else:
         preds = logits.argmax(-1)
         labels = labels.astype(np.int64)
@@ -46,7 +47,7 @@ def better_label_order(task: Task, logits: np.ndarray, labels: np.ndarray, margi
     ident = tuple(range(task.num_labels))
     best = max(right, key=lambda p: right[p].mean())
     gain = right[best].mean() - right[ident].mean()
-    wins, losses = int((right[best] & ~right[ident]).sum()), int((right[ident] & ~right[best]).sum())
-    if gain < margin or binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue >= p_value:
+    wins, losses = (int((right[a] & ~right[b]).sum()) for a, b in ((best, ident), (ident, best)))
+    if gain < margin or binomtest(wins, wins + losses, 0.5, "greater").pvalue >= p_value:
         return None
     return [task.labels[i] for i in best], float(right[ident].mean()), float(right[best].mean())

@@ -20,9 +20,10 @@ def _load(fn, path: str, role: str):
     except UsageError:
         raise
     except Exception as exc:  # OSError, ValueError, safetensors' own errors (truncated files)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{role} model {path!r} could not be loaded ({first[:200]}); give a local "
-                         "folder with intact files or a hub id that is in the Hugging Face cache") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{role} model {path!r} could not be loaded ({first[:200]}); give a "
+                         "local folder with intact files or a hub id that is in the Hugging Face "
+                         "cache") from None
 
 
 def check_safetensors(path: str, role: str) -> None:
@@ -33,7 +34,8 @@ def check_safetensors(path: str, role: str) -> None:
         return
     weights = sorted(folder.glob("*.safetensors"))
     if not weights and any(folder.glob("*.bin")):
-        raise UsageError(f"{role} {path} has only pickle weights ({next(folder.glob('*.bin')).name}), "
+        raise UsageError(f"{role} {path} has only pickle weights "
+                         f"({next(folder.glob('*.bin')).name}), "
                          "which can run arbitrary code when loaded; convert them to safetensors "
                          "(save_pretrained(..., safe_serialization=True) where you trust the file)")
     for f in weights:
@@ -90,25 +92,35 @@ def check_labels(config, task: Task, path: str, role: str, need_head: bool,
     if not head:
         return
     if config.num_labels != task.num_labels:
-        raise UsageError(f"{role} {path} has {config.num_labels} output labels but {task.name} has "
-                         f"{task.num_labels}; use a checkpoint fine-tuned on {task.name} or a base model")
+        raise UsageError(f"{role} {path} has {config.num_labels} output labels but {task.name} "
+                         f"has {task.num_labels}; use a checkpoint fine-tuned on {task.name} or a "
+                         "base model")
     names = [config.id2label[i] for i in range(config.num_labels)]
     named = not all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
     expected = order.split(",") if order else task.labels
-    if named and not task.is_regression and [normalize_label(n) for n in names] != [normalize_label(n) for n in expected]:
-        remap = (f", or pass --teacher_label_order {','.join(map(str, names))} to remap its outputs"
-                 if role == "teacher" and sorted(map(normalize_label, names)) == sorted(map(normalize_label, task.labels))
-                 else "")
+    ours, theirs = [normalize_label(n) for n in expected], [normalize_label(n) for n in names]
+    if named and not task.is_regression and theirs != ours:
+        same = sorted(theirs) == sorted(map(normalize_label, task.labels))
+        remap = (f", or pass --teacher_label_order {','.join(map(str, names))} to remap its "
+                 "outputs" if role == "teacher" and same else "")
         raise UsageError(f"{role} {path} labels {names} do not match {task.name} labels "
                          f"{list(expected)} (this order); labels are never swapped silently: "
                          f"use a model fine-tuned with this label order{remap}")
 
 
-def load_model(path: str, task: Task, args, role: str, need_head: bool = False, config_name=None):
-    """A sequence classifier with the task's label count and names, in float32."""
+def checked_config(path: str, task: Task, args, role: str, need_head: bool = False,
+                   config_name: str | None = None):
+    """A checkpoint's config, once its weights (safetensors, whole) and head are checked."""
     check_safetensors(path, role)
     config = load_config(config_name or path, args, role)
-    check_labels(config, task, path, role, need_head, teacher_order(args, role))
+    order = getattr(args, "teacher_label_order", None) if role == "teacher" else None
+    check_labels(config, task, path, role, need_head, order)
+    return config
+
+
+def load_model(path: str, task: Task, args, role: str, need_head: bool = False, config_name=None):
+    """A sequence classifier with the task's label count and names, in float32."""
+    config = checked_config(path, task, args, role, need_head, config_name)
     config.num_labels = task.num_labels
     config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
     config.label2id = {v: k for k, v in config.id2label.items()}
@@ -119,15 +131,8 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
     return model.float()
 
 
-def teacher_order(args, role: str) -> str | None:
-    return getattr(args, "teacher_label_order", None) if role == "teacher" else None
-
-
 def check_checkpoints(paths: dict[str, str], roles: list[str], task: Task, args,
                       trains_teacher: bool) -> None:
     """Fail fast, before any model is loaded: every checkpoint's head fits the task."""
     for role in roles:
-        need_head = role == "teacher" and not trains_teacher
-        check_safetensors(paths[role], role)
-        check_labels(load_config(paths[role], args, role), task, paths[role], role, need_head,
-                     teacher_order(args, role))
+        checked_config(paths[role], task, args, role, role == "teacher" and not trains_teacher)

@@ -16,15 +16,15 @@ from annealing_kd.common.cli import settings
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.integrations import model_card
 from annealing_kd.common.integrations.tracking import FOLDER, trackers
-from annealing_kd.common.methods import ROLES, Step, get_method, plan, run_method, table
+from annealing_kd.common.methods import ROLES, PhasePlan, get_method, plan, run_method, table
 from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder.run_dir import RunDir, environment_info
+from annealing_kd.common.run_folder import RunDir, environment_info
 from annealing_kd.common.training.guards import majority_share, warn_if_at_chance
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.optim import adamw
 from annealing_kd.common.training.seeding import role_seed, seed_everything
 from annealing_kd.common.training.trainer import (
-    Batches,
+    BatchReader,
     Phase,
     Trainer,
     frozen_logits,
@@ -130,7 +130,7 @@ class TextPipeline:
         return self.tokenized[role]
 
     # ---- the method's hooks (annealing_kd.common.methods.run.Pipeline) ---------------------------------------
-    def phase(self, step: Step) -> Phase:
+    def phase(self, step: PhasePlan) -> Phase:
         """AdamW (no decay on biases and LayerNorm), warm-up and decay by get_scheduler."""
         args = self.args
         lr = settings.for_budget(args, "learning_rate", step.budget)
@@ -142,7 +142,8 @@ class TextPipeline:
                           {"params": rest, "weight_decay": 0.0}], lr=lr, eps=args.adam_epsilon)
 
         return Phase(step.phase, step.objective, settings.epochs(args, step.budget), make_optimizer,
-                     LrSchedule("hf", name=args.lr_scheduler_type, warmup_steps=args.warmup_steps),
+                     LrSchedule("hf", name=settings.for_budget(args, "lr_scheduler_type", step.budget),
+                                warmup_steps=args.warmup_steps),
                      max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
                      max_grad_norm=args.max_grad_norm or None, max_steps=args.max_steps,
                      options=options_of(args))
@@ -186,9 +187,9 @@ class TextPipeline:
         warn_if_at_chance(metrics, len(self.task.labels) or None, len(self.dev_ds[split]), split,
                           advice, None if labels is None else majority_share(labels))
 
-    def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
+    def fit(self, model, step: PhasePlan, phase: Phase, targets) -> dict[str, Any]:
         tokenized = self.data_of(step.model)
-        batches = Batches(student_logits=logits_of, labels=lambda b: b["labels"], teacher_logits=targets)
+        batches = BatchReader(student_logits=logits_of, labels=lambda b: b["labels"], teacher_logits=targets)
         collator = self.online_collator if targets is not None and self.online_collator else tokenized.collator
         loader = make_loader(tokenized.train, self.args.per_gpu_train_batch_size, collator,
                              shuffle_seed=self.args.seed)
@@ -226,7 +227,8 @@ class TextPipeline:
             teacher = self.paths["teacher"] if self.method.uses("teacher") else None
             model_card.write(self.run, "student/README.md", trainer.results(final), "text", teacher)
         trainer.write_results(final)
-        self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric))
+        self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric,
+                               settings.recipe_notes(self.args)))
         return final
 
     def save(self, model, tok, name: str) -> Path:
@@ -234,7 +236,7 @@ class TextPipeline:
         path = self.run / name
         if self.acc.is_main_process:
             unwrapped = self.acc.unwrap_model(model)
-            stage = self.run.stage()  # written aside, recorded, then moved into place
+            stage = self.run.transaction()  # written aside, recorded, then moved into place
             stage.folder(path, lambda tmp: (unwrapped.save_pretrained(str(tmp)),
                                             tok.save_pretrained(str(tmp))))
             stage.commit()
@@ -296,9 +298,9 @@ class TextPipeline:
 
 
 def summary(task: Task, rows: dict[str, dict[str, float]], chosen: dict[str, Any],
-            metric: str) -> str:
+            metric: str, notes: list[str]) -> str:
     """The end-of-run table: dev metrics of teacher, assistant and student."""
     keys = list(next(iter(rows.values())).keys())
     cells = {name: [f"{100 * m.get(k, float('nan')):.2f}" for k in keys] for name, m in rows.items()}
     return table(f"\n{task.name} dev ({metric} selects; student = {chosen['phase']} "
-                 f"epoch {chosen['epoch']})", keys, cells, [])
+                 f"epoch {chosen['epoch']})", keys, cells, notes)

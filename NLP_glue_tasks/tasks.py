@@ -22,7 +22,7 @@ class Task:
     labels: tuple[str, ...]  # label names in model order; () for regression
     tsv_labels: tuple[str, ...]  # the same labels as written in the TSVs
     metrics: tuple[str, ...]  # what is reported on dev
-    selection: str  # what the original selected the student on (STS-B: corr, the paper reports pearson)
+    selection: str  # what the original selected the student on (STS-B: corr)
     hub_columns: tuple[str, str | None] = ("sentence", None)
     dev: tuple[str, ...] = ("dev",)  # dev splits; the first one is the selection split
     test: tuple[str, ...] = ("test",)
@@ -73,7 +73,7 @@ ALIASES = {"sst2": "sst-2", "stsb": "sts-b", "sts_b": "sts-b", "sst_2": "sst-2",
 HUB_NAMES = {"sst-2": "sst2", "sts-b": "stsb"}  # our task name -> nyu-mll/glue configuration
 # our split name -> the nyu-mll/glue split of the same examples
 GLUE_HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",
-              "dev_mismatched": "validation_mismatched"}
+                   "dev_mismatched": "validation_mismatched"}
 # leaderboard submission file per test split
 SUBMISSION = {"test_matched": "MNLI-m", "test_mismatched": "MNLI-mm"}
 
@@ -104,8 +104,8 @@ def label_columns(task: Task, order: str) -> list[int]:
         raise UsageError(f"--teacher_label_order applies to classification tasks; {task.name} is a "
                          "regression")
     if sorted(names) != sorted(ours):
-        raise UsageError(f"--teacher_label_order {order!r} is not an order of the {task.name} labels "
-                         f"{','.join(task.labels)}; name each once, comma-separated")
+        raise UsageError(f"--teacher_label_order {order!r} is not an order of the {task.name} "
+                         f"labels {','.join(task.labels)}; name each once, comma-separated")
     return [names.index(n) for n in ours]
 
 

@@ -84,7 +84,7 @@ def prepare(work: Path, args) -> tuple[Path, Path]:
 
 def run_ours(data: Path, student: Path, work: Path, seed: int, args, max_steps: int = 0) -> dict[str, float]:
     import annealing_kd.common.training.trainer as core
-    from annealing_kd.common.run_folder.run_dir import read_results
+    from annealing_kd.common.run_folder import read_results
     from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
 
     out = work / f"ours-{seed}"

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from annealing_kd.common.run_folder.run_dir import read_results  # noqa: E402
+from annealing_kd.common.run_folder import read_results  # noqa: E402
 
 CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"
 FMNIST_TRAIN = 60_000

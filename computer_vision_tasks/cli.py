@@ -1,25 +1,71 @@
-"""Command line of the CIFAR pipeline: the original flags (both ``-`` and ``_`` spellings) and ours.
-
-No heavy imports here: ``--help`` stays fast.
-"""
+"""Command line of the CIFAR pipeline: the original flags (both ``-`` and ``_`` spellings) and ours,
+declared as settings (:mod:`annealing_kd.common.cli.settings`). No heavy imports: ``--help``
+stays fast."""
 
 from __future__ import annotations
 
 import argparse
 
 from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real, twins
+from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
+from annealing_kd.common.cli.settings import Setting
 from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods import get_method, method_names, steps_of
+from annealing_kd.common.methods import get_method, steps_of
 from annealing_kd.common.methods.objectives import check_steps
 from annealing_kd.computer_vision_tasks import own_args
 
-CLI = "image"  # the spelling of the shared settings (annealing_kd.common.cli.settings): dashes, with '_' twins
+CLI = "image"  # the spelling of the settings: dashes, with '_' twins
 
-
-def _add(parser: argparse._ActionsContainer, *names: str, **kwargs) -> None:
-    """Add a flag under each given name and its ``-``/``_`` twin."""
-    parser.add_argument(*twins(*names), **kwargs)
+GROUPS = settings.declare(CLI, {
+    "data and models (original flags)": [
+        Setting("dataset", "cifar10, cifar100, mnist, fashion-mnist (a name in "
+                "computer_vision_tasks/data.py DATASETS; fake: synthetic images for tests); or "
+                "your own: imagefolder (with --dataset-dir) or hf:<name> (a Hugging Face image "
+                "classification dataset)", "cifar100"),
+        Setting("dataset_dir", "where the datasets are (or are downloaded to); imagefolder: DIR "
+                "with train/<class>/<images> and optionally val/ and test/", "./data",
+                resume=False),
+        Setting("teacher", "resnet8/14/20/26/32/44/56/110, plane2/4/6/8/10, torchvision:<name> "
+                "(e.g. torchvision:resnet18) or timm:<name> (needs pip install "
+                "'annealing-kd[timm]')", "resnet110"),
+        Setting("student", "student architecture", "resnet8", flags=["--student", "--model"]),
+        Setting("assistant", "TAKD's teacher assistant (e.g. resnet20)"),
+        Setting("teacher_checkpoint", "trained teacher: our .safetensors or the original's "
+                "{'model_state_dict': ...} file", ""),
+        "method"],
+    "optimisation and hardware": [
+        Setting("batch_size", "training batch size (per process)", 128, integer),
+        Setting("momentum", "SGD momentum", 0.9, real),
+        "weight_decay",
+        Setting("cuda", "same as --device cuda", switch=True, resume=False, extra={CLI: dict(
+            dest="device", action="store_const", const="cuda", default=argparse.SUPPRESS)}),
+        Setting("device", "where to train", "auto", choices=["auto", "cpu", "cuda"],
+                resume=False),
+        Setting("amp", "mixed precision", "none", choices=["none", "bf16", "fp16"], resume=False),
+        Setting("channels_last", "channels-last memory format", switch=True, resume=False),
+        Setting("num_workers", "data-loading worker processes", 4, integer, resume=False),
+        Setting("no_tensor_loader", "use torchvision's DataLoader (PIL transforms, --num-workers "
+                "processes) instead of the in-memory tensor loader (the default for data held in "
+                "memory, on CPU and GPU: the split lives on the device and is augmented there; "
+                "its batches depend on (seed, epoch) only). Images decoded from disk and DDP "
+                "always use the DataLoader", switch=True,
+                flags=["--no-tensor-loader", "--no-gpu-loader"]),
+        "deterministic",
+        "logging_steps",
+        Setting("recalibrate_bn", "recompute batch-norm running statistics on the training "
+                "batches (torch.optim.swa_utils.update_bn) before each evaluation, and those of a "
+                "given teacher before its logits are used: for models whose statistics lag (low "
+                "BN momentum, e.g. torchvision's mobilenet_v3_small); costs one forward pass over "
+                "the training data", switch=True),
+        Setting("val_size", "training images held out for checkpoint selection (default: 5000, at "
+                "most a tenth of the images used); 0 selects on the test set as the paper did",
+                None, integer),
+        Setting("train_subset", "train on only N images (quick runs)", None, integer),
+        "output_dir",
+        "logits_cache_dir",
+        Setting("logits_cache_max_gb", "past this size of --logits-cache-dir the teacher runs "
+                "live (cached files are still read)", 50.0, real, resume=False)]})
+OWN_DATA = settings.declare(CLI, own_args.GROUP)
 
 
 def build_parser() -> Parser:
@@ -29,61 +75,7 @@ def build_parser() -> Parser:
         "trains or loads the teacher, then trains the student by --method. Every flag also "
         "accepts its '_' or '-' twin.",
     )
-    g = p.add_argument_group("data and models (original flags)")
-    _add(g, "--dataset", default="cifar100",
-         help="cifar10, cifar100, mnist, fashion-mnist (a name in computer_vision_tasks/data.py "
-         "DATASETS; fake: synthetic images for tests); or your own: imagefolder (with "
-         "--dataset-dir) or hf:<name> (a Hugging Face image classification dataset)")
-    _add(g, "--dataset-dir", default="./data",
-         help="where the datasets are (or are downloaded to); imagefolder: DIR with "
-         "train/<class>/<images> and optionally val/ and test/")
-    _add(g, "--teacher", default="resnet110",
-         help="resnet8/14/20/26/32/44/56/110, plane2/4/6/8/10, torchvision:<name> (e.g. "
-         "torchvision:resnet18) or timm:<name> (needs pip install 'annealing-kd[timm]')")
-    _add(g, "--student", "--model", default="resnet8", help="student architecture")
-    _add(g, "--assistant", default=None, help="TAKD's teacher assistant (e.g. resnet20)")
-    _add(g, "--teacher-checkpoint", default="",
-         help="trained teacher: our .safetensors or the original's {'model_state_dict': ...} file")
-    _add(g, "--method", default="annealing", help=f"one of {', '.join(method_names())}")
-    o = p.add_argument_group("optimisation and hardware")
-    _add(o, "--batch-size", type=integer, default=128, help="training batch size (per process)")
-    _add(o, "--momentum", type=real, default=0.9, help="SGD momentum")
-    _add(o, "--weight-decay", type=real, default=1e-4, help="SGD weight decay")
-    _add(o, "--cuda", dest="device", action="store_const", const="cuda",
-         default=argparse.SUPPRESS, help="same as --device cuda")
-    _add(o, "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
-    _add(o, "--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
-    _add(o, "--channels-last", action="store_true", help="channels-last memory format")
-    _add(o, "--num-workers", type=integer, default=4, help="data-loading worker processes")
-    _add(o, "--no-tensor-loader", "--no-gpu-loader", action="store_true",
-         help="use torchvision's DataLoader (PIL transforms, --num-workers processes) instead of "
-         "the in-memory tensor loader (the default for data held in memory, on CPU and GPU: the "
-         "split lives on the device and is augmented there; its batches depend on (seed, epoch) "
-         "only). Images decoded from disk and DDP always use the DataLoader")
-    _add(o, "--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    _add(o, "--logging-steps", type=integer, default=10,
-         help="log the loss, lr, temperature and Phi every N optimizer steps (progress bar, "
-         "--report-to)")
-    _add(o, "--recalibrate-bn", action="store_true",
-         help="recompute batch-norm running statistics on the training batches "
-         "(torch.optim.swa_utils.update_bn) before each evaluation, and those of a given teacher "
-         "before its logits are used: for models whose statistics lag (low BN momentum, e.g. "
-         "torchvision's mobilenet_v3_small); costs one forward pass over the training data")
-    _add(o, "--val-size", type=integer, default=None,
-         help="training images held out for checkpoint selection (default: 5000, at most a tenth "
-         "of the images used); 0 selects on the test set as the paper did")
-    _add(o, "--train-subset", type=integer, default=None, help="train on only N images (quick runs)")
-    _add(o, "--output-dir", default=None,
-         help="everything the run writes (default: runs/<dataset>-<method>-<teacher>-<student>)")
-    _add(o, "--logits-cache-dir", default=None,
-         help="cache the frozen teacher's logits here, one file per epoch (and per evaluation "
-         "split), shared by every run with the same teacher, data, augmentation, seed and "
-         "precision: later runs read them instead of running the teacher (one process only)")
-    _add(o, "--logits-cache-max-gb", type=real, default=50.0,
-         help="past this size of --logits-cache-dir the teacher runs live (cached files are "
-         "still read)")
-    settings.add_arguments(p, CLI)
-    own_args.add_arguments(p, _add)
+    settings.add_arguments(p, CLI, GROUPS, OWN_DATA)
     return p
 
 
@@ -124,5 +116,5 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``annealing_kd.common.errors.UsageError.spelled``)."""
+    """How this CLI writes a setting in messages (``UsageError.spelled``)."""
     return settings.flag_speller(build_parser())(name)

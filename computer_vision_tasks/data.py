@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.training.seeding import EpochShuffleSampler
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt package dataset-fashion-mnist
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt dataset-fashion-mnist
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
 MAX_VAL_SIZE = 5000
@@ -96,9 +96,8 @@ def _missing(name: str, root: Path, layout: str, exc: Exception) -> UsageError:
 
 
 def _present_only(cls):
-    """``cls`` accepting any files in its layout: torchvision's md5 check refuses everything but the
-    official archive (e.g. other images written in the CIFAR python layout); a file that is not a
-    valid pickle of that layout still fails when it is read."""
+    """``cls`` without torchvision's md5 check, which refuses anything but the official archive
+    (e.g. other images in the CIFAR python layout); a file of another layout still fails."""
     return type(cls.__name__, (cls,), {
         "train_list": [(f, None) for f, _ in cls.train_list],
         "test_list": [(f, None) for f, _ in cls.test_list],
@@ -108,16 +107,14 @@ def _present_only(cls):
 def _cifar(name: str, root: Path, train: bool, transform):
     from torchvision import datasets
 
-    cls, folder = ((datasets.CIFAR10, "cifar-10-batches-py") if name == "cifar10"
-                   else (datasets.CIFAR100, "cifar-100-python"))
-    if (root / folder).exists():
-        cls = _present_only(cls)
-    files = ("data_batch_1..5, test_batch, batches.meta" if name == "cifar10" else
-             "train, test, meta")
+    cls, folder, files = ((datasets.CIFAR10, "cifar-10-batches-py",
+                           "data_batch_1..5, test_batch, batches.meta") if name == "cifar10" else
+                          (datasets.CIFAR100, "cifar-100-python", "train, test, meta"))
     layout = f"{folder}/ ({files}: the python version of the dataset)"
     present = (root / folder).exists()
     try:
-        return cls(str(root), train=train, transform=transform, download=not present)
+        return (_present_only(cls) if present else cls)(str(root), train=train,
+                                                         transform=transform, download=not present)
     except Exception as exc:  # URLError offline; missing or unreadable files
         if present:
             raise UsageError(f"cannot read {name} from {root / folder} ({type(exc).__name__}: "
@@ -133,21 +130,19 @@ def _mnist_like(name: str, root: Path, train: bool, transform):
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     raw = root / cls.__name__ / "raw"
     sources = [root] + ([DEBIAN_FASHION_MNIST] if name == "fashion-mnist" else [])
-    if not all((raw / f).is_file() for f in IDX_FILES):
-        for src in sources:
-            if all((src / f"{f}.gz").is_file() for f in IDX_FILES):
-                try:
-                    raw.mkdir(parents=True, exist_ok=True)
-                    for f in IDX_FILES:  # unpack beside, then rename: runs in parallel see
-                        if not (raw / f).is_file():  # a whole file or none
-                            tmp = raw / f".{f}.{os.getpid()}.tmp"
-                            with gzip.open(src / f"{f}.gz") as fin, open(tmp, "wb") as fout:
-                                shutil.copyfileobj(fin, fout)
-                            os.replace(tmp, raw / f)
-                except OSError as exc:
-                    raise UsageError(f"cannot unpack {src}/*.gz into {raw} ({exc}); pass a "
-                                     "writable --dataset-dir") from None
-                break
+    src = next((s for s in sources if all((s / f"{f}.gz").is_file() for f in IDX_FILES)), None)
+    if src is not None and not all((raw / f).is_file() for f in IDX_FILES):
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            for f in IDX_FILES:  # unpack beside, then rename: runs in parallel see
+                if not (raw / f).is_file():  # a whole file or none
+                    tmp = raw / f".{f}.{os.getpid()}.tmp"
+                    with gzip.open(src / f"{f}.gz") as fin, open(tmp, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                    os.replace(tmp, raw / f)
+        except OSError as exc:
+            raise UsageError(f"cannot unpack {src}/*.gz into {raw} ({exc}); pass a "
+                             "writable --dataset-dir") from None
     try:
         return cls(str(root), train=train, transform=transform, download=not raw.exists())
     except Exception as exc:
@@ -182,7 +177,7 @@ class Splits:
 def make_splits(name: str, root: str | os.PathLike, val_size: int | None,
                 train_subset: int | None, seed: int) -> Splits:
     """Train (minus ``val_size`` held-out images, optionally only ``train_subset`` of them),
-    validation and test sets. The held-out images depend only on ``seed``."""
+    validation and test sets."""
     spec = get_spec(name)
     train_aug = load_split(name, root, True, transforms_for(spec, True))
     train_plain = load_split(name, root, True, transforms_for(spec, False))
@@ -211,8 +206,7 @@ def split_indices(n: int, val_size: int | None, train_subset: int | None, seed: 
 
 
 class Indexed(Dataset):
-    """``(image, label, index)`` of a dataset: batches carry the positions of their examples
-    in the split, as :class:`~annealing_kd.computer_vision_tasks.tensor_loader.TensorLoader` batches do."""
+    """``(image, label, index)`` of a dataset: batches carry their examples' positions."""
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
@@ -229,7 +223,8 @@ def train_loader(ds: Dataset, batch_size: int, seed: int, num_workers: int) -> D
     """Shuffled by (seed, epoch) only, so a resumed run sees the same order. The augmentation
     draws come from torch's global generator, which the Trainer seeds by (seed, epoch) at each
     epoch: the stream is a function of (seed, epoch, ``num_workers``)."""
-    return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed),
+    return DataLoader(Indexed(ds), batch_size=batch_size,
+                      sampler=EpochShuffleSampler(len(ds), seed),
                       num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False, drop_last=False)
 
@@ -246,16 +241,13 @@ def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
     base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
     images, labels = from_hwc(base.data), torch.as_tensor(np.asarray(base.targets))
-    if idx is not None:
-        images, labels = images[idx], labels[idx]
-    return images, labels
+    return (images, labels) if idx is None else (images[idx], labels[idx])
 
 
 def tensor_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
                   channels_last: bool):
-    """A :class:`~annealing_kd.computer_vision_tasks.tensor_loader.TensorLoader` over a split held in memory:
-    the same augmentation as :func:`transforms_for` (crop with padding 4, flip where the dataset
-    allows it), the same order as :func:`train_loader`."""
+    """A ``tensor_loader.TensorLoader`` over a split held in memory: the augmentation of
+    :func:`transforms_for` and the order of :func:`train_loader`."""
     from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader
 
     images, labels = uint8_arrays(ds)

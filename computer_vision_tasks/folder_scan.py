@@ -1,13 +1,9 @@
 """The images of one split of an image folder (``DIR/<split>/<class>/...``), read as they are.
 
-The order is torchvision's ``make_dataset`` (classes sorted, folders walked in sorted order, file
-names sorted), with three differences that keep the data what it looks like:
-
-- a symlink is followed only when it points inside the dataset folder; links that lead out of it
-  are left out, with one warning line;
-- a symlink loop (a link to a folder that holds it) is refused;
-- files that appear under two classes (one file reached twice through links, or, when the split is
-  small enough to read, two identical copies) get one warning line.
+The order is torchvision's ``make_dataset`` (classes, folders and file names sorted), except that
+a symlink is followed only inside the dataset folder (links out of it are left out, with one
+warning line), a symlink loop is refused, and files under two classes (one file reached twice,
+or, when the split is small enough to read, identical copies) get one warning line.
 """
 
 from __future__ import annotations
@@ -18,13 +14,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder.fingerprint import CHEAP_BYTES, file_sha256
+from annealing_kd.common.run_folder import CHEAP_BYTES, file_sha256
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 class _Walk:
@@ -37,7 +29,7 @@ class _Walk:
     def target(self, link: Path) -> Path | None:
         """Where ``link`` leads, or None (recorded) when that is outside the dataset folder."""
         real = link.resolve()
-        if not _inside(real, self.root):
+        if not real.is_relative_to(self.root):
             self.outside.append(link)
             return None
         return real
@@ -73,12 +65,8 @@ def scan(root: str | os.PathLike, split: str,
     root = Path(root)
     walk = _Walk(root.resolve())
     folder = root / split
-    found: list[str] = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        is_link = entry.is_symlink()
-        if (is_link and walk.target(Path(entry.path)) is None) or not entry.is_dir():
-            continue
-        found.append(entry.name)
+    found = [e.name for e in sorted(os.scandir(folder), key=lambda e: e.name)
+             if not (e.is_symlink() and walk.target(Path(e.path)) is None) and e.is_dir()]
     if not found:
         raise UsageError(f"{folder} has no class folders; put the images in {folder}/<class>/")
     if classes is None:
@@ -110,8 +98,7 @@ def scan(root: str | os.PathLike, split: str,
 
 
 def _warn_repeats(folder: Path, paths: list[str], labels: list[int], classes: list[str]) -> None:
-    """One warning line when a file appears under two classes (same file, or same content when
-    the split is small enough to read at once)."""
+    """One warning line when a file appears under two classes (same file, or same content)."""
     by_file: dict[tuple[int, int], list[int]] = defaultdict(list)
     sizes: dict[int, list[int]] = defaultdict(list)
     total = 0

@@ -1,13 +1,8 @@
-"""Models by name: the paper's CIFAR ResNets / plain CNNs, ``torchvision:<name>`` (any torchvision
-classification model) and ``timm:<name>`` (any timm model, when timm is installed). A model
-family is one entry of :data:`FAMILIES`: its prefix, a name check and a constructor.
-
-The classifier head is sized to the dataset. With ``pretrained`` the ImageNet weights are loaded
-(torchvision: from the torch hub cache, ``$TORCH_HOME/hub/checkpoints``, downloaded there when
-online) except the head, which starts fresh. Grey images: the first 3-channel convolution becomes
-a 1-channel one (pretrained weights summed over RGB, as timm does). Small images: the models run
-as they are (a resnet18 on 32x32 ends in a 1x1 feature map); one that cannot (e.g. a ViT fixed at
-224) is refused with an error naming ``--image-size``.
+"""Models by name: the paper's CIFAR ResNets / plain CNNs, ``torchvision:<name>`` and
+``timm:<name>`` (when timm is installed), each family one entry of :data:`FAMILIES`. The head is
+sized to the dataset; ``pretrained`` loads the ImageNet weights but the head's (torchvision: from
+the torch hub cache). Grey images: the first 3-channel convolution becomes a 1-channel one
+(weights summed over RGB, as timm does). A model that cannot run on the image size is refused.
 """
 
 from __future__ import annotations
@@ -26,8 +21,7 @@ from annealing_kd.computer_vision_tasks import models
 @dataclass(frozen=True)
 class Family:
     """Models named ``<prefix>:<name>``: ``known(name)`` says whether a name exists (``hint``
-    tells where to look), ``create(name, num_classes, in_channels, pretrained)`` builds one
-    (any input channels; the CIFAR models and ``--pretrained`` aside, nothing else is asked)."""
+    tells where to look), ``create(name, num_classes, in_channels, pretrained)`` builds one."""
 
     known: Callable[[str], bool]
     hint: str
@@ -38,7 +32,7 @@ FAMILIES: dict[str, Family] = {}  # prefix -> family; filled below
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """``"torchvision:resnet18"`` -> ``("torchvision", "resnet18")``; CIFAR names -> ``("cifar", name)``."""
+    """``"torchvision:resnet18"`` -> ``("torchvision", "resnet18")``; CIFAR names: ``"cifar"``."""
     prefix, sep, base = name.partition(":")
     return (prefix, base) if sep and prefix in FAMILIES else ("cifar", name)
 
@@ -76,12 +70,11 @@ def check_pretrained(names: list[str]) -> None:
     if all(split_name(n)[0] == "cifar" for n in names):
         raise UsageError(f"--pretrained: no pretrained weights for {', '.join(names)} (only "
                          f"{'/'.join(f + ':' for f in FAMILIES)} models have them); drop "
-                         "--pretrained or use "
-                         "--teacher-checkpoint")
+                         "--pretrained or use --teacher-checkpoint")
 
 
 def _adapt_first_conv(model: nn.Module, channels: int) -> None:
-    """Replace the first 3-channel Conv2d by a ``channels``-channel one (weights summed/averaged)."""
+    """Replace the first 3-channel Conv2d by a ``channels``-channel one (weights averaged)."""
     for parent in model.modules():
         for child_name, conv in parent.named_children():
             if isinstance(conv, nn.Conv2d) and conv.in_channels == 3:
@@ -95,32 +88,6 @@ def _adapt_first_conv(model: nn.Module, channels: int) -> None:
                         new.bias.copy_(conv.bias)
                 setattr(parent, child_name, new)
                 return
-
-
-def _pretrained_torchvision_state(base: str) -> dict[str, torch.Tensor]:
-    from torchvision.models import get_model_weights
-
-    weights = get_model_weights(base).DEFAULT
-    try:
-        return weights.get_state_dict(progress=False)
-    except Exception as exc:  # URLError offline
-        raise UsageError(
-            f"pretrained weights of torchvision:{base} are not in the torch hub cache "
-            f"({torch.hub.get_dir()}/checkpoints/{weights.url.rsplit('/', 1)[-1]}) and could not "
-            f"be downloaded ({type(exc).__name__}); they need the network once (or copy the file "
-            "there), or drop --pretrained") from None
-
-
-def _torchvision(base: str, num_classes: int, pretrained: bool) -> nn.Module:
-    from torchvision.models import get_model
-
-    model = get_model(base, weights=None, num_classes=num_classes)
-    if pretrained:
-        state = _pretrained_torchvision_state(base)
-        own = model.state_dict()
-        head = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
-    return model
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
@@ -144,8 +111,24 @@ def _timm_model(base: str, num_classes: int, in_channels: int, pretrained: bool)
                          "pretrained weights need the network once (or the HF cache)") from None
 
 
-def _torchvision_model(base: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
-    model = _torchvision(base, num_classes, pretrained)
+def _torchvision_model(base: str, num_classes: int, in_channels: int,
+                       pretrained: bool) -> nn.Module:
+    from torchvision.models import get_model, get_model_weights
+
+    model = get_model(base, weights=None, num_classes=num_classes)
+    if pretrained:  # every weight but the head's
+        weights = get_model_weights(base).DEFAULT
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as exc:  # URLError offline
+            raise UsageError(
+                f"pretrained weights of torchvision:{base} are not in the torch hub cache "
+                f"({torch.hub.get_dir()}/checkpoints/{weights.url.rsplit('/', 1)[-1]}) and could "
+                f"not be downloaded ({type(exc).__name__}); they need the network once (or copy "
+                "the file there), or drop --pretrained") from None
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in state.items()
+                               if k not in own or own[k].shape == v.shape}, strict=False)
     if in_channels != 3:
         _adapt_first_conv(model, in_channels)
     return model

@@ -1,9 +1,6 @@
-"""CIFAR ResNets (resnet8 ... resnet110) and plain CNNs (plane2 ... plane10) of the paper.
-
-Same layer names as the original code (Mirzadeh et al.'s TAKD repository), so its
-``{'model_state_dict': ...}`` checkpoints load. Both take ``in_channels`` (1 for MNIST-like
-data) and work on any input size (global average pooling; the plain CNNs size their first fully
-connected layer from ``image_size``).
+"""CIFAR ResNets (resnet8 ... resnet110) and plain CNNs (plane2 ... plane10) of the paper, with the
+layer names of the original code (Mirzadeh et al.'s TAKD repository: its checkpoints load), for
+any ``in_channels`` and input size (the plain CNNs size their first FC layer from ``image_size``).
 """
 
 from __future__ import annotations
@@ -74,7 +71,7 @@ class GlobalAvgPool(nn.Module):
 
 
 class ResNetCifar(nn.Module):
-    """He et al.'s CIFAR ResNet: a 3x3 stem, three stages of ``blocks`` BasicBlocks, a linear head."""
+    """He et al.'s CIFAR ResNet: a 3x3 stem, three stages of ``blocks`` BasicBlocks, a head."""
 
     def __init__(self, blocks: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -145,7 +142,8 @@ def check_model_name(name: str, role: str = "model") -> None:
         raise UsageError(f"unknown {role} {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+def create_model(name: str, num_classes: int, in_channels: int = 3,
+                 image_size: int = 32) -> nn.Module:
     """A fresh model by name; unknown names are a :class:`UsageError`."""
     check_model_name(name)
     if is_resnet(name):

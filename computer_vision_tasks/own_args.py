@@ -1,11 +1,12 @@
-"""Flags of ``--dataset imagefolder`` / ``hf:<name>`` and the models' ``--pretrained``
-(no heavy imports: ``--help`` stays fast). The data itself: :mod:`annealing_kd.computer_vision_tasks.own_data`."""
+"""Settings of ``--dataset imagefolder`` / ``hf:<name>`` and the models' ``--pretrained`` (no heavy
+imports: ``--help`` stays fast). The data itself: ``computer_vision_tasks.own_data``."""
 
 from __future__ import annotations
 
 import argparse
 
 from annealing_kd.common.cli.args import integer, real
+from annealing_kd.common.cli.settings import Setting
 from annealing_kd.common.errors import UsageError
 
 AUGMENTS = ["auto", "crop-flip", "random-resized-crop"]
@@ -17,32 +18,27 @@ def is_own(dataset: str) -> bool:
     return dataset == "imagefolder" or dataset.startswith("hf:")
 
 
-def add_arguments(parser: argparse.ArgumentParser, add) -> None:
-    """The flags of this module (``add`` is the CLI's ``-``/``_`` twin helper)."""
-    g = parser.add_argument_group(
-        "your own data (--dataset imagefolder --dataset-dir DIR, or --dataset hf:<name>)")
-    add(g, "--image-size", type=integer, default=None,
-        help="resize every image to this square size (default: the images' own size when all "
-        "training images are square and of one size). torchvision:/timm: models get the "
-        "images at this size as they are (a model that cannot run at it is refused at start)")
-    add(g, "--augment", default="auto", choices=AUGMENTS,
-        help=f"crop-flip: CIFAR recipe (random crop, padding 4, flip) on images resized to "
-        f"--image-size; random-resized-crop: ImageNet recipe (RandomResizedCrop + flip; eval: "
-        f"resize to 8/7 and centre crop); auto: crop-flip up to {CROP_FLIP_MAX_SIZE} px, "
-        "random-resized-crop above")
-    add(g, "--memory-limit-gb", type=real, default=4.0,
-        help="crop-flip images are decoded once and held in memory (and on the GPU with the "
-        "GPU-resident loader) when they take less than this as uint8; otherwise, and always "
-        "with random-resized-crop, DataLoader workers decode them from disk per batch")
-    add(g, "--image-column", default=None,
-        help="hf: the image column (default: 'image', 'img' or the only Image feature)")
-    add(g, "--label-column", default=None,
-        help="hf: the label column (default: 'label', 'labels' or the only ClassLabel feature)")
-    add(g, "--pretrained", action="store_true",
-        help="the torchvision:/timm: models (teacher without --teacher-checkpoint, assistant, "
-        "student) start from ImageNet weights, the classifier head new and sized to the dataset; "
-        "CIFAR models from scratch. torchvision weights come from the torch hub cache and need "
-        "the network once")
+GROUP = {"your own data (--dataset imagefolder --dataset-dir DIR, or --dataset hf:<name>)": [
+    Setting("image_size", "resize every image to this square size (default: the images' own size "
+            "when all training images are square and of one size). torchvision:/timm: models get "
+            "the images at this size as they are (a model that cannot run at it is refused at "
+            "start)", None, integer),
+    Setting("augment", "crop-flip: CIFAR recipe (random crop, padding 4, flip) on images resized "
+            "to --image-size; random-resized-crop: ImageNet recipe (RandomResizedCrop + flip; "
+            f"eval: resize to 8/7 and centre crop); auto: crop-flip up to {CROP_FLIP_MAX_SIZE} "
+            "px, random-resized-crop above", "auto", choices=AUGMENTS),
+    Setting("memory_limit_gb", "crop-flip images are decoded once and held in memory (and on the "
+            "GPU with the GPU-resident loader) when they take less than this as uint8; otherwise, "
+            "and always with random-resized-crop, DataLoader workers decode them from disk per "
+            "batch", 4.0, real, resume=False),
+    Setting("image_column", "hf: the image column (default: 'image', 'img' or the only Image "
+            "feature)"),
+    Setting("label_column", "hf: the label column (default: 'label', 'labels' or the only "
+            "ClassLabel feature)"),
+    Setting("pretrained", "the torchvision:/timm: models (teacher without --teacher-checkpoint, "
+            "assistant, student) start from ImageNet weights, the classifier head new and sized "
+            "to the dataset; CIFAR models from scratch. torchvision weights come from the torch "
+            "hub cache and need the network once", switch=True)]}
 
 
 def check_args(args: argparse.Namespace) -> None:

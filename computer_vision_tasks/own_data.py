@@ -1,27 +1,24 @@
 """Your own images: ``--dataset imagefolder --dataset-dir DIR`` or ``--dataset hf:<name>``.
 
-``DIR/train/<class>/<image>`` (any format PIL reads), and optionally ``DIR/val/<class>/...`` and/or
-``DIR/test/<class>/...``. The classes are the sorted folder names of ``train``. Selection split:
-``DIR/val`` when it exists, else ``--val-size`` images held out of ``train``. Test split:
-``DIR/test`` when it exists, else none (results then report the selection split only).
-``hf:<name>``: ``datasets.load_dataset(name)`` (or ``load_from_disk`` for a folder written by
-``save_to_disk``), splits ``train``, ``validation``/``val`` and ``test`` used the same way.
+``DIR/train/<class>/<image>`` (any format PIL reads), optionally ``DIR/val/...`` and/or
+``DIR/test/...``; the classes are the sorted folder names of ``train``. ``hf:<name>``:
+``datasets.load_dataset(name)`` (or ``load_from_disk`` of a ``save_to_disk`` folder), splits
+``train``, ``validation``/``val`` and ``test``. Selection: the val split, else ``--val-size``
+images held out of train; test: the test split, else none.
 
-Every image is converted to RGB (or kept grey when all training images are grey) and resized to
-``--image-size`` squared. Augmentation (``--augment``): ``crop-flip`` (the CIFAR recipe: random crop
-with 4 pixels of zero padding and a horizontal flip) or ``random-resized-crop`` (the ImageNet
-recipe: ``RandomResizedCrop`` + flip, evaluated on a resize to 8/7 and a centre crop), by default
-crop-flip up to 64 pixels and random-resized-crop above. Normalisation statistics (per-channel mean
-and std of the resized training images, at most ``STATS_MAX_IMAGES`` of them) are computed once.
-
-Crop-flip data that takes less than ``--memory-limit-gb`` as uint8 is decoded once and held in
-memory, so the GPU-resident loader can use it; otherwise (and always with random-resized-crop)
-images are decoded from disk per batch by the DataLoader workers.
+Images are converted to RGB (grey when all training images are) and resized to ``--image-size``
+squared. ``--augment``: ``crop-flip`` (the CIFAR recipe) or ``random-resized-crop`` (the ImageNet
+recipe, evaluated on a resize to 8/7 and a centre crop), by default crop-flip up to 64 pixels.
+Normalisation: per-channel mean and std of (at most ``STATS_MAX_IMAGES``) resized training
+images. Crop-flip data under ``--memory-limit-gb`` as uint8 is decoded once and held in memory
+(for the GPU-resident loader); otherwise images are decoded per batch by the DataLoader workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,22 +47,13 @@ class ImageDecodeError(UsageError):
 
 # ---- sources: where the images of a split come from ---------------------------------------------
 class Source:
-    """The images of one split: ``open(i)`` gives a PIL image, ``name(i)`` names it in errors."""
+    """The images of one split; subclasses give ``load(i)`` (a PIL image), ``name(i)`` (for
+    errors) and ``identity()`` (what the images are, for the teacher-logit cache's key)."""
 
     labels: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def name(self, i: int) -> str:
-        raise NotImplementedError
-
-    def load(self, i: int):
-        raise NotImplementedError
-
-    def identity(self) -> str:
-        """What the images are, for the teacher-logit cache's key."""
-        raise NotImplementedError
 
     def open(self, i: int, decode: bool = True):
         """The PIL image ``i`` (``decode=False``: its header only); an image that cannot be read
@@ -78,8 +66,9 @@ class Source:
         except UsageError:
             raise
         except Exception as exc:
-            raise ImageDecodeError(f"cannot decode image {self.name(i)} ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:120]}); fix or remove the file") from None
+            raise ImageDecodeError(
+                f"cannot decode image {self.name(i)} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:120]}); fix or remove the file") from None
 
 
 class FileSource(Source):
@@ -96,9 +85,6 @@ class FileSource(Source):
 
     def identity(self) -> str:
         """sha256 of every file's path, size and modification time."""
-        import hashlib
-        import os
-
         h = hashlib.sha256()
         for path in self.paths:
             st = os.stat(path)
@@ -121,24 +107,20 @@ class HFSource(Source):
         return f"hf:{self.dataset}:{self.split}:{getattr(self.ds, '_fingerprint', '')}"
 
 
-def _folder_split(root: Path, split: str, classes: list[str] | None) -> tuple[FileSource, list[str]]:
-    from annealing_kd.computer_vision_tasks.folder_scan import scan
-
-    paths, labels, classes = scan(root, split, classes)
-    return FileSource(paths, labels), classes
-
-
 def image_folder(root: str | Path) -> tuple[dict[str, Source], list[str]]:
     """The splits (``train`` and, when they exist, ``val`` and ``test``) and class names of DIR."""
+    from annealing_kd.computer_vision_tasks.folder_scan import scan
+
     root = Path(root)
     if not (root / "train").is_dir():
         raise UsageError(f"{root / 'train'} does not exist; --dataset imagefolder needs "
-                         "--dataset-dir DIR with DIR/train/<class>/<images> (and DIR/val or DIR/test)")
-    train, classes = _folder_split(root, "train", None)
-    splits: dict[str, Source] = {"train": train}
+                         "--dataset-dir DIR with DIR/train/<class>/<images> "
+                         "(and DIR/val or DIR/test)")
+    paths, labels, classes = scan(root, "train", None)
+    splits: dict[str, Source] = {"train": FileSource(paths, labels)}
     for split in ("val", "test"):
         if (root / split).is_dir():
-            splits[split] = _folder_split(root, split, classes)[0]
+            splits[split] = FileSource(*scan(root, split, classes)[:2])
     return splits, classes
 
 
@@ -149,12 +131,10 @@ def _pick_column(features: dict, given: str | None, flag: str, defaults: tuple[s
             raise UsageError(f"{flag} {given!r} is not a column of {dataset}; columns: "
                              f"{', '.join(features)}")
         return given
-    for name in defaults:
-        if name in features:
-            return name
+    present = [n for n in defaults if n in features]
     typed = [n for n, f in features.items() if type(f).__name__ == kind]
-    if len(typed) == 1:
-        return typed[0]
+    if present or len(typed) == 1:
+        return (present or typed)[0]
     raise UsageError(f"cannot tell the {flag[2:].replace('-', ' ')} of {dataset} (columns: "
                      f"{', '.join(features)}); pass {flag}")
 
@@ -171,10 +151,8 @@ def hf_dataset(spec: str, image_column: str | None,
 
     try:
         with quiet_libraries("datasets"):  # an error is our line, no library log above it
-            if (Path(name) / "dataset_dict.json").is_file():
-                dd = datasets.load_from_disk(name)
-            else:
-                dd = datasets.load_dataset(name)
+            saved = (Path(name) / "dataset_dict.json").is_file()
+            dd = (datasets.load_from_disk if saved else datasets.load_dataset)(name)
     except Exception as exc:  # offline and not cached, unknown name, ...
         raise UsageError(f"cannot load Hugging Face dataset {name!r} ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:160]}); check the name, or run once online "
@@ -185,15 +163,14 @@ def hf_dataset(spec: str, image_column: str | None,
     image = _pick_column(features, image_column, "--image-column", ("image", "img"), "Image", name)
     label = _pick_column(features, label_column, "--label-column", ("label", "labels"),
                          "ClassLabel", name)
-    feature = features[label]
+    feature, values = features[label], set(dd["train"][label])
     is_class_label = type(feature).__name__ == "ClassLabel"
     if is_class_label:
         classes = list(feature.names)
     else:
-        values = set(dd["train"][label])
         numeric = all(isinstance(v, int) for v in values)
         classes = [str(v) for v in sorted(values, key=lambda v: v if numeric else str(v))]
-    if len(set(dd["train"][label])) < 2:
+    if len(values) < 2:
         raise UsageError(f"{name} train has a single class in {label!r}; a classifier needs at "
                          "least two classes")
     splits: dict[str, Source] = {}
@@ -216,15 +193,13 @@ def hf_dataset(spec: str, image_column: str | None,
 
 
 # ---- decoding, statistics, datasets --------------------------------------------------------------
-def _convert(img, channels: int):
-    return img.convert("L" if channels == 1 else "RGB")
-
-
-def resized(source: Source, i: int, size: int, channels: int):
-    """Image ``i`` in the model's mode, resized to ``size`` x ``size`` (bilinear, antialiased)."""
+def resized(source: Source, i: int, size: int | None, channels: int):
+    """Image ``i`` in the model's mode, resized to ``size`` x ``size`` (bilinear, antialiased;
+    ``size`` None: as it is)."""
     from PIL import Image
 
-    return _convert(source.open(i), channels).resize((size, size), Image.BILINEAR)
+    img = source.open(i).convert("L" if channels == 1 else "RGB")
+    return img.resize((size, size), Image.BILINEAR) if size else img
 
 
 def as_array(img) -> np.ndarray:
@@ -233,7 +208,7 @@ def as_array(img) -> np.ndarray:
 
 
 class DecodedImages(Dataset):
-    """Images decoded per item (in DataLoader workers): the path used when they are not in memory."""
+    """Images decoded per item (in DataLoader workers), when they are not held in memory."""
 
     def __init__(self, source: Source, channels: int, size: int | None, transform) -> None:
         self.source, self.channels, self.size, self.transform = source, channels, size, transform
@@ -246,8 +221,7 @@ class DecodedImages(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int):
-        img = (resized(self.source, i, self.size, self.channels) if self.size
-               else _convert(self.source.open(i), self.channels))
+        img = resized(self.source, i, self.size, self.channels)
         return self.transform(img), int(self.targets[i])
 
 
@@ -294,14 +268,46 @@ class OwnData:
     info: dict  # for results.json
 
 
-def _scan(source: Source, sample: list[int]) -> tuple[set[tuple[int, int]], bool]:
-    """Sizes and greyness of the images ``sample`` (headers read: a non-image is named here)."""
+def _scan(source: Source) -> tuple[set[tuple[int, int]], bool]:
+    """Sizes and greyness of a split's images (headers read: a non-image is named here)."""
     sizes, grey = set(), True
-    for i in sample:
+    for i in range(len(source)):
         img = source.open(i, decode=False)
         sizes.add(img.size)
         grey = grey and img.mode in GREY_MODES
     return sizes, grey
+
+
+def _selection(args: argparse.Namespace, sources: dict[str, Source]) -> tuple[list[int], list[int]]:
+    """Held-out and training indices of train, the flags checked against the splits there are."""
+    has_val, has_test = "val" in sources, "test" in sources
+    if has_val and args.val_size:
+        raise UsageError(f"--val-size {args.val_size}: the data has its own val split; drop "
+                         "--val-size (or remove the val folder to hold images out of train)")
+    if not has_val and not has_test and args.val_size == 0:
+        raise UsageError("--val-size 0 needs a test split to select on; the data has only train: "
+                         "pass --val-size N > 0 (or add a val or test folder)")
+    n = len(sources["train"])
+    val_idx, train_idx = data.split_indices(n, 0 if has_val else args.val_size,
+                                            args.train_subset, args.seed, args.dataset)
+    if not (val_idx or has_val or has_test):
+        raise UsageError(f"{n} training images are too few to hold out a tenth for selection; "
+                         "pass --val-size N > 0 (or add a val or test folder)")
+    return val_idx, train_idx
+
+
+def _size_and_channels(args: argparse.Namespace, sources: dict[str, Source]) -> tuple[int, int]:
+    """--image-size (by default the one square size of the training images) and the channels."""
+    scans = {k: _scan(s) for k, s in sources.items()}  # every header: a non-image is named here
+    sizes, grey = scans["train"]
+    size = args.image_size
+    if size is None:
+        if len(sizes) != 1 or len({*next(iter(sizes))}) != 1:
+            w, h = sorted(sizes)[-1]
+            raise UsageError(f"the training images are not all square and of one size (e.g. "
+                             f"{w}x{h}); pass --image-size S to resize them to SxS")
+        size = next(iter(sizes))[0]
+    return size, 1 if grey else 3
 
 
 def load(args: argparse.Namespace) -> OwnData:
@@ -310,32 +316,9 @@ def load(args: argparse.Namespace) -> OwnData:
         sources, classes = image_folder(args.dataset_dir)
     else:
         sources, classes = hf_dataset(args.dataset, args.image_column, args.label_column)
-    train = sources["train"]
-    n = len(train)
-    has_val, has_test = "val" in sources, "test" in sources
-    if has_val and args.val_size:
-        raise UsageError(f"--val-size {args.val_size}: the data has its own val split; drop "
-                         "--val-size (or remove the val folder to hold images out of train)")
-    if not has_val and not has_test and args.val_size == 0:
-        raise UsageError("--val-size 0 needs a test split to select on; the data has only train: "
-                         "pass --val-size N > 0 (or add a val or test folder)")
-    val_size = 0 if has_val else args.val_size
-    val_idx, train_idx = data.split_indices(n, val_size, args.train_subset, args.seed, args.dataset)
-    if not (val_idx or has_val or has_test):
-        raise UsageError(f"{n} training images are too few to hold out a tenth for selection; "
-                         "pass --val-size N > 0 (or add a val or test folder)")
-    sizes, grey = _scan(train, range(n))
-    for split in ("val", "test"):
-        if split in sources:
-            _scan(sources[split], range(len(sources[split])))
-    size = args.image_size
-    if size is None:
-        if len(sizes) != 1 or len({*next(iter(sizes))}) != 1:
-            w, h = sorted(sizes)[-1]
-            raise UsageError(f"the training images are not all square and of one size (e.g. "
-                             f"{w}x{h}); pass --image-size S to resize them to SxS")
-        size = next(iter(sizes))[0]
-    channels = 1 if grey else 3
+    train, has_val, has_test = sources["train"], "val" in sources, "test" in sources
+    val_idx, train_idx = _selection(args, sources)
+    size, channels = _size_and_channels(args, sources)
     augment = args.augment if args.augment != "auto" else (
         "crop-flip" if size <= CROP_FLIP_MAX_SIZE else "random-resized-crop")
     nbytes = size * size * channels * sum(len(s) for s in sources.values())
@@ -346,12 +329,9 @@ def load(args: argparse.Namespace) -> OwnData:
         g = torch.Generator().manual_seed(args.seed)
         stats_idx = [train_idx[i] for i in torch.randperm(len(train_idx), generator=g)[
             :STATS_MAX_IMAGES].tolist()]
-    arrays = {}
-    if in_memory:
-        arrays = {k: decode_all(s, size, channels) for k, s in sources.items()}
-        mean, std = channel_stats(arrays["train"][i] for i in stats_idx)
-    else:
-        mean, std = channel_stats(as_array(resized(train, i, size, channels)) for i in stats_idx)
+    arrays = {k: decode_all(s, size, channels) for k, s in sources.items()} if in_memory else {}
+    mean, std = channel_stats(arrays["train"][i] if in_memory else
+                              as_array(resized(train, i, size, channels)) for i in stats_idx)
     spec = data.Spec(len(classes), channels, size, mean, std)
 
     def dataset(split: str, train_aug: bool) -> Dataset:

@@ -14,10 +14,15 @@ from annealing_kd.common.cli import settings
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.integrations import model_card
 from annealing_kd.common.integrations.tracking import FOLDER, trackers
-from annealing_kd.common.methods import Step, get_method, run_method, table
+from annealing_kd.common.methods import PhasePlan, get_method, run_method, table
 from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder.checkpoint import load_weights, weights_writer
-from annealing_kd.common.run_folder.run_dir import RunDir, check_apart, environment_info
+from annealing_kd.common.run_folder import (
+    RunDir,
+    check_apart,
+    environment_info,
+    load_weights,
+    weights_writer,
+)
 from annealing_kd.common.training.guards import (
     has_batch_norm,
     majority_share,
@@ -27,7 +32,7 @@ from annealing_kd.common.training.guards import (
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.seeding import role_seed, seed_everything
 from annealing_kd.common.training.trainer import (
-    Batches,
+    BatchReader,
     Phase,
     Trainer,
     frozen_logits,
@@ -36,12 +41,6 @@ from annealing_kd.common.training.trainer import (
 )
 from annealing_kd.computer_vision_tasks import data, inputs, model_zoo, models, own_args
 from annealing_kd.computer_vision_tasks.cli import CLI
-
-# settings that --resume must not change: this CLI's own, and the shared ones (annealing_kd.common.cli.settings)
-RESUME_KEYS = ["dataset", "method", "teacher", "student", "assistant", "teacher_checkpoint",
-               "batch_size", "momentum", "weight_decay", "val_size", "train_subset",
-               "no_tensor_loader", "image_size", "augment", "image_column", "label_column",
-               "pretrained", "recalibrate_bn"]
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -127,8 +126,7 @@ class ImagePipeline:
                               program="annealing_kd_train")
         self.inputs = inputs.fingerprints(args)
         if args.resume:
-            self.run.check_same({**vars(args), "inputs": self.inputs},
-                                RESUME_KEYS + settings.resume_keys(CLI))
+            self.run.check_same({**vars(args), "inputs": self.inputs}, settings.resume_keys(CLI))
         self.make_loaders()
         self.frozen: dict[str, torch.nn.Module] = {}
         self.config = {**vars(args), "num_classes": self.spec.num_classes,
@@ -271,7 +269,7 @@ class ImagePipeline:
                           advice, majority_share(labels))
 
     # ---- the method's hooks (annealing_kd.common.methods.run.Pipeline) --------------------------------------
-    def phase(self, step: Step) -> Phase:
+    def phase(self, step: PhasePlan) -> Phase:
         """SGD; ResNets (and torchvision:/timm: models): x0.1 at each lr milestone of the phase;
         plain CNNs: constant lr/10."""
         args = self.args
@@ -299,13 +297,13 @@ class ImagePipeline:
             self.describe(role, self.frozen[role], str(self.args.teacher_checkpoint))
         return frozen_logits(self.frozen[role], self.frozen_forward)
 
-    def fit(self, model, step: Step, phase: Phase, targets) -> dict[str, Any]:
+    def fit(self, model, step: PhasePlan, phase: Phase, targets) -> dict[str, Any]:
         if self.cache is not None and step.teacher:  # the frozen model's epochs from the cache
             targets = self.cache.targets(step.teacher, self.frozen[step.teacher], targets,
                                          self.train_loader, self.splits.train, self.args.seed,
                                          self.spec.num_classes, self.arch[step.model],
                                          phase.epochs)
-        batches = Batches(self.forward, self.labels, targets)
+        batches = BatchReader(self.forward, self.labels, targets)
         try:
             return self.trainer.fit(model, phase, self.train_loader, batches)
         finally:
@@ -333,7 +331,7 @@ class ImagePipeline:
             last_test = self.accuracy(model, self.test_loader, True)
             model.load_state_dict(best)
         if acc.is_main_process and phases != ["student"]:
-            stage = run.stage()  # both files recorded in the run's manifest, then moved into place
+            stage = run.transaction()  # both recorded in the run's manifest, then moved into place
             stage.write(run / "student" / "best.safetensors",
                         weights_writer(acc.unwrap_model(student).state_dict()))
             stage.link(run / phases[-1] / "last.safetensors", run / "student" / "last.safetensors")
@@ -374,7 +372,8 @@ class ImagePipeline:
                       else "held-out training images")
         where = (f"{self.config['val_images']} {val_source}" if self.split == "val"
                  else "the test set (as the paper; optimistic)")
-        notes = [f"student selected: {chosen['phase']} epoch {chosen['epoch']}, by accuracy on {where}"]
+        notes = [f"student selected: {chosen['phase']} epoch {chosen['epoch']}, by accuracy on {where}",
+                 *settings.recipe_notes(self.args)]
         if report != "test":
             notes.append("no test split: the accuracies above are on the selection split (optimistic)")
         return table("", ["model", "params", f"{report} acc", "last epoch"], rows, notes)

@@ -1,14 +1,11 @@
 """The image CLI's teacher-logit cache (``--logits-cache-dir``): what its keys are made of.
 
-A training stream's key: the frozen model's weights (sha256 of its state dict), the split's
-content (images and labels, or for images decoded from disk their files), the loader path and
-its augmentation recipe (in-memory loader: batch size, padding, flip, normalisation; DataLoader:
-batch size, ``--num-workers`` and the transforms, and with 0 workers the trained model, whose
-dropout would share the global generator with the augmentation), the seed, the precision
-(fp32 or the autocast dtype), the device type and memory format the teacher runs in, and
-torch's version. Each epoch is one file of that stream. Evaluation splits (what ``describe``
-reports) are one file each. The cache never changes a result: a cached target is the same bits
-as the live one, so ``--resume`` may add or drop the cache.
+The key's facts (``store.key_parts``): the frozen model's weights (sha256 of its state dict), the
+split's content, the precision, and how the logits are made: the loader and its augmentation
+recipe (with 0 DataLoader workers also the trained model, whose dropout shares the global
+generator), the seed, the device type, memory format and torch's version. Each training epoch is
+one file of its stream, each evaluation split one file. A cached target is the same bits as the
+live one, so ``--resume`` may add or drop the cache.
 """
 
 from __future__ import annotations
@@ -20,16 +17,15 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from annealing_kd.common.logit_cache import store
 from annealing_kd.common.logit_cache.epoch_logits import EpochLogits
-from annealing_kd.common.logit_cache.store import LogitCache, precision_of, tensors_digest
 
 # Bump when the loaders draw their batches differently: older cache files then miss.
 STREAM_VERSION = 1
 
 
 def split_digest(ds) -> str:
-    """sha256 of a split: its images (in memory) or image files (decoded per item), its labels
-    and which items of the underlying dataset it holds."""
+    """sha256 of a split: its images (or image files), labels and items of its dataset."""
     base, idx = (ds.dataset, np.asarray(ds.indices)) if isinstance(ds, Subset) else (ds, None)
     h = hashlib.sha256(type(base).__name__.encode())
     if hasattr(base, "data"):  # torchvision datasets, ArrayImages
@@ -73,8 +69,8 @@ class ImageCache:
 
     def __init__(self, root: str, max_gb: float | None, acc, channels_last: bool) -> None:
         self.acc = acc
-        self.cache = LogitCache(root, max_gb, acc.print)
-        self.precision = precision_of(acc)
+        self.cache = store.LogitCache(root, max_gb, acc.print)
+        self.precision = store.precision_of(acc)
         self.compute = {"device": acc.device.type, "torch": torch.__version__.split("+")[0],
                         "memory_format": "channels_last" if channels_last else "contiguous"}
         self.digests: dict[str, str] = {}  # role -> its weights' sha256 (frozen: never changes)
@@ -84,23 +80,20 @@ class ImageCache:
     def stats(self) -> dict[str, Any]:
         return self.cache.stats
 
-    def teacher(self, role: str, model) -> dict[str, Any]:
-        """The frozen model's part of a key: its weights and how it is run."""
+    def parts(self, what: str, role: str, model, ds, **how: Any) -> dict[str, Any]:
+        """A key's facts (weights and split digests remembered: frozen models, the run's splits)."""
         if role not in self.digests:
-            self.digests[role] = tensors_digest(model.state_dict())
-        return {"teacher": self.digests[role], **self.compute}
-
-    def split(self, ds) -> str:
+            self.digests[role] = store.tensors_digest(model.state_dict())
         if id(ds) not in self.data:
             self.data[id(ds)] = split_digest(ds)
-        return self.data[id(ds)]
+        return store.key_parts(what, self.digests[role], self.data[id(ds)], self.precision,
+                         **self.compute, **how)
 
     def targets(self, role: str, model, live, loader, ds, seed: int, classes: int,
                 student: str, epochs: int) -> EpochLogits:
-        """``Batches.teacher_logits`` for training ``student`` against ``model`` on ``loader``
-        for ``epochs`` epochs."""
-        parts = {"what": "train", **self.teacher(role, model), "data": self.split(ds),
-                 "recipe": loader_recipe(loader, ds, student), "seed": seed}
+        """``BatchReader.teacher_logits`` of ``model`` for ``epochs`` epochs of ``loader``."""
+        parts = self.parts("train", role, model, ds, recipe=loader_recipe(loader, ds, student),
+                           seed=seed)
         source = EpochLogits(self.cache, parts, live, lambda b: b[2], len(ds), classes,
                              self.precision, name=f"{role} train")
         self.acc.print(f"logit cache {source.folder}: {len(ds):,} x {classes} {self.precision} "
@@ -110,11 +103,9 @@ class ImageCache:
 
     def eval_logits(self, role: str, split: str, model, loader, ds, compute,
                     own: bool = False) -> torch.Tensor:
-        """The logits of ``model`` on an evaluation split, cached (``compute()`` on a miss);
-        ``own``: the model this run trained, kept for a run that takes it as its teacher."""
-        parts = {"what": "eval", **self.teacher(role, model), "data": self.split(ds),
-                 "recipe": loader_recipe(loader, ds, ""), "precision": self.precision}
-        folder = self.cache.folder(parts)
+        """``model``'s logits on an evaluation split (``own``: the model this run trained)."""
+        folder = self.cache.folder(self.parts("eval", role, model, ds,
+                                              recipe=loader_recipe(loader, ds, "")))
         stream = self.cache.stream(f"{role} {split}", folder.name, own)
         return self.cache.get(folder / f"{split}.logits", f"{folder.name}/{split}",
                               self.precision, compute, stream)

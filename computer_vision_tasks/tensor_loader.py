@@ -1,19 +1,13 @@
 """The in-memory image loader: the whole uint8 split lives on the training device (CPU or GPU),
 augmentation is done per batch with tensor ops there.
 
-Training batches get the standard CIFAR augmentation, bit for bit what torchvision's
-``RandomCrop(size, padding=4)`` + ``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize``
-would produce for the same offsets and flips (zero padding of the uint8 image, crop, flip,
-``/255``, ``(x - mean) / std``).
-
-**The stream.** Every random draw of epoch ``e`` (the permutation, then each batch's crop offsets
-and flips) comes from one CPU generator seeded by ``(seed, e)`` only, so the batches of an epoch
-are a function of (data, augmentation recipe, seed, epoch): the same on CPU and GPU, after a
-resume, and for every method and phase that reads the split (KD's epoch e is Annealing-KD phase
-1's epoch e). The permutation is the one :class:`annealing_kd.common.training.seeding.EpochShuffleSampler` draws.
-Batches are ``(images, labels, indices)``: ``indices`` are the positions in the split, the key
-under which per-example teacher logits can be stored.
-
+Training batches get the CIFAR augmentation bit for bit as torchvision's ``RandomCrop(size,
+padding=4)`` + ``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize`` for the same offsets
+and flips. Every draw of epoch ``e`` (the permutation of
+:class:`annealing_kd.common.training.seeding.EpochShuffleSampler`, then each batch's offsets and
+flips) comes from one CPU generator seeded by ``(seed, e)`` only: the batches are the same on CPU
+and GPU, after a resume, and for every method and phase. Batches are ``(images, labels,
+indices)``, ``indices`` being the positions in the split (the key of stored teacher logits).
 One process only: under DDP use the ordinary DataLoader path.
 """
 
@@ -27,13 +21,9 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TensorLoader:
-    """Batches of ``(float images (B,C,H,W), int64 labels (B,), int64 indices (B,))``.
-
-    ``images_uint8``: (N,C,H,W) uint8 (torchvision's (N,H,W,C) ``.data`` goes through
-    :func:`from_hwc` first). ``train``: shuffle and augment; otherwise the order is fixed and
-    images are only normalised. ``sampler`` is the loader itself, so that the Trainer's
-    ``loader.sampler.set_epoch`` reaches :meth:`set_epoch`.
-    """
+    """Batches of ``(float images (B,C,H,W), int64 labels (B,), int64 indices (B,))`` from uint8
+    (N,C,H,W) images (see :func:`from_hwc`). ``train``: shuffle and augment, else fixed order and
+    normalisation only. ``sampler`` is the loader itself, for the Trainer's ``set_epoch``."""
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor | Sequence[int],
                  batch_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
@@ -75,29 +65,20 @@ class TensorLoader:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def generator(self) -> torch.Generator:
-        """The CPU generator of this epoch's draws."""
-        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-
-    def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The (CPU) indices of this epoch, in order (a permutation when training)."""
-        n = len(self.images)
-        if not self.train:
-            return torch.arange(n)
-        return torch.randperm(n, generator=generator or self.generator())
-
     def __iter__(self) -> Iterator[Batch]:
-        g = self.generator()  # the permutation first, then each batch's crops and flips
-        order = self.order(g)
+        # one CPU generator per epoch: the permutation first, then each batch's crops and flips
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        n, dev = len(self.images), self.device
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             draws = draw_augmentation(len(idx), g, self.padding, self.flip) if self.train else None
-            idx = idx.to(self.device, non_blocking=True)
+            idx = idx.to(dev, non_blocking=True)
             x = self.images[idx]
             if draws is not None:
-                offsets, flips = draws
-                x = augment(x, padding=self.padding, flips=flips.to(self.device),
-                            offsets=(offsets[0].to(self.device), offsets[1].to(self.device)))
+                (dy, dx), flips = draws
+                x = augment(x, padding=self.padding, flips=flips.to(dev),
+                            offsets=(dy.to(dev), dx.to(dev)))
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -127,9 +108,8 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, padding: 
         offsets = offsets if offsets is not None else drawn[0]
         flips = flips if flips is not None else drawn[1]
     dy, dx = offsets
-    dev = x.device
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     rows = dy[:, None] + ar_h  # (B,H)
     cols = dx[:, None] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (B,W)
     # gather rows then columns: (B,C,H,Wp) -> (B,C,H,W)
@@ -145,6 +125,4 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 def from_hwc(images: torch.Tensor | object) -> torch.Tensor:
     """(N,H,W,C) or (N,H,W) uint8 (torchvision's ``dataset.data``) -> (N,C,H,W) uint8 tensor."""
     t = torch.as_tensor(images)
-    if t.dim() == 3:
-        return t.unsqueeze(1).contiguous()
-    return t.permute(0, 3, 1, 2).contiguous()
+    return (t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)).contiguous()

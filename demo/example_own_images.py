@@ -73,7 +73,7 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="phase-1 epochs (tau_max: at most 4); phase 2: half of it")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    from annealing_kd.common.run_folder.outputs import OutputFolder
+    from annealing_kd.common.run_folder import OutputFolder
 
     # every file recorded in --out's manifest; none written over a file we did not write
     out = OutputFolder(a.out, "example_own_images")

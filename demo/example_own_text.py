@@ -67,7 +67,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--train", type=integer, default=400, help="training sentences")
     p.add_argument("--dev", type=integer, default=200, help="dev sentences")
     args = p.parse_args(argv)
-    from annealing_kd.common.run_folder.outputs import OutputFolder
+    from annealing_kd.common.run_folder import OutputFolder
 
     # every file recorded in --out's manifest; none written over a file we did not write
     out = OutputFolder(args.out, "example_own_text")

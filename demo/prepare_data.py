@@ -214,7 +214,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.what == "fashion-mnist":
         print(find_fashion_mnist(args.download_dir))
         return 0
-    from annealing_kd.common.run_folder.outputs import OutputFolder
+    from annealing_kd.common.run_folder import OutputFolder
 
     # every file recorded in --out's manifest; none written over a file we did not write
     out = OutputFolder(args.out, f"prepare_data {args.what}")

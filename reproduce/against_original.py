@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: python reproduce/against_origi
 
 from annealing_kd.common.cli.entry import run_cli  # noqa: E402
 from annealing_kd.common.errors import UsageError  # noqa: E402
-from annealing_kd.common.run_folder.run_dir import read_results  # noqa: E402
+from annealing_kd.common.run_folder import read_results  # noqa: E402
 from reproduce.stats import ALPHA, detectable_difference, mean_std, welch  # noqa: E402
 
 CLI = ROOT / "computer_vision_tasks" / "annealing_kd_train.py"

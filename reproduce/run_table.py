@@ -36,10 +36,8 @@ if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
 from annealing_kd.common.cli.args import Parser, integer, real  # noqa: E402
 from annealing_kd.common.cli.entry import run_cli  # noqa: E402
 from annealing_kd.common.errors import UsageError  # noqa: E402
+from annealing_kd.common.run_folder import Manifest, OutputFolder, content, read_results  # noqa: E402
 from annealing_kd.common.run_folder import lock as run_lock  # noqa: E402
-from annealing_kd.common.run_folder.manifest import Manifest  # noqa: E402
-from annealing_kd.common.run_folder.outputs import OutputFolder  # noqa: E402
-from annealing_kd.common.run_folder.run_dir import content, read_results  # noqa: E402
 from reproduce import published  # noqa: E402
 from reproduce import table_report as tr  # noqa: E402
 from reproduce.stats import mean_std, paired, paired_interval  # noqa: E402
@@ -50,6 +48,9 @@ PREPARE = ROOT / "demo" / "prepare_data.py"
 TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "fmnist-ablation",
           "fmnist-budget", "movie-reviews"]
 MAX_EPOCHS = 100_000
+# the recommended short-budget recipe (--recipe no-phase1-decay), a row beside the paper's
+RECIPE_ROW = "Annealing-KD, no phase-1 decay"
+RECIPE = ["--recipe", "no-phase1-decay"]
 ROW_KEYS = {"teacher": "teacher", "assistant": "assistant", "student alone": "scratch",
             "fine-tune": "finetune", "KD": "kd", "TAKD": "takd", "Annealing-KD": "annealing"}
 
@@ -271,6 +272,7 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
               "--student_epochs_p2", str(ep["p2"]), "--max_temperature", str(ep["tau"])]
     anneal += ["--anneal-per-step"] if ep["per_step"] else []
     seeds = list(range(args.seeds))
+    recipe_row = RECIPE_ROW if gap else f"{RECIPE_ROW} (not in the paper)"
     runs: list[Run] = []
     scratch: dict[int, Path] = {}
     columns = []
@@ -307,13 +309,15 @@ def plan_cifar(table: str, args: argparse.Namespace, out: Path) -> Plan:
                     "--student-epochs", str(steps), *s]),  # reads the assistant's test logits
                 Run("Annealing-KD", column, seed, "cifar", base / f"annealing-s{seed}", [
                     *common, *anneal, *t_ckpt, "--student", student, *s]),
+                Run(recipe_row, column, seed, "cifar", base / f"annealing-recipe-s{seed}", [
+                    *common, *anneal, *RECIPE, *t_ckpt, "--student", student, *s]),
             ]
             if gap:
                 runs.append(Run("KD (paper-era)", column, seed, "cifar", base / f"kd-paper-s{seed}", [
                     *common, "--method", "kd", *kd, *t_ckpt, "--student", student,
                     "--student-epochs", str(steps), *s]))
     rows = (["teacher", "student alone", "KD", "KD (paper-era)", "TAKD", "Annealing-KD"] if gap
-            else list(published.CIFAR_ROWS))
+            else list(published.CIFAR_ROWS)) + [recipe_row]
     pub = {} if gap else {c: published.CIFAR[c] for c in columns}
     title = (f"Fashion-MNIST: teacher {teachers[0]}, student {student}" if gap and len(teachers) == 1
              else f"Fashion-MNIST capacity gap: student {student}, teachers of growing size" if gap
@@ -356,7 +360,6 @@ def ablation_rows(p1: int, p2: int, tau: int) -> list[tuple[str, list[str]]]:
 # The budget sweep (issue 30): the ablation's teacher, a resnet8 student on fewer images, one
 # column per total student budget B; phase 1 gets two thirds of B, tau_max = min(10, phase 1).
 BUDGETS = (8, 16, 32, 64)
-RECIPE_ROW = "Annealing-KD, no phase-1 decay"
 
 
 def budget_split(total: int) -> tuple[int, int, int]:
@@ -387,7 +390,7 @@ def plan_budget(args: argparse.Namespace, out: Path) -> Plan:
         named = dict(ablation_rows(p1, p2, tau))
         flags = {"student alone": named["student alone"], "KD": named["KD"],
                  "Annealing-KD": named["Annealing-KD"],
-                 RECIPE_ROW: named["AKD no lr decay in phase 1"]}
+                 RECIPE_ROW: [*named["Annealing-KD"], *RECIPE]}
         for seed in range(args.seeds):
             for row in rows:
                 uses_teacher = row != "student alone"
@@ -398,7 +401,7 @@ def plan_budget(args: argparse.Namespace, out: Path) -> Plan:
     note = ("Columns: the student's total epochs B; Annealing-KD: phase 1 round(2B/3) epochs, "
             "phase 2 the rest, tau_max = min(10, phase 1); KD: T=5, lambda=0.5 (batchmean). "
             f"{RECIPE_ROW}: the same with a constant phase-1 learning rate "
-            "(`--phase1-lr-milestones none`).")
+            "(`--recipe no-phase1-decay`, i.e. `--phase1-lr-milestones none`).")
     return Plan("fmnist-budget", f"Fashion-MNIST: Annealing-KD against KD by epoch budget "
                 f"(teacher {teacher}, student {student})", "test accuracy (%)",
                 ["teacher", *rows], [f"{b} epochs" for b in budgets], runs, note=note,
@@ -479,7 +482,7 @@ def movie_review_setup(args: argparse.Namespace, out: Path) -> TextSetup:
         prepare.append([args.python, str(PREPARE), "small-student", "--layers", "2",
                         "--out", student_model] + (["--teacher", args.teacher] if args.teacher else []))
     return TextSetup([("movie reviews", "sst-2")],
-                     ["teacher", "fine-tune", "KD", "KD (paper-era)", "Annealing-KD"],
+                     ["teacher", "fine-tune", "KD", "KD (paper-era)", "Annealing-KD", RECIPE_ROW],
                      ["--max_seq_length", "64", "--learning_rate", args.learning_rate or "5e-5"],
                      args.teacher or "MiniLM-L6", student_model, None, data_dir, teacher_data,
                      prepare)
@@ -543,6 +546,9 @@ def text_task_runs(column: str, task: str, setup: TextSetup, args: argparse.Name
                          str(glue_checkpoint(a_dir)), *student, *every, *s])]
         runs.append(Run("Annealing-KD", column, seed, "glue", base / f"annealing-s{seed}", [
             *common, *anneal, *teacher, *student, *s]))
+        if mr:
+            runs.append(Run(RECIPE_ROW, column, seed, "glue", base / f"annealing-recipe-s{seed}", [
+                *common, *anneal, *RECIPE, *teacher, *student, *s]))
     return runs
 
 

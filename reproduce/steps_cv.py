@@ -134,8 +134,7 @@ def in_dir(path: Path):
 def run_ours(pipe, init: dict, epochs: list, test: list, bounds) -> dict:
     """Train our pipeline on the fixed batches; per-phase steps, the final weights of each phase
     (read from its run folder) and the per-epoch accuracy."""
-    from annealing_kd.common.run_folder.checkpoint import load_weights
-    from annealing_kd.common.run_folder.run_dir import read_results
+    from annealing_kd.common.run_folder import load_weights, read_results
 
     pipe.models["student"].load_state_dict(init)
     batches = FixedBatches(epochs)

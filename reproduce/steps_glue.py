@@ -198,8 +198,7 @@ def as_tuple(b: dict) -> tuple[torch.Tensor, ...]:
 
 # ---- the two runs -----------------------------------------------------------------------------------
 def run_ours(pipe, epochs, dev, bounds) -> dict[str, Any]:
-    from annealing_kd.common.run_folder.checkpoint import load_weights
-    from annealing_kd.common.run_folder.run_dir import read_results
+    from annealing_kd.common.run_folder import load_weights, read_results
     from annealing_kd.NLP_glue_tasks import (
         pipeline as text,  # the name TextPipeline.fit builds loaders with
     )

@@ -8,12 +8,7 @@ import pytest
 import torch
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder.checkpoint import (
-    load_state,
-    load_weights,
-    save_state,
-    save_weights,
-)
+from annealing_kd.common.run_folder import load_state, load_weights, save_state, save_weights
 from annealing_kd.common.training.seeding import EpochShuffleSampler
 
 
@@ -29,7 +24,7 @@ def test_a_write_killed_half_way_leaves_the_previous_checkpoint_intact(tmp_path)
     save_weights({"w": torch.full((4,), 7.0)}, path)
     script = textwrap.dedent(f"""
         import os, signal
-        from annealing_kd.common.run_folder.checkpoint import atomic_write
+        from annealing_kd.common.run_folder import atomic_write
         def write(tmp):
             with open(tmp, "wb") as f:
                 f.write(b"half a checkpoint")

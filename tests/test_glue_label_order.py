@@ -67,7 +67,7 @@ def test_swapped_teacher_stops_then_the_flag_remaps_it(env, tmp_path, capsys):
     assert err.startswith("error: the teacher's dev accuracy is 0.000")
     assert "1.000 if its outputs mean positive,negative" in err
     assert "--teacher_label_order positive,negative" in err
-    from annealing_kd.common.run_folder.run_dir import content
+    from annealing_kd.common.run_folder import content
 
     assert not content(out)  # nothing trained, nothing written (but the lock): the same command reruns
 

@@ -1,5 +1,5 @@
 """The mechanisms of issue 17 on their own: the manifest (common/run_folder/manifest.py), the staged write
-(common/checkpoint.Stage), the output folder of a tool (common/run_folder/outputs.py), the lock
+(common/run_folder/checkpoint.FileTransaction), the output folder of a tool (common/run_folder/outputs.py), the lock
 (common/run_folder/lock.py), the input fingerprints (common/run_folder/fingerprint.py) and the argument types."""
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ import pytest
 
 from annealing_kd.common.cli.args import integer, real
 from annealing_kd.common.errors import UsageError
+from annealing_kd.common.run_folder import (
+    MANIFEST,
+    Manifest,
+    NotOurs,
+    OutputFolder,
+    atomic_write,
+    changed,
+    check_same_inputs,
+    fingerprint,
+    is_temporary,
+)
 from annealing_kd.common.run_folder import lock as run_lock
-from annealing_kd.common.run_folder.checkpoint import atomic_write, is_temporary
-from annealing_kd.common.run_folder.fingerprint import changed, check_same_inputs, fingerprint
-from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest, NotOurs
-from annealing_kd.common.run_folder.outputs import OutputFolder
 
 
 def write(path: Path, text: str, m: Manifest | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.methods import TEACHER_STEP, get_method, method_names, steps_of
+from annealing_kd.common.methods import TEACHER_PHASE, get_method, method_names, steps_of
 
 
 def phases(name: str, trains_teacher: bool = False) -> list[tuple[str, str, str, str | None]]:
@@ -22,7 +22,7 @@ def test_every_method_its_phases():
                                    ("phase2", "student", "task", None)]
     assert get_method("annealing").steps[1].start == "phase1"  # phase 2 from the best phase 1
     assert get_method("annealing").student_phases == ["phase1", "phase2"]
-    assert TEACHER_STEP.objective == "task"
+    assert TEACHER_PHASE.objective == "task"
 
 
 def test_scratch_and_finetune_are_one_method():

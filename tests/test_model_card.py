@@ -11,8 +11,7 @@ import pytest
 import yaml
 from glue_fixtures import tiny_bert, write_glue
 
-from annealing_kd.common.run_folder.fingerprint import file_sha256
-from annealing_kd.common.run_folder.manifest import Manifest
+from annealing_kd.common.run_folder import Manifest, file_sha256
 
 
 def read_card(path: Path) -> tuple[dict, str]:

@@ -15,7 +15,7 @@ from glue_fixtures import tiny_bert, write_glue
 
 from annealing_kd.common import methods
 from annealing_kd.common.cli.settings import Setting, positive
-from annealing_kd.common.methods import Method, Step, objectives, register
+from annealing_kd.common.methods import Method, PhasePlan, objectives, register
 
 CALLS: list[tuple[int, int, float]] = []  # (batch size, classes, temperature) of every loss call
 OPTION = Setting("soft_ce_temperature", "softmax temperature of the toy objective", 1.0, float,
@@ -34,7 +34,7 @@ def soft_ce(logits, labels, targets, phi, *, soft_ce_temperature: float = 1.0, *
 def toy_method():
     """Register the toy objective (with its option) and method for one test, then remove them."""
     objectives.register_objective("soft_ce", options=[OPTION])(soft_ce)
-    register(Method("toy", (Step("student", "student", "soft_ce", teacher="teacher"),),
+    register(Method("toy", (PhasePlan("student", "student", "soft_ce", teacher="teacher"),),
                     "toy: cross-entropy on the teacher's softmax"))
     CALLS.clear()
     yield
@@ -76,7 +76,7 @@ def check_option(main, argv: list[str], cli: str, shown: str, capsys) -> None:
     """The option's check (through the CLI) and resume key, in the CLI's own spelling."""
     from annealing_kd.common.cli.settings import resume_keys
     from annealing_kd.common.errors import UsageError
-    from annealing_kd.common.run_folder.run_dir import check_same_run
+    from annealing_kd.common.run_folder import check_same_run
 
     capsys.readouterr()
     assert main([*argv, shown, "0"]) == 2

@@ -23,7 +23,7 @@ from glue_fixtures import tiny_bert, write_glue
 from PIL import Image
 
 import annealing_kd.common.run_folder.checkpoint as ckpt
-from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest
+from annealing_kd.common.run_folder import MANIFEST, Manifest
 from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
 from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
 
@@ -537,7 +537,7 @@ def test_a_refused_folder_keeps_nothing_of_ours(tmp_path, capsys):
     assert run_demo.main(["--skip-images", "--skip-text", "--out", str(user)]) == 2
     assert "no earlier output of demo" in capsys.readouterr().err
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
-    from annealing_kd.common.run_folder.lock import LOCK
+    from annealing_kd.common.run_folder import LOCK
 
     (user / LOCK).write_text("")  # not ours to remove: it was there before
     assert cifar.main(["--dataset", "fake", "--output-dir", str(user), "--device", "cpu"]) == 2
@@ -548,8 +548,8 @@ def test_an_output_folder_that_refuses_keeps_the_lock_its_caller_holds(tmp_path)
     """OutputFolder lets go only of a lock it took: a refusal inside a folder its caller locked
     leaves that lock (and its file) held."""
     from annealing_kd.common.errors import UsageError
+    from annealing_kd.common.run_folder import OutputFolder
     from annealing_kd.common.run_folder import lock as run_lock
-    from annealing_kd.common.run_folder.outputs import OutputFolder
 
     user = tmp_path / "user"
     user.mkdir()

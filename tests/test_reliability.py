@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import annealing_kd.common.run_folder.checkpoint as ckpt
-from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest
+from annealing_kd.common.run_folder import MANIFEST, Manifest
 from annealing_kd.computer_vision_tasks import annealing_kd_train as cifar
 from annealing_kd.NLP_glue_tasks import annealing_kd_glue as glue
 

@@ -31,13 +31,14 @@ def _flag(cmd: list[str], name: str) -> str:
 def test_cifar_dry_run_every_row(capsys, tmp_path: Path) -> None:
     cmds = _commands(capsys, "--table", "cifar10", "--seeds", "3", "--scale", "0.05",
                      "--out", str(tmp_path))
-    assert len(cmds) == 1 + 5 * 3  # teacher once; assistant, alone, KD, TAKD, Annealing per seed
+    assert len(cmds) == 1 + 6 * 3  # teacher once; assistant, alone, KD, TAKD, Annealing, recipe
     teacher = cmds[0]
     assert _flag(teacher, "--method") == "scratch" and _flag(teacher, "--student") == "resnet110"
     assert _flag(teacher, "--student-epochs") == "10"  # 200 * 0.05
     t_ckpt = str(tmp_path / "cifar10" / "teacher" / "student" / "best.safetensors")
     by_out = {Path(_flag(c, "--output-dir")).name: c for c in cmds}
-    assert set(by_out) == {"teacher", *(f"{k}-s{s}" for k in ("kd", "takd", "annealing") for s in
+    assert set(by_out) == {"teacher", *(f"{k}-s{s}" for k in ("kd", "takd", "annealing",
+                                                              "annealing-recipe") for s in
                                         range(3)), *(f"assistant-resnet20-s{s}" for s in range(3)),
                            *(f"scratch-resnet8-s{s}" for s in range(3))}
     for seed in range(3):
@@ -71,7 +72,7 @@ def test_fmnist_gap_shares_student_alone(capsys, tmp_path: Path) -> None:
     scratch = [c for c in cmds if _flag(c, "--method") == "scratch" and "--teacher" not in c
                and not c[-1].endswith("teacher")]
     assert len(scratch) == 2  # one per seed, shared by the three teacher columns
-    assert len(cmds) == 3 + 2 + 3 * 2 * 5  # teachers, alone, (assistant, 2 KD, TAKD, Annealing)
+    assert len(cmds) == 3 + 2 + 3 * 2 * 6  # teachers, alone, (assistant, 2 KD, TAKD, 2 Annealing)
     assert all(_flag(c, "--val-size") == "5000" and _flag(c, "--dataset") == "fashion-mnist"
                for c in cmds)
     takd = [c for c in cmds if "takd" in c[-1]]
@@ -96,7 +97,7 @@ def test_movie_reviews_dry_run_prepares_data(capsys, tmp_path: Path) -> None:
                      "--out", str(tmp_path))
     assert cmds[0][2:4] == ["movie-reviews", "--out"] and cmds[1][2] == "small-student"
     runs = cmds[2:]
-    assert [_flag(c, "--method") for c in runs] == ["finetune", "finetune", "kd", "kd", "annealing"]
+    assert [_flag(c, "--method") for c in runs] == ["finetune", "finetune", "kd", "kd", "annealing", "annealing"]
     assert [_flag(c, "--kd_reduction") for c in runs[2:4]] == ["batchmean", "elementwise-mean"]
     assert all(_flag(c, "--kd_temperature") == "5" and _flag(c, "--kd_alpha") == "0.5"
                for c in runs[2:4])
@@ -273,7 +274,7 @@ def test_feeders_alone_run_by_themselves_with_every_core(tmp_path: Path, capsys,
                 in_flight.discard(name)
     cores = str(max(1, (os.cpu_count() or 1) // 2))
     feeders = {k for k in threads if k.startswith(("teacher", "assistant"))}
-    assert len(threads) == 13 and len(feeders) == 3
+    assert len(threads) == 15 and len(feeders) == 3  # 1 teacher, 2 seeds x (assistant + 6 rows)
     if alone:
         assert solo == [True] * 3 and not shared and order[:3] == [True] * 3
         assert all(threads[k] is None for k in feeders)  # torch's default: every core
@@ -355,7 +356,7 @@ def test_movie_reviews_sizes_epochs_and_seed_subset(capsys, tmp_path: Path) -> N
     teacher, runs = cmds[2], cmds[3:]
     assert _flag(teacher, "--data_dir") == _flag(teacher_data, "--out")
     assert _flag(teacher, "--num_train_epochs") == "2" and _flag(teacher, "--learning_rate") == "1e-4"
-    assert {_flag(c, "--seed") for c in runs} == {"1", "3"} and len(runs) == 2 * 4
+    assert {_flag(c, "--seed") for c in runs} == {"1", "3"} and len(runs) == 2 * 5
     assert all(_flag(c, "--data_dir") == _flag(students_data, "--out") for c in runs)
     ann = [c for c in runs if _flag(c, "--method") == "annealing"][0]
     assert (_flag(ann, "--num_train_epochs_phase_1"), _flag(ann, "--num_train_epochs_phase_2"),
@@ -482,8 +483,8 @@ def test_budget_sweep_plan_splits_each_budget_and_pairs_rows(capsys, tmp_path: P
     akd = [c for c in b8 if _flag(c, "--method") == "annealing"]
     assert {(_flag(c, "--student_epochs_p1"), _flag(c, "--student_epochs_p2"),
              _flag(c, "--max_temperature")) for c in akd} == {("5", "3", "5")}
-    recipe = [c for c in akd if "--phase1-lr-milestones" in c]
-    assert len(recipe) == 2 and {_flag(c, "--phase1-lr-milestones") for c in recipe} == {"none"}
+    recipe = [c for c in akd if "--recipe" in c]
+    assert len(recipe) == 2 and {_flag(c, "--recipe") for c in recipe} == {"no-phase1-decay"}
     assert {_flag(c, "--student-epochs") for c in b8 if "--student-epochs" in c} == {"8"}
 
 
@@ -501,3 +502,17 @@ def test_budget_sweep_report_gives_paired_differences_against_kd(tmp_path: Path)
     assert (tmp_path / "fmnist-budget-vs-kd.png").stat().st_size > 0
     data = json.loads((tmp_path / "fmnist-budget.json").read_text())
     assert data["against_kd"]["selected"][rt.RECIPE_ROW]["8 epochs"]["pairs"] == 3
+
+
+def test_the_recipe_row_beside_the_papers_in_every_table_that_has_annealing_kd(capsys, tmp_path):
+    for table, row in (("fmnist-gap", rt.RECIPE_ROW), ("movie-reviews", rt.RECIPE_ROW),
+                       ("cifar10", f"{rt.RECIPE_ROW} (not in the paper)")):
+        plan = rt.make_plan(rt.build_parser().parse_args(
+            ["--table", table, "--seeds", "2", "--out", str(tmp_path / table)]))
+        assert row in plan.rows and row not in plan.published.get(plan.columns[0], {})
+        paper = {r.seed: r.args for r in plan.runs if r.row == "Annealing-KD"}
+        recipe = {r.seed: r.args for r in plan.runs if r.row == row}
+        assert recipe.keys() == paper.keys() == {0, 1}
+        assert all(sorted(recipe[s]) == sorted([*paper[s], *rt.RECIPE]) for s in recipe)
+    cmds = _commands(capsys, "--table", "cifar100", "--seeds", "1", "--out", str(tmp_path / "c"))
+    assert sum("--recipe" in c for c in cmds) == 1

@@ -153,8 +153,8 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
     set_epoch on it every epoch."""
     from torch import nn
 
-    from annealing_kd.common.run_folder.run_dir import RunDir
-    from annealing_kd.common.training.trainer import Batches, Phase, Trainer, make_accelerator
+    from annealing_kd.common.run_folder import RunDir
+    from annealing_kd.common.training.trainer import BatchReader, Phase, Trainer, make_accelerator
 
     images, labels = _images(24), torch.arange(24) % 10
     train = TensorLoader(images, labels, 8, MEAN, STD, train=True, seed=0)
@@ -166,7 +166,7 @@ def test_trainer_runs_a_phase_on_the_loader(tmp_path):
     trainer = Trainer(acc, RunDir(tmp_path / "run"), config={}, env={},
                       evaluate=lambda m: {"acc": 0.0}, selection_metric="acc", selected_on="none")
     phase = Phase("p", "task", 2, lambda m: torch.optim.SGD(m.parameters(), lr=0.01))
-    batches = Batches(student_logits=lambda m, b: m(b[0]), labels=lambda b: b[1])
+    batches = BatchReader(student_logits=lambda m, b: m(b[0]), labels=lambda b: b[1])
     trainer.fit(model, phase, train, batches)
     assert seen == [0, 1]
     assert [r["epoch"] for r in trainer.records] == [1, 2]

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from annealing_kd.common.integrations import tracking
-from annealing_kd.common.run_folder.manifest import Manifest
+from annealing_kd.common.run_folder import Manifest
 
 pytest.importorskip("tensorboard")
 

@@ -11,12 +11,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder.checkpoint import load_committed, load_weights
-from annealing_kd.common.run_folder.run_dir import RunDir, environment_info
+from annealing_kd.common.run_folder import RunDir, environment_info, load_committed, load_weights
 from annealing_kd.common.training.lr_schedules import STEP_DECAY, LrSchedule
 from annealing_kd.common.training.seeding import EpochShuffleSampler, seed_everything
 from annealing_kd.common.training.trainer import (
-    Batches,
+    BatchReader,
     Phase,
     Trainer,
     frozen_logits,
@@ -62,7 +61,7 @@ def run(tmp_path, *, fail_at_eval: int | None = None, resume=False, tau=2, epoch
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)  # noqa: E731
     step_decay = LrSchedule("multistep", STEP_DECAY)
     teacher = acc.prepare(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
-    trainer.fit(teacher, Phase("teacher", "task", 3, sgd, step_decay), loader, Batches(forward, labels))
+    trainer.fit(teacher, Phase("teacher", "task", 3, sgd, step_decay), loader, BatchReader(forward, labels))
 
     def counting_forward(m, b):
         calls["teacher"] += 1
@@ -73,11 +72,11 @@ def run(tmp_path, *, fail_at_eval: int | None = None, resume=False, tau=2, epoch
     targets = frozen_logits(teacher, counting_forward)
     p1 = Phase("phase1", "anneal", epochs[0], sgd, step_decay, max_temperature=tau,
                anneal_per_step=per_step)
-    trainer.fit(student, p1, loader, Batches(forward, labels, targets))
+    trainer.fit(student, p1, loader, BatchReader(forward, labels, targets))
     teacher_calls_p1 = calls["teacher"]
     trainer.load_best(student, "phase1")
     trainer.fit(student, Phase("phase2", "task", epochs[1], sgd, step_decay), loader,
-                Batches(forward, labels))
+                BatchReader(forward, labels))
     chosen = trainer.select(["phase1", "phase2"])
     trainer.write_results(trainer.final_entry(chosen))
     return {"trainer": trainer, "student": student, "teacher": teacher, "calls": calls,
@@ -182,7 +181,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
     fwd = lambda m, b: m(b[0]) * scale["value"]  # noqa: E731
     with pytest.raises(UsageError, match="epoch 2.*not finite.*last good epoch") as err:
-        trainer.fit(model, Phase("student", "task", 3, sgd), loader, Batches(fwd, lambda b: b[1]))
+        trainer.fit(model, Phase("student", "task", 3, sgd), loader, BatchReader(fwd, lambda b: b[1]))
     named = str(err.value).split(" is kept in ")[1].split(";")[0]
     assert named == str(tmp_path / "r" / "student" / "last.safetensors") and Path(named).is_file()
     state, _ = load_committed(tmp_path / "r" / "student")

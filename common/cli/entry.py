@@ -14,8 +14,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     """Run ``main``; turn a :class:`UsageError` into one line on stderr (settings written as the
     CLI's flags by ``flag_of``) and exit status 2. The output folders it locked are released at
     the end (the OS does it when the process ends)."""
-
-
     before = run_lock.held()
     try:
         return int(main(argv) or 0)

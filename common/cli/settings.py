@@ -1,19 +1,15 @@
-"""The run settings every CLI shares: epoch budgets, the annealing schedule, learning rates, the
-objectives' options, seed, resume and overwrite.
-
-A :class:`Setting` is declared once, here or beside the objective that reads it
-(``annealing_kd.common.methods.objectives``); each CLI gets it as a flag in its own spelling (:func:`flag_names`: the
-image CLI writes ``--kd-alpha`` and takes ``--kd_alpha`` too, the text CLI ``--kd_alpha``; a
-setting may keep its original flag names per CLI), its value checked (:func:`check`) and, unless
-``resume=False``, compared by ``--resume`` (:func:`resume_keys`). Each CLI's own settings (data,
-models, tokenizers, image sizes) stay in that CLI. No heavy imports: ``--help`` stays fast.
+"""The settings of both CLIs, each declared once as a :class:`Setting`: the shared ones here (or
+beside the objective that reads it, ``annealing_kd.common.methods.objectives``), each CLI's own
+in that CLI (:func:`declare`). A CLI gets each as a flag in its own spelling (:func:`flag_names`),
+its value checked (:func:`check`) and, unless ``resume=False``, compared by ``--resume``
+(:func:`resume_keys`). No heavy imports: ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from annealing_kd.common.cli.args import check_number, integer, real, twins, whole_number
@@ -25,34 +21,36 @@ CLIS = ("image", "text")
 
 @dataclass(frozen=True)
 class Setting:
-    """One run setting. ``default`` / ``help`` may be a mapping CLI -> value where the CLIs
-    differ; ``flags``: CLI -> its flag names (default: the name, spelled by the CLI);
-    ``check(value)`` raises a :class:`UsageError` naming ``setting(name)``."""
+    """One setting. ``default`` / ``help`` / ``choices`` may be a mapping CLI -> value where the
+    CLIs differ, or a function (read when the parser is built); ``flags``: its flag names
+    (or CLI -> names; default: the name, spelled by the CLI); ``extra``: CLI -> more
+    ``add_argument`` keywords; ``check(value)`` raises a :class:`UsageError`."""
 
     name: str
-    help: str | Mapping[str, str]
+    help: Any
     default: Any = None
     type: Callable[[str], Any] | None = None
-    choices: Sequence[str] | None = None
+    choices: Any = None
     switch: bool = False  # a flag without a value (store_true)
     check: Callable[[Any], None] | None = None
     resume: bool = True  # --resume refuses a change
-    flags: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    flags: Sequence[str] | Mapping[str, Sequence[str]] = ()
     clis: Sequence[str] = CLIS
     group: str = "run settings (both CLIs)"
+    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def default_for(self, cli: str) -> Any:
-        return self.default.get(cli) if isinstance(self.default, Mapping) else self.default
 
-    def help_for(self, cli: str) -> str:
-        return self.help.get(cli, "") if isinstance(self.help, Mapping) else self.help
+def per_cli(value: Any, cli: str) -> Any:
+    """A field's value in ``cli``: a mapping's entry, a function's result."""
+    value = value.get(cli) if isinstance(value, Mapping) else value
+    return value() if callable(value) else value
 
 
 SETTINGS: dict[str, Setting] = {}
 
 
 def register(*settings: Setting) -> None:
-    """Declare settings (an objective's options: ``annealing_kd.common.methods.objectives.register_objective``)."""
+    """Declare settings (an objective's options: ``objectives.register_objective``)."""
     for s in settings:
         if SETTINGS.get(s.name, s) != s:
             raise ValueError(f"setting {s.name!r} is declared twice, differently")
@@ -68,25 +66,46 @@ def settings_of(cli: str) -> list[Setting]:
     return [s for s in SETTINGS.values() if cli in s.clis]
 
 
+def declare(cli: str, groups: Mapping[str, Sequence[Setting | str]]) -> dict[str, list[str]]:
+    """Register a CLI's own settings, given by argument group (in ``--help`` order; a shared
+    setting by its name): returns the groups for :func:`add_arguments`."""
+    layout: dict[str, list[str]] = {}
+    for title, entries in groups.items():
+        own = [replace(e, clis=(cli,), group=title) for e in entries if isinstance(e, Setting)]
+        register(*own)
+        layout[title] = [e if isinstance(e, str) else e.name for e in entries]
+    return layout
+
+
 # ---- flags ------------------------------------------------------------------------------------
 def flag_names(s: Setting, cli: str) -> list[str]:
     """The flags of a setting in a CLI: the image CLI takes every name with its ``-``/``_`` twin."""
+    names = s.flags.get(cli) if isinstance(s.flags, Mapping) else s.flags
     if cli == "image":
-        return twins(*(s.flags.get(cli) or ["--" + s.name.replace("_", "-")]))
-    return list(s.flags.get(cli) or ["--" + s.name])
+        return twins(*(names or ["--" + s.name.replace("_", "-")]))
+    return list(names or ["--" + s.name])
 
 
-def add_arguments(parser: argparse.ArgumentParser, cli: str) -> None:
-    """Every setting of ``cli`` as a flag, in argument groups."""
-    groups: dict[str, Any] = {}
+def add_arguments(parser: argparse.ArgumentParser, cli: str, before: Mapping[str, Sequence[str]],
+                  after: Mapping[str, Sequence[str]]) -> None:
+    """Every setting of ``cli`` as a flag, in argument groups: the CLI's groups ``before``
+    (:func:`declare`), the shared settings placed in none of them in their own groups, ``after``."""
+    placed = {name for layout in (before, after) for names in layout.values() for name in names}
+    rest: dict[str, list[str]] = {}
     for s in settings_of(cli):
-        g = groups.get(s.group) or groups.setdefault(s.group, parser.add_argument_group(s.group))
-        kw: dict[str, Any] = {"dest": s.name, "help": s.help_for(cli)}
-        if s.switch:
-            kw.update(action="store_true")
-        else:
-            kw.update(default=s.default_for(cli), type=s.type, choices=s.choices)
-        g.add_argument(*flag_names(s, cli), **kw)
+        if s.name not in placed:
+            rest.setdefault(s.group, []).append(s.name)
+    for title, names in {**before, **rest, **after}.items():
+        group = parser.add_argument_group(title)
+        for s in (SETTINGS[name] for name in names):
+            kw: dict[str, Any] = {"dest": s.name, "help": per_cli(s.help, cli)}
+            if s.switch:
+                kw.update(action="store_true")
+            else:
+                kw.update(default=per_cli(s.default, cli), type=s.type,
+                          choices=per_cli(s.choices, cli))
+            group.add_argument(*flag_names(s, cli), **{**kw, **s.extra.get(cli, {})})
+
 
 
 def flag_speller(parser: argparse.ArgumentParser) -> Callable[[str], str]:
@@ -104,28 +123,44 @@ def flag_speller(parser: argparse.ArgumentParser) -> Callable[[str], str]:
 
 
 # ---- values -----------------------------------------------------------------------------------
-# the epoch budget of a step (annealing_kd.common.methods.Step.budget) -> its setting; a new method's own
-# budget names fall back to the student's
+# the epoch budget of a step (annealing_kd.common.methods.PhasePlan.budget) -> its setting; a new
+# method's own budget names fall back to the student's
 BUDGETS = {"teacher": "teacher_epochs", "assistant": "assistant_epochs",
            "student": "student_epochs", "phase1": "student_epochs_p1",
            "phase2": "student_epochs_p2"}
 # a setting -> the budget whose steps take another setting's value instead, when that one is set
 BY_BUDGET = {"learning_rate": {"phase2": "phase2_learning_rate",
                                 "teacher": "teacher_learning_rate"},  # the text CLI's own
-             "lr_milestones": {"phase1": "phase1_lr_milestones"}}
+             "lr_milestones": {"phase1": "phase1_lr_milestones"},
+             "lr_scheduler_type": {"phase1": "phase1_lr_scheduler_type"}}  # the text CLI's own
 
 
 def budget_setting(budget: str) -> str:
     return BUDGETS.get(budget, BUDGETS["student"])
 
 
-def resolve(args: argparse.Namespace) -> None:
+def resolve(args: argparse.Namespace, cli: str) -> None:
     """Fill the defaults that follow from other settings: the student's epochs are phase 1 +
-    phase 2 (Annealing-KD's budget), the assistant's the student's."""
+    phase 2 (Annealing-KD's budget), the assistant's the student's, and what ``--recipe`` sets
+    (a setting given otherwise contradicts it)."""
+    for name, value in RECIPES[args.recipe].get(cli, {}).items():
+        if args.method != "annealing":
+            raise UsageError(f"{setting('recipe')} {args.recipe} changes Annealing-KD's phase 1; "
+                             f"{setting('method')} {args.method} has none: drop it or use "
+                             f"{setting('method')} annealing")
+        if getattr(args, name) not in (None, value):
+            raise UsageError(f"{setting('recipe')} {args.recipe} sets {setting(name)}; drop one "
+                             "of the two")
+        setattr(args, name, value)
     if getattr(args, "student_epochs", None) is None:
         args.student_epochs = args.student_epochs_p1 + args.student_epochs_p2
     if getattr(args, "assistant_epochs", None) is None:
         args.assistant_epochs = args.student_epochs
+
+
+def recipe_notes(args: argparse.Namespace) -> list[str]:
+    """The run summary's line on ``--recipe`` (none for the paper's schedule)."""
+    return [] if args.recipe == "paper" else [f"recipe: {args.recipe} (not the paper's schedule)"]
 
 
 def epochs(args: argparse.Namespace, budget: str) -> int:
@@ -148,7 +183,7 @@ def resume_keys(cli: str) -> list[str]:
 def check(args: argparse.Namespace, cli: str) -> None:
     """Refuse bad settings before anything loads: each value, and resume with overwrite (a
     method's steps: :func:`annealing_kd.common.methods.objectives.check_steps`)."""
-    resolve(args)
+    resolve(args, cli)
     for s in settings_of(cli):
         value = getattr(args, s.name, None)
         if s.check is not None and value is not None:
@@ -160,10 +195,6 @@ def check(args: argparse.Namespace, cli: str) -> None:
 
 def positive(name: str) -> Callable[[Any], None]:
     return lambda v: check_number(name, v, low=0, strict=True)
-
-
-def at_least(name: str, low: float) -> Callable[[Any], None]:
-    return lambda v: check_number(name, v, low=low)
 
 
 def milestones(text: str) -> tuple[float, ...]:
@@ -186,13 +217,20 @@ def milestones(text: str) -> tuple[float, ...]:
 
 OBJECTIVE_GROUP = "objective options (both CLIs)"
 
-register(Setting(
-    "report_to", "experiment tracking through accelerate's trackers, written to "
-    "<output dir>/tracking: none, tensorboard, wandb, mlflow, trackio (each an extra: pip install "
-    "'annealing-kd[tensorboard]') or all (every one installed)", "none", choices=tracking.CHOICES,
-    check=tracking.check_report_to, resume=False))
+
+# --recipe: named schedules; each sets settings that stay available one by one (per CLI)
+RECIPES = {
+    "paper": {},  # the paper's schedule
+    "no-phase1-decay": {"image": {"phase1_lr_milestones": ()},  # a constant phase-1 rate
+                        "text": {"phase1_lr_scheduler_type": "constant_with_warmup"}},
+}
+
 
 register(
+    Setting("report_to", "experiment tracking through accelerate's trackers, written to "
+            "<output dir>/tracking: none, tensorboard, wandb, mlflow, trackio (each an extra: pip "
+            "install 'annealing-kd[tensorboard]') or all (every one installed)", "none",
+            choices=tracking.CHOICES, check=tracking.check_report_to, resume=False),
     Setting("teacher_epochs", "epochs to train the teacher (when it is trained here)",
             {"image": 200, "text": 3}, whole_number, flags={"image": ["--teacher_epochs"]}),
     Setting("assistant_epochs", "epochs of the TAKD assistant (default: the student's)", None,
@@ -207,14 +245,14 @@ register(
             "student); 0: phase 1 only, the final student is its best epoch",
             {"image": 100, "text": 4}, whole_number,
             flags={"image": ["--student_epochs_p2"], "text": ["--num_train_epochs_phase_2"]}),
-    Setting("max_temperature", "tau_max of the annealing schedule", {"image": 10, "text": 7}, integer,
-            flags={"image": ["--max_temperature"]}),
+    Setting("max_temperature", "tau_max of the annealing schedule", {"image": 10, "text": 7},
+            integer, flags={"image": ["--max_temperature"]}),
     Setting("anneal_per_step", "step the annealing temperature per optimizer step instead of per "
             "epoch", switch=True),
     Setting("learning_rate", {
         "image": "SGD lr of ResNets (and torchvision:/timm: models), multiplied by 0.1 at each "
-                 "--lr-milestones fraction of a phase; plain CNNs: constant lr/10 (0.01 by default, "
-                 "as the original)",
+                 "--lr-milestones fraction of a phase; plain CNNs: constant lr/10 (0.01 by "
+                 "default, as the original)",
         "text": "AdamW peak learning rate"}, {"image": 0.1, "text": 5e-5}, real,
             check=positive("learning_rate")),
     Setting("phase2_learning_rate", "base learning rate of Annealing-KD's phase 2 (default: the "
@@ -224,10 +262,34 @@ register(
             "0.5,0.75", milestones, clis=("image",)),
     Setting("phase1_lr_milestones", "the same for Annealing-KD's phase 1 only (default: "
             "--lr-milestones)", None, milestones, clis=("image",)),
-    Setting("seed", "seed of initialisation, data order and split", {"image": 20, "text": 42}, integer,
-            check=lambda v: check_number("seed", v, low=0, high=2**32 - 1)),  # numpy's seeds
+    Setting("seed", "seed of initialisation, data order and split", {"image": 20, "text": 42},
+            integer, check=lambda v: check_number("seed", v, low=0, high=2**32 - 1)),  # numpy's seeds
     Setting("resume", "continue the unfinished run in the output directory with the same "
             "settings (refused if there is none)", switch=True, resume=False),
     Setting("overwrite_output_dir", "replace a run in the output directory", switch=True,
+            resume=False),
+    Setting("recipe", "paper: the paper's schedule; no-phase1-decay: Annealing-KD's phase 1 at "
+            "a constant learning rate (image: --phase1-lr-milestones none; text: "
+            "--phase1_lr_scheduler_type constant_with_warmup), which beat the paper's schedule "
+            "at short budgets (docs/results/)", "paper", choices=list(RECIPES)),
+    # placed by each CLI in its own groups (:func:`declare`)
+    Setting("weight_decay", {"image": "SGD weight decay", "text": "on weight matrices only"},
+            {"image": 1e-4, "text": 0.0}, real),
+    Setting("deterministic", "ask torch for deterministic kernels", switch=True, resume=False),
+    Setting("logging_steps", {
+        "image": "log the loss, lr, temperature and Phi every N optimizer steps (progress bar, "
+                 "--report-to)",
+        "text": "progress-bar update interval"}, {"image": 10, "text": 50}, integer,
+            resume=False),
+    Setting("output_dir", {"image": "everything the run writes (default: "
+                                    "runs/<dataset>-<method>-<teacher>-<student>)",
+                           "text": "where the run writes everything"},
+            resume=False, extra={"text": {"required": True}}),
+    Setting("logits_cache_dir", {
+        "image": "cache the frozen teacher's logits here, one file per epoch (and per evaluation "
+                 "split), shared by every run with the same teacher, data, augmentation, seed and "
+                 "precision: later runs read them instead of running the teacher (one process "
+                 "only)",
+        "text": "teacher-logit cache (default: ~/.cache/annealing-kd/teacher_logits)"},
             resume=False),
 )

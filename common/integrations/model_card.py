@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.run_folder.fingerprint import file_sha256
+from annealing_kd.common.run_folder import file_sha256
 
 CITATION = """@inproceedings{jafari-etal-2021-annealing,
   title     = {Annealing Knowledge Distillation},
@@ -48,7 +48,7 @@ def weights_sha256(path: str | None) -> str | None:
 
 def _jsonable(results: dict[str, Any]) -> dict[str, Any]:
     """The results as results.json holds them (paths and tensors as JSON values)."""
-    from annealing_kd.common.run_folder.run_dir import _jsonable as convert
+    from annealing_kd.common.run_folder import jsonable as convert
 
     return json.loads(json.dumps(results, default=convert))
 
@@ -76,7 +76,7 @@ def describe(results: dict[str, Any], cli: str, teacher_path: str | None) -> dic
         teacher_metrics = {f"dev_{k}": v for k, v in (teacher.get("eval") or {}).items()}
         models = {"student": cfg.get("student_model_name_or_path"),
                   "teacher": teacher.get("path") or cfg.get("teacher_model_name_or_path")}
-    return {"method": cfg.get("method"), "data": data, "models": models,
+    return {"method": cfg.get("method"), "recipe": cfg.get("recipe"), "data": data, "models": models,
             "teacher": {"path": teacher_path, "sha256": weights_sha256(teacher_path),
                         "metrics": teacher_metrics} if results.get("teacher") else None,
             "selected": {"phase": final["selected_phase"], "epoch": final["selected_epoch"],
@@ -122,7 +122,9 @@ def render(results: dict[str, Any], cli: str, teacher_path: str | None = None) -
     sel, data, t = facts["selected"], facts["data"], facts["teacher"]
     lines = ["---", yaml.safe_dump(metadata(facts, cli), sort_keys=False).rstrip(), "---", "",
              f"# {facts['models']['student']} distilled with {facts['method']}", "",
-             f"**Method.** {METHODS.get(facts['method'], facts['method'])}.", ""]
+             f"**Method.** {METHODS.get(facts['method'], facts['method'])}"
+             + (f"; recipe `{facts['recipe']}` (not the paper's schedule)"
+                if facts["recipe"] not in (None, "paper") else "") + ".", ""]
     if t:
         lines += ["**Teacher.** " + f"`{facts['models']['teacher']}`, weights `{t['path']}`"
                   + (f" (sha256 `{t['sha256']}`)" if t["sha256"] else "") + "; "

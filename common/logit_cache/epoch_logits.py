@@ -1,17 +1,17 @@
 """A frozen teacher's targets served from the logit cache, one file per training epoch.
 
-The Trainer calls :meth:`EpochLogits.set_epoch` at the start of every epoch (as it does for the
-loader). When the epoch's file is cached, each batch's rows are looked up by the batch's dataset
-indices and the teacher does not run. Otherwise this run takes the file's lock (another run
-computing the same epoch is waited for, then read), the live teacher computes every batch, the rows
-are kept, and the file is written once every row of the split has been seen: at the epoch's end.
-An epoch that stops early (``--max_steps``, a kill) is never written.
+The Trainer calls :meth:`EpochLogits.set_epoch` at the start of every epoch. A cached epoch's
+rows are looked up by the batch's dataset indices and the teacher does not run. Otherwise this
+run claims the file (``LogitCache.claim``), the live teacher computes every batch, and the file is
+written once every row of the split was seen: at the epoch's end. An epoch that stops early
+(``--max_steps``, a kill) is never written.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,26 +20,23 @@ from annealing_kd.common.logit_cache.store import DTYPES, FileLock, LogitCache, 
 
 
 class _Clock:
-    """Seconds spent in a piece of work: wall time on the CPU, CUDA events on a GPU (no sync per
-    batch); :meth:`total` syncs once."""
+    """Seconds of work: wall time on the CPU, CUDA events on a GPU (one sync, in :meth:`total`)."""
 
     def __init__(self) -> None:
         self.seconds, self.events = 0.0, []
 
-    def start(self, device: torch.device) -> Any:
-        if device.type == "cuda":
-            begin = torch.cuda.Event(enable_timing=True)
-            begin.record()
-            return begin
-        return time.perf_counter()
-
-    def stop(self, begin: Any) -> None:
-        if isinstance(begin, float):
-            self.seconds += time.perf_counter() - begin
-        else:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.events.append((begin, end))
+    @contextmanager
+    def timed(self, device: torch.device) -> Iterator[None]:
+        if device.type != "cuda":
+            tic = time.perf_counter()
+            yield
+            self.seconds += time.perf_counter() - tic
+            return
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        yield
+        end.record()
+        self.events.append((begin, end))
 
     def total(self) -> float:
         if self.events:
@@ -51,7 +48,7 @@ class _Clock:
 
 
 class EpochLogits:
-    """``Batches.teacher_logits`` of a cached run: ``live(batch)`` is the frozen teacher,
+    """``BatchReader.teacher_logits`` of a cached run: ``live(batch)`` is the frozen teacher,
     ``index(batch)`` the batch's positions in the split (``rows`` of them, ``classes`` logits
     each); ``parts`` is the key of the stream (everything but the epoch)."""
 
@@ -65,56 +62,30 @@ class EpochLogits:
         self.mode = "off"  # read | write | live | done (written) | off (between epochs)
         self.table: torch.Tensor | None = None
         self.seen: torch.Tensor | None = None
-        self.filled = 0
+        self.filled, self.epoch = 0, -1
         self.lock: FileLock | None = None
         self.clock = _Clock()
-        self.epoch = -1
-
-    @property
-    def epoch_bytes(self) -> int:
-        return nbytes(self.precision, self.rows, self.classes)
+        self.epoch_bytes = nbytes(precision, rows, classes)
 
     def path(self, epoch: int):
         return self.folder / f"epoch-{epoch + 1:04d}.logits"
 
-    def key(self, epoch: int) -> str:
-        return f"{self.folder.name}/epoch-{epoch + 1}"
-
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (0-based): read its file, or take its lock to write it."""
+        """Start epoch ``epoch`` (0-based): read its file, or claim it to write it."""
         self.close()
-        self.epoch, path, key = epoch, self.path(epoch), self.key(epoch)
-        tic = time.perf_counter()
-        table = self.cache.read(path, key, self.precision)
-        if table is None and self.cache.room_for(self.epoch_bytes):
-            lock = FileLock(path)
-            self.stats["wait_seconds"] += lock.acquire(self.cache.say)
-            tic = time.perf_counter()
-            table = self.cache.read(path, key, self.precision)  # written while we waited?
-            if table is None:
-                self.cache.clear_stale(path)
-                self.lock, self.mode, self.table, self.seen = lock, "write", None, None
-                self.filled = 0
-                return
-            lock.release()
-        if table is None:
-            self.mode = "live"
-            return
-        self.mode, self.table = "read", table
-        self.stats["read_seconds"] += time.perf_counter() - tic
+        self.epoch, self.filled = epoch, 0
+        self.table, self.lock = self.cache.claim(self.path(epoch), f"{self.folder.name}/epoch-"
+                                                 f"{epoch + 1}", self.precision, self.stats,
+                                                 room=self.epoch_bytes)
+        self.mode = "read" if self.table is not None else "write" if self.lock else "live"
 
     def __call__(self, batch) -> torch.Tensor:
         idx = self.index(batch)
-        if self.mode == "read":
-            begin = self.clock.start(idx.device)
-            if self.table.device != idx.device:
+        with self.clock.timed(idx.device):
+            if self.mode == "read":
                 self.table = self.table.to(idx.device)
-            out = self.table[idx].float()
-            self.clock.stop(begin)
-            return out
-        begin = self.clock.start(idx.device)
-        logits = stored(self.live(batch), self.precision)
-        self.clock.stop(begin)
+                return self.table[idx].float()
+            logits = stored(self.live(batch), self.precision)
         if self.mode == "write":
             self._keep(idx, logits)
         return logits
@@ -135,19 +106,17 @@ class EpochLogits:
             self._commit()
 
     def _commit(self) -> None:
-        """Write the epoch's file once every row was seen (the batches of an epoch are a
-        permutation of the split), then let other runs read it."""
+        """Write the epoch's file once every row was seen, then let other runs read it."""
         if bool(self.seen.all()):
-            self.stats["bytes_written"] += self.cache.write(self.path(self.epoch),
-                                                            self.key(self.epoch), self.precision,
-                                                            self.table)
+            self.stats["bytes_written"] += self.cache.write(
+                self.path(self.epoch), f"{self.folder.name}/epoch-{self.epoch + 1}",
+                self.precision, self.table)
             self.stats["files_written"] += 1
         else:
             self.cache.say(f"logit cache: the batches of epoch {self.epoch + 1} did not cover "
                            "the split once; that epoch is not cached")
         self._account()
-        self.mode = "done"  # anything after the last row (none expected) runs live
-        self.table = self.seen = None
+        self.mode, self.table, self.seen = "done", None, None  # later rows (none expected): live
         self.lock.release()
         self.lock = None
 

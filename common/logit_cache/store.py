@@ -1,16 +1,11 @@
 """Frozen-teacher logits on disk, shared by every run that needs them (both CLIs).
 
-A cache folder holds one file per key: the logits (rows x classes) of one frozen model on one
-stream of inputs, in the precision the key names (fp32, or bf16/fp16 when the run computes under
-that autocast). The image CLI keys one file per training epoch (its augmented batches depend on
-(data, augmentation recipe, seed, epoch) only) and one per evaluation split; the text CLI one per
-split (its inputs are not augmented).
-
-A file is a 4096-byte JSON header (key, shape, dtype, sha256 of the data) and the raw rows,
-read as a memory map. It is written to a temporary name and renamed (``annealing_kd.common.run_folder.checkpoint.
-atomic_write``): no run ever reads a half-written file. A file whose header, size or checksum is
-wrong is computed again, with one warning line. A per-file lock (``fcntl.flock`` on
-``.<name>.lock``) makes concurrent runs compute each file once: the others wait for it, then read.
+A key is the digest of the same facts in both CLIs (:func:`key_parts`). A file holds the logits
+(rows x classes) of one frozen model on one stream of inputs, in the key's precision: a 4096-byte
+JSON header (key, shape, dtype, sha256 of the data), then the raw rows, read as a memory map.
+It is written to a temporary name and renamed (``run_folder.checkpoint.atomic_write``); a file
+whose header, size or checksum is wrong is computed again, with one warning line. A per-file
+``flock`` on ``.<name>.lock`` makes concurrent runs compute each file once (:meth:`LogitCache.claim`).
 """
 
 from __future__ import annotations
@@ -28,37 +23,16 @@ import numpy as np
 import torch
 
 from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.run_folder.checkpoint import WriteFailed, atomic_write
+from annealing_kd.common.run_folder import WriteFailed, atomic_write
+from annealing_kd.common.run_folder.manifest import HEADER, MAGIC, SUFFIX, written_by_this_cache
 
-HEADER = 4096
-MAGIC = "annealing-kd teacher logits"
-SUFFIX = ".logits"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NUMPY = {"fp32": np.float32, "bf16": np.int16, "fp16": np.float16}  # bf16: its raw 16 bits
 
 
-def written_by_a_cache(path: Path) -> bool:
-    """Whether a file starts with a cache file's header (the cache replaces only its own files,
-    a damaged one included)."""
-    try:
-        with open(path, "rb") as f:
-            return MAGIC.encode() in f.read(HEADER)
-    except OSError:
-        return False
-
-
-def written_by_this_cache(path: Path) -> bool:
-    """Whether the cache wrote ``path``: a file with its header, or the empty lock file
-    ``.<name>.logits.lock`` of one (removable with the folder of a run that used the cache)."""
-    if path.name.startswith(".") and path.name.endswith(SUFFIX + ".lock"):
-        return path.is_file() and path.stat().st_size == 0
-    return path.name.endswith(SUFFIX) and written_by_a_cache(path)
-
-
 def precision_of(acc) -> str:
-    """The precision teacher logits are computed (and stored) in: the run's own. ``fp32`` for a
-    full-precision run, ``bf16``/``fp16`` when it trains under that autocast (``--amp``, GLUE
-    ``--bf16``/``--fp16``)."""
+    """The precision teacher logits are computed and stored in: the run's own (``fp32``, or
+    ``bf16``/``fp16`` under that autocast)."""
     mixed = str(getattr(acc, "mixed_precision", "no") or "no")
     if mixed not in ("no", "bf16", "fp16"):
         raise ValueError(f"no teacher-logit precision for mixed precision {mixed!r}")
@@ -68,6 +42,12 @@ def precision_of(acc) -> str:
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a precision (None: no autocast)."""
     return None if precision == "fp32" else DTYPES[precision]
+
+
+def key_parts(what: str, teacher: str, data: str, precision: str, **how: Any) -> dict[str, Any]:
+    """The facts of a key in both CLIs: which logits (``what``), the frozen model's identity, the
+    data's, the precision and whatever else decides the logits (``how``)."""
+    return {"what": what, "teacher": teacher, "data": data, "precision": precision, **how}
 
 
 def digest(parts: Mapping[str, Any]) -> str:
@@ -91,14 +71,17 @@ def _bytes(t: torch.Tensor) -> memoryview:
 
 
 def stored(logits: torch.Tensor, precision: str) -> torch.Tensor:
-    """Logits as the cache holds them (rounded to the key's dtype), back in float32: what a live
-    run must use too, so that cached and live targets are the same bits."""
+    """Logits rounded to the key's dtype, back in float32: what a live run uses too."""
     return logits.to(DTYPES[precision]).float()
 
 
+def nbytes(precision: str, rows: int, classes: int) -> int:
+    """The size of a cache file of ``rows`` x ``classes`` logits."""
+    return HEADER + rows * classes * DTYPES[precision].itemsize
+
+
 class FileLock:
-    """An exclusive ``flock`` on ``.<name>.lock`` beside ``path``: held by one process at a time,
-    released when that process closes it or dies."""
+    """An exclusive ``flock`` on ``.<name>.lock`` beside ``path``, released on close or death."""
 
     def __init__(self, path: Path) -> None:
         self.path = path.parent / f".{path.name}.lock"
@@ -126,20 +109,17 @@ class FileLock:
 
 
 class LogitCache:
-    """One cache folder: reading, writing, locking, the size limit and what a run did with it
-    (:attr:`stats`, written to results.json)."""
+    """One cache folder: its files, locks, size limit and what a run did with it (``stats``)."""
 
     def __init__(self, root: str | os.PathLike, max_gb: float | None = None,
                  say: Callable[[str], None] = print) -> None:
         self.root, self.max_gb, self.say = Path(root), max_gb, say
         self.warned: set[Path] = set()
-        self.full = False
+        self.full = False  # past max_gb
         self.stats: dict[str, Any] = {"dir": str(self.root), "max_gb": max_gb, "streams": {}}
 
-    # ---- files ----------------------------------------------------------------------------
     def read(self, path: Path, key: str, precision: str) -> torch.Tensor | None:
-        """The rows of ``path`` (a memory map; bf16/fp16 as stored), or None when it is missing
-        or damaged (a damaged file is reported once and will be computed again)."""
+        """The rows of ``path`` (a memory map, as stored), or None when missing or damaged."""
         try:
             f = open(path, "rb")  # one open file for all that follows: a file renamed over
         except FileNotFoundError:  # this one meanwhile is not mixed with it
@@ -158,11 +138,11 @@ class LogitCache:
                 rows, classes, digest_ = int(meta["rows"]), int(meta["classes"]), meta["sha256"]
             except (KeyError, TypeError, ValueError):
                 return self._damaged(path, "incomplete header")
-            dtype = np.dtype(_NUMPY[precision])
-            expected = HEADER + rows * classes * dtype.itemsize
+            expected = nbytes(precision, rows, classes)
             if size != expected:
                 return self._damaged(path, f"{size} bytes, expected {expected}")
-            array = np.memmap(f, dtype=dtype, mode="c", offset=HEADER, shape=(rows, classes))
+            array = np.memmap(f, dtype=np.dtype(_NUMPY[precision]), mode="c", offset=HEADER,
+                              shape=(rows, classes))
         if hashlib.sha256(array.reshape(-1).view(np.uint8)).hexdigest() != digest_:
             return self._damaged(path, "checksum mismatch")
         table = torch.from_numpy(array)
@@ -176,23 +156,20 @@ class LogitCache:
         return None
 
     def write(self, path: Path, key: str, precision: str, logits: torch.Tensor) -> int:
-        """Write ``logits`` (rows x classes) under ``key``: to a temporary name, then renamed.
-        Returns the bytes written."""
+        """Write ``logits`` under ``key`` (a temporary name, then renamed); the bytes written."""
         t = logits.detach().to("cpu", DTYPES[precision]).contiguous()
-        raw = t.view(torch.int16) if precision == "bf16" else t
-        data = _bytes(raw)
+        data = _bytes(t.view(torch.int16) if precision == "bf16" else t)
         meta = {"magic": MAGIC, "key": key, "precision": precision, "rows": t.size(0),
                 "classes": t.size(1), "sha256": hashlib.sha256(data).hexdigest()}
         head = json.dumps(meta).encode().ljust(HEADER - 1) + b"\n"
+        if path.exists() and not written_by_this_cache(path):
+            raise UsageError(f"{path} was not written by the teacher-logit cache; move it away or "
+                             f"pass another {setting('logits_cache_dir')}")
 
         def dump(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                f.write(head)
-                f.write(data)
+                f.writelines((head, data))
 
-        if path.exists() and not written_by_a_cache(path):
-            raise UsageError(f"{path} was not written by the teacher-logit cache; move it away or "
-                             f"pass another {setting('logits_cache_dir')}")
         try:
             atomic_write(path, dump)
         except WriteFailed as exc:
@@ -205,13 +182,11 @@ class LogitCache:
         for tmp in path.parent.glob(f".{path.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
-    # ---- disk --------------------------------------------------------------------------------
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob(f"*{SUFFIX}") if p.is_file())
 
     def room_for(self, nbytes: int) -> bool:
-        """Whether a new file of ``nbytes`` fits under ``--logits-cache-max-gb``; past the limit
-        the run computes live and says so once."""
+        """Whether a new file fits under ``--logits-cache-max-gb`` (past it: said once, live)."""
         if self.max_gb is None:
             return True
         if not self.full:
@@ -223,62 +198,63 @@ class LogitCache:
                          "from now on the teacher runs live (files already cached are still read)")
         return not self.full
 
-    # ---- one file, computed once -------------------------------------------------------------
     def folder(self, parts: Mapping[str, Any]) -> Path:
         """``<root>/<digest of parts>/``, with ``key.json`` saying what the key is."""
         folder = self.root / digest(parts)
         if not (folder / "key.json").is_file():
-            atomic_write(folder / "key.json",
-                         lambda tmp: Path(tmp).write_text(json.dumps(parts, indent=1,
-                                                                     default=str) + "\n"))
+            text = json.dumps(parts, indent=1, default=str) + "\n"
+            atomic_write(folder / "key.json", lambda tmp: Path(tmp).write_text(text))
         return folder
 
     def stream(self, name: str, key: str, own: bool = False) -> dict[str, Any]:
-        """The counters of one stream of this run (results.json ``logit_cache.streams``): files
-        read, written, or computed live without writing (past the size limit), and seconds.
-        ``own``: the logits of the model this run trains (its evaluation, not teacher time)."""
+        """The counters of one stream (results.json ``logit_cache.streams``)."""
         return self.stats["streams"].setdefault(name, {
             "key": key, "own": own, "files_read": 0, "files_written": 0, "files_live": 0,
             "live_seconds": 0.0, "read_seconds": 0.0, "wait_seconds": 0.0, "bytes_read": 0,
             "bytes_written": 0})
 
+    def claim(self, path: Path, key: str, precision: str, stream: dict[str, Any], *,
+              fresh: bool = False, lock: bool = True,
+              room: int | None = None) -> tuple[torch.Tensor | None, FileLock | None]:
+        """The one procedure: read; on a miss take the file's lock and read again (another run
+        may have written it meanwhile). ``(rows, None)`` on a hit; ``(None, lock)`` on a miss,
+        the lock held (compute, write, release); ``(None, None)`` when not locking (``lock``
+        False, or no ``room`` for that many bytes). ``fresh``: never read."""
+        tic = time.perf_counter()
+        table = None if fresh else self.read(path, key, precision)
+        if table is None and lock and (room is None or self.room_for(room)):
+            held = FileLock(path)
+            stream["wait_seconds"] += held.acquire(self.say)
+            tic = time.perf_counter()
+            table = None if fresh else self.read(path, key, precision)
+            if table is None:
+                self.clear_stale(path)
+                return None, held
+            held.release()
+        if table is not None:
+            stream["read_seconds"] += time.perf_counter() - tic
+        return table, None
+
     def get(self, path: Path, key: str, precision: str, compute: Callable[[], torch.Tensor],
-            stream: dict[str, Any]) -> torch.Tensor:
-        """float32 logits of one file: read when cached, else computed once (under the file's
-        lock, so that concurrent runs wait and read) and written if there is room. ``stream``:
-        the counters to add to (:meth:`stream`)."""
-        tic = time.perf_counter()
-        table = self.read(path, key, precision)
-        if table is None:
-            lock = FileLock(path)
-            stream["wait_seconds"] += lock.acquire(self.say)
-            try:
-                tic = time.perf_counter()
-                table = self.read(path, key, precision)  # written while we waited?
-                if table is None:
-                    return self._compute(path, key, precision, compute, stream)
-            finally:
-                lock.release()
-        stream["files_read"] += 1
-        stream["bytes_read"] += HEADER + table.numel() * table.element_size()
-        stream["read_seconds"] += time.perf_counter() - tic
-        return table.float()
-
-    def _compute(self, path: Path, key: str, precision: str, compute: Callable[[], torch.Tensor],
-                 stream: dict[str, Any]) -> torch.Tensor:
-        """Compute a file's logits (its lock held) and write them if there is room."""
-        self.clear_stale(path)
-        tic = time.perf_counter()
-        logits = stored(compute(), precision)
-        stream["live_seconds"] += time.perf_counter() - tic
-        if self.room_for(nbytes(precision, *logits.shape)):
-            stream["bytes_written"] += self.write(path, key, precision, logits)
-            stream["files_written"] += 1
-        else:
-            stream["files_live"] += 1
-        return logits
-
-
-def nbytes(precision: str, rows: int, classes: int) -> int:
-    """The size of a cache file of ``rows`` x ``classes`` logits."""
-    return HEADER + rows * classes * DTYPES[precision].itemsize
+            stream: dict[str, Any], *, fresh: bool = False, lock: bool = True,
+            write: bool = True) -> torch.Tensor:
+        """float32 logits of one file: read, else computed once (:meth:`claim`) and written
+        if ``write`` and there is room."""
+        table, held = self.claim(path, key, precision, stream, fresh=fresh, lock=lock)
+        if table is not None:
+            stream["files_read"] += 1
+            stream["bytes_read"] += HEADER + table.numel() * table.element_size()
+            return table.float()
+        try:
+            tic = time.perf_counter()
+            logits = stored(compute(), precision)
+            stream["live_seconds"] += time.perf_counter() - tic
+            if write and self.room_for(nbytes(precision, *logits.shape)):
+                stream["bytes_written"] += self.write(path, key, precision, logits)
+                stream["files_written"] += 1
+            else:
+                stream["files_live"] += 1
+            return logits
+        finally:
+            if held is not None:
+                held.release()

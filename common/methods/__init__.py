@@ -1,6 +1,6 @@
 """Distillation methods, one small module each; importing this package registers them all.
 
-A new method is one file: ``register(Method(name, (Step(...), ...), summary))`` (see base.py);
+A new method is one file: ``register(Method(name, (PhasePlan(...), ...), summary))`` (see base.py);
 both CLIs offer it as ``--method name`` once the module is imported.
 """
 
@@ -14,9 +14,9 @@ from annealing_kd.common.methods import (  # noqa: F401  (each registers itself)
 from annealing_kd.common.methods.base import (  # noqa: F401
     METHODS,
     ROLES,
-    TEACHER_STEP,
+    TEACHER_PHASE,
     Method,
-    Step,
+    PhasePlan,
     get_method,
     method_names,
     register,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods.base import Method, Step, register
+from annealing_kd.common.methods.base import Method, PhasePlan, register
 
 if TYPE_CHECKING:  # torch is imported when the loss first runs: --help stays fast
     import torch
@@ -98,8 +98,8 @@ def annealing_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, p
 
 
 register(Method("annealing", (
-    Step("phase1", "student", "anneal", teacher="teacher"),
-    Step("phase2", "student", "task", start="phase1", skippable=True),
+    PhasePlan("phase1", "student", "anneal", teacher="teacher"),
+    PhasePlan("phase2", "student", "task", start="phase1", skippable=True),
 ), "Annealing-KD: annealed teacher logits (phase 1), then hard labels (phase 2)"))
 
 

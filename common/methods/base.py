@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from annealing_kd.common.cli.settings import Setting
+from annealing_kd.common.cli.settings import register as register_setting
 from annealing_kd.common.errors import UsageError
 
 ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 
 
 @dataclass(frozen=True)
-class Step:
+class PhasePlan:
     """One phase: train the ``model`` role with ``objective`` (a name in
     ``annealing_kd.common.methods.objectives.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
     for the epoch budget ``epochs`` (default: the phase name; ``annealing_kd.common.cli.settings.BUDGETS``),
@@ -39,7 +41,7 @@ class Method:
     """A named sequence of steps. The final student is the best epoch of its ``student`` steps."""
 
     name: str
-    steps: tuple[Step, ...]
+    steps: tuple[PhasePlan, ...]
     summary: str
     aliases: tuple[str, ...] = ()
 
@@ -52,7 +54,7 @@ class Method:
 
 
 # a teacher that is trained here (not given as a checkpoint) gets this phase first
-TEACHER_STEP = Step("teacher", "teacher", "task")
+TEACHER_PHASE = PhasePlan("teacher", "teacher", "task")
 
 METHODS: dict[str, Method] = {}
 
@@ -72,3 +74,9 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}; choose one of {', '.join(method_names())}")
     return METHODS[name]
+
+
+register_setting(Setting(  # placed by each CLI in its own groups (settings.declare)
+    "method", {"image": lambda: f"one of {', '.join(method_names())}",
+               "text": "the distillation method (common/methods; scratch = finetune)"},
+    "annealing", choices={"text": method_names}))

@@ -1,6 +1,6 @@
 """Hinton KD: the student learns from the teacher's softened logits and the labels."""
 
-from annealing_kd.common.methods.base import Method, Step, register
+from annealing_kd.common.methods.base import Method, PhasePlan, register
 
-register(Method("kd", (Step("student", "student", "kd", teacher="teacher"),),
+register(Method("kd", (PhasePlan("student", "student", "kd", teacher="teacher"),),
                 "Hinton KD from the teacher"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from annealing_kd.common.methods.base import TEACHER_STEP, Method, Step
+from annealing_kd.common.methods.base import TEACHER_PHASE, Method, PhasePlan
 
 
 class Pipeline(Protocol):
@@ -14,7 +14,7 @@ class Pipeline(Protocol):
     trains_teacher: bool  # True: the teacher is trained here first (not given trained)
     batches_per_epoch: int  # per process
 
-    def phase(self, step: Step) -> Any:
+    def phase(self, step: PhasePlan) -> Any:
         """The annealing_kd.common.training.trainer.Phase of a step (epochs, optimizer, schedule, objective options)."""
 
     def model(self, role: str) -> Any:
@@ -23,19 +23,19 @@ class Pipeline(Protocol):
     def targets(self, role: str) -> Any:
         """Frozen logits of a finished role's model, to train another model against."""
 
-    def fit(self, model: Any, step: Step, phase: Any, targets: Any) -> dict[str, Any]:
+    def fit(self, model: Any, step: PhasePlan, phase: Any, targets: Any) -> dict[str, Any]:
         """Train ``model`` through ``phase`` (annealing_kd.common.training.trainer.Trainer.fit with the CLI's batches)."""
 
     def finished(self, role: str, model: Any) -> None:
         """A teacher or assistant holds its best weights: save it, describe it, free memory."""
 
 
-def steps_of(method: Method, trains_teacher: bool) -> tuple[Step, ...]:
+def steps_of(method: Method, trains_teacher: bool) -> tuple[PhasePlan, ...]:
     teacher_first = method.uses("teacher") and trains_teacher
-    return ((TEACHER_STEP,) if teacher_first else ()) + method.steps
+    return ((TEACHER_PHASE,) if teacher_first else ()) + method.steps
 
 
-def plan(method: Method, pipe: Pipeline) -> dict[Step, Any]:
+def plan(method: Method, pipe: Pipeline) -> dict[PhasePlan, Any]:
     """The steps that run (a skippable step with 0 epochs is left out) and their phases, each
     annealing schedule checked against the optimizer steps the data gives: call it before
     anything trains."""
@@ -46,7 +46,7 @@ def plan(method: Method, pipe: Pipeline) -> dict[Step, Any]:
     return phases
 
 
-def run_method(method: Method, pipe: Pipeline, phases: dict[Step, Any] | None = None
+def run_method(method: Method, pipe: Pipeline, phases: dict[PhasePlan, Any] | None = None
                ) -> tuple[Any, dict[str, Any], list[str]]:
     """Run the phases of ``method`` (:func:`plan`); return the student (holding its last
     weights), the selected epoch (the best over the student's phases) and the student's phases

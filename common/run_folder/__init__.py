@@ -1,2 +1,45 @@
-"""The run folder: one writer (lock), what it wrote (manifest), atomic epoch commits, input
-fingerprints for --resume, results.json and the folders other tools write into."""
+"""The run folder: one writer (``lock``), what it wrote (``Manifest``), atomic writes and epoch
+commits (``FileTransaction``), input fingerprints for --resume, a run's folder (``RunDir``) and a
+tool's (``OutputFolder``). Imports no torch: the checkpoint functions import it when called."""
+
+from annealing_kd.common.run_folder import lock
+from annealing_kd.common.run_folder.checkpoint import (
+    FileTransaction,
+    WriteFailed,
+    atomic_write,
+    commit_epoch,
+    is_temporary,
+    load_committed,
+    load_state,
+    load_weights,
+    save_state,
+    save_weights,
+    weights_writer,
+)
+from annealing_kd.common.run_folder.fingerprint import (
+    CHEAP_BYTES,
+    changed,
+    check_same_inputs,
+    file_sha256,
+    fingerprint,
+)
+from annealing_kd.common.run_folder.lock import LOCK
+from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest, NotOurs
+from annealing_kd.common.run_folder.outputs import OutputFolder
+from annealing_kd.common.run_folder.run_dir import (
+    RunDir,
+    check_apart,
+    check_same_run,
+    content,
+    environment_info,
+    jsonable,
+    read_results,
+)
+
+__all__ = [
+    "CHEAP_BYTES", "LOCK", "MANIFEST", "FileTransaction", "Manifest", "NotOurs", "OutputFolder",
+    "RunDir", "WriteFailed", "atomic_write", "changed", "check_apart", "check_same_inputs",
+    "check_same_run", "commit_epoch", "content", "environment_info", "file_sha256", "fingerprint",
+    "is_temporary", "jsonable", "load_committed", "load_state", "load_weights", "lock",
+    "read_results", "save_state", "save_weights", "weights_writer",
+]

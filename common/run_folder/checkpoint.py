@@ -1,28 +1,26 @@
-"""Checkpoints: safetensors weights and a weights_only-loadable training state, written atomically,
-and the epoch commit: one epoch's files become visible together or not at all.
-
-A phase folder holds ``epoch-NNNN/{best,last}.safetensors, state.pt`` of its committed epoch and
-the pointer file ``committed`` that names it; replacing the pointer (one ``os.replace``) commits
-an epoch. ``best.safetensors`` and ``last.safetensors`` beside them are hard links (or copies) of
-the committed epoch's files, for readers; a resume re-derives them from the pointer. Every file
-appears by one ``os.replace`` (the kill tests stop the process at each one: tests/faults.py).
-"""
+"""Atomic writes (:class:`FileTransaction`), safetensors weights, a weights_only training state,
+and the epoch commit: a phase folder's ``epoch-NNNN/`` becomes current when the pointer file
+``committed`` is replaced; ``best``/``last.safetensors`` beside it are links of its files. Every
+file appears by one :func:`replace` (tests/faults.py kills at each). torch is imported on use."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from annealing_kd.common.errors import UsageError, setting
 
+if TYPE_CHECKING:
+    import torch
+
 POINTER = "committed"
+TMP_SUFFIX = ".akd.tmp"  # our temporaries: .<name>.<random>.akd.tmp (files and staging folders)
 
 
 class WriteFailed(UsageError):
@@ -45,24 +43,16 @@ def advice(errno_: int | None, where: str = "output directory") -> str:
     return f"check the disk or choose another {where}"
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """``os.replace``: every file of a run appears through this one call (the kill tests count
-    them, tests/faults.py)."""
+    """``os.replace``: every file of a run appears through this call (tests/faults.py counts)."""
     os.replace(src, dst)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-TMP_SUFFIX = ".akd.tmp"  # our temporaries: .<name>.<random>.akd.tmp (files and staging folders)
-
-
-def is_temporary(name: str) -> bool:
-    """Whether a file or folder name is one of our temporaries (a leftover after a stop)."""
-    return name.startswith(".") and name.endswith(TMP_SUFFIX) and len(name) > len(TMP_SUFFIX) + 1
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -74,13 +64,34 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-class Stage:
-    """Files that become visible together, in order: each is written to a hidden temporary
-    beside its final name and fsync'ed; :meth:`commit` records them all in ``manifest`` (when
-    given: before any of them is visible), then renames them into place in the order they were
-    staged, fsync'ing a folder before a rename into another folder and every folder at the end.
-    A stop at any instant leaves each final name with its old or its new content, and at most
-    some temporaries (``.<name>.<random>.akd.tmp``). A failed write is :class:`WriteFailed`."""
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is one of our temporaries (a leftover after a stop)."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX) and len(name) > len(TMP_SUFFIX) + 1
+
+
+def _remove(p: Path) -> None:
+    """Remove a file, a link, or a folder with all it holds."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove our temporaries (``.<name>.<random>.akd.tmp``) anywhere in ``folder``."""
+    for sub, dirs, files in os.walk(folder):
+        for name in [*files, *dirs]:
+            if is_temporary(name):
+                _remove(Path(sub) / name)
+        dirs[:] = [d for d in dirs if not is_temporary(d)]
+
+
+class FileTransaction:
+    """Files that become visible together, in order: each is written to a hidden temporary beside
+    its name and fsync'ed; :meth:`commit` records them all in ``manifest`` (if any), then renames
+    them into place in order, fsync'ing a folder before a rename into another folder and every
+    folder at the end. A stop leaves each name old or new (and temporaries); a failed write is
+    :class:`WriteFailed`."""
 
     def __init__(self, manifest=None) -> None:
         self.manifest = manifest
@@ -96,54 +107,54 @@ class Stage:
                                          suffix=TMP_SUFFIX))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
         return Path(tmp)
 
     def _guard(self, path: Path, action: Callable[[], None]) -> None:
         try:
             action()
-        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
-            self.abort()
-            raise WriteFailed(path, _reason(exc), getattr(exc, "errno", None)) from None
         except BaseException as exc:
             self.abort()
-            if type(exc).__name__ == "SafetensorError":  # safetensors' own I/O error
-                raise WriteFailed(path, _reason(exc)) from None
+            # torch.save reports a full disk as RuntimeError; safetensors has its own error type
+            if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+                raise WriteFailed(path, _reason(exc), getattr(exc, "errno", None)) from None
             raise
 
     def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> None:
-        """Stage ``path``: ``write(tmp_path)`` writes its content."""
-        path = Path(path)
-
-        def do() -> None:
-            tmp = self._tmp(path)
-            self.staged.append((tmp, path))
-            write(str(tmp))
-            fsync_path(tmp)
-
-        self._guard(path, do)
+        """Add ``path``: ``write(tmp_path)`` writes its content."""
+        self._add(Path(path), lambda tmp: write(str(tmp)))
 
     def link(self, src: str | os.PathLike, path: str | os.PathLike) -> None:
-        """Stage ``path`` as a hard link (or a copy) of ``src`` (a file, or a staged final name)."""
+        """Add ``path`` as a hard link (or a copy) of ``src`` (a file, or an added final name)."""
         path, src = Path(path), Path(src)
         src = next((t for t, f in self.staged if f == src), src)
         if path.exists() and os.path.samefile(src, path):
             return  # already that file (renaming a link onto itself would do nothing)
 
+        def link(tmp: Path) -> None:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+
+        self._add(path, link)
+
+    def _add(self, path: Path, write: Callable[[Path], None]) -> None:
         def do() -> None:
             tmp = self._tmp(path)
             self.staged.append((tmp, path))
-            tmp.unlink()
-            _link(src, tmp)
+            write(tmp)
             fsync_path(tmp)
 
         self._guard(path, do)
 
     def folder(self, path: str | os.PathLike, fill: Callable[[Path], None],
                within: str | os.PathLike | None = None) -> list[Path]:
-        """Stage every file that ``fill(tmp_folder)`` writes as ``path/<its relative path>``;
-        returns their final paths. The temporary folder lies beside ``path`` (or in ``within``,
-        on the same file system)."""
+        """Add every file ``fill(tmp_folder)`` writes as ``path/<relative path>``; their final
+        paths. The temporary folder lies beside ``path`` (or in ``within``)."""
         path = Path(path)
         finals: list[Path] = []
 
@@ -162,7 +173,7 @@ class Stage:
         return finals
 
     def commit(self) -> None:
-        """Record, then move every staged file into place (see the class docstring)."""
+        """Record, then move every file into place (see the class docstring)."""
         if self.staged:
             self._guard(self.staged[-1][1], self._commit)
 
@@ -182,47 +193,29 @@ class Stage:
                 dirty.clear()
             path.parent.mkdir(parents=True, exist_ok=True)
             replace(tmp, path)
-            _unlink(str(tmp))  # still there only if it was a link of ``path`` already
+            with contextlib.suppress(OSError):  # still there only if it was a link of ``path``
+                os.unlink(tmp)
             dirty.add(path.parent)
         for d in sorted(dirty):
             fsync_path(d)
-        for tmp, _ in self.staged:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-        self.staged = []
+        self.abort()  # the staging folders
 
     def abort(self) -> None:
-        """Remove the temporaries (a failed write)."""
+        """Remove the temporaries (a failed write; after a commit, the staging folders)."""
         for tmp, _ in reversed(self.staged):
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
-                _unlink(str(tmp))
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         self.staged = []
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], manifest=None) -> None:
-    """Call ``write(tmp_path)`` then move the file into place (recorded in ``manifest`` first,
-    when given): a crash mid-write leaves the previous file intact. The file gets the user's
-    umask; a failed write is :class:`WriteFailed`."""
-    stage = Stage(manifest)
-    stage.write(path, write)
-    stage.commit()
-
-
-def _unlink(tmp: str | None) -> None:
-    if tmp and os.path.lexists(tmp):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    """Write one file (``write(tmp_path)``) in a :class:`FileTransaction`."""
+    transaction = FileTransaction(manifest)
+    transaction.write(path, write)
+    transaction.commit()
 
 
 def weights_writer(state_dict: Mapping[str, torch.Tensor]) -> Callable[[str], None]:
@@ -253,13 +246,21 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                          "delete it or point to another checkpoint") from None
 
 
+def _state_writer(state: dict[str, Any]) -> Callable[[str], None]:
+    import torch
+
+    return lambda tmp: torch.save(state, tmp)
+
+
 def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Save a training state (tensors, numbers, strings, lists, dicts) atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, _state_writer(state))
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training state with ``weights_only=True``: nothing arbitrary is unpickled."""
+    import torch
+
     path = Path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -272,71 +273,56 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---- the epoch commit ----------------------------------------------------------------------------
-def _link(src: Path, dst: Path) -> None:
-    """``dst`` becomes a hard link of ``src`` (a copy where links are not supported)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def commit_epoch(pdir: str | os.PathLike, epoch: int,
                  weights: Mapping[str, Mapping[str, torch.Tensor] | None],
                  state: dict[str, Any], manifest=None) -> None:
-    """Commit one epoch of a phase: write ``weights`` (file name -> state dict; ``None`` keeps the
-    committed epoch's file of that name) and ``state`` into ``epoch-NNNN/``, switch the pointer,
-    publish the weights beside it, all recorded in ``manifest`` first (one :class:`Stage`). The
-    epoch's files and folder are fsync'ed before the pointer's rename, the pointer's folder after
-    it. A stop at any instant leaves either the previous epoch or this one committed."""
+    """Commit one epoch of a phase in one transaction: ``weights`` (file name -> state dict;
+    ``None`` keeps the committed epoch's file) and ``state`` into ``epoch-NNNN/``, the pointer,
+    then the weights published beside it. A stop leaves the previous epoch or this one."""
     pdir = Path(pdir)
     edir = pdir / f"epoch-{epoch:04d}"
-    previous = committed_dir(pdir)
+    previous = _committed_dir(pdir)
     if edir.exists() and edir != previous:
-        remove_ours(edir, manifest)  # an interrupted commit of this epoch
-    stage = Stage(manifest)
+        _remove_ours(edir, manifest)  # an interrupted commit of this epoch
+    transaction = FileTransaction(manifest)
     written: dict[int, Path] = {}
     for name, tensors in weights.items():
         if tensors is not None and id(tensors) in written:
-            stage.link(written[id(tensors)], edir / name)  # the same weights under two names
+            transaction.link(written[id(tensors)], edir / name)  # the same weights, two names
         elif tensors is not None:
-            stage.write(edir / name, weights_writer(tensors))
+            transaction.write(edir / name, weights_writer(tensors))
             written[id(tensors)] = edir / name
         elif previous is None or not (previous / name).is_file():
             raise ValueError(f"commit_epoch: no committed {name} to keep")
         else:
-            stage.link(previous / name, edir / name)
-    stage.write(edir / "state.pt", lambda tmp: torch.save(state, tmp))
-    stage.write(pdir / POINTER, lambda tmp: Path(tmp).write_text(edir.name + "\n"))
-    _publish(stage, pdir, edir, list(weights))
-    stage.commit()
+            transaction.link(previous / name, edir / name)
+    transaction.write(edir / "state.pt", _state_writer(state))
+    transaction.write(pdir / POINTER, lambda tmp: Path(tmp).write_text(edir.name + "\n"))
+    for name in weights:  # published beside the pointer (nothing to do when already that file)
+        transaction.link(edir / name, pdir / name)
+    transaction.commit()
     _remove_other_epochs(pdir, edir, manifest)
 
 
-def _publish(stage: Stage, pdir: Path, edir: Path, names: list[str]) -> None:
-    """Stage ``pdir/<name>`` as links of the committed epoch's files."""
-    for name in names:
-        stage.link(edir / name, pdir / name)  # nothing to do when it already is that file
-
-
-def committed_dir(pdir: str | os.PathLike) -> Path | None:
+def _committed_dir(pdir: Path) -> Path | None:
     """The committed epoch folder of a phase, or ``None`` when no epoch was committed."""
-    pointer = Path(pdir) / POINTER
+    pointer = pdir / POINTER
     if not pointer.is_file():
         return None
-    edir = Path(pdir) / pointer.read_text().strip()
+    edir = pdir / pointer.read_text().strip()
     if not (edir / "state.pt").is_file():
         raise UsageError(f"checkpoint pointer {pointer} names {edir.name}, which is missing; the "
-                         f"run folder was changed by hand: start again with {setting('overwrite_output_dir')}")
+                         "run folder was changed by hand: start again with "
+                         f"{setting('overwrite_output_dir')}")
     return edir
 
 
 def load_committed(pdir: str | os.PathLike, tidy: bool = True,
                    manifest=None) -> tuple[dict[str, Any], Path] | None:
-    """The training state and folder of a phase's committed epoch (``None``: nothing committed).
-    With ``tidy`` (one process only) removes what an interrupted commit left and re-links
-    ``best``/``last`` beside the pointer."""
+    """The state and folder of a phase's committed epoch (or None); ``tidy`` (one process only)
+    removes what an interrupted commit left and re-links ``best``/``last``."""
     pdir = Path(pdir)
-    edir = committed_dir(pdir)
+    edir = _committed_dir(pdir)
     if edir is None:
         if (pdir / "state.pt").is_file():
             raise UsageError(f"{pdir} was written by an older version without epoch commits; "
@@ -346,9 +332,10 @@ def load_committed(pdir: str | os.PathLike, tidy: bool = True,
         return None
     if tidy:
         try:
-            stage = Stage(manifest)
-            _publish(stage, pdir, edir, sorted(f.name for f in edir.glob("*.safetensors")))
-            stage.commit()
+            transaction = FileTransaction(manifest)
+            for f in sorted(edir.glob("*.safetensors")):
+                transaction.link(f, pdir / f.name)
+            transaction.commit()
         except OSError as exc:
             raise WriteFailed(pdir, _reason(exc), exc.errno) from None
         _remove_other_epochs(pdir, edir, manifest)
@@ -360,30 +347,24 @@ def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
     try:
         for f in pdir.iterdir():
             if is_temporary(f.name):
-                shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+                _remove(f)
             elif f.name.startswith("epoch-") and f != edir and f.is_dir():
-                remove_ours(f, manifest)
+                _remove_ours(f, manifest)
     except OSError as exc:
         raise WriteFailed(pdir, _reason(exc), exc.errno) from None
 
 
-def remove_ours(folder: Path, manifest) -> None:
-    """Remove the files of ``folder`` that ``manifest`` records (all of them without a manifest)
-    and our temporaries, then the folders left empty; anything else stays."""
+def _remove_ours(folder: Path, manifest) -> None:
+    """Remove what ``manifest`` records in ``folder`` (all without one), our temporaries, then
+    the folders left empty."""
     if manifest is None:
         shutil.rmtree(folder)
         return
-    for sub, dirs, files in os.walk(folder, topdown=False):
+    remove_temporaries(folder)
+    for sub, dirs, files in os.walk(folder, topdown=False):  # links to folders are files here
         for name in files + [d for d in dirs if os.path.islink(os.path.join(sub, d))]:
-            f = Path(sub) / name
-            if is_temporary(name) or manifest.records(f):
-                f.unlink()
-                manifest.forget(f)
-        for name in dirs:
-            d = Path(sub) / name
-            if is_temporary(name) and not d.is_symlink():
-                shutil.rmtree(d)
-            elif d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
-                d.rmdir()
-    if not any(folder.iterdir()):
-        folder.rmdir()
+            if manifest.records(Path(sub) / name):
+                os.unlink(os.path.join(sub, name))
+                manifest.forget(Path(sub) / name)
+        if not os.listdir(sub):
+            os.rmdir(sub)

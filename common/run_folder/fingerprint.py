@@ -1,11 +1,8 @@
-"""Fingerprints of a run's inputs, so that ``--resume`` continues only with the same inputs.
-
-A fingerprint of a file or folder states its resolved path, how many files and bytes it holds, a
-hash of their names, sizes and modification times (``stat``) and, where that is cheap (at most
-``CHEAP_BYTES`` in all, or always for model weights), a hash of their names and contents
-(``content``). Two fingerprints match when their paths match and their content hashes match
-(both present: a copy with new modification times still matches), else their ``stat`` hashes.
-"""
+"""Fingerprints of a run's inputs, so that ``--resume`` continues only with the same inputs: the
+resolved path, the number of files and bytes, a hash of names, sizes and mtimes (``stat``) and,
+when cheap (at most ``CHEAP_BYTES``, or ``hash_all``), a hash of names and contents (``content``).
+Two match when their paths match and their content hashes (both present: a copy with new mtimes
+still matches), else their ``stat`` hashes."""
 
 from __future__ import annotations
 
@@ -21,8 +18,8 @@ _digests: dict[tuple[int, int, int, int], str] = {}  # (dev, inode, size, mtime_
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (remembered per inode, size and mtime: hard links and a second
-    look at an unchanged file cost nothing)."""
+    """sha256 of a file's bytes, remembered per inode, size and mtime (hard links and a second
+    look at an unchanged file cost nothing). (``hashlib.file_digest`` needs Python 3.11.)"""
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _digests:
@@ -34,29 +31,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _digests[key]
 
 
-def _files(root: Path) -> list[Path]:
-    """The regular files under ``root`` (hidden ones left out), symlinks not followed."""
-    out = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [Path(folder) / f for f in sorted(files) if not f.startswith(".")
-                and not os.path.islink(os.path.join(folder, f))]
-    return out
-
-
 def fingerprint(path: str | os.PathLike, *, hash_all: bool = False) -> dict[str, Any]:
-    """The fingerprint of a file or folder (``hash_all``: hash the contents whatever the size)."""
+    """The fingerprint of a file or folder (hidden files and symlinks in a folder left out)."""
     p = Path(path)
     if not p.exists():
         return {"path": str(p.resolve()), "kind": "missing"}
-    files = [p] if p.is_file() else _files(p)
+    files = [p] if p.is_file() else []
+    for folder, dirs, names in os.walk(p):  # nothing for a file
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(folder) / f for f in sorted(names)
+                  if not f.startswith(".") and not os.path.islink(os.path.join(folder, f))]
     stats = [(f, f.stat()) for f in files]
     total = sum(st.st_size for _, st in stats)
-    base = p if p.is_dir() else p.parent
-    stat_hash, content_hash = hashlib.sha256(), hashlib.sha256()
     cheap = hash_all or total <= CHEAP_BYTES
+    stat_hash, content_hash = hashlib.sha256(), hashlib.sha256()
     for f, st in stats:
-        rel = f.relative_to(base).as_posix()
+        rel = f.relative_to(p if p.is_dir() else p.parent).as_posix()
         stat_hash.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         if cheap:
             content_hash.update(f"{rel}\0{file_sha256(f)}\n".encode())
@@ -70,10 +60,9 @@ def changed(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     if saved.get("hub") or now.get("hub"):
         return None if saved == now else f"was {saved.get('hub') or saved.get('path')}, now " \
             f"{now.get('hub') or now.get('path')}"
-    if saved.get("path") != now.get("path"):
-        return f"was {saved.get('path')}, now {now.get('path')}"
-    if saved.get("kind") != now.get("kind"):
-        return f"was a {saved.get('kind')}, now {now.get('kind')}"
+    for key, why in (("path", "was {}, now {}"), ("kind", "was a {}, now {}")):
+        if saved.get(key) != now.get(key):
+            return why.format(saved.get(key), now.get(key))
     if saved.get("content") and now.get("content"):
         return None if saved["content"] == now["content"] else "its contents changed"
     if (saved.get("files"), saved.get("bytes")) != (now.get("files"), now.get("bytes")):
@@ -87,16 +76,16 @@ def changed(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
 def check_same_inputs(saved: dict[str, dict[str, Any]] | None,
                       now: dict[str, dict[str, Any]]) -> None:
     """``--resume`` reads the same inputs as the run it continues: refuse the first that changed."""
+    fix = "resume with the original inputs or start a new output directory"
     for name, fp in (saved or {}).items():
         if name not in now:
-            raise UsageError(f"{setting('resume')}: this run read {setting(name)} {fp.get('path') or fp.get('hub')}, "
-                             "now it is not given; resume with the original inputs or start a new "
-                             "output directory")
+            raise UsageError(f"{setting('resume')}: this run read {setting(name)} "
+                             f"{fp.get('path') or fp.get('hub')}, now it is not given; {fix}")
         why = changed(fp, now[name])
         if why:
-            raise UsageError(f"{setting('resume')}: {setting(name)} changed since this run started ({why}); resume "
-                             "with the original inputs or start a new output directory")
+            raise UsageError(f"{setting('resume')}: {setting(name)} changed since this run "
+                             f"started ({why}); {fix}")
     for name in now:
         if saved is not None and name not in saved:
-            raise UsageError(f"{setting('resume')}: {setting(name)} was not an input of this run; resume with the "
-                             "original inputs or start a new output directory")
+            raise UsageError(f"{setting('resume')}: {setting(name)} was not an input of this run; "
+                             f"{fix}")

@@ -1,24 +1,15 @@
-"""Ownership as recorded facts: a folder's manifest lists every file our tools wrote there.
-
-``<folder>/.annealing-kd-manifest.json``::
+"""Ownership as recorded facts: ``<folder>/.annealing-kd-manifest.json`` lists every file our
+tools wrote there::
 
     {"format": "annealing-kd-manifest/1", "run_id": "...", "program": "annealing_kd_train",
      "created": "...", "config": {...},                  # config: training runs only
      "files": {"student/best.safetensors": {"size": n, "mtime_ns": t, "sha256": "..."}, ...},
      "children": ["images/teacher", ...]}                # folders with their own manifest
 
-A file is recorded when it is committed, before it becomes visible under its name
-(:class:`annealing_kd.common.run_folder.checkpoint.Stage`); the entry keeps the previous version's facts too, so a stop
-between the two leaves a file the manifest still recognises. The manifest is itself written
-atomically (and fsync'ed), under a short lock on the folder, merged with what other processes
-recorded meanwhile (a shared logit cache).
-
-A folder is ours only when its manifest says so. Removing it (:meth:`Manifest.check_removable`,
-:meth:`Manifest.remove`) removes exactly the recorded files that are unchanged (size, and
-modification time or content hash), our temporaries, the children's files, then the folders left
-empty. Any other file anywhere in the tree refuses the removal before anything is deleted. A
-child folder without a manifest holds only the files a teacher-logit cache wrote there
-(:func:`annealing_kd.common.logit_cache.store.written_by_this_cache`: its header, or its empty lock file).
+A file is recorded (with its previous version's facts) before it appears under its name. The
+manifest is written atomically, under a short folder lock, merged with other processes' records.
+Removal takes exactly the unchanged recorded files, our temporaries and the children's, then the
+folders left empty; any other file refuses it before anything is deleted.
 """
 
 from __future__ import annotations
@@ -35,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.logit_cache.store import written_by_this_cache
-from annealing_kd.common.run_folder import checkpoint
 from annealing_kd.common.run_folder import lock as run_lock
+from annealing_kd.common.run_folder.checkpoint import atomic_write, is_temporary
 from annealing_kd.common.run_folder.fingerprint import file_sha256
 
 MANIFEST = ".annealing-kd-manifest.json"
@@ -74,9 +64,19 @@ def _read(root: Path) -> dict[str, Any] | None:
     return data if ok else None
 
 
-def _facts(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+def _apply(data: dict[str, Any], op: tuple[str, str, Any]) -> None:
+    """One change to a manifest's data: ("set", rel, facts), ("del", rel, _), ("child", rel, _)."""
+    kind, rel, facts = op
+    files = data.setdefault("files", {})
+    if kind == "set":
+        old = files.get(rel)
+        if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
+            facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
+        files[rel] = facts
+    elif kind == "del":
+        files.pop(rel, None)
+    elif rel not in data.setdefault("children", []):
+        data["children"].append(rel)
 
 
 class Manifest:
@@ -86,7 +86,6 @@ class Manifest:
         self.root, self.data = Path(root), data
         self._ops: list[tuple[str, str, Any]] = []  # changes not yet saved
 
-    # ---- reading and creating ------------------------------------------------------------------
     @classmethod
     def read(cls, root: str | os.PathLike) -> Manifest | None:
         """The manifest of ``root``, or None (missing, unreadable, or not ours)."""
@@ -102,7 +101,7 @@ class Manifest:
         if config is not None:
             data["config"] = config
         m = cls(root, data)
-        m._write(data)
+        m._write()
         return m
 
     @classmethod
@@ -110,12 +109,7 @@ class Manifest:
         """The manifest of ``root``, created when there is none (a folder that tools share)."""
         Path(root).mkdir(parents=True, exist_ok=True)
         with _folder_lock(Path(root)):
-            found = cls.read(root)
-            return found if found is not None else cls.create(root, program)
-
-    @property
-    def program(self) -> str:
-        return str(self.data.get("program", ""))
+            return cls.read(root) or cls.create(root, program)
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -125,59 +119,39 @@ class Manifest:
     def files(self) -> dict[str, dict[str, Any]]:
         return self.data["files"]
 
-    @property
-    def children(self) -> list[str]:
-        return list(self.data.get("children", []))
-
     def rel(self, path: str | os.PathLike) -> str:
-        p = Path(path)
-        p = p if p.is_absolute() else Path.cwd() / p
-        root = self.root if self.root.is_absolute() else Path.cwd() / self.root
-        return os.path.relpath(os.path.normpath(p), os.path.normpath(root)).replace(os.sep, "/")
+        return os.path.relpath(path, self.root).replace(os.sep, "/")
 
-    # ---- recording -----------------------------------------------------------------------------
+    def _change(self, kind: str, rel: str, facts: Any = None) -> None:
+        _apply(self.data, (kind, rel, facts))
+        self._ops.append((kind, rel, self.files.get(rel) if kind == "set" else None))
+
     def record(self, final: str | os.PathLike, actual: str | os.PathLike | None = None,
                growing: bool = False) -> None:
-        """Record ``final`` with the facts of the file ``actual`` (default: ``final``) holds; saved
-        by :meth:`save`. ``growing``: a log that a process appends to (it may grow)."""
+        """Record ``final`` with the facts of the file ``actual`` (default: ``final``) holds, until
+        :meth:`save`. ``growing``: a log that a process appends to (it may grow)."""
         rel = self.rel(final)
         if rel.startswith(".."):
             raise ValueError(f"{final} is not inside {self.root}")
-        facts = _facts(Path(actual or final))
-        self._apply(self.data, ("set", rel, {**facts, "growing": True} if growing else facts))
-        self._ops.append(("set", rel, self.files[rel]))
+        st = Path(actual or final).stat()
+        facts = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                 "sha256": file_sha256(actual or final)}
+        self._change("set", rel, {**facts, "growing": True} if growing else facts)
 
     def forget(self, path: str | os.PathLike) -> None:
         """Drop a removed file (saved with the next :meth:`save`)."""
-        rel = self.rel(path)
-        if rel in self.files:
-            self._apply(self.data, ("del", rel, None))
-            self._ops.append(("del", rel, None))
+        if self.rel(path) in self.files:
+            self._change("del", self.rel(path))
 
     def add_child(self, folder: str | os.PathLike, save: bool = True) -> None:
         """Record a folder that gets its own manifest (a run this tool starts)."""
         rel = self.rel(folder)
         if rel.startswith("..") or rel == ".":
             raise ValueError(f"{folder} is not inside {self.root}")
-        if rel not in self.children:
-            self._apply(self.data, ("child", rel, None))
-            self._ops.append(("child", rel, None))
+        if rel not in self.data.get("children", []):
+            self._change("child", rel)
         if save:
             self.save()
-
-    @staticmethod
-    def _apply(data: dict[str, Any], op: tuple[str, str, Any]) -> None:
-        kind, rel, facts = op
-        files = data.setdefault("files", {})
-        if kind == "set":
-            old = files.get(rel)
-            if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
-                facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
-            files[rel] = facts
-        elif kind == "del":
-            files.pop(rel, None)
-        elif rel not in data.setdefault("children", []):
-            data["children"].append(rel)
 
     def save(self) -> None:
         """Write the manifest atomically, merged with the changes other processes saved."""
@@ -187,59 +161,44 @@ class Manifest:
             disk = _read(self.root)
             if disk is not None and disk["run_id"] == self.data["run_id"]:
                 for op in self._ops:
-                    self._apply(disk, op)
+                    _apply(disk, op)
                 self.data = disk
-            self._write(self.data)
+            self._write()
         self._ops = []
 
-    def _write(self, data: dict[str, Any]) -> None:
-        path = self.root / MANIFEST
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{MANIFEST}.{os.getpid()}{checkpoint.TMP_SUFFIX}")
-        try:
-            tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-            checkpoint.fsync_path(tmp)
-            checkpoint.replace(tmp, path)
-            checkpoint.fsync_path(self.root)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise checkpoint.WriteFailed(path, exc.strerror or str(exc), exc.errno) from None
+    def _write(self) -> None:
+        text = json.dumps(self.data, indent=1, default=str) + "\n"
+        atomic_write(self.root / MANIFEST, lambda tmp: Path(tmp).write_text(text))
 
-    # ---- ownership -----------------------------------------------------------------------------
     def records(self, path: str | os.PathLike) -> bool:
         """Whether ``path`` is a file name this manifest records (whatever it holds now)."""
         return self.rel(path) in self.files
 
     def unchanged(self, path: str | os.PathLike) -> bool:
-        """Whether ``path`` is recorded and still holds what was recorded (or the version before)."""
-        entry = self.files.get(self.rel(path))
-        p = Path(path)
+        """Whether ``path`` is recorded and holds what was recorded (or the version before)."""
+        entry, p = self.files.get(self.rel(path)), Path(path)
         if entry is None or p.is_symlink() or not p.is_file():
             return False
         st = p.stat()
         if entry.get("growing") and st.st_size >= entry["size"]:
             return True
-        for facts in (entry, entry.get("previous")):
-            if facts and facts["size"] == st.st_size and (
-                    facts["mtime_ns"] == st.st_mtime_ns or facts["sha256"] == file_sha256(p)):
-                return True
-        return False
+        return any(facts and facts["size"] == st.st_size and (
+            facts["mtime_ns"] == st.st_mtime_ns or facts["sha256"] == file_sha256(p))
+            for facts in (entry, entry.get("previous")))
 
     def check_removable(self) -> None:
-        """Raise :class:`NotOurs` for the first file in the tree that is not ours; children's
-        folders are checked by their own manifests, and must not be in use."""
+        """Raise :class:`NotOurs` for the first file in the tree that is not ours (children by
+        their own manifests; they must not be in use)."""
         self._walk(remove=False)
 
     def remove(self) -> None:
-        """Remove the tree's files of ours (after :meth:`check_removable`), the children's, then
-        the folders left empty; the manifest goes last (the lock file stays)."""
+        """Remove the tree (after :meth:`check_removable`), the manifest last (not the lock)."""
         self.check_removable()
         self._walk(remove=True)
-        for name in (MANIFEST,):
-            (self.root / name).unlink(missing_ok=True)
+        (self.root / MANIFEST).unlink(missing_ok=True)
 
     def _walk(self, remove: bool) -> None:
-        children = {self.root / c for c in self.children}
+        children = {self.root / c for c in self.data.get("children", [])}
         emptied: list[Path] = []
         for sub, dirs, files in os.walk(self.root):
             here = Path(sub)
@@ -249,7 +208,7 @@ class Manifest:
                     dirs.remove(d)
                     _remove_child(p, remove)
                     emptied.append(p)
-                elif checkpoint.is_temporary(d) or p.is_symlink():
+                elif is_temporary(d) or p.is_symlink():
                     dirs.remove(d)
                     if p.is_symlink():
                         raise NotOurs(p, "is a link that no run of annealing-kd wrote")
@@ -257,13 +216,12 @@ class Manifest:
                         shutil.rmtree(p)
                     emptied.append(here)
                 elif (p / MANIFEST).is_file():
-                    dirs.remove(d)
                     raise NotOurs(p, "holds another run (not started by this one)")
             for name in files:
                 p = here / name
                 if here == self.root and name in OWN_FILES:
                     continue
-                if not checkpoint.is_temporary(name):
+                if not is_temporary(name):
                     if not self.records(p):
                         raise NotOurs(p, "was not written by annealing-kd (it is not in the "
                                          "folder's manifest)")
@@ -277,10 +235,28 @@ class Manifest:
             _remove_empty(self.root, emptied)
 
 
+# The teacher-logit cache (common/logit_cache) keeps no manifest: each file it writes carries
+# this header (HEADER bytes, MAGIC within), and its lock files are empty.
+HEADER = 4096
+MAGIC = "annealing-kd teacher logits"
+SUFFIX = ".logits"
+
+
+def written_by_this_cache(path: Path) -> bool:
+    """Whether the cache wrote ``path``: a file with its header (a damaged one included), or
+    an empty lock file."""
+    if path.name.startswith(".") and path.name.endswith(SUFFIX + ".lock"):
+        return path.is_file() and path.stat().st_size == 0
+    try:
+        with open(path, "rb") as f:
+            return path.name.endswith(SUFFIX) and MAGIC.encode() in f.read(HEADER)
+    except OSError:
+        return False
+
+
 def _remove_child(folder: Path, remove: bool) -> None:
-    """A folder that a run of ours started writes: removable through its own manifest (it may
-    have none yet, if that run stopped before writing anything), or a teacher-logit cache folder
-    given to our runs (no manifest: each file it wrote carries the cache's header)."""
+    """A child folder: removable through its own manifest, or without one (a run stopped early,
+    a teacher-logit cache) when every file in it is the cache's."""
     if not folder.is_dir():
         return
     who = run_lock.holder(folder)
@@ -289,22 +265,21 @@ def _remove_child(folder: Path, remove: bool) -> None:
     child = Manifest.read(folder)
     if child is None:
         for p in folder.rglob("*"):
-            if p.is_file() and p.name not in OWN_FILES and not checkpoint.is_temporary(p.name) \
+            if p.is_file() and p.name not in OWN_FILES and not is_temporary(p.name) \
                     and not written_by_this_cache(p):
                 raise NotOurs(p, "was not written by annealing-kd (its folder has no manifest)")
         if remove:
             shutil.rmtree(folder)
-        return
-    if not remove:
+    elif not remove:
         child.check_removable()
-        return
-    run_lock.acquire(folder)  # no run may start there while it is removed
-    try:
-        child.remove()
-        (folder / run_lock.LOCK).unlink(missing_ok=True)
-    finally:
-        run_lock.release(folder)
-    _remove_empty(folder.parent, [folder])
+    else:
+        run_lock.acquire(folder)  # no run may start there while it is removed
+        try:
+            child.remove()
+            (folder / run_lock.LOCK).unlink(missing_ok=True)
+        finally:
+            run_lock.release(folder)
+        _remove_empty(folder.parent, [folder])
 
 
 def _remove_empty(root: Path, touched: list[Path]) -> None:

@@ -1,11 +1,6 @@
-"""The folder a tool writes into: the demo, run_table's reports, the examples, GLUE evaluation.
-
-Every file the tool writes is recorded in the folder's manifest (:mod:`annealing_kd.common.run_folder.manifest`) before it
-becomes visible; a file of the same name that no tool of ours wrote is never overwritten (one line
-names it); runs the tool starts in subfolders are recorded as children (each with its own
-manifest). ``replace=True`` first removes an earlier output of the same program: exactly the files
-its manifest records (any other file refuses, before anything is deleted).
-"""
+"""A tool's output folder (:class:`OutputFolder`: the demo, reports, examples, GLUE evaluation):
+every file recorded before it appears, never over a file no tool of ours wrote; runs it starts
+are children; ``replace=True`` first removes an earlier output of the same program, exactly."""
 
 from __future__ import annotations
 
@@ -15,15 +10,14 @@ from pathlib import Path
 
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.run_folder import lock as run_lock
-from annealing_kd.common.run_folder.checkpoint import Stage, atomic_write, is_temporary
-from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest, NotOurs
-from annealing_kd.common.run_folder.run_dir import check_apart, content
+from annealing_kd.common.run_folder.checkpoint import FileTransaction, atomic_write, is_temporary
+from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest
+from annealing_kd.common.run_folder.run_dir import _json_writer, check_apart, content, remove_old
 
 
 class OutputFolder:
-    """``path`` as the output of ``program`` (see the module docstring). ``lock``: one writer at a
-    time (:mod:`annealing_kd.common.run_folder.lock`); ``inputs`` (name -> path) must lie outside it, and it outside
-    them."""
+    """``path`` as the output of ``program``. ``lock``: one writer at a time; ``inputs``
+    (name -> path) must lie outside it, and it outside them."""
 
     def __init__(self, path: str | os.PathLike, program: str, *, replace: bool = False,
                  lock: bool = True, inputs: dict[str, str | None] | None = None,
@@ -58,37 +52,29 @@ class OutputFolder:
         entries = content(self.path)
         if not entries:
             return
-        if found is None or found.program != self.program:
-            what = f"a {found.program} output" if found else "no manifest"
-            raise UsageError(f"{self.flag} {self.path} is not empty and holds no earlier output of "
-                             f"{self.program} ({what}; it has {entries[0].name!r}); choose a new or "
-                             "empty folder")
-        try:
-            found.remove()
-        except NotOurs as exc:
-            raise UsageError(f"{self.flag} {self.path}: {exc.path} {exc.why}; move it away or "
-                             "choose another folder") from None
-        except OSError as exc:
-            raise UsageError(f"cannot replace {self.path} ({exc.strerror}); remove it by hand or "
-                             "choose another folder") from None
+        program = found.data.get("program", "") if found else None
+        if program != self.program:
+            what = f"a {program} output" if found else "no manifest"
+            raise UsageError(f"{self.flag} {self.path} is not empty and holds no earlier output "
+                             f"of {self.program} ({what}; it has {entries[0].name!r}); choose a "
+                             "new or empty folder")
+        remove_old(found, str(self.path), f"{self.flag} {self.path}", "folder")
 
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel
 
-    # ---- checks --------------------------------------------------------------------------------
     def check_free(self, *paths: str | os.PathLike) -> None:
         """Refuse (one line) when a file at one of ``paths``, or in a folder there, exists and was
         not written by a tool of ours; call it before writing anything."""
         for p in map(Path, paths):
-            files = [p] if p.is_file() or p.is_symlink() else (
-                sorted(f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else [])
+            files = [p] if p.is_file() or p.is_symlink() else sorted(
+                f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else []
             for f in files:
                 if f.name not in OWN_FILES and not is_temporary(f.name) and \
                         not self.manifest.records(f):
                     raise UsageError(f"{f} exists and was not written by {self.program}; move it "
                                      f"away or choose another {self.flag}")
 
-    # ---- writing -------------------------------------------------------------------------------
     def write(self, rel: str | os.PathLike, write: Callable[[str], None]) -> Path:
         """Write a file (``write(tmp_path)``), recorded, never over a file we did not write."""
         path = self.path / rel
@@ -100,26 +86,20 @@ class OutputFolder:
         return self.write(rel, lambda tmp: Path(tmp).write_text(text))
 
     def write_json(self, rel: str | os.PathLike, data: dict) -> None:
-        import json
-
-        from annealing_kd.common.run_folder.run_dir import _jsonable
-
-        self.write_text(rel, json.dumps(data, indent=2, default=_jsonable) + "\n")
+        self.write(rel, _json_writer(data))
 
     def folder(self, rel: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
-        """Write a folder (``rel``; "." for the output folder itself): ``fill(tmp_folder)`` writes
-        its files, which are then moved into place, recorded; none may replace a file we did
-        not write. In a subfolder, the files of an earlier fill that this one did not write are
-        removed."""
+        """Write a folder (``rel``; "." for the output folder itself) that ``fill(tmp_folder)``
+        fills, never over a file we did not write; in a subfolder, an earlier fill's files go."""
         path = self.path / rel
-        stage = Stage(self.manifest)
-        written = stage.folder(path, fill, within=self.path)
+        transaction = FileTransaction(self.manifest)
+        written = transaction.folder(path, fill, within=self.path)
         try:
             self.check_free(*written)
         except UsageError:
-            stage.abort()
+            transaction.abort()
             raise
-        stage.commit()
+        transaction.commit()
         if path != self.path and path.is_dir():
             for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in set(written)):
                 if self.manifest.records(f):
@@ -130,7 +110,7 @@ class OutputFolder:
 
     def child(self, rel: str | os.PathLike) -> Path:
         """A subfolder that a run of ours writes, with its own manifest (recorded first)."""
-        self.manifest.add_child(self.path / rel)
+        self.children([rel])
         return self.path / rel
 
     def children(self, rels) -> None:

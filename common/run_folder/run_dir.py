@@ -1,11 +1,11 @@
-"""The run directory: everything a run writes, its results.json, metrics.jsonl and curves.png."""
+"""A training run's folder (:class:`RunDir`): fresh, finished, unfinished, overwrite, resume; its
+results.json, metrics.jsonl and curves.png; inputs kept apart from it."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,14 +13,17 @@ from typing import Any
 
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.run_folder import lock as run_lock
-from annealing_kd.common.run_folder.checkpoint import Stage, atomic_write, is_temporary
+from annealing_kd.common.run_folder.checkpoint import (
+    FileTransaction,
+    atomic_write,
+    remove_temporaries,
+)
 from annealing_kd.common.run_folder.fingerprint import check_same_inputs
 from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest, NotOurs
 
 RESUME, OVERWRITE = setting("resume"), setting("overwrite_output_dir")  # as each CLI spells them
-RESULTS = "results.json"
-METRICS = "metrics.jsonl"
-CURVES = "curves.png"
+RESULTS, METRICS, CURVES = "results.json", "metrics.jsonl", "curves.png"
+CACHES = ("cache_dir", "logits_cache_dir")  # folders a run writes: compared even when missing
 
 
 def environment_info() -> dict[str, Any]:
@@ -35,34 +38,38 @@ def environment_info() -> dict[str, Any]:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"versions": versions, "device": device, "git_commit": commit,
+    return {"versions": versions, "device": device, "git_commit": commit or None,
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-class RunDir:
-    """An output directory that is never silently overwritten, written by one run at a time.
+def remove_old(found: Manifest, what: str, flag: str, where: str) -> None:
+    """Remove the earlier output that ``found`` records (``what``: named when that fails)."""
+    try:
+        found.remove()
+    except NotOurs as exc:
+        raise UsageError(f"{flag}: {exc.path} {exc.why}; move it away or choose another "
+                         f"{where}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot replace {what} ({exc.strerror}); remove it by hand or choose "
+                         f"another {where}") from None
 
-    The main process locks the folder for the whole run (:mod:`annealing_kd.common.run_folder.lock`). Its manifest
-    (:mod:`annealing_kd.common.run_folder.manifest`) records every file the run writes; a folder is a run of ours only
-    when its manifest says so. A finished run (results.json with a ``final`` entry) is kept unless
-    ``overwrite``; an unfinished one needs ``resume`` (continue) or ``overwrite`` (start again).
-    Overwrite removes exactly the manifest's files (any other file refuses it), never the working
-    directory or its parents, and only when :meth:`start` is called, after the caller has checked
-    and loaded every input. No input (flag -> path) may lie inside the folder, nor the folder
-    inside an input.
-    """
+
+class RunDir:
+    """A run's output directory, locked by the main process, every file in its manifest. A
+    finished run is kept unless ``overwrite``; an unfinished one needs ``resume`` or
+    ``overwrite``, which removes exactly the manifest's files (never the working directory or a
+    parent), at :meth:`start`. ``inputs`` (flag -> path) and the folder lie apart."""
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
-                 is_main: bool = True, check: bool = True,
-                 inputs: dict[str, str | None] | None = None, program: str = "annealing-kd") -> None:
+                 is_main: bool = True, check: bool = True, program: str = "annealing-kd",
+                 inputs: dict[str, str | None] | None = None) -> None:
         self.path = Path(path)
         self.is_main, self.program = is_main, program
         self.started = False
@@ -74,6 +81,7 @@ class RunDir:
             if resume and overwrite:
                 raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
             check_apart(self.path, inputs or {})
+        locked = False
         if is_main:
             self._make()
             locked = not run_lock.holds(self.path)
@@ -82,7 +90,7 @@ class RunDir:
             if check:
                 self._check(overwrite, resume)
         except BaseException:
-            if is_main and locked:
+            if locked:
                 run_lock.release(self.path, refused=True)
             raise
 
@@ -110,27 +118,25 @@ class RunDir:
                              "directory")
         if overwrite:
             self._check_removable(found)
-            return
-        if found.config is None:
+        elif found.config is None:
             raise UsageError(f"{self.path} holds files of annealing-kd but no training run (e.g. "
                              f"{entries[0].name!r}); pass {OVERWRITE} to replace them or "
                              "choose another output directory")
-        if self.finished():
+        elif self.finished():
             raise UsageError(f"{self.path} holds a finished run; pass {OVERWRITE} to "
                              "replace it or choose another output directory")
-        if not resume:
+        elif not resume:
             raise UsageError(f"{self.path} holds an unfinished run; pass {RESUME} to continue it, "
                              f"{OVERWRITE} to start again, or choose another directory")
-        if self.is_main:
+        elif self.is_main:
             self.manifest = found
             remove_temporaries(self.path)  # left by a stop in the middle of a write
 
     def _check_removable(self, found: Manifest) -> None:
-        here = self.path.resolve()
-        cwd = Path.cwd().resolve()
-        if here in (Path(here.anchor), Path.home().resolve()) or here == cwd or here in cwd.parents:
-            raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or "
-                             "working directory, or a parent of it); choose another output directory")
+        here, cwd = self.path.resolve(), Path.cwd().resolve()
+        if here in (Path(here.anchor), Path.home().resolve(), cwd, *cwd.parents):
+            raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or working "
+                             "directory, or a parent of it); choose another output directory")
         try:
             found.check_removable()
         except NotOurs as exc:
@@ -139,21 +145,14 @@ class RunDir:
         self._old = found
 
     def start(self, config: dict[str, Any] | None = None) -> None:
-        """Called before a run writes anything: removes the run being overwritten (once every
-        input was checked) and writes the new run's manifest."""
+        """Before the first write (every input checked): remove the run being overwritten and
+        write the new run's manifest."""
         if self.started or not self.is_main:
             self.started = True
             return
         self.started = True
         if self._old is not None:
-            try:
-                self._old.remove()
-            except NotOurs as exc:
-                raise UsageError(f"{OVERWRITE}: {exc.path} {exc.why}; move it away or "
-                                 "choose another output directory") from None
-            except OSError as exc:
-                raise UsageError(f"cannot replace the run in {self.path} ({exc.strerror}); "
-                                 "remove it by hand or choose another output directory") from None
+            remove_old(self._old, f"the run in {self.path}", OVERWRITE, "output directory")
             self._old = None
         if self.manifest is None:
             self.manifest = Manifest.create(self.path, self.program, config or {})
@@ -161,14 +160,10 @@ class RunDir:
     def check_same(self, now: dict[str, Any], keys: list[str]) -> None:
         """--resume continues the same experiment: the settings ``keys`` and the fingerprints of
         the inputs (``now["inputs"]``) must match the run's."""
-        saved = self.saved_config()
+        found = self.manifest or Manifest.read(self.path)
+        saved = self.read_results().get("config") or (found and found.config) or {}
         check_same_run(saved, now, keys)
         check_same_inputs(saved.get("inputs"), now.get("inputs") or {})
-
-    def saved_config(self) -> dict[str, Any]:
-        """The settings the run in this folder was started with."""
-        found = self.manifest or Manifest.read(self.path)
-        return self.read_results().get("config") or (found.config if found else None) or {}
 
     def finished(self) -> bool:
         return bool(self.read_results().get("final"))
@@ -179,10 +174,10 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def stage(self) -> Stage:
-        """A :class:`annealing_kd.common.run_folder.checkpoint.Stage` whose files this run's manifest records."""
+    def transaction(self) -> FileTransaction:
+        """A :class:`FileTransaction` whose files this run's manifest records."""
         self.start()
-        return Stage(self.manifest)
+        return FileTransaction(self.manifest)
 
     def write(self, name: str | Path, write) -> None:
         """Write a file of this run (``write(tmp_path)``), recorded in its manifest."""
@@ -204,17 +199,17 @@ class RunDir:
     def write_results(self, config: dict[str, Any], env: dict[str, Any],
                       records: list[dict[str, Any]], final: dict[str, Any] | None = None,
                       **extra: Any) -> None:
-        """metrics.jsonl (one line per epoch record), then results.json: config, environment,
-        every epoch record, extras, and the final entry."""
+        """metrics.jsonl (a line per epoch record), then results.json (config, environment,
+        records, extras, final entry)."""
         self.start()
         if not self.is_main:
             return
-        text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in records)
-        stage = Stage(self.manifest)
-        stage.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
-        stage.write(self.path / RESULTS, _json_writer({"config": config, **env, "epochs": records,
-                                                       **extra, "final": final}))
-        stage.commit()
+        text = "".join(json.dumps(r, default=jsonable) + "\n" for r in records)
+        transaction = FileTransaction(self.manifest)
+        transaction.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
+        transaction.write(self.path / RESULTS, _json_writer(
+            {"config": config, **env, "epochs": records, **extra, "final": final}))
+        transaction.commit()
 
     def plot_curves(self, records: list[dict[str, Any]], metric: str, title: str = "") -> None:
         """curves.png: Phi and the eval metric per epoch, phase boundaries marked."""
@@ -237,10 +232,9 @@ class RunDir:
                  color="tab:orange", label="Phi(T)")
         ax2.set_ylabel("Phi(T)")
         ax2.set_ylim(0, 1.05)
-        for i in range(1, len(records)):
-            if records[i]["phase"] != records[i - 1]["phase"]:
-                ax.axvline(i + 0.5, color="grey", ls="--", lw=1)
         for i, r in enumerate(records):
+            if i > 0 and r["phase"] != records[i - 1]["phase"]:
+                ax.axvline(i + 0.5, color="grey", ls="--", lw=1)
             if i == 0 or r["phase"] != records[i - 1]["phase"]:
                 ax.annotate(r["phase"], (i + 1, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(2, -12), textcoords="offset points", fontsize=8)
@@ -257,36 +251,28 @@ class RunDir:
 def check_same_run(saved: dict[str, Any], now: dict[str, Any], keys: list[str]) -> None:
     """--resume must continue the same experiment: refuse any of ``keys`` that changed."""
     for key in keys:
-        value = json.loads(json.dumps(now.get(key), default=_jsonable))  # as results.json has it
+        value = json.loads(json.dumps(now.get(key), default=jsonable))  # as results.json has it
         if key in saved and saved[key] != value:
             raise UsageError(f"{RESUME}: {setting(key)} was {saved[key]!r} in this run, now "
                              f"{value!r}; resume with the original settings or start a new "
                              "output directory")
 
 
-CACHES = ("cache_dir", "logits_cache_dir")  # folders a run writes: compared even when missing
-
-
-def _named(key: str) -> str:
-    """A setting's name (the CLI writes its flag), or a description as it is."""
-    return setting(key) if key.isidentifier() else key
-
-
 def check_apart(out: Path, inputs: dict[str, str | None]) -> None:
-    """No input lies inside the output folder (a run never reads what it writes, and an overwrite
-    would delete it), and the output folder lies inside no input (its files would become data).
-    Inputs that do not exist (hub ids) are left out, but for the caches."""
+    """No input lies inside the output folder, nor the folder inside an input; inputs that do
+    not exist (hub ids) are left out, but for the caches."""
     here = out.resolve()
     for key, value in inputs.items():
         if not value or not (Path(value).exists() or key in CACHES):
             continue
         where = Path(value).resolve()
+        named = setting(key) if key.isidentifier() else key  # a flag, or a description
         if where == here or here in where.parents:
-            raise UsageError(f"{_named(key)} {value} is inside the output directory {out}: a run never "
+            raise UsageError(f"{named} {value} is inside the output directory {out}: a run never "
                              "reads from the folder it writes (an overwrite would delete it); "
                              "choose another output directory")
         if where in here.parents:
-            raise UsageError(f"the output directory {out} is inside {_named(key)} {value}: its files "
+            raise UsageError(f"the output directory {out} is inside {named} {value}: its files "
                              "would mix with that input; choose an output directory outside it")
 
 
@@ -297,27 +283,16 @@ def content(folder: Path) -> list[Path]:
     return sorted(e for e in folder.iterdir() if e.name not in OWN_FILES)
 
 
-def remove_temporaries(folder: Path) -> None:
-    """Remove our temporaries (``.<name>.<random>.akd.tmp``) anywhere in ``folder``."""
-    for sub, dirs, files in os.walk(folder):
-        for name in [*files, *dirs]:
-            if is_temporary(name):
-                p = Path(sub) / name
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        dirs[:] = [d for d in dirs if not is_temporary(d)]
+def jsonable(obj: Any) -> Any:
+    """``json.dumps``' ``default``: paths and tensors or numpy numbers as JSON values."""
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj.item() if hasattr(obj, "item") else str(obj)
 
 
 def _json_writer(data: dict[str, Any]):
-    text = json.dumps(data, indent=2, default=_jsonable) + "\n"
+    text = json.dumps(data, indent=2, default=jsonable) + "\n"
     return lambda tmp: Path(tmp).write_text(text)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:

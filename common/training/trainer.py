@@ -20,13 +20,13 @@ from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.integrations.tracking import Tracker
 from annealing_kd.common.methods.annealing import AnnealingSchedule, check_schedule
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.run_folder.checkpoint import (
+from annealing_kd.common.run_folder import (
+    RunDir,
     WriteFailed,
     commit_epoch,
     load_committed,
     load_weights,
 )
-from annealing_kd.common.run_folder.run_dir import RunDir
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.progress import progress_bar
 from annealing_kd.common.training.seeding import seed_everything
@@ -65,7 +65,7 @@ class _Progress:
 
 
 @dataclass
-class Batches:
+class BatchReader:
     """How the loop reads a batch: student logits, labels and (for anneal/kd) frozen targets."""
 
     student_logits: Callable[[nn.Module, Batch], torch.Tensor]
@@ -146,7 +146,7 @@ class Trainer:
         self.tracker = Tracker(accelerator, run, trackers or [])  # --report_to
 
     # ---- one phase -------------------------------------------------------------------------
-    def fit(self, model: nn.Module, phase: Phase, loader, batches: Batches,
+    def fit(self, model: nn.Module, phase: Phase, loader, batches: BatchReader,
             evaluate: Callable[[nn.Module], Metrics] | None = None) -> dict[str, Any]:
         """Train ``model`` (already ``accelerator.prepare`` d) through ``phase``, evaluating it
         each epoch by ``evaluate`` (default: the trainer's); return its best epoch record. The
@@ -206,7 +206,7 @@ class Trainer:
                   f"{self.metric}={state.best['metric']:.4f}")
         return True
 
-    def _train_epoch(self, model: nn.Module, phase: Phase, loader, batches: Batches,
+    def _train_epoch(self, model: nn.Module, phase: Phase, loader, batches: BatchReader,
                      state: _Progress, epoch: int) -> tuple[int | None, float | None, float]:
         """One epoch of optimizer steps: (temperature, Phi at its end, mean training loss)."""
         acc = self.acc
@@ -303,7 +303,7 @@ class Trainer:
             return AnnealingSchedule.per_step(total, phase.max_temperature)(step)
         return AnnealingSchedule.per_epoch(phase.epochs, phase.max_temperature)(epoch)
 
-    def _loss(self, model, phase: Phase, batch, batches: Batches, phi: float | None) -> torch.Tensor:
+    def _loss(self, model, phase: Phase, batch, batches: BatchReader, phi: float | None) -> torch.Tensor:
         objective = get_objective(phase.objective)
         logits = batches.student_logits(model, batch).float()
         targets = batches.teacher_logits(batch) if objective.needs_teacher else None
