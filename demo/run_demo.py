@@ -37,7 +37,7 @@ from annealing_kd.common.errors import UsageError  # noqa: E402
 from annealing_kd.common.run_folder import OutputFolder, read_results  # noqa: E402
 from demo import prepare_data as prep  # noqa: E402
 
-RECIPE_ROW = "Annealing-KD, no phase-1 decay"
+RECIPE_ROW = "Annealing-KD (no phase-1 decay)"
 RECIPE_LINE = (f"{RECIPE_ROW}: --recipe no-phase1-decay, Annealing-KD with phase 1 at a constant "
                "learning rate (the paper decays it); it beat the paper's schedule on Fashion-MNIST "
                "(docs/results/fmnist-ablation/fmnist-ablation.md, docs/results/)")

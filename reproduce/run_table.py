@@ -49,7 +49,7 @@ TABLES = ["cifar10", "cifar100", "glue-roberta", "glue-bert", "fmnist-gap", "fmn
           "fmnist-budget", "movie-reviews"]
 MAX_EPOCHS = 100_000
 # the recommended short-budget recipe (--recipe no-phase1-decay), a row beside the paper's
-RECIPE_ROW = "Annealing-KD, no phase-1 decay"
+RECIPE_ROW = "Annealing-KD (no phase-1 decay)"
 RECIPE = ["--recipe", "no-phase1-decay"]
 ROW_KEYS = {"teacher": "teacher", "assistant": "assistant", "student alone": "scratch",
             "fine-tune": "finetune", "KD": "kd", "TAKD": "takd", "Annealing-KD": "annealing"}

@@ -516,3 +516,9 @@ def test_the_recipe_row_beside_the_papers_in_every_table_that_has_annealing_kd(c
         assert all(sorted(recipe[s]) == sorted([*paper[s], *rt.RECIPE]) for s in recipe)
     cmds = _commands(capsys, "--table", "cifar100", "--seeds", "1", "--out", str(tmp_path / "c"))
     assert sum("--recipe" in c for c in cmds) == 1
+
+
+def test_the_recipe_row_can_be_run_alone(capsys, tmp_path):
+    cmds = _commands(capsys, "--table", "fmnist-gap", "--teacher", "resnet20", "--seeds", "2",
+                     "--rows", rt.RECIPE_ROW, "--out", str(tmp_path))
+    assert sum("--recipe" in c for c in cmds) == 2 and len(cmds) == 3  # its teacher, 2 seeds
