@@ -10,6 +10,7 @@ Metrics: accuracy and F1 (two classes) or macro-F1, Pearson / Spearman.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -69,7 +70,11 @@ def _to_layout(batch: dict[str, list], indices: list[int], *, a: str, b: str | N
                label: str | None, labels: LabelMap) -> dict[str, list]:
     """A batch of a split in the common layout of ``data``."""
     def texts(col):
-        return ["" if t is None else str(t) for t in batch[col]]
+        for i, t in zip(indices, batch[col]):
+            if not isinstance(t, str):
+                raise UsageError(f"row {i + 1} of the data has {json.dumps(t)[:40]} in the text "
+                                 f"column {col!r}, not text; fix or drop that row")
+        return batch[col]
 
     out = {"text_a": texts(a), **({"text_b": texts(b)} if b else {})}
     if label is None:

@@ -245,7 +245,13 @@ def _tokenize(batch: dict[str, list], indices: list[int], *, tok,
 
 def encode(tok, ds: datasets.Dataset, max_length: int,
            desc: str = "tokenizing") -> datasets.Dataset:
-    """Token ids (no padding), the example's position ``index`` and its ``labels``."""
+    """Token ids (no padding), the example's position ``index`` and its ``labels``; refuses a
+    ``max_length`` that leaves no room for text beside the tokenizer's special tokens."""
+    specials = tok.num_special_tokens_to_add(pair="text_b" in ds.column_names)
+    if max_length <= specials:
+        raise UsageError(f"--max_seq_length {max_length} leaves no room for text: the tokenizer "
+                         f"adds {specials} special tokens to each input; pass --max_seq_length "
+                         f"{specials + 1} or more")
     fingerprint = Hasher.hash([CACHE_VERSION, ds._fingerprint, tokenizer_identity(tok), max_length])
     return ds.map(partial(_tokenize, tok=tok, max_length=max_length), batched=True,
                   with_indices=True, remove_columns=ds.column_names, new_fingerprint=fingerprint,

@@ -200,8 +200,12 @@ class Plan:
 
 # ---- planning ------------------------------------------------------------------------------------
 def scaled(epochs: int, scale: float) -> int:
-    """``epochs * scale`` rounded half up, at least 1."""
-    return max(1, int(epochs * scale + 0.5))
+    """``epochs * scale`` rounded half up, at least 1 and at most :data:`MAX_EPOCHS`."""
+    value = epochs * scale + 0.5
+    if not value < MAX_EPOCHS + 1:
+        raise UsageError(f"--scale {scale:g} makes {epochs} epochs {value - 0.5:.4g}, more than "
+                         f"{MAX_EPOCHS}; pass a smaller --scale")
+    return max(1, int(value))
 
 
 def parse_epochs(text: str | None) -> dict[str, int]:

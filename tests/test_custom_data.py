@@ -319,3 +319,33 @@ def test_ddp_two_processes(models, tmp_path):
     single, two = cached(tmp_path / "logits"), cached(ddp / "logits")
     assert single.keys() == two.keys() and len(two) == 2
     assert all(torch.allclose(single[k], two[k], atol=1e-6) for k in two)
+
+
+@pytest.mark.parametrize("bad", [["a", "list"], 7, None])
+def test_a_text_value_that_is_not_text_is_refused_naming_its_row(models, tmp_path, bad, capsys):
+    train = rows(24, 0)
+    train[4]["text"] = bad  # a list, a number, null: once trained on as "['a', 'list']", "7", ""
+    tr = write(tmp_path / "train.jsonl", train)
+    dv = write(tmp_path / "dev.jsonl", rows(12, 1))
+    assert main(argv(models, tmp_path, tr, dv, "--method", "finetune", "--num_train_epochs", "1",
+                     teacher=None)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "row 5 of the data" in err and "text column 'text'" in err
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_max_seq_length_below_the_special_tokens_is_refused(models, tmp_path, capsys):
+    """Once --max_seq_length 1 did not truncate at all (a long row then failed in the model),
+    while results.json recorded 1."""
+    train = rows(24, 0)
+    train[0]["text"] = " ".join(["word"] * 200)
+    tr = write(tmp_path / "train.csv", train)
+    dv = write(tmp_path / "dev.csv", rows(12, 1))
+    assert main(argv(models, tmp_path, tr, dv, "--method", "finetune", "--num_train_epochs", "1",
+                     "--max_seq_length", "2", teacher=None)) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --max_seq_length 2 leaves no room for text: the tokenizer adds 2 special "
+                   "tokens to each input; pass --max_seq_length 3 or more\n")
+    assert main(argv(models, tmp_path, tr, dv, "--method", "finetune", "--num_train_epochs", "1",
+                     "--max_seq_length", "3", teacher=None)) == 0

@@ -522,3 +522,11 @@ def test_the_recipe_row_can_be_run_alone(capsys, tmp_path):
     cmds = _commands(capsys, "--table", "fmnist-gap", "--teacher", "resnet20", "--seeds", "2",
                      "--rows", rt.RECIPE_ROW, "--out", str(tmp_path))
     assert sum("--recipe" in c for c in cmds) == 2 and len(cmds) == 3  # its teacher, 2 seeds
+
+
+@pytest.mark.parametrize("scale", ["1e308", "1e4"])
+def test_a_scale_past_the_epoch_limit_is_one_line(scale, capsys, tmp_path):
+    assert rt.main(["--table", "cifar10", "--scale", scale, "--dry-run", "--out",
+                    str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --scale {float(scale):g} makes 200 epochs") and err.count("\n") == 1
