@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from glue_fixtures import tiny_bert, write_glue
+from test_settings import glue_env, text_argv  # noqa: F401  (a fixture)
 
 from annealing_kd.computer_vision_tasks.annealing_kd_train import main as image_main
 from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main as text_main
@@ -55,31 +55,14 @@ def test_recipe_refuses_a_method_without_phase_one_and_a_contradiction(tmp_path,
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-@pytest.fixture(scope="module")
-def text_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipe")
-    write_glue(root / "glue", "SST-2", 16, 8, 4)
-    return {"root": root, "teacher": tiny_bert(root / "teacher", num_labels=2, seed=2),
-            "student": tiny_bert(root / "student", num_labels=None, seed=10)}
-
-
-def text_argv(env, out: Path, *extra: str) -> list[str]:
-    return ["--task_name", "sst-2", "--data_dir", str(env["root"] / "glue" / "SST-2"),
-            "--output_dir", str(out), "--logits_cache_dir", str(out.parent / "cache"),
-            "--teacher_model_name_or_path", env["teacher"],
-            "--student_model_name_or_path", env["student"], "--per_gpu_train_batch_size", "8",
-            "--learning_rate", "1e-3", "--no_cuda", "--num_train_epochs_phase_1", "2",
-            "--num_train_epochs_phase_2", "1", "--max_temperature", "2", "--do_train", *extra]
-
-
-def test_text_phase_one_schedule_by_flag_and_by_recipe(text_env, tmp_path):
+def test_text_phase_one_schedule_by_flag_and_by_recipe(glue_env, tmp_path):  # noqa: F811
     runs = {}
     for name, extra in (("paper", []), ("recipe", ["--recipe", "no-phase1-decay"]),
                         ("flag", ["--phase1_lr_scheduler_type", "constant_with_warmup"])):
         out = tmp_path / name
-        assert text_main(text_argv(text_env, out, *extra)) == 0
+        assert text_main(text_argv(glue_env, out, "--num_train_epochs_phase_2", "1", *extra)) == 0
         runs[name] = lrs(out)
-    # 16 sentences, batch 8: 2 steps an epoch; linear decay over phase 1's 4 steps
+    # 24 sentences, batch 8: 3 steps an epoch; linear decay over phase 1's 6 steps
     assert runs["paper"]["phase1"] == pytest.approx([5e-4, 0.0])
     assert runs["recipe"]["phase1"] == runs["flag"]["phase1"] == pytest.approx([1e-3, 1e-3])
     assert runs["recipe"]["phase2"] == runs["flag"]["phase2"] == runs["paper"]["phase2"]
