@@ -52,7 +52,14 @@ BAD = [("missing.json", None, "config file {f} does not exist"),
        ("unknown.json", '{"sead": 1}', "unknown setting 'sead'"),
        ("switch.json", '{"deterministic": "yes"}', "deterministic is a switch; give true or false"),
        ("value.json", '{"seed": "x"}', "argument --seed: invalid int value: 'x'"),
-       ("latin1.yaml", b"seed: \xe9\n", "cannot read config file {f}")]
+       ("latin1.yaml", b"seed: \xe9\n", "cannot read config file {f}"),
+       # bounded parsing: a deep alias list once ran out of memory after 52 s
+       ("laughs.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+           f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+        + "seed: *i\n", "uses a YAML alias (*a, line 2)"),
+       ("deep.yaml", "seed: " + "[" * 40 + "]" * 40 + "\n", "is nested more than 16 levels deep"),
+       ("deep.json", "[" * 100_000 + "]" * 100_000, "is nested more than 16 levels deep"),
+       ("big.yaml", "#" * (1 << 20) + "\nseed: 1\n", "bytes, more than a file of flags needs")]
 
 
 @pytest.mark.parametrize("cli", ["image", "text"])

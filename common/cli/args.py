@@ -11,6 +11,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from annealing_kd.common.errors import UsageError, setting
 
@@ -120,12 +121,20 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see --help")
 
 
+MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH = 1 << 20, 16  # a file of flags needs neither more
+
+
 def read_config(path: str) -> dict:
-    """The settings of a JSON or YAML file (a mapping), or a one-line :class:`UsageError`."""
+    """The settings of a JSON or YAML file (a mapping), or a one-line :class:`UsageError`;
+    parsing is bounded: at most :data:`MAX_CONFIG_BYTES`, nested at most
+    :data:`MAX_CONFIG_DEPTH` deep, no YAML aliases (whose expansion is unbounded)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file {path} does not exist; pass a .json or .yaml file of "
                          "flags, or the flags themselves")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is {p.stat().st_size:,} bytes, more than a file of "
+                         f"flags needs (at most {MAX_CONFIG_BYTES:,}); pass a smaller file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -137,20 +146,55 @@ def read_config(path: str) -> dict:
         except json.JSONDecodeError as exc:
             raise UsageError(f"config file {path} is not valid JSON (line {exc.lineno}: "
                              f"{exc.msg}); fix it") from None
+        except RecursionError:
+            raise _too_deep(path) from None
     else:
         import yaml
 
         try:
+            _check_yaml_events(path, yaml.parse(text, Loader=yaml.SafeLoader))
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}: " if mark is not None else ""
             raise UsageError(f"config file {path} is not valid YAML ({where}"
                              f"{getattr(exc, 'problem', None) or 'parse error'}); fix it") from None
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise _too_deep(path)
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of flag names to values (e.g. "
                          f'{{"learning_rate": 0.1}}), not {type(data).__name__}')
     return data
+
+
+def _check_yaml_events(path: str, events) -> None:
+    """Refuse YAML aliases and deep nesting while reading the events, before anything expands."""
+    import yaml
+
+    depth = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            raise UsageError(f"config file {path} uses a YAML alias (*{event.anchor}, line "
+                             f"{event.start_mark.line + 1}); write the value out instead")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise _too_deep(path)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _too_deep(path: str) -> UsageError:
+    return UsageError(f"config file {path} is nested more than {MAX_CONFIG_DEPTH} levels deep; a "
+                      "file of flags maps names to values")
+
+
+def _depth(value: Any, limit: int = MAX_CONFIG_DEPTH + 1) -> int:
+    """How deep lists and mappings nest in ``value`` (counting stops past ``limit``)."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
 
 
 def twins(*names: str) -> list[str]:
