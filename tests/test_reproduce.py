@@ -177,12 +177,12 @@ def test_tiny_cifar_table_end_to_end(tmp_path: Path, capsys) -> None:
             "--assistant", "resnet8", "--out", str(tmp_path), "--extra", TINY]
     assert rt.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count(": done in") == 6
+    assert out.count(": done in") == 7  # six paper rows and the recipe row
     md = (tmp_path / "cifar10.md").read_text()
     for row in ("teacher", "assistant", "student alone", "KD", "TAKD", "Annealing-KD"):
         line = [x for x in md.splitlines() if x.startswith(f"| {row} |")][0]
         assert line.split("|")[2].strip() not in ("", "–")
-    assert "Runs: 6 of 6 finished" in md
+    assert "Runs: 7 of 7 finished" in md
     ann = json.loads((tmp_path / "cifar10" / "annealing-s0" / "results.json").read_text())
     assert ann["config"]["teacher_checkpoint"].endswith("teacher/student/best.safetensors")
     assert ann["config"]["anneal_per_step"] is True and ann["final"]["metrics"]["test_accuracy"] >= 0
@@ -202,7 +202,7 @@ def test_tiny_cifar_table_end_to_end(tmp_path: Path, capsys) -> None:
     kd.write_text(json.dumps(data))
     assert rt.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("finished earlier, skipped") == 5 and out.count(": done in") == 1
+    assert out.count("finished earlier, skipped") == 6 and out.count(": done in") == 1
     log = (tmp_path / "logs" / "cifar10__kd-s0.log").read_text()
     calls = [line for line in log.splitlines() if line.startswith("$ ")]
     assert len(calls) == 2 and "--resume" not in calls[0] and calls[1].endswith("--resume")
@@ -224,7 +224,7 @@ def test_parallel_jobs_respect_dependencies(tmp_path: Path, capsys) -> None:
             "--assistant", "resnet8", "--out", str(tmp_path), "--extra", TINY, "--jobs", "3"]
     assert rt.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sum(": done in" in x for x in lines) == 6
+    assert sum(": done in" in x for x in lines) == 7
     first = {}
     for n, line in enumerate(lines):
         for event in ("running", "done"):
@@ -287,8 +287,8 @@ def test_deadline_stops_runs_and_reports_what_finished(tmp_path: Path, capsys) -
     argv = ["--table", "cifar10", "--seeds", "1", "--scale", "0.01", "--teacher", "resnet8",
             "--out", str(tmp_path), "--extra", TINY, "--jobs", "2", "--deadline-s", "0.5"]
     assert rt.main(argv) == 0
-    assert "deadline of 0.5s reached: 6 runs unfinished" in capsys.readouterr().out
-    assert "Runs: 0 of 6 finished" in (tmp_path / "cifar10.md").read_text()
+    assert "deadline of 0.5s reached: 7 runs unfinished" in capsys.readouterr().out
+    assert "Runs: 0 of 7 finished" in (tmp_path / "cifar10.md").read_text()
 
 
 def test_failed_run_stops_with_one_line_error(tmp_path: Path, capsys) -> None:
@@ -297,8 +297,8 @@ def test_failed_run_stops_with_one_line_error(tmp_path: Path, capsys) -> None:
     assert rt.main(argv) == 2
     err = capsys.readouterr().err
     assert "unknown dataset 'nosuch'" in err  # the CLI's message, from the log tail
-    assert err.strip().splitlines()[-1].startswith("error: [1/6] teacher")
-    assert "Runs: 0 of 6 finished" in (tmp_path / "cifar10.md").read_text()  # partial report
+    assert err.strip().splitlines()[-1].startswith("error: [1/7] teacher")
+    assert "Runs: 0 of 7 finished" in (tmp_path / "cifar10.md").read_text()  # partial report
 
 
 @pytest.mark.parametrize(("table", "cli", "kd_methods"), [

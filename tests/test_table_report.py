@@ -50,7 +50,7 @@ def _dry_run(capsys, *argv: str) -> tuple[list[str], list[list[str]]]:
 # ---- the protocol --------------------------------------------------------------------------------
 def test_cifar_tables_train_on_all_50000_images_and_say_so(capsys, tmp_path: Path) -> None:
     header, cmds = _dry_run(capsys, "--table", "cifar10", "--seeds", "2", "--out", str(tmp_path))
-    assert len(cmds) == 1 + 5 * 2
+    assert len(cmds) == 1 + 6 * 2  # the teacher; five paper rows and the recipe row per seed
     for cmd in cmds:  # every row, the teacher included: nothing held out
         assert cmd[cmd.index("--val-size") + 1] == "0"
     text = "\n".join(header)
