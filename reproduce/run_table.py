@@ -169,6 +169,7 @@ class Run:
     out: Path
     args: list[str]
     report: bool = True  # False for helper runs that fill no cell of the table
+    extra: list[str] = field(default_factory=list)  # --extra (--teacher-extra): in its command
 
     def command(self, python: str, extra: Sequence[str] = ()) -> list[str]:
         flag = "--output-dir" if self.cli == "cifar" else "--output_dir"
@@ -178,7 +179,36 @@ class Run:
         return read_results(self.out)
 
     def finished(self) -> bool:
-        return bool(self.results().get("final"))
+        """A finished run of this row's own command (see :meth:`differs`)."""
+        return bool(self.results().get("final")) and self.differs() is None
+
+    def differs(self) -> str | None:
+        """What makes a run recorded here another command's: the first setting that ``--resume``
+        compares whose recorded value is not this row's (None: the same, or none recorded)."""
+        recorded = self.results().get("config") or {}
+        if not recorded:
+            return None
+        from annealing_kd.common.cli import settings
+        from annealing_kd.computer_vision_tasks import cli as image_cli
+        from annealing_kd.NLP_glue_tasks import cli as text_cli
+
+        cli = image_cli if self.cli == "cifar" else text_cli
+        flag = "--output-dir" if self.cli == "cifar" else "--output_dir"
+        try:
+            row = cli.build_parser().parse_args([*self.args, *self.extra, flag, str(self.out)])
+            settings.resolve(row, cli.CLI)
+        except (UsageError, SystemExit):
+            return None  # the row's own command is refused: its run says so
+        for key in settings.resume_keys(cli.CLI):
+            mine = getattr(row, key, None)
+            if key in recorded and _plain(recorded[key]) != _plain(mine):
+                return f"its {key} is {recorded[key]!r}, this row's {mine!r}"
+        return None
+
+
+def _plain(value):
+    """A value as results.json holds it (tuples as lists)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 @dataclass
@@ -667,6 +697,11 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     failure nothing new starts; the runs in flight finish and the error is raised. At
     ``--deadline-s`` the runs in flight are stopped (``--resume`` continues them) and the report
     covers what finished."""
+    for run in plan.runs:  # a finished run of another command is never adopted nor replaced
+        if run.results().get("final") and (why := run.differs()):
+            raise UsageError(f"{run.out} holds a finished run of another command ({why}): an "
+                             "earlier --scale, --epochs or --extra, or not this table's; pass "
+                             "another --out, or move that folder away")
     folder = prepare(plan, args)
     env = alone = {**os.environ, "TQDM_MININTERVAL": "30"}
     if args.jobs > 1:  # share the cores between the runs in flight
@@ -1242,6 +1277,7 @@ def _main(argv: Sequence[str] | None) -> int:
     run_seeds = _seed_list(args.run_seeds)
     _check_sources(args)
     plan = make_plan(args)
+    plan = replace(plan, runs=[replace(r, extra=extra_for(r, args, extra)) for r in plan.runs])
     todo = select_runs(plan, run_seeds, _row_list(args.rows, plan))
     command = shlex.join(["python", "reproduce/run_table.py",
                           *(argv if argv is not None else sys.argv[1:])])

@@ -530,3 +530,28 @@ def test_a_scale_past_the_epoch_limit_is_one_line(scale, capsys, tmp_path):
                     str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --scale {float(scale):g} makes 200 epochs") and err.count("\n") == 1
+
+
+def test_a_finished_run_of_another_command_is_neither_adopted_nor_reported(tmp_path, capsys):
+    """A user's run in the table's kd-s0 folder (other epochs, seed, method) was once waited for
+    and reported as the KD row."""
+    argv = ["--table", "cifar10", "--seeds", "1", "--scale", "0.01", "--out", str(tmp_path)]
+    plan = rt.make_plan(rt.build_parser().parse_args(argv))
+    kd = next(r for r in plan.runs if r.row == "KD")
+    _finish(kd, 0.99)
+    data = json.loads((kd.out / "results.json").read_text())
+    data["config"] = {"method": "kd", "student_epochs": 7, "seed": 0}
+    (kd.out / "results.json").write_text(json.dumps(data))
+    assert rt.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {kd.out} holds a finished run of another command (its student_epochs "
+                   "is 7, this row's 4): an earlier --scale, --epochs or --extra, or not this "
+                   "table's; pass another --out, or move that folder away\n")
+    assert not (tmp_path / "logs").exists()  # refused before anything ran
+    assert rt.main([*argv, "--report-only"]) == 0
+    md = (tmp_path / "cifar10.md").read_text()
+    assert "| KD | – |" in md and "99.00" not in md
+    data["config"]["student_epochs"] = 4  # the row's own: adopted
+    (kd.out / "results.json").write_text(json.dumps(data))
+    assert rt.main([*argv, "--report-only"]) == 0
+    assert "| KD | 99.00 |" in (tmp_path / "cifar10.md").read_text()
