@@ -36,7 +36,13 @@ if __package__ in (None, ""):  # run as a script: python reproduce/run_table.py
 from annealing_kd.common.cli.args import Parser, integer, real  # noqa: E402
 from annealing_kd.common.cli.entry import run_cli  # noqa: E402
 from annealing_kd.common.errors import UsageError  # noqa: E402
-from annealing_kd.common.run_folder import Manifest, OutputFolder, content, read_results  # noqa: E402
+from annealing_kd.common.run_folder import (  # noqa: E402
+    Manifest,
+    OutputFolder,
+    content,
+    first_change,
+    read_results,
+)
 from annealing_kd.common.run_folder import lock as run_lock  # noqa: E402
 from reproduce import published  # noqa: E402
 from reproduce import table_report as tr  # noqa: E402
@@ -199,16 +205,8 @@ class Run:
             settings.resolve(row, cli.CLI)
         except (UsageError, SystemExit):
             return None  # the row's own command is refused: its run says so
-        for key in settings.resume_keys(cli.CLI):
-            mine = getattr(row, key, None)
-            if key in recorded and _plain(recorded[key]) != _plain(mine):
-                return f"its {key} is {recorded[key]!r}, this row's {mine!r}"
-        return None
-
-
-def _plain(value):
-    """A value as results.json holds it (tuples as lists)."""
-    return json.loads(json.dumps(value, default=str))
+        change = first_change(recorded, vars(row), settings.resume_keys(cli.CLI))
+        return change and f"its {change[0]} is {change[1]!r}, this row's {change[2]!r}"
 
 
 @dataclass

@@ -248,14 +248,23 @@ class RunDir:
         plt.close(fig)
 
 
+def first_change(saved: dict[str, Any], now: dict[str, Any],
+                 keys: list[str]) -> tuple[str, Any, Any] | None:
+    """The first of ``keys`` recorded in ``saved`` whose value in ``now`` (as results.json holds
+    it) differs: (key, saved value, now value), or None."""
+    for key in keys:
+        value = json.loads(json.dumps(now.get(key), default=jsonable))
+        if key in saved and saved[key] != value:
+            return key, saved[key], value
+    return None
+
+
 def check_same_run(saved: dict[str, Any], now: dict[str, Any], keys: list[str]) -> None:
     """--resume must continue the same experiment: refuse any of ``keys`` that changed."""
-    for key in keys:
-        value = json.loads(json.dumps(now.get(key), default=jsonable))  # as results.json has it
-        if key in saved and saved[key] != value:
-            raise UsageError(f"{RESUME}: {setting(key)} was {saved[key]!r} in this run, now "
-                             f"{value!r}; resume with the original settings or start a new "
-                             "output directory")
+    if change := first_change(saved, now, keys):
+        key, was, value = change
+        raise UsageError(f"{RESUME}: {setting(key)} was {was!r} in this run, now {value!r}; "
+                         "resume with the original settings or start a new output directory")
 
 
 def check_apart(out: Path, inputs: dict[str, str | None]) -> None:

@@ -63,7 +63,6 @@ def teacher_logits(teacher: nn.Module, batch: Any, *, forward: Forward | None = 
         return targets(batch)
 
 
-
 def all_teacher_logits(teacher: nn.Module, loader: Iterable[Any], *, forward: Forward | None = None,
                        autocast: torch.dtype | None = None) -> torch.Tensor:
     """The frozen ``teacher``'s logits on every batch of ``loader``, in order, concatenated on
