@@ -144,10 +144,6 @@ def resolve(args: argparse.Namespace, cli: str) -> None:
     phase 2 (Annealing-KD's budget), the assistant's the student's, and what ``--recipe`` sets
     (a setting given otherwise contradicts it)."""
     for name, value in RECIPES[args.recipe].get(cli, {}).items():
-        if args.method != "annealing":
-            raise UsageError(f"{setting('recipe')} {args.recipe} changes Annealing-KD's phase 1; "
-                             f"{setting('method')} {args.method} has none: drop it or use "
-                             f"{setting('method')} annealing")
         if getattr(args, name) not in (None, value):
             raise UsageError(f"{setting('recipe')} {args.recipe} sets {setting(name)}; drop one "
                              "of the two")

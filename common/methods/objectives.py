@@ -73,7 +73,12 @@ def get_objective(name: str) -> Objective:
 def check_steps(args: argparse.Namespace, steps: Iterable[Any]) -> None:
     """Refuse each step's epoch budget (>= 1; >= 0 for a step that may be skipped) and the
     annealing schedule of each annealing step (per epoch; per-step annealing is checked once the
-    data size is known)."""
+    data size is known); a ``--recipe`` other than the paper's needs a method with a phase 1."""
+    steps = list(steps)
+    if args.recipe != "paper" and not any(s.budget == "phase1" for s in steps):
+        raise UsageError(f"{setting('recipe')} {args.recipe} changes Annealing-KD's phase 1; "
+                         f"{setting('method')} {args.method} has none: drop it or use "
+                         f"{setting('method')} annealing")
     for step in steps:
         name = settings.budget_setting(step.budget)
         n = getattr(args, name)
