@@ -394,6 +394,15 @@ def ablation_rows(p1: int, p2: int, tau: int) -> list[tuple[str, list[str]]]:
 BUDGETS = (8, 16, 32, 64)
 
 
+def budget_list(text: str) -> tuple[int, ...]:
+    """``--budgets``: comma-separated whole numbers of epochs, each in [2, MAX_EPOCHS]."""
+    items = [b.strip() for b in text.split(",")]
+    if not all(b.isascii() and b.isdigit() and 2 <= int(b) <= MAX_EPOCHS for b in items):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of epoch "
+                                         f"budgets in [2, {MAX_EPOCHS}], e.g. 8,16,32")
+    return tuple(int(b) for b in items)
+
+
 def budget_split(total: int) -> tuple[int, int, int]:
     """(phase-1 epochs, phase-2 epochs, tau_max) of a total budget: the ablation's 20 + 10 of 30
     in proportion, tau_max 10 where phase 1 has at least 10 epochs, else one per epoch."""
@@ -405,7 +414,7 @@ def plan_budget(args: argparse.Namespace, out: Path) -> Plan:
     """fmnist-budget: student alone, KD, Annealing-KD (the paper's schedule) and Annealing-KD
     without phase 1's step decay, at each total budget of ``--budgets``, rows paired by seed."""
     ep = schedule(ABLATION_EPOCHS, 1.0, args.epochs)
-    budgets = [int(b) for b in (args.budgets or ",".join(map(str, BUDGETS))).split(",")]
+    budgets = list(args.budgets or BUDGETS)
     teacher, student = args.teacher or "resnet20", args.student or "resnet8"
     protocol = protocol_of("fmnist-budget", args)
     split, training = image_protocol("fashion-mnist", protocol, args)
@@ -1164,7 +1173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-seeds", default=None,
                    help="run only these seeds (comma-separated; the teacher always), e.g. to split "
                         "a table over two processes; the report covers every finished run")
-    p.add_argument("--budgets", default=None,
+    p.add_argument("--budgets", type=budget_list, default=None,
                    help="fmnist-budget: the total student epochs of each column, comma-separated "
                         "(default: 8,16,32,64)")
     p.add_argument("--rows", default=None,

@@ -555,3 +555,11 @@ def test_a_finished_run_of_another_command_is_neither_adopted_nor_reported(tmp_p
     (kd.out / "results.json").write_text(json.dumps(data))
     assert rt.main([*argv, "--report-only"]) == 0
     assert "| KD | 99.00 |" in (tmp_path / "cifar10.md").read_text()
+
+
+@pytest.mark.parametrize("budgets", ["8,x", "8,,16", "1", "0x10"])
+def test_a_bad_budget_list_is_one_line(budgets, capsys, tmp_path):
+    assert rt.main(["--table", "fmnist-budget", "--budgets", budgets, "--dry-run", "--out",
+                    str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --budgets:") and err.count("\n") == 1
