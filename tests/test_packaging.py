@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["NLP_glue_tasks/annealing_kd_glue.py", "computer_vision_tasks/annealing_kd_train.py"]
+SCRIPTS = ["NLP_glue_tasks/annealing_kd_glue.py", "computer_vision_tasks/annealing_kd_train.py",
+           "reproduce/run_table.py"]
 MODULES = ["annealing_kd.NLP_glue_tasks.annealing_kd_glue", "annealing_kd.computer_vision_tasks.annealing_kd_train"]
 
 
