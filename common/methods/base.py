@@ -1,8 +1,5 @@
-"""What a distillation method is: a few phases, each training one model with one objective.
-
-A method names models by role (``teacher``, ``assistant``, ``student``); each CLI knows how to
-build, feed, evaluate and save the model of a role, the method says what to do with them.
-"""
+"""A distillation method: a few phases, each training the model of one role (``teacher``,
+``assistant``, ``student``; each CLI builds, feeds, evaluates and saves them) with one objective."""
 
 from __future__ import annotations
 
@@ -17,11 +14,10 @@ ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 
 @dataclass(frozen=True)
 class PhasePlan:
-    """One phase: train the ``model`` role with ``objective`` (a name in
-    ``annealing_kd.common.methods.objectives.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
-    for the epoch budget ``epochs`` (default: the phase name; ``annealing_kd.common.cli.settings.BUDGETS``),
-    starting from the best weights of phase ``start`` (None: the model as it is). A
-    ``skippable`` step may get a budget of 0 epochs: it is then left out."""
+    """Train the ``model`` role with ``objective`` (``objectives.OBJECTIVES``) against the frozen
+    ``teacher`` role (None: no targets) for the epoch budget ``epochs`` (default: the phase name;
+    ``cli.settings.BUDGETS``), from the best weights of phase ``start`` (None: as it is). A
+    ``skippable`` step may get 0 epochs: it is then left out."""
 
     phase: str
     model: str
