@@ -38,7 +38,8 @@ def weights_sha256(path: str | None) -> str | None:
         return None
     p = Path(path)
     if p.is_dir():
-        p = next((p / n for n in ("model.safetensors", "pytorch_model.bin") if (p / n).is_file()), p)
+        found = [p / n for n in ("model.safetensors", "pytorch_model.bin") if (p / n).is_file()]
+        p = found[0] if found else p
     return file_sha256(p) if p.is_file() else None
 
 
@@ -89,9 +90,9 @@ def metadata(facts: dict[str, Any], cli: str) -> dict[str, Any]:
     hub = HUB_DATASETS.get(name) if cli == "image" else ("nyu-mll/glue" if glue else None)
     metrics = [{"type": _metric_type(k), "name": f"{k} (selected epoch)", "value": v}
                for k, v in facts["selected"]["metrics"].items()]
+    tags = ["knowledge-distillation", "annealing-kd", facts["method"] or "distillation", task]
     return {"library_name": "pytorch" if cli == "image" else "transformers",
-            "pipeline_tag": task,
-            "tags": ["knowledge-distillation", "annealing-kd", facts["method"] or "distillation", task],
+            "pipeline_tag": task, "tags": tags,
             "datasets": [hub or name],
             "metrics": sorted({m["type"] for m in metrics}),
             "model-index": [{"name": Path(str(facts["models"]["student"])).name or "student",
@@ -110,6 +111,7 @@ def render(results: dict[str, Any], cli: str, teacher_path: str | None = None) -
     facts = describe(results, cli, teacher_path)
     sel, data, t, last = facts["selected"], facts["data"], facts["teacher"], facts["last_epoch"]
     method, recipe = facts["method"], facts["recipe"]
+    note = "" if recipe in (None, "paper") else f"; recipe `{recipe}` (not the paper's schedule)"
     sizes = ", ".join(f"{k} {v}" for k, v in (data["sizes"] or {}).items() if v)
     where = f" from `{data['dataset_dir']}`" if data.get("dataset_dir") else ""
     teacher_metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in t["metrics"].items()) if t else ""
@@ -117,9 +119,7 @@ def render(results: dict[str, Any], cli: str, teacher_path: str | None = None) -
     paragraphs = [
         f"---\n{yaml.safe_dump(metadata(facts, cli), sort_keys=False).rstrip()}\n---",
         f"# {facts['models']['student']} distilled with {method}",
-        f"**Method.** {METHODS.get(method, method)}" + (
-            f"; recipe `{recipe}` (not the paper's schedule)" if recipe not in (None, "paper") else "")
-        + ".",
+        f"**Method.** {METHODS.get(method, method)}{note}.",
         t and (f"**Teacher.** `{facts['models']['teacher']}`, weights `{t['path']}`"
                + (f" (sha256 `{t['sha256']}`)" if t["sha256"] else "")
                + f"; {teacher_metrics or 'metric unknown'}."),
@@ -129,7 +129,8 @@ def render(results: dict[str, Any], cli: str, teacher_path: str | None = None) -
         "## Results",
         f"Selected: {sel['phase']} epoch {sel['epoch']}, by {sel['by']} on {sel['on']}.",
         "\n".join(["| metric | value |", "|---|---|", *rows]),
-        f"Last epoch ({last['phase']} epoch {last['epoch']}): {sel['by']} {_fmt(last[sel['by']])}.",
+        f"Last epoch ({last['phase']} epoch {last['epoch']}): {sel['by']} "
+        f"{_fmt(last[sel['by']])}.",
         "## How it was made",
         f"```bash\n{facts['command'] or '(command not recorded)'}\n```",
         facts["config_file"] and (f"Flags also from the config file `{facts['config_file']}` (its "

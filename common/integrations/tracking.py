@@ -48,12 +48,6 @@ def check_report_to(value: str) -> None:
     trackers(value)
 
 
-def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as flat scalars (what trackers accept): others as JSON text."""
-    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)[:500]
-            for k, v in config.items()}
-
-
 class Tracker:
     """What the trainer logs, through an accelerator made with ``log_with`` (no-op without)."""
 
@@ -65,7 +59,10 @@ class Tracker:
         """Once the run's folder is ours (``RunDir.start``): the trackers and the config."""
         if self.names and not self.started:
             self.started = True
-            self.acc.init_trackers(PROJECT, config=hyperparameters(config),
+            scalar = (int, float, str, bool)  # what trackers accept; others as JSON text
+            flat = {k: v if isinstance(v, scalar) else json.dumps(v, default=str)[:500]
+                    for k, v in config.items()}
+            self.acc.init_trackers(PROJECT, config=flat,
                                    init_kwargs={"wandb": {"dir": str(self.folder)}})
             self.record()
 
