@@ -92,8 +92,7 @@ def metadata(facts: dict[str, Any], cli: str) -> dict[str, Any]:
                for k, v in facts["selected"]["metrics"].items()]
     tags = ["knowledge-distillation", "annealing-kd", facts["method"] or "distillation", task]
     return {"library_name": "pytorch" if cli == "image" else "transformers",
-            "pipeline_tag": task, "tags": tags,
-            "datasets": [hub or name],
+            "pipeline_tag": task, "tags": tags, "datasets": [hub or name],
             "metrics": sorted({m["type"] for m in metrics}),
             "model-index": [{"name": Path(str(facts["models"]["student"])).name or "student",
                              "results": [{"task": {"type": task},
