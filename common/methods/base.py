@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from annealing_kd.common.cli.settings import Setting
-from annealing_kd.common.cli.settings import register as register_setting
+from annealing_kd.common.cli import settings
 from annealing_kd.common.errors import UsageError
 
 ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
@@ -72,7 +71,7 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-register_setting(Setting(  # placed by each CLI in its own groups (settings.declare)
+settings.register(settings.Setting(  # placed by each CLI in its own groups (settings.declare)
     "method", {"image": lambda: f"one of {', '.join(method_names())}",
                "text": "the distillation method (common/methods; scratch = finetune)"},
     "annealing", choices={"text": method_names}))
