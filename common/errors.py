@@ -1,10 +1,8 @@
-"""One convention for bad input: ``error: <what is wrong and how to fix it>`` and exit code 2.
+"""Bad input: ``error: <what is wrong and how to fix it>``, exit code 2.
 
-The core speaks of values, not of flags: a message names a setting as :func:`setting` ``(name)``.
-``str(error)`` writes it as the setting's name; each CLI writes it as its own flag
-(:meth:`UsageError.spelled`, given to :func:`run_cli`), e.g. ``max_temperature`` is
-``--max_temperature`` in both CLIs and ``anneal_per_step`` is ``--anneal-per-step`` in the image CLI.
-"""
+A core message names a setting as :func:`setting` ``(name)``: ``str(error)`` writes its name, each
+CLI its own flag (:meth:`UsageError.spelled` in ``run_cli``; ``anneal_per_step`` is
+``--anneal-per-step`` in the image CLI)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""The model card of a saved student: a Hugging Face ``README.md`` (YAML metadata, then text)
-saying what the model is: method, teacher, data, selected epoch and metrics, command, versions.
-
-Both CLIs write it from the run's results (the dict that becomes ``results.json``), through the
-run's manifest (:meth:`annealing_kd.common.run_folder.run_dir.RunDir.write`), before ``results.json`` marks the run
-complete: the image CLI to ``<out>/README.md``, the text CLI to ``<out>/student/README.md``.
-"""
+"""The model card of a saved student: a Hugging Face ``README.md`` (YAML metadata, then text:
+method, teacher, data, selected epoch and metrics, command, versions), written by both CLIs from the
+run's results through its manifest (``RunDir.write``) before ``results.json`` marks the run
+complete: the image CLI's ``<out>/README.md``, the text CLI's ``<out>/student/README.md``."""
 
 from __future__ import annotations
 
@@ -46,13 +43,6 @@ def weights_sha256(path: str | None) -> str | None:
     return file_sha256(p) if p.is_file() else None
 
 
-def _jsonable(results: dict[str, Any]) -> dict[str, Any]:
-    """The results as results.json holds them (paths and tensors as JSON values)."""
-    from annealing_kd.common.run_folder import jsonable as convert
-
-    return json.loads(json.dumps(results, default=convert))
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -60,8 +50,7 @@ def _fmt(value: Any) -> str:
 def describe(results: dict[str, Any], cli: str, teacher_path: str | None) -> dict[str, Any]:
     """What the card states, from the run's results (``cli``: image or text)."""
     cfg, final = results["config"], results["final"]
-    student_phases = {"phase1", "phase2", "student"}
-    last = [r for r in results["epochs"] if r["phase"] in student_phases][-1]
+    last = [r for r in results["epochs"] if r["phase"] in ("phase1", "phase2", "student")][-1]
     teacher = results.get("teacher") or {}
     if cli == "image":
         read = (cfg.get("inputs") or {}).get("dataset_dir") or {}  # a folder the run read
@@ -76,80 +65,80 @@ def describe(results: dict[str, Any], cli: str, teacher_path: str | None) -> dic
         teacher_metrics = {f"dev_{k}": v for k, v in (teacher.get("eval") or {}).items()}
         models = {"student": cfg.get("student_model_name_or_path"),
                   "teacher": teacher.get("path") or cfg.get("teacher_model_name_or_path")}
+    by = final["selected_by"]
     return {"method": cfg.get("method"), "recipe": cfg.get("recipe"), "data": data, "models": models,
             "teacher": {"path": teacher_path, "sha256": weights_sha256(teacher_path),
-                        "metrics": teacher_metrics} if results.get("teacher") else None,
+                        "metrics": teacher_metrics} if teacher else None,
             "selected": {"phase": final["selected_phase"], "epoch": final["selected_epoch"],
-                         "by": final["selected_by"], "on": final["selected_on"],
-                         "metrics": final["metrics"]},
-            "last_epoch": {"phase": last["phase"], "epoch": last["epoch"],
-                           final["selected_by"]: last["eval"][final["selected_by"]]},
+                         "by": by, "on": final["selected_on"], "metrics": final["metrics"]},
+            "last_epoch": {"phase": last["phase"], "epoch": last["epoch"], by: last["eval"][by]},
             "command": cfg.get("command"), "versions": results.get("versions", {}),
             "config_file": (cfg.get("config_file") or {}).get("path")}
+
+
+def _metric_type(key: str) -> str:
+    """``val_accuracy`` and ``last_epoch_test_accuracy`` are of type ``accuracy``."""
+    key_of_epoch = key.removeprefix("last_epoch_")
+    return key_of_epoch.split("_", 1)[1] if key_of_epoch.startswith(("val_", "test_")) else key
 
 
 def metadata(facts: dict[str, Any], cli: str) -> dict[str, Any]:
     """The card's YAML metadata (Hugging Face model-card fields, with a model-index)."""
     task = "image-classification" if cli == "image" else "text-classification"
     name = facts["data"]["dataset"] or "custom"
-    hub = HUB_DATASETS.get(name) if cli == "image" else ("nyu-mll/glue" if facts["data"].get(
-        "dataset_dir") is None and name != "custom" else None)
-    sel = facts["selected"]
-    metrics = [{"type": k.removeprefix("last_epoch_").split("_", 1)[-1]
-                if k.removeprefix("last_epoch_").startswith(("val_", "test_")) else k,
-                "name": f"{k} (selected epoch)", "value": v}
-               for k, v in sel["metrics"].items()]
-    meta: dict[str, Any] = {
-        "library_name": "pytorch" if cli == "image" else "transformers",
-        "pipeline_tag": task,
-        "tags": ["knowledge-distillation", "annealing-kd", facts["method"] or "distillation", task],
-        "datasets": [hub or name],
-        "metrics": sorted({m["type"] for m in metrics}),
-        "model-index": [{"name": Path(str(facts["models"]["student"])).name or "student",
-                         "results": [{"task": {"type": task},
-                                      "dataset": {"name": name, "type": hub or name},
-                                      "metrics": metrics}]}],
-    }
-    return meta
+    glue = facts["data"].get("dataset_dir") is None and name != "custom"
+    hub = HUB_DATASETS.get(name) if cli == "image" else ("nyu-mll/glue" if glue else None)
+    metrics = [{"type": _metric_type(k), "name": f"{k} (selected epoch)", "value": v}
+               for k, v in facts["selected"]["metrics"].items()]
+    tags = ["knowledge-distillation", "annealing-kd", facts["method"] or "distillation", task]
+    return {"library_name": "pytorch" if cli == "image" else "transformers",
+            "pipeline_tag": task, "tags": tags, "datasets": [hub or name],
+            "metrics": sorted({m["type"] for m in metrics}),
+            "model-index": [{"name": Path(str(facts["models"]["student"])).name or "student",
+                             "results": [{"task": {"type": task},
+                                          "dataset": {"name": name, "type": hub or name},
+                                          "metrics": metrics}]}]}
 
 
 def render(results: dict[str, Any], cli: str, teacher_path: str | None = None) -> str:
-    """The card's text: YAML front matter, then the description."""
+    """The card's text: YAML front matter, then the description, paragraph by paragraph."""
     import yaml
 
-    results = _jsonable(results)
+    from annealing_kd.common.run_folder import jsonable
+
+    results = json.loads(json.dumps(results, default=jsonable))  # as results.json holds them
     facts = describe(results, cli, teacher_path)
-    sel, data, t = facts["selected"], facts["data"], facts["teacher"]
-    lines = ["---", yaml.safe_dump(metadata(facts, cli), sort_keys=False).rstrip(), "---", "",
-             f"# {facts['models']['student']} distilled with {facts['method']}", "",
-             f"**Method.** {METHODS.get(facts['method'], facts['method'])}"
-             + (f"; recipe `{facts['recipe']}` (not the paper's schedule)"
-                if facts["recipe"] not in (None, "paper") else "") + ".", ""]
-    if t:
-        lines += ["**Teacher.** " + f"`{facts['models']['teacher']}`, weights `{t['path']}`"
-                  + (f" (sha256 `{t['sha256']}`)" if t["sha256"] else "") + "; "
-                  + (", ".join(f"{k} {_fmt(v)}" for k, v in t["metrics"].items())
-                     or "metric unknown") + ".", ""]
+    sel, data, t, last = facts["selected"], facts["data"], facts["teacher"], facts["last_epoch"]
+    method, recipe = facts["method"], facts["recipe"]
+    note = "" if recipe in (None, "paper") else f"; recipe `{recipe}` (not the paper's schedule)"
     sizes = ", ".join(f"{k} {v}" for k, v in (data["sizes"] or {}).items() if v)
     where = f" from `{data['dataset_dir']}`" if data.get("dataset_dir") else ""
-    lines += [f"**Data.** {data['dataset']}{where}" + (f"; examples: {sizes}" if sizes else "")
-              + (f"; {data['classes']} classes" if data.get("classes") else "") + ".", ""]
-    if data.get("files"):
-        lines += [f"Files: `{json.dumps(data['files'])}`", ""]
-    lines += ["## Results", "",
-              f"Selected: {sel['phase']} epoch {sel['epoch']}, by {sel['by']} on {sel['on']}.", "",
-              "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in sel["metrics"].items()]
-    last = facts["last_epoch"]
-    lines += ["", f"Last epoch ({last['phase']} epoch {last['epoch']}): {sel['by']} "
-              f"{_fmt(last[sel['by']])}.", "", "## How it was made", "", "```bash",
-              str(facts["command"] or "(command not recorded)"), "```", ""]
-    if facts["config_file"]:
-        lines += [f"Flags also from the config file `{facts['config_file']}` (its contents are in "
-                  "`results.json`, `config.config_file`).", ""]
-    lines += ["Library versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
-              + ".", "", "## Citation", "", "```bibtex", CITATION, "```", ""]
-    return "\n".join(lines)
+    teacher_metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in t["metrics"].items()) if t else ""
+    rows = [f"| {k} | {_fmt(v)} |" for k, v in sel["metrics"].items()]
+    paragraphs = [
+        f"---\n{yaml.safe_dump(metadata(facts, cli), sort_keys=False).rstrip()}\n---",
+        f"# {facts['models']['student']} distilled with {method}",
+        f"**Method.** {METHODS.get(method, method)}{note}.",
+        t and (f"**Teacher.** `{facts['models']['teacher']}`, weights `{t['path']}`"
+               + (f" (sha256 `{t['sha256']}`)" if t["sha256"] else "")
+               + f"; {teacher_metrics or 'metric unknown'}."),
+        f"**Data.** {data['dataset']}{where}" + (f"; examples: {sizes}" if sizes else "")
+        + (f"; {data['classes']} classes" if data.get("classes") else "") + ".",
+        data.get("files") and f"Files: `{json.dumps(data['files'])}`",
+        "## Results",
+        f"Selected: {sel['phase']} epoch {sel['epoch']}, by {sel['by']} on {sel['on']}.",
+        "\n".join(["| metric | value |", "|---|---|", *rows]),
+        f"Last epoch ({last['phase']} epoch {last['epoch']}): {sel['by']} "
+        f"{_fmt(last[sel['by']])}.",
+        "## How it was made",
+        f"```bash\n{facts['command'] or '(command not recorded)'}\n```",
+        facts["config_file"] and (f"Flags also from the config file `{facts['config_file']}` (its "
+                                  "contents are in `results.json`, `config.config_file`)."),
+        "Library versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()) + ".",
+        "## Citation",
+        f"```bibtex\n{CITATION}\n```",
+    ]
+    return "\n\n".join(p for p in paragraphs if p) + "\n"
 
 
 def write(run, name: str, results: dict[str, Any], cli: str, teacher_path: str | None) -> None:

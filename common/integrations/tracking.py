@@ -1,13 +1,12 @@
 """Experiment tracking (``--report_to``, HF's flag and spelling) through accelerate's trackers.
 
 ``none`` (default), ``tensorboard``, ``wandb``, ``mlflow``, ``trackio`` or ``all`` (every one
-installed). The trackers write into ``<out>/tracking`` (trackio: its own store); their files
-are recorded in the run's manifest as growing logs, so ``--overwrite-output-dir`` removes them.
-Logged: the config as hyper-parameters; per optimizer step at the logging interval
-``<phase>/loss``, ``<phase>/lr``, ``<phase>/temperature``, ``<phase>/phi`` (step: the phase's
-optimizer step); per epoch ``<phase>/epoch/<metric>``, ``<phase>/epoch/train_loss``,
-``<phase>/epoch/phi`` (step: the epoch); at the end ``final/<metric>`` and
-``final/selected_epoch``.
+installed), writing into ``<out>/tracking`` (trackio: its own store); their files are recorded in
+the run's manifest as growing logs, so ``--overwrite-output-dir`` removes them. Logged: the config
+as hyper-parameters; per optimizer step at the logging interval ``<phase>/loss``, ``<phase>/lr``,
+``<phase>/temperature``, ``<phase>/phi`` (step: the phase's optimizer step); per epoch
+``<phase>/epoch/<metric>``, ``<phase>/epoch/train_loss``, ``<phase>/epoch/phi`` (step: the
+epoch); at the end ``final/<metric>`` and ``final/selected_epoch``.
 """
 
 from __future__ import annotations
@@ -30,33 +29,23 @@ def _installed(name: str) -> bool:
     return getattr(imports, f"is_{name}_available")()
 
 
-def trackers(report_to: str) -> list[str]:
-    """The trackers ``--report_to`` names; a tracker not installed is a one-line error naming
-    the extra that installs it (``all``: the installed ones, at least one)."""
+def trackers(report_to: str | None) -> list[str]:
+    """The trackers ``--report_to`` names (``all``: the installed ones, at least one); one not
+    installed is a one-line error naming the extra that installs it."""
     if report_to in (None, "none"):
         return []
-    if report_to == "all":
-        found = [t for t in TRACKERS if _installed(t)]
-        if not found:
-            raise UsageError(f"{setting('report_to')} all: no tracker is installed; pip install "
-                             "'annealing-kd[tensorboard]' (or [wandb], [mlflow], [trackio])")
-        return found
-    if not _installed(report_to):
+    found = [t for t in (TRACKERS if report_to == "all" else (report_to,)) if _installed(t)]
+    if report_to == "all" and not found:
+        raise UsageError(f"{setting('report_to')} all: no tracker is installed; pip install "
+                         "'annealing-kd[tensorboard]' (or [wandb], [mlflow], [trackio])")
+    if not found:
         raise UsageError(f"{setting('report_to')} {report_to}: {report_to} is not installed; pip "
                          f"install 'annealing-kd[{report_to}]'")
-    return [report_to]
+    return found
 
 
 def check_report_to(value: str) -> None:
     trackers(value)
-
-
-def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as flat scalars (what trackers accept): others as JSON text."""
-    out = {}
-    for k, v in config.items():
-        out[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)[:500]
-    return out
 
 
 class Tracker:
@@ -64,38 +53,35 @@ class Tracker:
 
     def __init__(self, accelerator, run, names: list[str]) -> None:
         self.acc, self.run, self.names, self.started = accelerator, run, names, False
-
-    @property
-    def folder(self) -> Path:
-        return self.run / FOLDER
+        self.folder: Path = run / FOLDER
 
     def start(self, config: dict[str, Any]) -> None:
         """Once the run's folder is ours (``RunDir.start``): the trackers and the config."""
-        if not self.names or self.started:
-            return
-        self.started = True
-        kwargs = {"wandb": {"dir": str(self.folder)}}
-        self.acc.init_trackers(PROJECT, config=hyperparameters(config), init_kwargs=kwargs)
-        self.record()
+        if self.names and not self.started:
+            self.started = True
+            scalar = (int, float, str, bool)  # what trackers accept; others as JSON text
+            flat = {k: v if isinstance(v, scalar) else json.dumps(v, default=str)[:500]
+                    for k, v in config.items()}
+            self.acc.init_trackers(PROJECT, config=flat,
+                                   init_kwargs={"wandb": {"dir": str(self.folder)}})
+            self.record()
 
     def step(self, phase: str, step: int, values: dict[str, float | None]) -> None:
         if self.started:
             self.acc.log({f"{phase}/{k}": v for k, v in values.items() if v is not None}, step=step)
 
     def epoch(self, record: dict[str, Any]) -> None:
-        if not self.started:
-            return
-        values = {f"epoch/{k}": v for k, v in record["eval"].items()}
-        values.update({"epoch/train_loss": record["train_loss"], "epoch/phi": record["phi"]})
-        self.step(record["phase"], record["epoch"], values)
-        self.record()
+        if self.started:
+            values = {f"epoch/{k}": v for k, v in record["eval"].items()}
+            values.update({"epoch/train_loss": record["train_loss"], "epoch/phi": record["phi"]})
+            self.step(record["phase"], record["epoch"], values)
+            self.record()
 
     def finish(self, final: dict[str, Any]) -> None:
         if not self.started:
             return
         values = {f"final/{k}": v for k, v in final["metrics"].items() if isinstance(v, float)}
-        values["final/selected_epoch"] = final["selected_epoch"]
-        self.acc.log(values, step=0)
+        self.acc.log({**values, "final/selected_epoch": final["selected_epoch"]}, step=0)
         self.acc.end_training()
         self.record()
         self.started = False

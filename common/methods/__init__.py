@@ -4,13 +4,7 @@ A new method is one file: ``register(Method(name, (PhasePlan(...), ...), summary
 both CLIs offer it as ``--method name`` once the module is imported.
 """
 
-from annealing_kd.common.methods import (  # noqa: F401  (each registers itself)
-    annealing,
-    kd,
-    objectives,  # noqa: F401  (the objectives the methods name)
-    scratch,
-    takd,
-)
+from annealing_kd.common.methods import annealing, kd, objectives, scratch, takd  # noqa: F401
 from annealing_kd.common.methods.base import (  # noqa: F401
     METHODS,
     ROLES,

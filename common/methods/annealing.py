@@ -73,8 +73,7 @@ class AnnealingSchedule:
         return phi(self.temperature(i), self.max_temperature)
 
     def __call__(self, i: int) -> tuple[int, float]:
-        t = self.temperature(i)
-        return t, phi(t, self.max_temperature)
+        return self.temperature(i), self.phi(i)
 
     def __len__(self) -> int:
         return self.units
@@ -103,14 +102,14 @@ register(Method("annealing", (
 ), "Annealing-KD: annealed teacher logits (phase 1), then hard labels (phase 2)"))
 
 
-# ---- refusing a schedule that cannot give every temperature a stage ---------------------------
 def check_temperature(tau_max: int) -> None:
     if tau_max < 1:
         raise UsageError(f"{setting('max_temperature')} must be at least 1, got {tau_max}")
 
 
 def check_schedule(n: int, tau_max: int, unit: str = EPOCHS, budget: str | None = None) -> None:
-    """``n`` units of phase 1 (epochs, whose setting is ``budget``, or optimizer steps)."""
+    """Refuse a phase 1 of ``n`` units (epochs, whose setting is ``budget``, or optimizer steps)
+    that cannot give every temperature a stage."""
     check_temperature(tau_max)
     if n < 1:
         raise UsageError(f"phase 1 needs at least 1 of its {unit}, got {n}")

@@ -1,15 +1,11 @@
-"""What a distillation method is: a few phases, each training one model with one objective.
-
-A method names models by role (``teacher``, ``assistant``, ``student``); each CLI knows how to
-build, feed, evaluate and save the model of a role, the method says what to do with them.
-"""
+"""A distillation method: a few phases, each training the model of one role (``teacher``,
+``assistant``, ``student``; each CLI builds, feeds, evaluates and saves them) with one objective."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from annealing_kd.common.cli.settings import Setting
-from annealing_kd.common.cli.settings import register as register_setting
+from annealing_kd.common.cli import settings
 from annealing_kd.common.errors import UsageError
 
 ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
@@ -17,11 +13,10 @@ ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 
 @dataclass(frozen=True)
 class PhasePlan:
-    """One phase: train the ``model`` role with ``objective`` (a name in
-    ``annealing_kd.common.methods.objectives.OBJECTIVES``) against the frozen ``teacher`` role (None: no targets),
-    for the epoch budget ``epochs`` (default: the phase name; ``annealing_kd.common.cli.settings.BUDGETS``),
-    starting from the best weights of phase ``start`` (None: the model as it is). A
-    ``skippable`` step may get a budget of 0 epochs: it is then left out."""
+    """Train the ``model`` role with ``objective`` (``objectives.OBJECTIVES``) against the frozen
+    ``teacher`` role (None: no targets) for the epoch budget ``epochs`` (default: the phase name;
+    ``cli.settings.BUDGETS``), from the best weights of phase ``start`` (None: as it is). A
+    ``skippable`` step may get 0 epochs: it is then left out."""
 
     phase: str
     model: str
@@ -76,7 +71,7 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-register_setting(Setting(  # placed by each CLI in its own groups (settings.declare)
+settings.register(settings.Setting(  # placed by each CLI in its own groups (settings.declare)
     "method", {"image": lambda: f"one of {', '.join(method_names())}",
                "text": "the distillation method (common/methods; scratch = finetune)"},
     "annealing", choices={"text": method_names}))

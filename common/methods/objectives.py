@@ -1,14 +1,10 @@
-"""Training objectives, registered by name; a phase names the one it trains with.
+"""Training objectives by name (a phase names its own): ``task`` (hard labels: cross-entropy, or
+MSE for regression), ``anneal`` (Annealing-KD phase 1, methods/annealing.py), ``kd`` (Hinton KD).
 
-    task    hard labels (cross-entropy, or MSE for regression)
-    anneal  MSE(z_s, Phi(T) * z_t), T stepping down from tau_max to 1 (Annealing-KD phase 1)
-    kd      Hinton KD
-
-A new objective is one file: ``@register_objective(name, options=(Setting(...), ...))`` on
-``loss(logits, labels, targets, phi, **options)``. Each option is a run setting
-(``annealing_kd.common.cli.settings``): both CLIs get its flag, check it, store it in results.json and refuse a
-change on ``--resume``; its value reaches the loss as the keyword of its name. No torch here
-(``--help`` stays fast): the losses import it when they first run.
+A new objective: ``@register_objective(name, options=(Setting(...), ...))`` on
+``loss(logits, labels, targets, phi, **options)``. Each option is a run setting: both CLIs get its
+flag, check it, record it in results.json and refuse a change on ``--resume``; it reaches the loss
+as the keyword of its name. No torch here (``--help`` stays fast): the losses import it on use.
 """
 
 from __future__ import annotations
@@ -24,16 +20,12 @@ from annealing_kd.common.cli.settings import Setting
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.methods.annealing import check_schedule, check_temperature
 
-OBJECTIVE_GROUP = settings.OBJECTIVE_GROUP
-
 
 @dataclass(frozen=True)
 class Objective:
-    """A training loss: ``loss(logits, labels, targets, phi, **options) -> scalar``.
-
-    ``targets`` are the frozen teacher's logits when ``needs_teacher`` (else None); ``phi`` is the
-    annealing multiplier when ``anneals`` (else None); ``options`` are the values of every
-    objective's settings (each loss takes the keywords it declared and ignores the rest)."""
+    """``loss(logits, labels, targets, phi, **options) -> scalar``: ``targets`` are the frozen
+    teacher's logits if ``needs_teacher``, ``phi`` the multiplier if ``anneals`` (else None);
+    ``options`` hold every objective's settings (a loss takes its own keywords)."""
 
     loss: Callable[..., Any]
     needs_teacher: bool = True
@@ -47,7 +39,7 @@ OBJECTIVES: dict[str, Objective] = {}
 def register_objective(name: str, *, needs_teacher: bool = True, anneals: bool = False,
                        options: Sequence[Setting] = ()):
     """Decorator: register ``loss`` as the objective ``name`` with its option settings."""
-    opts = tuple(replace(o, group=OBJECTIVE_GROUP) for o in options)
+    opts = tuple(replace(o, group=settings.OBJECTIVE_GROUP) for o in options)
 
     def add(loss: Callable[..., Any]) -> Callable[..., Any]:
         settings.register(*opts)
@@ -71,9 +63,8 @@ def get_objective(name: str) -> Objective:
 
 
 def check_steps(args: argparse.Namespace, steps: Iterable[Any]) -> None:
-    """Refuse each step's epoch budget (>= 1; >= 0 for a step that may be skipped) and the
-    annealing schedule of each annealing step (per epoch; per-step annealing is checked once the
-    data size is known); a ``--recipe`` other than the paper's needs a method with a phase 1."""
+    """Refuse each step's epoch budget (>= 1; >= 0 if skippable), an annealing step's schedule
+    per epoch (per step: once the data size is known) and a ``--recipe`` without a phase 1."""
     steps = list(steps)
     if args.recipe != "paper" and not any(s.budget == "phase1" for s in steps):
         raise UsageError(f"{setting('recipe')} {args.recipe} changes Annealing-KD's phase 1; "
@@ -85,16 +76,16 @@ def check_steps(args: argparse.Namespace, steps: Iterable[Any]) -> None:
         low = 0 if step.skippable else 1
         if n < low:
             raise UsageError(f"{setting(name)} must be at least {low}, got {n}")
-        if n == 0:
-            continue  # a step that is skipped
-        if get_objective(step.objective).anneals and args.anneal_per_step:
-            check_temperature(args.max_temperature)  # the steps are counted once the data is read
-        elif get_objective(step.objective).anneals:
+        if n == 0 or not get_objective(step.objective).anneals:
+            continue  # a skipped step, or one without a schedule
+        if args.anneal_per_step:
+            check_temperature(args.max_temperature)  # its steps are counted once the data is read
+        else:
             check_schedule(n, args.max_temperature, "epochs", budget=name)
 
 
 def options_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The values of every registered objective's options (the keywords every loss gets)."""
+    """Every registered objective's option values (the keywords every loss gets)."""
     return {o.name: getattr(args, o.name) for obj in OBJECTIVES.values() for o in obj.options}
 
 

@@ -15,7 +15,7 @@ class Pipeline(Protocol):
     batches_per_epoch: int  # per process
 
     def phase(self, step: PhasePlan) -> Any:
-        """The annealing_kd.common.training.trainer.Phase of a step (epochs, optimizer, schedule, objective options)."""
+        """The training.trainer.Phase of a step (epochs, optimizer, schedule, objective options)."""
 
     def model(self, role: str) -> Any:
         """The trainable (accelerate-prepared) model of a role."""
@@ -24,7 +24,7 @@ class Pipeline(Protocol):
         """Frozen logits of a finished role's model, to train another model against."""
 
     def fit(self, model: Any, step: PhasePlan, phase: Any, targets: Any) -> dict[str, Any]:
-        """Train ``model`` through ``phase`` (annealing_kd.common.training.trainer.Trainer.fit with the CLI's batches)."""
+        """Train ``model`` through ``phase`` (``Trainer.fit`` with the CLI's batches)."""
 
     def finished(self, role: str, model: Any) -> None:
         """A teacher or assistant holds its best weights: save it, describe it, free memory."""
@@ -36,9 +36,8 @@ def steps_of(method: Method, trains_teacher: bool) -> tuple[PhasePlan, ...]:
 
 
 def plan(method: Method, pipe: Pipeline) -> dict[PhasePlan, Any]:
-    """The steps that run (a skippable step with 0 epochs is left out) and their phases, each
-    annealing schedule checked against the optimizer steps the data gives: call it before
-    anything trains."""
+    """The steps that run (not a skippable one with 0 epochs) and their phases, each checked
+    against the data's optimizer steps (its annealing schedule): call it before training."""
     phases = {s: pipe.phase(s) for s in steps_of(method, pipe.trains_teacher)}
     phases = {s: p for s, p in phases.items() if p.epochs or not s.skippable}
     for phase in phases.values():
@@ -48,13 +47,11 @@ def plan(method: Method, pipe: Pipeline) -> dict[PhasePlan, Any]:
 
 def run_method(method: Method, pipe: Pipeline, phases: dict[PhasePlan, Any] | None = None
                ) -> tuple[Any, dict[str, Any], list[str]]:
-    """Run the phases of ``method`` (:func:`plan`); return the student (holding its last
-    weights), the selected epoch (the best over the student's phases) and the student's phases
-    that ran."""
+    """Run the phases of ``method`` (:func:`plan`); return the student (with its last weights),
+    the selected epoch (the best of the student's phases) and the student's phases that ran."""
     phases = phases or plan(method, pipe)
-    steps = list(phases)
     models: dict[str, Any] = {}
-    for step in steps:
+    for step in phases:
         targets = pipe.targets(step.teacher) if step.teacher else None
         model = models[step.model] = models.get(step.model) or pipe.model(step.model)
         if step.start:
@@ -64,7 +61,7 @@ def run_method(method: Method, pipe: Pipeline, phases: dict[PhasePlan, Any] | No
             pipe.trainer.load_best(model, step.phase)
             pipe.finished(step.model, model)
             del models[step.model]
-    ran = [s.phase for s in steps if s.model == "student"]
+    ran = [s.phase for s in phases if s.model == "student"]
     return models["student"], pipe.trainer.select(ran), ran
 
 
