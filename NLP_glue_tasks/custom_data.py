@@ -8,6 +8,7 @@ layout of ``data`` under ``datasets`` fingerprints (a second run reads the on-di
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from functools import partial
@@ -261,8 +262,6 @@ def _typed(ds: datasets.Dataset, column: str) -> datasets.Dataset:
     if ds.features[column] != datasets.Value("string"):
         return ds
     for dtype in ("int64", "float64"):
-        try:
+        with contextlib.suppress(ValueError, TypeError, ArithmeticError):
             return ds.cast_column(column, datasets.Value(dtype))
-        except (ValueError, TypeError, ArithmeticError):
-            continue
     return ds

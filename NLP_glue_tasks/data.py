@@ -46,7 +46,9 @@ def read_tsv(path: str | os.PathLike, *, columns: dict[str, str | int] | None = 
     ``label`` with ``labels``: the names as written, in model order (a value is its position),
     or () for a float score. ``hint`` ends the message about a missing column."""
     path = Path(path)
-    head = _header(path) if header else None
+    if header and not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    head = next(_lines(path), "").rstrip("\r\n").split("\t") if header else None
     wanted = columns if columns is not None else {name: name for name in head or []}
     missing = [c for c in wanted.values() if not isinstance(c, int) and c not in (head or [])]
     if missing:
@@ -69,12 +71,6 @@ def read_tsv(path: str | os.PathLike, *, columns: dict[str, str | int] | None = 
     if len(ds) == 0:
         raise UsageError(f"{path} holds no examples; check the file")
     return ds
-
-
-def _header(path: Path) -> list[str]:
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist")
-    return next(_lines(path), "").rstrip("\r\n").split("\t")
 
 
 def _lines(path: Path) -> Iterator[str]:
