@@ -1,15 +1,14 @@
 """Your own text classification data: CSV / TSV / JSON / JSONL files or a Hugging Face dataset.
 
-CSV and JSON files are read with ``datasets.load_dataset("csv" | "json", ...)``, TSV files with
-``data.read_tsv`` (no quote handling, as GLUE); each split is then written in the common layout
-of ``data`` and tokenized there, all under fingerprints (a second run reads the on-disk cache).
 The task is "custom": one or two text columns, a label column. String or integer labels are
-classes in sorted order (a ClassLabel keeps its own order); float labels are a regression.
-Metrics: accuracy and F1 (two classes) or macro-F1, Pearson / Spearman.
+classes in sorted order (a ClassLabel keeps its own order), float labels a regression; metrics:
+accuracy and F1 (two classes) or macro-F1, or Pearson / Spearman. Each split is put in the common
+layout of ``data`` under ``datasets`` fingerprints (a second run reads the on-disk cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from functools import partial
@@ -116,26 +115,24 @@ class CustomData:
         return self._file(split) or f"{self.args.dataset_name} {split} split"
 
     def _load(self, args) -> dict[str, Any]:
-        splits: dict[str, Any] = self._load_hub(args) if args.dataset_name else {}
+        splits: dict[str, Any] = {}
+        if args.dataset_name:
+            try:
+                dd = datasets.load_dataset(args.dataset_name, args.dataset_config_name,
+                                           cache_dir=args.cache_dir)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UsageError(f"could not load dataset {args.dataset_name!r} "
+                                 f"({type(exc).__name__}: {first[:200]}); offline, the dataset "
+                                 "must be in the `datasets` cache, or pass your files with "
+                                 "--train_file/--validation_file") from None
+            for split, names in HUB_SPLIT_NAMES.items():
+                if found := [n for n in names if n in dd]:
+                    splits[split] = dd[found[0]]
         for split, flag in SPLIT_FLAGS.items():
             if self._file(split):
                 splits[split] = load_file(self._file(split), flag, args.cache_dir)
         return splits
-
-    @staticmethod
-    def _load_hub(args) -> dict[str, Any]:
-        try:
-            dd = datasets.load_dataset(args.dataset_name, args.dataset_config_name,
-                                       cache_dir=args.cache_dir)
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UsageError(f"could not load dataset {args.dataset_name!r} ({type(exc).__name__}"
-                             f": {first[:200]}); offline, the dataset must be in the `datasets` "
-                             "cache, or pass your files with --train_file/--validation_file"
-                             ) from None
-        found = {split: next((dd[n] for n in names if n in dd), None)
-                 for split, names in HUB_SPLIT_NAMES.items()}
-        return {split: ds for split, ds in found.items() if ds is not None}
 
     def _text_columns(self) -> tuple[str, str | None]:
         train = self.splits["train"].column_names
@@ -157,33 +154,29 @@ class CustomData:
         return cols[0], cols[1] if len(cols) > 1 else None
 
     def _labels(self) -> LabelMap:
-        train = self.splits["train"]
+        """The label list of the training split; every dev label must be in it."""
+        train, where = self.splits["train"], self._where("train")
         feature = train.features[self.label]
+        if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+            return LabelMap((), None)
         if isinstance(feature, datasets.ClassLabel):
             lm = LabelMap(tuple(feature.names), None)
-        elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
-            return LabelMap((), None)
         elif isinstance(feature, datasets.Value):
             values = train.unique(self.label)
             if None in values:
-                raise UsageError(f"{self._where('train')}: some rows have no {self.label!r}; fill "
-                                 "or drop them")
+                raise UsageError(f"{where}: some rows have no {self.label!r}; fill or drop them")
             values = sorted(values)
             if len(values) < 2:
-                raise UsageError(f"{self._where('train')} has a single label {values}; a "
-                                 "classifier needs at least two")
+                raise UsageError(f"{where} has a single label {values}; a classifier needs at "
+                                 "least two")
             lm = LabelMap(tuple(str(v) for v in values), {str(v): i for i, v in enumerate(values)})
         else:
             raise UsageError(f"label column {self.label!r} has type {feature}; give one class (a "
                              "string or integer) or one float score per row (multi-label is not "
                              "supported)")
-        if not lm.names:
-            return lm
-        values = self.splits["dev"].unique(self.label)
-        if lm.ids is None:
-            unknown = sorted(str(v) for v in set(values) - set(range(len(lm.names))))
-        else:
-            unknown = sorted({str(v) for v in values} - set(lm.ids))
+        dev = self.splits["dev"].unique(self.label)
+        unknown = (sorted(str(v) for v in set(dev) - set(range(len(lm.names)))) if lm.ids is None
+                   else sorted({str(v) for v in dev} - set(lm.ids)))
         if unknown:
             raise UsageError(f"{self._where('dev')} has label {unknown[0]!r} which the training "
                              f"data does not have (training labels: {list(lm.names)}); fix the "
@@ -269,8 +262,6 @@ def _typed(ds: datasets.Dataset, column: str) -> datasets.Dataset:
     if ds.features[column] != datasets.Value("string"):
         return ds
     for dtype in ("int64", "float64"):
-        try:
+        with contextlib.suppress(ValueError, TypeError, ArithmeticError):
             return ds.cast_column(column, datasets.Value(dtype))
-        except (ValueError, TypeError, ArithmeticError):
-            continue
     return ds

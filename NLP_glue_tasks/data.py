@@ -1,11 +1,10 @@
-"""Text data as ``datasets.Dataset`` s, for GLUE folders, the ``nyu-mll/glue`` hub dataset and your
-own files alike (``custom_data``): the one TSV reader, tokenization, the collator.
+"""Text data as ``datasets.Dataset`` s, for GLUE folders, ``nyu-mll/glue`` and your own files
+(``custom_data``) alike: the TSV reader, tokenization, the collator.
 
 Every split has one layout: ``text_a``, ``text_b`` (pairs only), and ``label`` (model label ids,
 or floats for a regression) on train and dev, ``idx`` (the id prediction files name) on test.
-TSV files are read without quote handling (GLUE texts hold unbalanced quotes) into an Arrow copy
-in the ``datasets`` cache, and tokenized by ``Dataset.map`` under a fingerprint of the data, the
-tokenizer and the settings: a second run memory-maps both.
+TSVs are read without quote handling (GLUE texts hold unbalanced quotes); reading and
+tokenizing are cached by ``datasets`` under fingerprints: a second run memory-maps both.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import hashlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,46 +37,26 @@ if not sys.stderr.isatty():
 
 
 # ---- the TSV reader -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TsvLabels:
-    """How the label column becomes model labels: ``names`` as written in the file, in model
-    order (a value is its position), or ``regression`` (a float score)."""
-
-    names: tuple[str, ...] = ()
-    regression: bool = False
-
-    def convert(self, raw: str, where: str) -> int | float:
-        if self.regression:
-            try:
-                return float(raw)
-            except ValueError:
-                raise UsageError(f"{where}: score {raw!r} is not a number") from None
-        if raw not in self.names:
-            raise UsageError(f"{where}: label {raw!r} is not one of {list(self.names)}")
-        return self.names.index(raw)
-
-
 def read_tsv(path: str | os.PathLike, *, columns: dict[str, str | int] | None = None,
-             header: bool = True, labels: TsvLabels | None = None, hint: str = "",
+             header: bool = True, labels: tuple[str, ...] | None = None, hint: str = "",
              cache_dir: str | None = None) -> datasets.Dataset:
     """A tab-separated file as a ``datasets.Dataset``, without quote handling (a UTF-8 BOM is
     dropped; a row too short for the columns is skipped with a warning). ``columns``: output
     column -> header name or position (None: every header column); values are strings, but
-    ``label`` with ``labels``. ``hint`` ends the message about a missing column."""
+    ``label`` with ``labels``: the names as written, in model order (a value is its position),
+    or () for a float score. ``hint`` ends the message about a missing column."""
     path = Path(path)
-    head = _header(path) if header else None
+    if header and not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    head = next(_lines(path), "").rstrip("\r\n").split("\t") if header else None
     wanted = columns if columns is not None else {name: name for name in head or []}
-    index = {}
-    for name, col in wanted.items():
-        if isinstance(col, int):
-            index[name] = col
-        elif head is None or col not in head:
-            raise UsageError(f"{path} has no column {col!r} (columns: {head}){hint}")
-        else:
-            index[name] = head.index(col)
+    missing = [c for c in wanted.values() if not isinstance(c, int) and c not in (head or [])]
+    if missing:
+        raise UsageError(f"{path} has no column {missing[0]!r} (columns: {head}){hint}")
+    index = {name: c if isinstance(c, int) else head.index(c) for name, c in wanted.items()}
     types = {n: datasets.Value("string") for n in index}
     if labels is not None and "label" in types:
-        types["label"] = datasets.Value("float64" if labels.regression else "int64")
+        types["label"] = datasets.Value("int64" if labels else "float64")
     stat = path.stat()
     try:
         ds = datasets.Dataset.from_generator(
@@ -95,22 +73,6 @@ def read_tsv(path: str | os.PathLike, *, columns: dict[str, str | int] | None = 
     return ds
 
 
-def _header(path: Path) -> list[str]:
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist")
-    with open(path, "rb") as f:
-        first = f.readline().removeprefix(b"\xef\xbb\xbf")
-    try:
-        return first.decode("utf-8").rstrip("\r\n").split("\t")
-    except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc.start, first) from None
-
-
-def _not_utf8(path: Path, at: int, data: bytes, offset: int = 0) -> UsageError:
-    return UsageError(f"{path} is not UTF-8 text (byte offset {offset + at} is {data[at]:#04x}); "
-                      "convert the file to UTF-8")
-
-
 def _lines(path: Path) -> Iterator[str]:
     """The file's lines as text (BOM dropped); bad UTF-8 is an error naming its byte offset."""
     offset = 0
@@ -120,12 +82,27 @@ def _lines(path: Path) -> Iterator[str]:
             try:
                 yield data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise _not_utf8(path, exc.start, data, offset + len(raw) - len(data)) from None
+                at = exc.start
+                raise UsageError(f"{path} is not UTF-8 text (byte offset "
+                                 f"{offset + len(raw) - len(data) + at} is {data[at]:#04x}); "
+                                 "convert the file to UTF-8") from None
             offset += len(raw)
 
 
+def _label(raw: str, names: tuple[str, ...], where: str) -> int | float:
+    """A label as written (one of ``names``), or a score where there are no names."""
+    if names:
+        if raw not in names:
+            raise UsageError(f"{where}: label {raw!r} is not one of {list(names)}")
+        return names.index(raw)
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{where}: score {raw!r} is not a number") from None
+
+
 def _tsv_rows(path: str, stamp: tuple[int, int], index: dict[str, int], header: bool,
-              labels: TsvLabels | None) -> Iterator[dict[str, Any]]:
+              labels: tuple[str, ...] | None) -> Iterator[dict[str, Any]]:
     """The rows of :func:`read_tsv` (``stamp``, the file's size and time, keys its cache)."""
     csv.field_size_limit(sys.maxsize)
     rows = csv.reader(_lines(Path(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -138,7 +115,7 @@ def _tsv_rows(path: str, stamp: tuple[int, int], index: dict[str, int], header: 
             continue
         out = {name: row[i] for name, i in index.items()}
         if labels is not None and "label" in out:
-            out["label"] = labels.convert(out["label"], f"{path} line {n + 1 + header}")
+            out["label"] = _label(out["label"], labels, f"{path} line {n + 1 + header}")
         yield out
     if skipped:
         print(f"warning: skipped {skipped} malformed rows of {path}", file=sys.stderr)
@@ -160,18 +137,15 @@ class GlueData:
         return {}
 
     def _tsv(self, split: str) -> datasets.Dataset:
-        task, path = self.task, self.folder / f"{split}.tsv"
+        task, path, test = self.task, self.folder / f"{split}.tsv", split.startswith("test")
         if not path.is_file():
             raise UsageError(f"GLUE file {path} does not exist; --data_dir must be the "
                              f"{task.folder} folder of download_glue_data.py, or leave --data_dir "
                              "out to use nyu-mll/glue")
-        test = split.startswith("test")
-        columns = {"text_a": task.test_text_a if test and task.test_text_a else task.text_a}
-        if task.text_b is not None:
-            columns["text_b"] = task.text_b
-        columns.update({"idx": task.test_index} if test else {"label": task.label})
+        columns = _layout(split, (test and task.test_text_a) or task.text_a, task.text_b,
+                          task.test_index, task.label)
         return read_tsv(path, columns=columns, header=task.header or test, cache_dir=self.cache_dir,
-                        labels=TsvLabels(task.tsv_labels, task.is_regression),
+                        labels=task.tsv_labels,
                         hint=f"; is this the {task.folder} data of download_glue_data.py?")
 
     def _hub(self, split: str) -> datasets.Dataset:
@@ -187,12 +161,18 @@ class GlueData:
         if not task.is_regression and list(getattr(feature, "names", [])) != list(task.labels):
             raise UsageError(f"nyu-mll/glue {name} labels {feature.names} differ from "
                              f"{task.labels}")
-        col_a, col_b = task.hub_columns
-        columns = {col_a: "text_a", **({col_b: "text_b"} if col_b else {})}
-        columns.update({"idx": "idx"} if split.startswith("test") else {"label": "label"})
-        ds = ds.select_columns(list(columns)).rename_columns(
-            {k: v for k, v in columns.items() if k != v})
+        hub_a, hub_b = task.hub_columns or (task.test_text_a or task.text_a, task.text_b)
+        columns = _layout(split, hub_a, hub_b, "idx", "label")
+        ds = ds.select_columns(list(columns.values())).rename_columns(
+            {v: k for k, v in columns.items() if k != v})
         return ds.cast_column("idx", datasets.Value("string")) if "idx" in columns else ds
+
+
+def _layout(split: str, a: str | int, b: str | int | None, idx: str,
+            label: str | int) -> dict[str, str | int]:
+    """The common layout's columns of a split -> the source's columns."""
+    own = {"idx": idx} if split.startswith("test") else {"label": label}
+    return {"text_a": a, **({"text_b": b} if b is not None else {}), **own}
 
 
 def task_dir(data_dir: str | Path, task: Task) -> Path:
@@ -236,8 +216,7 @@ def tokenizer_identity(tok) -> str:
 def _tokenize(batch: dict[str, list], indices: list[int], *, tok,
               max_length: int) -> dict[str, list]:
     enc = tok(batch["text_a"], batch.get("text_b"), truncation=True, max_length=max_length)
-    out = {k: enc[k] for k in MODEL_KEYS if k in enc}
-    out["index"] = list(indices)
+    out = {**model_inputs(enc), "index": list(indices)}
     if "label" in batch:
         out["labels"] = batch["label"]
     return out
@@ -290,8 +269,7 @@ class Attached(torch.utils.data.Dataset):
         return len(self.feats)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        o = self.other[i]
-        return {**self.feats[i], self.name: {k: o[k] for k in MODEL_KEYS if k in o}}
+        return {**self.feats[i], self.name: model_inputs(self.other[i])}
 
 
 class Collator:
@@ -309,7 +287,7 @@ class Collator:
                      for name, tok in {"": tokenizer, **(others or {})}.items()}
 
     def __call__(self, feats: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        batch = dict(self.pads[""]([{k: f[k] for k in MODEL_KEYS if k in f} for f in feats]))
+        batch = dict(self.pads[""]([model_inputs(f) for f in feats]))
         batch["index"] = torch.tensor([f["index"] for f in feats])
         if "labels" in feats[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in feats], dtype=self.label_dtype)

@@ -43,18 +43,14 @@ def metrics_of_logits(task: Task, logits: dict[str, Any], dev: dict[str, Any]) -
     return out
 
 
-def saved_student(args) -> str:
-    own = Path(args.output_dir) / "student"
-    if (own / "config.json").is_file():
-        return str(own)
-    if args.student_model_name_or_path:
-        return args.student_model_name_or_path
-    raise UsageError(f"no trained student in {own}; train one with --do_train, or pass "
-                     "--student_model_name_or_path with --do_eval / --do_predict")
-
-
 def _student_loaders(args, task: Task, data, acc, splits) -> tuple[str, Any, dict[str, Any]]:
-    path = saved_student(args)
+    """The saved student (<out>/student, else --student_model_name_or_path) and, per split, its
+    dataset and loader."""
+    own = Path(args.output_dir) / "student"
+    path = str(own) if (own / "config.json").is_file() else args.student_model_name_or_path
+    if not path:
+        raise UsageError(f"no trained student in {own}; train one with --do_train, or pass "
+                         "--student_model_name_or_path with --do_eval / --do_predict")
     tok = load_tokenizer(path, args, "student")
     model = acc.prepare(load_model(path, task, args, "student"))
     collator = Collator(tok, regression=task.is_regression)
@@ -95,8 +91,8 @@ def predict_test(args, task: Task, data, acc, out) -> list[Path]:
             preds = [f"{v:.3f}" for v in scores.tolist()]
         else:
             preds = [task.tsv_labels[i] for i in logits.argmax(-1).tolist()]
-        rows = zip(ids_of(ds), preds, strict=True)
-        text = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in rows)
+        rows = "".join(f"{i}\t{p}\n" for i, p in zip(ids_of(ds), preds, strict=True))
+        text = "index\tprediction\n" + rows
         if out is not None:
             out.write(files[split], lambda tmp, text=text: Path(tmp).write_text(text))
         written.append(Path(args.output_dir) / files[split])

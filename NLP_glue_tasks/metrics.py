@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import permutations
 
 import numpy as np
@@ -21,16 +22,11 @@ def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray,
                   "spearman": float(spearmanr(preds, labels)[0])}
         values["corr"] = (values["pearson"] + values["spearman"]) / 2  # the original's selection
     else:
-        preds = logits.argmax(-1)
-        labels = labels.astype(np.int64)
-        values = {"accuracy": float(accuracy_score(labels, preds))}
-        if "f1" in task.metrics:
-            values["f1"] = float(f1_score(labels, preds))
-        if "macro_f1" in task.metrics:
-            values["macro_f1"] = float(f1_score(labels, preds, average="macro",
-                                                labels=list(range(task.num_labels))))
-        if "mcc" in task.metrics:
-            values["mcc"] = float(matthews_corrcoef(labels, preds))
+        preds, labels = logits.argmax(-1), labels.astype(np.int64)
+        scores = {"accuracy": accuracy_score, "f1": f1_score, "mcc": matthews_corrcoef,
+                  "macro_f1": partial(f1_score, average="macro",
+                                      labels=list(range(task.num_labels)))}
+        values = {k: float(scores[k](labels, preds)) for k in task.metrics}
     return {f"{k}{suffix}": values[k] for k in task.metrics}
 
 

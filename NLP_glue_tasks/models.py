@@ -1,6 +1,6 @@
-"""Loading the models of the text CLI: sequence classifiers and tokenizers from a local folder or
-the Hugging Face cache, weights from safetensors only, and the checks that a classifier head fits
-the task (label count and label order)."""
+"""The text CLI's models: sequence classifiers and tokenizers from a local folder or the Hugging
+Face cache, weights from safetensors only, and the checks that a head fits the task (label count
+and label order)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from annealing_kd.common.errors import UsageError
 from annealing_kd.NLP_glue_tasks.tasks import Task, normalize_label
 
+# models whose position ids start after the padding index (RoBERTa's embeddings)
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                    "data2vec-text", "roberta-prelayernorm", "xmod", "mpnet", "ibert", "luke"}
 
-def _load(fn, path: str, role: str):
+
+def _load(auto, path: str, args, role: str, **kwargs):
+    """``auto.from_pretrained(path)``; any failure (OSError, ValueError, safetensors' own errors
+    on truncated files) is a UsageError naming the model."""
     try:
-        return fn()
-    except UsageError:
-        raise
-    except Exception as exc:  # OSError, ValueError, safetensors' own errors (truncated files)
+        return auto.from_pretrained(path, cache_dir=args.cache_dir,
+                                    trust_remote_code=args.trust_remote_code, **kwargs)
+    except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{role} model {path!r} could not be loaded ({first[:200]}); give a "
                          "local folder with intact files or a hub id that is in the Hugging Face "
@@ -47,23 +52,6 @@ def check_safetensors(path: str, role: str) -> None:
                              "checkpoint again") from None
 
 
-def load_config(path: str, args, role: str):
-    """A checkpoint's config; --max_seq_length must fit its position embeddings."""
-    config = _load(lambda: AutoConfig.from_pretrained(path, cache_dir=args.cache_dir,
-                                                      trust_remote_code=args.trust_remote_code),
-                   path, role)
-    limit = max_positions(config)
-    if limit is not None and args.max_seq_length > limit:
-        raise UsageError(f"--max_seq_length {args.max_seq_length} exceeds the {limit} positions of "
-                         f"the {role} {path}; pass --max_seq_length {limit} or less")
-    return config
-
-
-# models whose position ids start after the padding index (RoBERTa's embeddings)
-OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
-                    "data2vec-text", "roberta-prelayernorm", "xmod", "mpnet", "ibert", "luke"}
-
-
 def max_positions(config) -> int | None:
     """The longest input a model's absolute position embeddings take (None: no such limit)."""
     n = getattr(config, "max_position_embeddings", None)
@@ -75,10 +63,8 @@ def max_positions(config) -> int | None:
 
 
 def load_tokenizer(path: str, args, role: str):
-    extra = {"do_lower_case": True} if args.do_lower_case else {}
-    return _load(lambda: AutoTokenizer.from_pretrained(path, cache_dir=args.cache_dir,
-                                                       trust_remote_code=args.trust_remote_code,
-                                                       **extra), path, role)
+    return _load(AutoTokenizer, path, args, role,
+                 **({"do_lower_case": True} if args.do_lower_case else {}))
 
 
 def check_labels(config, task: Task, path: str, role: str, need_head: bool,
@@ -110,9 +96,14 @@ def check_labels(config, task: Task, path: str, role: str, need_head: bool,
 
 def checked_config(path: str, task: Task, args, role: str, need_head: bool = False,
                    config_name: str | None = None):
-    """A checkpoint's config, once its weights (safetensors, whole) and head are checked."""
+    """A checkpoint's config, once its weights (safetensors, whole), its position embeddings
+    (--max_seq_length must fit) and its head are checked."""
     check_safetensors(path, role)
-    config = load_config(config_name or path, args, role)
+    config = _load(AutoConfig, config_name or path, args, role)
+    limit = max_positions(config)
+    if limit is not None and args.max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {args.max_seq_length} exceeds the {limit} positions of "
+                         f"the {role} {config_name or path}; pass --max_seq_length {limit} or less")
     order = getattr(args, "teacher_label_order", None) if role == "teacher" else None
     check_labels(config, task, path, role, need_head, order)
     return config
@@ -125,9 +116,8 @@ def load_model(path: str, task: Task, args, role: str, need_head: bool = False, 
     config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
     config.label2id = {v: k for k, v in config.id2label.items()}
     config.problem_type = "regression" if task.is_regression else "single_label_classification"
-    model = _load(lambda: AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code,
-        use_safetensors=True), path, role)
+    model = _load(AutoModelForSequenceClassification, path, args, role, config=config,
+                  use_safetensors=True)
     return model.float()
 
 

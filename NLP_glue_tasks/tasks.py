@@ -1,8 +1,8 @@
-"""The nine GLUE tasks: files, columns, label order, metrics. The one place for each of them.
+"""The nine GLUE tasks: files, columns, label order, metrics; the one place for each of them.
 
-Label order is the order of the ``nyu-mll/glue`` ClassLabel features (what current
-``run_glue.py`` gives a fine-tuned model); ``tsv_labels`` are the same labels as written in the
-``download_glue_data.py`` TSV files and in the leaderboard submission files.
+Label order is that of the ``nyu-mll/glue`` ClassLabel features (what ``run_glue.py`` gives a
+fine-tuned model); ``tsv_labels`` are the same labels as written in the GLUE TSVs and the
+leaderboard submission files.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Task:
     tsv_labels: tuple[str, ...]  # the same labels as written in the TSVs
     metrics: tuple[str, ...]  # what is reported on dev
     selection: str  # what the original selected the student on (STS-B: corr)
-    hub_columns: tuple[str, str | None] = ("sentence", None)
+    hub_columns: tuple[str, str | None] | None = None  # nyu-mll/glue's; None: as in the TSVs
     dev: tuple[str, ...] = ("dev",)  # dev splits; the first one is the selection split
     test: tuple[str, ...] = ("test",)
     header: bool = True  # train/dev TSVs have a header row
@@ -49,22 +49,19 @@ TASKS: dict[str, Task] = {
         Task("mrpc", "MRPC", "#1 String", "#2 String", "Quality", ("not_equivalent", "equivalent"),
              ("0", "1"), ("f1", "accuracy"), "f1", hub_columns=("sentence1", "sentence2")),
         Task("sts-b", "STS-B", "sentence1", "sentence2", "score", (), (),
-             ("pearson", "spearman", "corr"), "corr", hub_columns=("sentence1", "sentence2")),
+             ("pearson", "spearman", "corr"), "corr"),
         Task("qqp", "QQP", "question1", "question2", "is_duplicate", ("not_duplicate", "duplicate"),
-             ("0", "1"), ("f1", "accuracy"), "accuracy", hub_columns=("question1", "question2"),
-             test_index="id"),
+             ("0", "1"), ("f1", "accuracy"), "accuracy", test_index="id"),
         Task("mnli", "MNLI", "sentence1", "sentence2", "gold_label",
              ("entailment", "neutral", "contradiction"), ("entailment", "neutral", "contradiction"),
              ("accuracy",), "accuracy", hub_columns=("premise", "hypothesis"),
              dev=("dev_matched", "dev_mismatched"), test=("test_matched", "test_mismatched")),
         Task("qnli", "QNLI", "question", "sentence", "label", ("entailment", "not_entailment"),
-             ("entailment", "not_entailment"), ("accuracy",), "accuracy",
-             hub_columns=("question", "sentence")),
+             ("entailment", "not_entailment"), ("accuracy",), "accuracy"),
         Task("rte", "RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"),
-             ("entailment", "not_entailment"), ("accuracy",), "accuracy",
-             hub_columns=("sentence1", "sentence2")),
+             ("entailment", "not_entailment"), ("accuracy",), "accuracy"),
         Task("wnli", "WNLI", "sentence1", "sentence2", "label", ("not_entailment", "entailment"),
-             ("0", "1"), ("accuracy",), "accuracy", hub_columns=("sentence1", "sentence2")),
+             ("0", "1"), ("accuracy",), "accuracy"),
     ]
 }
 
@@ -90,6 +87,11 @@ def metric_names(task: Task) -> list[str]:
     return [m + split_suffix(task, s) for s in task.dev for m in task.metrics]
 
 
+def split_suffix(task: Task, split: str) -> str:
+    """Suffix of a dev split's metric names: '' for the selection split, '_mm' for MNLI-mm."""
+    return "" if split == task.dev[0] else "_mm"
+
+
 def normalize_label(name: object) -> str:
     """A label name as compared with another: lower case, letters and digits only."""
     return "".join(c for c in str(name).lower() if c.isalnum())
@@ -98,17 +100,11 @@ def normalize_label(name: object) -> str:
 def label_columns(task: Task, order: str) -> list[int]:
     """``--teacher_label_order`` (the label names of the teacher's outputs 0..C-1, comma-separated)
     as the teacher's column of each of our labels: ``teacher_logits[:, cols]`` is in our order."""
-    names = [normalize_label(n) for n in order.split(",")]
-    ours = [normalize_label(n) for n in task.labels]
     if task.is_regression:
         raise UsageError(f"--teacher_label_order applies to classification tasks; {task.name} is a "
                          "regression")
+    names, ours = [[normalize_label(n) for n in labels] for labels in (order.split(","), task.labels)]
     if sorted(names) != sorted(ours):
         raise UsageError(f"--teacher_label_order {order!r} is not an order of the {task.name} "
                          f"labels {','.join(task.labels)}; name each once, comma-separated")
     return [names.index(n) for n in ours]
-
-
-def split_suffix(task: Task, split: str) -> str:
-    """Suffix of a dev split's metric names: '' for the selection split, '_mm' for MNLI-mm."""
-    return "" if split == task.dev[0] else "_mm"
