@@ -1,8 +1,8 @@
 """One training loop for both CLIs, on ``accelerate``.
 
-A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...). Each phase trains one
-model with one objective (``annealing_kd.common.methods.objectives``), evaluates every epoch, keeps its best and last
-weights and a training state in ``<run>/<phase>/``, and can be resumed at any epoch boundary.
+A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...), each training one model
+with one objective (``methods.objectives``): it evaluates every epoch, keeps its best and last
+weights and a training state in ``<run>/<phase>/``, and can resume at any epoch boundary.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.integrations.tracking import Tracker
-from annealing_kd.common.methods.annealing import AnnealingSchedule, check_schedule
+from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.objectives import get_objective
 from annealing_kd.common.run_folder import (
     RunDir,
@@ -53,12 +53,11 @@ class Phase:
 
 @dataclass
 class _Progress:
-    """Where a phase stands: its optimizer, scheduler, optimizer steps (of ``total``), the last
-    committed epoch and the best epoch so far."""
+    """Where a phase stands: optimizer steps done, the last committed epoch, the best so far."""
 
     optimizer: Any
     scheduler: Any
-    total: int
+    total: int  # optimizer steps of the phase
     epoch: int = 0
     opt_steps: int = 0
     best: dict[str, Any] | None = None
@@ -73,15 +72,14 @@ class BatchReader:
     teacher_logits: Callable[[Batch], torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Tell targets that keep per-epoch state (``annealing_kd.common.logit_cache.epoch_logits``) which epoch starts."""
+        """Tell targets with per-epoch state (``logit_cache.EpochLogits``) which epoch starts."""
         getattr(self.teacher_logits, "set_epoch", lambda e: None)(epoch)
 
 
 def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1,
                      log_with: list[str] | None = None, project_dir: str | None = None):
     """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
-    {none, bf16, fp16}; works alone and under ``accelerate launch`` / ``torchrun``. ``log_with``:
-    its trackers (``annealing_kd.common.integrations.tracking``), writing under ``project_dir``."""
+    {none, bf16, fp16}, alone or under ``accelerate launch``; ``log_with``: its trackers."""
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -166,15 +164,19 @@ class Trainer:
         for epoch in range(state.epoch, phase.epochs):
             tic = time.perf_counter()
             temp, phi, train_loss = self._train_epoch(model, phase, loader, batches, state, epoch)
-            self._check_finite(train_loss, phase, epoch + 1, state.epoch)
-            metrics = (evaluate or self.evaluate)(model)
+            if not math.isfinite(train_loss):
+                kept = (f"the last good epoch ({state.epoch}) is kept in "
+                        f"{self.run / phase.name / 'last.safetensors'}" if state.epoch
+                        else f"no epoch of {phase.name} was saved")
+                raise UsageError(f"{phase.name} epoch {epoch + 1}: the training loss is not "
+                                 f"finite; {kept}; lower the learning rate or turn off fp16")
             record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": phi,
                       "lr": state.scheduler.get_last_lr()[0], "train_loss": train_loss,
-                      "eval": metrics, "seconds": round(time.perf_counter() - tic, 3)}
-            improved = self._add_record(record, state)
+                      "eval": (evaluate or self.evaluate)(model),
+                      "seconds": round(time.perf_counter() - tic, 3)}
             finished = epoch + 1 == phase.epochs or bool(
                 phase.max_steps and state.opt_steps >= phase.max_steps)
-            self._commit(model, phase, state, epoch + 1, improved, finished)
+            self._commit(model, phase, state, record, finished)
             self.tracker.epoch(record)
             self.write_results()
             self.acc.print(_summary(record, self.metric))
@@ -186,10 +188,10 @@ class Trainer:
     def _resume(self, model: nn.Module, phase: Phase, state: _Progress) -> bool:
         """With ``resume``: load the phase's committed epoch into ``model`` and ``state``; True
         when the phase had finished."""
-        acc, pdir = self.acc, self.run / phase.name
+        acc = self.acc
         acc.wait_for_everyone()
-        committed = (load_committed(pdir, tidy=acc.is_main_process, manifest=self.run.manifest)
-                     if self.resume else None)
+        committed = (load_committed(self.run / phase.name, tidy=acc.is_main_process,
+                                    manifest=self.run.manifest) if self.resume else None)
         acc.wait_for_everyone()
         if committed is None:
             return False
@@ -244,38 +246,25 @@ class Trainer:
                 break
         return temp, phi, (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
 
-    def _check_finite(self, train_loss: float, phase: Phase, epoch: int, saved: int) -> None:
-        if math.isfinite(train_loss):
-            return
-        kept = (f"the last good epoch ({saved}) is kept in {self.run / phase.name / 'last.safetensors'}"
-                if saved else f"no epoch of {phase.name} was saved")
-        raise UsageError(f"{phase.name} epoch {epoch}: the training loss is not finite; {kept}; "
-                         "lower the learning rate or turn off fp16")
-
-    def _add_record(self, record: dict[str, Any], state: _Progress) -> bool:
-        """Keep an epoch's record; True when it is the phase's best so far."""
+    def _commit(self, model: nn.Module, phase: Phase, state: _Progress, record: dict[str, Any],
+                finished: bool) -> None:
+        """Keep an epoch's record and commit the epoch, all or nothing: the last weights, the best
+        (when it is the phase's best so far) and the training state."""
+        acc, epoch, value, best = self.acc, record["epoch"], record["eval"][self.metric], state.best
         self.records.append(record)
-        value, best = record["eval"][self.metric], state.best
         improved = best is None or value > best["metric"] or not math.isfinite(best["metric"])
         if improved:
-            state.best = {"phase": record["phase"], "epoch": record["epoch"], "metric": value,
+            state.best = {"phase": phase.name, "epoch": epoch, "metric": value,
                           "eval": record["eval"]}
-        return improved
-
-    def _commit(self, model: nn.Module, phase: Phase, state: _Progress, epoch: int,
-                improved: bool, finished: bool) -> None:
-        """Commit an epoch: last (and best) weights and the training state, all or nothing."""
-        acc = self.acc
         if acc.is_main_process:
             weights = acc.unwrap_model(model).state_dict()
             saved = {"epoch": epoch, "finished": finished, "opt_steps": state.opt_steps,
                      "optimizer": state.optimizer.state_dict(),
                      "scheduler": state.scheduler.state_dict(), "best": state.best,
                      "records": self.records}
+            files = {"best.safetensors": weights if improved else None, "last.safetensors": weights}
             try:
-                commit_epoch(self.run / phase.name, epoch, {"best.safetensors": weights if improved
-                                                            else None, "last.safetensors": weights},
-                             saved, self.run.manifest)
+                commit_epoch(self.run / phase.name, epoch, files, saved, self.run.manifest)
             except WriteFailed as exc:
                 kept = (f"the last good epoch ({state.epoch}) is kept; pass {setting('resume')} "
                         "once there is room" if state.epoch else "no epoch of this phase was saved")
@@ -286,14 +275,10 @@ class Trainer:
 
     def check_phase(self, phase: Phase, batches_per_epoch: int) -> int:
         """The optimizer steps of ``phase``; refuses an annealing schedule that does not fit them
-        (called by :meth:`fit`, and before a run trains anything by ``annealing_kd.common.methods``)."""
-        steps_per_epoch = math.ceil(batches_per_epoch / self.acc.gradient_accumulation_steps)
-        total = steps_per_epoch * phase.epochs
-        if phase.max_steps:
-            total = min(total, phase.max_steps)
-        if get_objective(phase.objective).anneals:
-            check_schedule(total if phase.anneal_per_step else phase.epochs, phase.max_temperature,
-                           "optimizer steps" if phase.anneal_per_step else "epochs")
+        (called by :meth:`fit`, and by ``methods.run.plan`` before a run trains anything)."""
+        steps = math.ceil(batches_per_epoch / self.acc.gradient_accumulation_steps) * phase.epochs
+        total = min(steps, phase.max_steps) if phase.max_steps else steps
+        self._anneal(phase, 0, 0, total)  # building the schedule checks it
         return total
 
     def _anneal(self, phase: Phase, epoch: int, step: int, total: int) -> tuple[int | None, float | None]:
@@ -318,8 +303,7 @@ class Trainer:
 
     def select(self, phase_names: list[str]) -> dict[str, Any]:
         """The best epoch over the given phases by the selection metric (first one on ties)."""
-        candidates = [self.best[p] for p in phase_names]
-        return max(candidates, key=lambda b: b["metric"])
+        return max((self.best[p] for p in phase_names), key=lambda b: b["metric"])
 
     def final_entry(self, chosen: dict[str, Any], metrics: Metrics | None = None) -> dict[str, Any]:
         """The ``final`` entry of results.json for the chosen epoch."""
@@ -333,8 +317,7 @@ class Trainer:
                 "final": final}
 
     def write_results(self, final: dict[str, Any] | None = None) -> None:
-        """metrics.jsonl, curves.png (at the end) and last results.json: a run whose results.json
-        has its ``final`` entry is complete."""
+        """metrics.jsonl, curves.png (at the end) and results.json, complete once it has ``final``."""
         if final is not None:
             self.tracker.finish(final)
             self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
