@@ -20,12 +20,7 @@ from transformers import Trainer
 from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.losses import task_loss
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.training.frozen_teacher import (
-    LABEL_KEYS,
-    Forward,
-    logits_of,
-    teacher_logits,
-)
+from annealing_kd.common.training import frozen_teacher
 from annealing_kd.common.training.trainer import freeze
 
 __all__ = ["AnnealingKDTrainer", "AnnealingKDResult", "train_annealing_kd"]
@@ -47,7 +42,7 @@ class AnnealingKDTrainer(Trainer):
     def __init__(self, *args: Any, teacher: nn.Module | None = None, objective: str = "anneal",
                  max_temperature: int = 1, anneal_per_step: bool = False,
                  objective_options: dict[str, Any] | None = None,
-                 teacher_forward: Forward | None = None, **kwargs: Any) -> None:
+                 teacher_forward: frozen_teacher.Forward | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.objective_name, self.objective = objective, get_objective(objective)
         known = {o.name for o in self.objective.options}
@@ -80,13 +75,13 @@ class AnnealingKDTrainer(Trainer):
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      **kwargs: Any):
         """The objective's loss on a training batch; the hard-label loss in evaluation."""
-        key = next((k for k in LABEL_KEYS if k in inputs), None)
+        key = next((k for k in frozen_teacher.LABEL_KEYS if k in inputs), None)
         if key is None:
             raise ValueError(f"the batch has no labels (keys: {', '.join(inputs)}); every "
                              "objective needs them: keep a 'labels' column in the dataset")
-        features = {k: v for k, v in inputs.items() if k not in LABEL_KEYS}
+        features = {k: v for k, v in inputs.items() if k not in frozen_teacher.LABEL_KEYS}
         outputs = model(**features)
-        logits, labels = logits_of(outputs).float(), inputs[key]
+        logits, labels = frozen_teacher.logits_of(outputs).float(), inputs[key]
         if not model.training:
             loss = task_loss(logits, labels)
         else:
@@ -94,7 +89,8 @@ class AnnealingKDTrainer(Trainer):
             targets = None
             if self.objective.needs_teacher:  # the teacher reads ``inputs`` by its own forward
                 batch = features if self.teacher_forward is None else inputs
-                targets = teacher_logits(self.teacher, batch, forward=self.teacher_forward)
+                targets = frozen_teacher.teacher_logits(self.teacher, batch,
+                                                        forward=self.teacher_forward)
             loss = self.objective.loss(logits, labels, targets, self.last_annealing[1],
                                        **self.objective_options)
         return (loss, outputs) if return_outputs else loss
@@ -117,7 +113,8 @@ class AnnealingKDResult:
 
 def train_annealing_kd(model: nn.Module, teacher: nn.Module, phase1_args, phase2_args=None, *,
                        max_temperature: int, anneal_per_step: bool = False,
-                       anneal_reduction: str = "mean", teacher_forward: Forward | None = None,
+                       anneal_reduction: str = "mean",
+                       teacher_forward: frozen_teacher.Forward | None = None,
                        trainer_class: type[AnnealingKDTrainer] = AnnealingKDTrainer,
                        **trainer_kwargs: Any) -> AnnealingKDResult:
     """Annealing-KD in two ``Trainer.train()`` calls on ``model`` (trained in place).

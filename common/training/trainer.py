@@ -16,17 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from annealing_kd.common import run_folder
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.integrations.tracking import Tracker
 from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.run_folder import (
-    RunDir,
-    WriteFailed,
-    commit_epoch,
-    load_committed,
-    load_weights,
-)
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.progress import progress_bar
 from annealing_kd.common.training.seeding import seed_everything
@@ -117,22 +111,18 @@ def predict(accelerator, model: nn.Module, loader, forward, labels) -> tuple[tor
     """All logits and labels of a prepared loader, gathered over processes, in order."""
     was_training = model.training
     model.eval()
-    outs, ys = [], []
-    for batch in loader:
-        logits, y = accelerator.gather_for_metrics((forward(model, batch).float(), labels(batch)))
-        outs.append(logits.cpu())
-        ys.append(y.cpu())
+    pairs = [accelerator.gather_for_metrics((forward(model, b).float(), labels(b))) for b in loader]
     model.train(was_training)
-    return torch.cat(outs), torch.cat(ys)
+    return torch.cat([p[0].cpu() for p in pairs]), torch.cat([p[1].cpu() for p in pairs])
 
 
 class Trainer:
     """Runs phases, records every epoch, writes results.json / metrics.jsonl / curves.png.
     ``evaluate(model)`` gives an epoch's metrics (or each :meth:`fit` gets its own)."""
 
-    def __init__(self, accelerator, run: RunDir, *, config: dict[str, Any], env: dict[str, Any],
-                 evaluate: Callable[[nn.Module], Metrics] | None, selection_metric: str,
-                 selected_on: str, seed: int = 42, resume: bool = False,
+    def __init__(self, accelerator, run: run_folder.RunDir, *, config: dict[str, Any],
+                 env: dict[str, Any], evaluate: Callable[[nn.Module], Metrics] | None,
+                 selection_metric: str, selected_on: str, seed: int = 42, resume: bool = False,
                  deterministic: bool = False, log_every: int = 10,
                  trackers: list[str] | None = None) -> None:
         self.acc, self.run, self.config, self.env = accelerator, run, config, env
@@ -146,9 +136,8 @@ class Trainer:
     # ---- one phase -------------------------------------------------------------------------
     def fit(self, model: nn.Module, phase: Phase, loader, batches: BatchReader,
             evaluate: Callable[[nn.Module], Metrics] | None = None) -> dict[str, Any]:
-        """Train ``model`` (already ``accelerator.prepare`` d) through ``phase``, evaluating it
-        each epoch by ``evaluate`` (default: the trainer's); return its best epoch record. The
-        model holds the last weights afterwards."""
+        """Train ``model`` (accelerator-prepared) through ``phase``, evaluated each epoch by
+        ``evaluate`` (or the trainer's); return its best epoch. The model keeps the last weights."""
         if phase.epochs < 1:
             raise UsageError(f"{phase.name} needs at least 1 epoch, got {phase.epochs}")
         if get_objective(phase.objective).needs_teacher and batches.teacher_logits is None:
@@ -188,15 +177,15 @@ class Trainer:
     def _resume(self, model: nn.Module, phase: Phase, state: _Progress) -> bool:
         """With ``resume``: load the phase's committed epoch into ``model`` and ``state``; True
         when the phase had finished."""
-        acc = self.acc
+        acc, pdir = self.acc, self.run / phase.name
         acc.wait_for_everyone()
-        committed = (load_committed(self.run / phase.name, tidy=acc.is_main_process,
-                                    manifest=self.run.manifest) if self.resume else None)
+        committed = (run_folder.load_committed(pdir, tidy=acc.is_main_process,
+                                               manifest=self.run.manifest) if self.resume else None)
         acc.wait_for_everyone()
         if committed is None:
             return False
         saved, edir = committed
-        acc.unwrap_model(model).load_state_dict(load_weights(edir / "last.safetensors"))
+        acc.unwrap_model(model).load_state_dict(run_folder.load_weights(edir / "last.safetensors"))
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
         state.epoch, state.best, state.opt_steps = saved["epoch"], saved["best"], saved["opt_steps"]
@@ -264,8 +253,9 @@ class Trainer:
                      "records": self.records}
             files = {"best.safetensors": weights if improved else None, "last.safetensors": weights}
             try:
-                commit_epoch(self.run / phase.name, epoch, files, saved, self.run.manifest)
-            except WriteFailed as exc:
+                run_folder.commit_epoch(self.run / phase.name, epoch, files, saved,
+                                        self.run.manifest)
+            except run_folder.WriteFailed as exc:
                 kept = (f"the last good epoch ({state.epoch}) is kept; pass {setting('resume')} "
                         "once there is room" if state.epoch else "no epoch of this phase was saved")
                 raise UsageError(f"could not write {exc.path} ({exc.reason}) at the end of "
@@ -299,7 +289,7 @@ class Trainer:
         """Load the best weights of a finished phase into ``model``."""
         self.acc.wait_for_everyone()
         self.acc.unwrap_model(model).load_state_dict(
-            load_weights(self.run / phase_name / "best.safetensors"))
+            run_folder.load_weights(self.run / phase_name / "best.safetensors"))
 
     def select(self, phase_names: list[str]) -> dict[str, Any]:
         """The best epoch over the given phases by the selection metric (first one on ties)."""
