@@ -23,13 +23,5 @@ from annealing_kd.common.methods.losses import KD_REDUCTIONS, hinton_kd_loss, ta
 from annealing_kd.common.training.frozen_teacher import all_teacher_logits, teacher_logits
 from annealing_kd.common.training.trainer import freeze
 
-__all__ = [
-    "AnnealingSchedule",
-    "annealing_loss",
-    "task_loss",
-    "hinton_kd_loss",
-    "KD_REDUCTIONS",
-    "teacher_logits",
-    "all_teacher_logits",
-    "freeze",
-]
+__all__ = ["AnnealingSchedule", "annealing_loss", "task_loss", "hinton_kd_loss", "KD_REDUCTIONS",
+           "teacher_logits", "all_teacher_logits", "freeze"]

@@ -1,16 +1,10 @@
 """Annealing-KD (and Hinton KD) inside your own ``transformers.Trainer`` script.
 
-:class:`AnnealingKDTrainer` is a ``Trainer`` whose loss is an objective of
-``annealing_kd.common.methods.objectives`` (``anneal``, ``task``, ``kd``: the losses the CLIs train with) against a
-frozen teacher; ``anneal`` takes Phi from ``annealing_kd.common.methods.annealing.AnnealingSchedule``, per epoch (the
-Trainer's epochs) or per optimizer step. :func:`train_annealing_kd` runs the two phases as two
-``Trainer.train()`` calls: phase 1 anneals; phase 2 trains on the hard labels from phase 1's best
-weights; the model ends with the best weights over both phases (as the CLIs select).
-
-The teacher runs in eval mode under ``torch.inference_mode`` on the training batches only (the
-evaluation loss is the hard-label loss, without it), and is never updated. By default it reads
-the student's batch (same tokenizer); give ``teacher_forward(teacher, inputs) -> logits`` for
-anything else. Works with transformers 4.4x and 5.x; ``annealing_kd.common.api`` does not import transformers.
+:class:`AnnealingKDTrainer` trains with an objective of ``methods.objectives`` (the CLIs' losses)
+against a frozen teacher, run in eval mode under ``torch.inference_mode`` on the training
+batches only (the evaluation loss is the hard-label loss). :func:`train_annealing_kd` runs the
+two phases as two ``Trainer.train()`` calls and selects the best weights over both, as the CLIs
+do. Works with transformers 4.4x and 5.x; ``annealing_kd.common.api`` does not import it.
 """
 
 from __future__ import annotations
@@ -21,17 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.losses import task_loss
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.training.frozen_teacher import (
-    LABEL_KEYS,
-    Forward,
-    logits_of,
-    teacher_logits,
-)
+from annealing_kd.common.training import frozen_teacher
 from annealing_kd.common.training.trainer import freeze
 
 __all__ = ["AnnealingKDTrainer", "AnnealingKDResult", "train_annealing_kd"]
@@ -40,12 +29,12 @@ __all__ = ["AnnealingKDTrainer", "AnnealingKDResult", "train_annealing_kd"]
 class AnnealingKDTrainer(Trainer):
     """A ``transformers.Trainer`` that trains with ``objective`` against a frozen ``teacher``.
 
-    ``objective``: ``"anneal"`` (Annealing-KD phase 1: MSE(z_s, Phi(T) * z_t)), ``"task"`` (hard
-    labels: phase 2, no teacher needed) or ``"kd"`` (Hinton KD). ``max_temperature``: tau_max of
-    ``anneal``, whose schedule runs over the Trainer's epochs, or over its optimizer steps with
-    ``anneal_per_step``. ``objective_options``: the objectives' options by name
-    (``anneal_reduction``, ``kd_alpha``, ``kd_temperature``, ``kd_reduction``; defaults as in
-    the CLIs). Everything else goes to ``Trainer``. The batch needs ``labels``.
+    ``objective``: ``"anneal"`` (phase 1: MSE(z_s, Phi(T) * z_t)), ``"task"`` (hard labels, no
+    teacher) or ``"kd"`` (Hinton KD). ``anneal`` runs its schedule up to ``max_temperature`` over
+    the Trainer's epochs, or its optimizer steps with ``anneal_per_step``. ``objective_options``:
+    the objectives' options by name (``anneal_reduction``, ``kd_alpha``, ...; the CLIs' defaults).
+    The teacher reads the student's batch unless ``teacher_forward(teacher, inputs) -> logits``
+    is given. Everything else goes to ``Trainer``. The batch needs ``labels``.
     """
 
     loss_is_scaled_for_ga = False  # transformers 5: our loss is a per-batch mean
@@ -53,7 +42,7 @@ class AnnealingKDTrainer(Trainer):
     def __init__(self, *args: Any, teacher: nn.Module | None = None, objective: str = "anneal",
                  max_temperature: int = 1, anneal_per_step: bool = False,
                  objective_options: dict[str, Any] | None = None,
-                 teacher_forward: Forward | None = None, **kwargs: Any) -> None:
+                 teacher_forward: frozen_teacher.Forward | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.objective_name, self.objective = objective, get_objective(objective)
         known = {o.name for o in self.objective.options}
@@ -67,65 +56,50 @@ class AnnealingKDTrainer(Trainer):
         self.teacher_forward = teacher_forward
         self.max_temperature, self.anneal_per_step = max_temperature, anneal_per_step
         self.objective_options = dict(objective_options or {})
-        self.schedule: AnnealingSchedule | None = None
         self.last_annealing: tuple[int | None, float | None] = (None, None)  # of the last step
         # transformers 4.4x: divide our per-batch mean by the gradient-accumulation steps
         self.model_accepts_loss_kwargs = False
-        if self.objective.anneals:
-            self.add_callback(_BuildSchedule(self))
 
     def annealing(self) -> tuple[int | None, float | None]:
-        """(T, Phi) of the current epoch or optimizer step; (None, None) without annealing."""
-        if self.schedule is None:
+        """(T, Phi) of the current epoch or optimizer step of training; (None, None) without
+        annealing. Refuses (``UsageError``) fewer of them than ``max_temperature``."""
+        if not self.objective.anneals:
             return None, None
+        state, tau = self.state, self.max_temperature
+        if self.anneal_per_step:
+            return AnnealingSchedule.per_step(state.max_steps, tau)(state.global_step)
+        epochs = state.num_train_epochs or math.ceil(self.args.num_train_epochs)
         # state.epoch is e at the start of epoch e, e + k/n after its k-th of n steps
-        i = self.state.global_step if self.anneal_per_step else math.floor(self.state.epoch + 1e-6)
-        return self.schedule(i)
+        return AnnealingSchedule.per_epoch(epochs, tau)(math.floor(state.epoch + 1e-6))
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      **kwargs: Any):
         """The objective's loss on a training batch; the hard-label loss in evaluation."""
-        key = next((k for k in LABEL_KEYS if k in inputs), None)
+        key = next((k for k in frozen_teacher.LABEL_KEYS if k in inputs), None)
         if key is None:
             raise ValueError(f"the batch has no labels (keys: {', '.join(inputs)}); every "
                              "objective needs them: keep a 'labels' column in the dataset")
-        labels = inputs[key]
-        features = {k: v for k, v in inputs.items() if k not in LABEL_KEYS}
+        features = {k: v for k, v in inputs.items() if k not in frozen_teacher.LABEL_KEYS}
         outputs = model(**features)
-        logits = logits_of(outputs).float()
+        logits, labels = frozen_teacher.logits_of(outputs).float(), inputs[key]
         if not model.training:
             loss = task_loss(logits, labels)
         else:
-            targets = None
-            if self.objective.needs_teacher:
-                targets = teacher_logits(self.teacher, features if self.teacher_forward is None
-                                         else inputs, forward=self.teacher_forward)
             self.last_annealing = self.annealing()
+            targets = None
+            if self.objective.needs_teacher:  # the teacher reads ``inputs`` by its own forward
+                batch = features if self.teacher_forward is None else inputs
+                targets = frozen_teacher.teacher_logits(self.teacher, batch,
+                                                        forward=self.teacher_forward)
             loss = self.objective.loss(logits, labels, targets, self.last_annealing[1],
                                        **self.objective_options)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Training logs carry the temperature and Phi of the last step (to every tracker)."""
-        if self.schedule is not None and "loss" in logs:
+        if self.objective.anneals and "loss" in logs:
             logs["temperature"], logs["phi"] = self.last_annealing
         super().log(logs, *args, **kwargs)
-
-
-class _BuildSchedule(TrainerCallback):
-    """At the start of training: the schedule over the Trainer's epochs (or optimizer steps),
-    refused (``UsageError``) when they are fewer than ``max_temperature``."""
-
-    def __init__(self, trainer: AnnealingKDTrainer) -> None:
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        t = self.trainer
-        if t.anneal_per_step:
-            t.schedule = AnnealingSchedule.per_step(state.max_steps, t.max_temperature)
-        else:
-            epochs = state.num_train_epochs or math.ceil(args.num_train_epochs)
-            t.schedule = AnnealingSchedule.per_epoch(epochs, t.max_temperature)
 
 
 @dataclass
@@ -139,7 +113,8 @@ class AnnealingKDResult:
 
 def train_annealing_kd(model: nn.Module, teacher: nn.Module, phase1_args, phase2_args=None, *,
                        max_temperature: int, anneal_per_step: bool = False,
-                       anneal_reduction: str = "mean", teacher_forward: Forward | None = None,
+                       anneal_reduction: str = "mean",
+                       teacher_forward: frozen_teacher.Forward | None = None,
                        trainer_class: type[AnnealingKDTrainer] = AnnealingKDTrainer,
                        **trainer_kwargs: Any) -> AnnealingKDResult:
     """Annealing-KD in two ``Trainer.train()`` calls on ``model`` (trained in place).
@@ -170,15 +145,14 @@ def train_annealing_kd(model: nn.Module, teacher: nn.Module, phase1_args, phase2
 
 
 def _select(p1: Trainer, p2: Trainer) -> str:
-    """Load phase 1's best into the model when it beats phase 2's best (ties: phase 1, the
+    """Load phase 1's best into the model when it is at least as good as phase 2's (ties: the
     earlier epoch, as the CLIs); the phase whose best the model holds."""
     a, b = p1.state.best_metric, p2.state.best_metric
     same = (p1.args.metric_for_best_model == p2.args.metric_for_best_model
             and p1.args.load_best_model_at_end and p2.args.load_best_model_at_end)
     if not same or a is None or b is None:
         return "phase2"
-    better = a > b if p2.args.greater_is_better else a < b
-    if better or a == b:
+    if a >= b if p2.args.greater_is_better else a <= b:
         p1._load_best_model()
         return "phase1"
     return "phase2"

@@ -13,30 +13,25 @@ from torch import nn
 
 
 def chance_margin(chance: float, n: int) -> float:
-    """Two standard errors of an accuracy at ``chance`` over ``n`` examples: an accuracy within
-    it is not clearly better than guessing."""
+    """Two standard errors of an accuracy at ``chance`` over ``n`` examples."""
     return 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
 
 
 def at_chance(metrics: dict[str, float], num_classes: int | None, n: int,
               majority: float | None = None) -> str | None:
-    """The metric that says a teacher is no better than chance, or None. Classification:
-    accuracy within two standard errors of chance, the larger of 1/num_classes and ``majority``
-    (the share of the most frequent class: what a model that always answers it gets); else a
-    Matthews correlation <= 0. Regression: a correlation <= 0."""
+    """Why a teacher is no better than chance, or None: an accuracy within :func:`chance_margin`
+    of the larger of 1/num_classes and ``majority`` (the most frequent class's share); else a
+    Matthews correlation, or for regression a correlation, <= 0."""
     if num_classes and "accuracy" in metrics:
-        chance = max(1 / num_classes, majority or 0.0)
+        chance, value = max(1 / num_classes, majority or 0.0), metrics["accuracy"]
         what = f"1/{num_classes}" if chance == 1 / num_classes else "the most frequent class"
         margin = chance_margin(chance, n)
-        value = metrics["accuracy"]
-        if value <= chance + margin:
-            return (f"accuracy {value:.3f} is not above chance ({what}: {chance:.3f}, + {margin:.3f} "
-                    f"for {n} examples)")
-        return None
-    for name in ("mcc", "pearson", "spearman", "corr"):
-        if name in metrics:
-            return f"{name} {metrics[name]:.3f} <= 0" if metrics[name] <= 0 else None
-    return None
+        if value > chance + margin:
+            return None
+        return (f"accuracy {value:.3f} is not above chance ({what}: {chance:.3f}, + {margin:.3f} "
+                f"for {n} examples)")
+    name = next((k for k in ("mcc", "pearson", "spearman", "corr") if k in metrics), None)
+    return f"{name} {metrics[name]:.3f} <= 0" if name and metrics[name] <= 0 else None
 
 
 def majority_share(labels) -> float:
@@ -61,8 +56,7 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor]) -> bool:
     """Recompute the batch-norm running statistics of ``model`` over ``inputs`` (training
-    batches) with ``torch.optim.swa_utils.update_bn``; False when it has no batch norm. The model
-    keeps its train/eval mode; no gradient is computed."""
+    batches, ``swa_utils.update_bn``: no gradient, mode kept); False without batch norm."""
     if not has_batch_norm(model):
         return False
     torch.optim.swa_utils.update_bn(inputs, model)

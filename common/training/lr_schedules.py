@@ -1,11 +1,10 @@
 """Learning-rate schedules: every phase builds its scheduler through :meth:`LrSchedule.build`.
 
     constant   the base learning rate throughout
-    multistep  x0.1 at each milestone, a fraction of the phase's optimizer steps
-               (``int(frac * total)``); (0.5, 0.75) is the CIFAR recipe of the paper: lr,
-               lr/10 from step total//2, lr/100 from step 3*total//4. The rate after k
-               milestones is ``lr * 10.0 ** -k`` (LambdaLR), the same double as the original's
-               ``0.1 * 0.01``; MultiStepLR's repeated x0.1 ends 1 ulp away (0.0010000000000000002)
+    multistep  x0.1 at each milestone ``int(frac * total)`` of the phase's optimizer steps;
+               (0.5, 0.75) is the paper's CIFAR recipe. After k milestones the rate is
+               ``lr * 10.0 ** -k`` (LambdaLR): the original's double ``0.1 * 0.01``, where
+               MultiStepLR's repeated x0.1 ends 1 ulp away (0.0010000000000000002)
     hf         ``transformers.get_scheduler(name)`` with ``warmup_steps`` (the GLUE recipe)
 
 All of them count optimizer steps and restart with each phase.
@@ -31,10 +30,8 @@ class LrSchedule:
         """The scheduler of a phase of ``total`` optimizer steps (stepped once per step)."""
         from torch.optim.lr_scheduler import LambdaLR
 
-        if self.kind == "constant" or (self.kind == "multistep" and not self.milestones):
-            return LambdaLR(optimizer, lambda step: 1.0)
-        if self.kind == "multistep":
-            steps = milestone_steps(self.milestones, total)
+        if self.kind in ("constant", "multistep"):  # constant: no milestone, 10.0 ** -0 == 1.0
+            steps = milestone_steps(self.milestones if self.kind == "multistep" else (), total)
             return LambdaLR(optimizer, lambda step: 10.0 ** -bisect_right(steps, step))
         if self.kind == "hf":
             from transformers import get_scheduler

@@ -9,10 +9,9 @@ LOG_INTERVAL_S = 60.0  # at most one bar update a minute when stderr is not a te
 
 
 def progress_bar(iterable: Iterable, desc: str, enabled: bool = True):
-    """A tqdm bar over ``iterable``. When stderr is not a terminal (a log file, a pipe) the bar
-    redraws at most once every ``LOG_INTERVAL_S`` seconds instead of ten times a second, so
-    logs do not fill with carriage-return lines, and a bar that ends within that time never shows
-    (a log or an error message gets no bar fragment); pass ``refresh=False`` to ``set_postfix``."""
+    """A tqdm bar over ``iterable``; when stderr is not a terminal it redraws at most every
+    ``LOG_INTERVAL_S`` and a shorter bar never shows, so logs get no carriage-return lines (pass
+    ``refresh=False`` to ``set_postfix``)."""
     from tqdm.auto import tqdm
 
     tty = bool(getattr(sys.stderr, "isatty", lambda: False)())

@@ -24,9 +24,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def role_seed(seed: int, role: str) -> int:
-    """The seed of a role's initial weights: the run's seed for the student, a fixed offset of it
-    for the teacher and the assistant, so that a seed's student starts from the same weights
-    in every method (paired comparisons)."""
+    """The seed of a role's initial weights: the run's for the student (the same start in every
+    method: paired comparisons), a fixed offset of it for the teacher and the assistant."""
     return seed if role == "student" else seed * 1009 + zlib.crc32(role.encode()) % 1000
 
 

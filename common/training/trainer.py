@@ -1,8 +1,8 @@
 """One training loop for both CLIs, on ``accelerate``.
 
-A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...). Each phase trains one
-model with one objective (``annealing_kd.common.methods.objectives``), evaluates every epoch, keeps its best and last
-weights and a training state in ``<run>/<phase>/``, and can be resumed at any epoch boundary.
+A run is a sequence of :class:`Phase` s (teacher, phase1, phase2, ...), each training one model
+with one objective (``methods.objectives``): it evaluates every epoch, keeps its best and last
+weights and a training state in ``<run>/<phase>/``, and can resume at any epoch boundary.
 """
 
 from __future__ import annotations
@@ -16,17 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from annealing_kd.common import run_folder
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.integrations.tracking import Tracker
-from annealing_kd.common.methods.annealing import AnnealingSchedule, check_schedule
+from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.run_folder import (
-    RunDir,
-    WriteFailed,
-    commit_epoch,
-    load_committed,
-    load_weights,
-)
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.progress import progress_bar
 from annealing_kd.common.training.seeding import seed_everything
@@ -53,12 +47,11 @@ class Phase:
 
 @dataclass
 class _Progress:
-    """Where a phase stands: its optimizer, scheduler, optimizer steps (of ``total``), the last
-    committed epoch and the best epoch so far."""
+    """Where a phase stands: optimizer steps done, the last committed epoch, the best so far."""
 
     optimizer: Any
     scheduler: Any
-    total: int
+    total: int  # optimizer steps of the phase
     epoch: int = 0
     opt_steps: int = 0
     best: dict[str, Any] | None = None
@@ -73,15 +66,14 @@ class BatchReader:
     teacher_logits: Callable[[Batch], torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Tell targets that keep per-epoch state (``annealing_kd.common.logit_cache.epoch_logits``) which epoch starts."""
+        """Tell targets with per-epoch state (``logit_cache.EpochLogits``) which epoch starts."""
         getattr(self.teacher_logits, "set_epoch", lambda e: None)(epoch)
 
 
 def make_accelerator(device: str = "auto", amp: str = "none", grad_accum: int = 1,
                      log_with: list[str] | None = None, project_dir: str | None = None):
     """An ``accelerate.Accelerator`` for ``device`` in {auto, cpu, cuda} and ``amp`` in
-    {none, bf16, fp16}; works alone and under ``accelerate launch`` / ``torchrun``. ``log_with``:
-    its trackers (``annealing_kd.common.integrations.tracking``), writing under ``project_dir``."""
+    {none, bf16, fp16}, alone or under ``accelerate launch``; ``log_with``: its trackers."""
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -119,22 +111,18 @@ def predict(accelerator, model: nn.Module, loader, forward, labels) -> tuple[tor
     """All logits and labels of a prepared loader, gathered over processes, in order."""
     was_training = model.training
     model.eval()
-    outs, ys = [], []
-    for batch in loader:
-        logits, y = accelerator.gather_for_metrics((forward(model, batch).float(), labels(batch)))
-        outs.append(logits.cpu())
-        ys.append(y.cpu())
+    pairs = [accelerator.gather_for_metrics((forward(model, b).float(), labels(b))) for b in loader]
     model.train(was_training)
-    return torch.cat(outs), torch.cat(ys)
+    return torch.cat([p[0].cpu() for p in pairs]), torch.cat([p[1].cpu() for p in pairs])
 
 
 class Trainer:
     """Runs phases, records every epoch, writes results.json / metrics.jsonl / curves.png.
     ``evaluate(model)`` gives an epoch's metrics (or each :meth:`fit` gets its own)."""
 
-    def __init__(self, accelerator, run: RunDir, *, config: dict[str, Any], env: dict[str, Any],
-                 evaluate: Callable[[nn.Module], Metrics] | None, selection_metric: str,
-                 selected_on: str, seed: int = 42, resume: bool = False,
+    def __init__(self, accelerator, run: run_folder.RunDir, *, config: dict[str, Any],
+                 env: dict[str, Any], evaluate: Callable[[nn.Module], Metrics] | None,
+                 selection_metric: str, selected_on: str, seed: int = 42, resume: bool = False,
                  deterministic: bool = False, log_every: int = 10,
                  trackers: list[str] | None = None) -> None:
         self.acc, self.run, self.config, self.env = accelerator, run, config, env
@@ -148,9 +136,8 @@ class Trainer:
     # ---- one phase -------------------------------------------------------------------------
     def fit(self, model: nn.Module, phase: Phase, loader, batches: BatchReader,
             evaluate: Callable[[nn.Module], Metrics] | None = None) -> dict[str, Any]:
-        """Train ``model`` (already ``accelerator.prepare`` d) through ``phase``, evaluating it
-        each epoch by ``evaluate`` (default: the trainer's); return its best epoch record. The
-        model holds the last weights afterwards."""
+        """Train ``model`` (accelerator-prepared) through ``phase``, evaluated each epoch by
+        ``evaluate`` (or the trainer's); return its best epoch. The model keeps the last weights."""
         if phase.epochs < 1:
             raise UsageError(f"{phase.name} needs at least 1 epoch, got {phase.epochs}")
         if get_objective(phase.objective).needs_teacher and batches.teacher_logits is None:
@@ -166,15 +153,19 @@ class Trainer:
         for epoch in range(state.epoch, phase.epochs):
             tic = time.perf_counter()
             temp, phi, train_loss = self._train_epoch(model, phase, loader, batches, state, epoch)
-            self._check_finite(train_loss, phase, epoch + 1, state.epoch)
-            metrics = (evaluate or self.evaluate)(model)
+            if not math.isfinite(train_loss):
+                kept = (f"the last good epoch ({state.epoch}) is kept in "
+                        f"{self.run / phase.name / 'last.safetensors'}" if state.epoch
+                        else f"no epoch of {phase.name} was saved")
+                raise UsageError(f"{phase.name} epoch {epoch + 1}: the training loss is not "
+                                 f"finite; {kept}; lower the learning rate or turn off fp16")
             record = {"phase": phase.name, "epoch": epoch + 1, "temperature": temp, "phi": phi,
                       "lr": state.scheduler.get_last_lr()[0], "train_loss": train_loss,
-                      "eval": metrics, "seconds": round(time.perf_counter() - tic, 3)}
-            improved = self._add_record(record, state)
+                      "eval": (evaluate or self.evaluate)(model),
+                      "seconds": round(time.perf_counter() - tic, 3)}
             finished = epoch + 1 == phase.epochs or bool(
                 phase.max_steps and state.opt_steps >= phase.max_steps)
-            self._commit(model, phase, state, epoch + 1, improved, finished)
+            self._commit(model, phase, state, record, finished)
             self.tracker.epoch(record)
             self.write_results()
             self.acc.print(_summary(record, self.metric))
@@ -188,13 +179,13 @@ class Trainer:
         when the phase had finished."""
         acc, pdir = self.acc, self.run / phase.name
         acc.wait_for_everyone()
-        committed = (load_committed(pdir, tidy=acc.is_main_process, manifest=self.run.manifest)
-                     if self.resume else None)
+        committed = (run_folder.load_committed(pdir, tidy=acc.is_main_process,
+                                               manifest=self.run.manifest) if self.resume else None)
         acc.wait_for_everyone()
         if committed is None:
             return False
         saved, edir = committed
-        acc.unwrap_model(model).load_state_dict(load_weights(edir / "last.safetensors"))
+        acc.unwrap_model(model).load_state_dict(run_folder.load_weights(edir / "last.safetensors"))
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
         state.epoch, state.best, state.opt_steps = saved["epoch"], saved["best"], saved["opt_steps"]
@@ -244,39 +235,27 @@ class Trainer:
                 break
         return temp, phi, (acc.reduce(loss_sum, "mean") / max(1, n_batches)).item()
 
-    def _check_finite(self, train_loss: float, phase: Phase, epoch: int, saved: int) -> None:
-        if math.isfinite(train_loss):
-            return
-        kept = (f"the last good epoch ({saved}) is kept in {self.run / phase.name / 'last.safetensors'}"
-                if saved else f"no epoch of {phase.name} was saved")
-        raise UsageError(f"{phase.name} epoch {epoch}: the training loss is not finite; {kept}; "
-                         "lower the learning rate or turn off fp16")
-
-    def _add_record(self, record: dict[str, Any], state: _Progress) -> bool:
-        """Keep an epoch's record; True when it is the phase's best so far."""
+    def _commit(self, model: nn.Module, phase: Phase, state: _Progress, record: dict[str, Any],
+                finished: bool) -> None:
+        """Keep an epoch's record and commit the epoch, all or nothing: the last weights, the best
+        (when it is the phase's best so far) and the training state."""
+        acc, epoch, value, best = self.acc, record["epoch"], record["eval"][self.metric], state.best
         self.records.append(record)
-        value, best = record["eval"][self.metric], state.best
         improved = best is None or value > best["metric"] or not math.isfinite(best["metric"])
         if improved:
-            state.best = {"phase": record["phase"], "epoch": record["epoch"], "metric": value,
+            state.best = {"phase": phase.name, "epoch": epoch, "metric": value,
                           "eval": record["eval"]}
-        return improved
-
-    def _commit(self, model: nn.Module, phase: Phase, state: _Progress, epoch: int,
-                improved: bool, finished: bool) -> None:
-        """Commit an epoch: last (and best) weights and the training state, all or nothing."""
-        acc = self.acc
         if acc.is_main_process:
             weights = acc.unwrap_model(model).state_dict()
             saved = {"epoch": epoch, "finished": finished, "opt_steps": state.opt_steps,
                      "optimizer": state.optimizer.state_dict(),
                      "scheduler": state.scheduler.state_dict(), "best": state.best,
                      "records": self.records}
+            files = {"best.safetensors": weights if improved else None, "last.safetensors": weights}
             try:
-                commit_epoch(self.run / phase.name, epoch, {"best.safetensors": weights if improved
-                                                            else None, "last.safetensors": weights},
-                             saved, self.run.manifest)
-            except WriteFailed as exc:
+                run_folder.commit_epoch(self.run / phase.name, epoch, files, saved,
+                                        self.run.manifest)
+            except run_folder.WriteFailed as exc:
                 kept = (f"the last good epoch ({state.epoch}) is kept; pass {setting('resume')} "
                         "once there is room" if state.epoch else "no epoch of this phase was saved")
                 raise UsageError(f"could not write {exc.path} ({exc.reason}) at the end of "
@@ -286,14 +265,10 @@ class Trainer:
 
     def check_phase(self, phase: Phase, batches_per_epoch: int) -> int:
         """The optimizer steps of ``phase``; refuses an annealing schedule that does not fit them
-        (called by :meth:`fit`, and before a run trains anything by ``annealing_kd.common.methods``)."""
-        steps_per_epoch = math.ceil(batches_per_epoch / self.acc.gradient_accumulation_steps)
-        total = steps_per_epoch * phase.epochs
-        if phase.max_steps:
-            total = min(total, phase.max_steps)
-        if get_objective(phase.objective).anneals:
-            check_schedule(total if phase.anneal_per_step else phase.epochs, phase.max_temperature,
-                           "optimizer steps" if phase.anneal_per_step else "epochs")
+        (called by :meth:`fit`, and by ``methods.run.plan`` before a run trains anything)."""
+        steps = math.ceil(batches_per_epoch / self.acc.gradient_accumulation_steps) * phase.epochs
+        total = min(steps, phase.max_steps) if phase.max_steps else steps
+        self._anneal(phase, 0, 0, total)  # building the schedule checks it
         return total
 
     def _anneal(self, phase: Phase, epoch: int, step: int, total: int) -> tuple[int | None, float | None]:
@@ -314,12 +289,11 @@ class Trainer:
         """Load the best weights of a finished phase into ``model``."""
         self.acc.wait_for_everyone()
         self.acc.unwrap_model(model).load_state_dict(
-            load_weights(self.run / phase_name / "best.safetensors"))
+            run_folder.load_weights(self.run / phase_name / "best.safetensors"))
 
     def select(self, phase_names: list[str]) -> dict[str, Any]:
         """The best epoch over the given phases by the selection metric (first one on ties)."""
-        candidates = [self.best[p] for p in phase_names]
-        return max(candidates, key=lambda b: b["metric"])
+        return max((self.best[p] for p in phase_names), key=lambda b: b["metric"])
 
     def final_entry(self, chosen: dict[str, Any], metrics: Metrics | None = None) -> dict[str, Any]:
         """The ``final`` entry of results.json for the chosen epoch."""
@@ -333,8 +307,7 @@ class Trainer:
                 "final": final}
 
     def write_results(self, final: dict[str, Any] | None = None) -> None:
-        """metrics.jsonl, curves.png (at the end) and last results.json: a run whose results.json
-        has its ``final`` entry is complete."""
+        """metrics.jsonl, curves.png (at the end) and results.json, complete once it has ``final``."""
         if final is not None:
             self.tracker.finish(final)
             self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
