@@ -5,6 +5,7 @@ stays fast."""
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from annealing_kd.common.cli import settings
 from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
@@ -69,14 +70,11 @@ OWN_DATA = settings.declare(CLI, own_args.GROUP)
 
 
 def build_parser() -> Parser:
-    p = Parser(
-        prog="annealing_kd_train.py",
+    return settings.parser(
+        CLI, GROUPS, OWN_DATA, prog="annealing_kd_train.py",
         description="Annealing-KD on CIFAR-10/100 (and MNIST, Fashion-MNIST, your own images): "
         "trains or loads the teacher, then trains the student by --method. Every flag also "
-        "accepts its '_' or '-' twin.",
-    )
-    settings.add_arguments(p, CLI, GROUPS, OWN_DATA)
-    return p
+        "accepts its '_' or '-' twin.")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,21 +98,16 @@ def check_args(args: argparse.Namespace) -> None:
     settings.check(args, CLI)
     check_steps(args, steps_of(method, trains_teacher=not args.teacher_checkpoint))
     check_number("batch_size", args.batch_size, low=0, high=2**31, strict=True)
-    for name in ("momentum", "weight_decay", "logits_cache_max_gb"):
-        check_number(name, getattr(args, name), low=0)
-    check_number("num_workers", args.num_workers, low=0, high=1024)
-    check_number("logging_steps", args.logging_steps, low=1)
+    for name, low, high in (("momentum", 0, None), ("weight_decay", 0, None),
+                            ("logits_cache_max_gb", 0, None), ("num_workers", 0, 1024),
+                            ("logging_steps", 1, None), ("val_size", 0, None),
+                            ("train_subset", 1, None)):
+        check_number(name, getattr(args, name), low=low, high=high)
     check_folder(setting("logits_cache_dir"), args.logits_cache_dir)
-    if args.val_size is not None:
-        check_number("val_size", args.val_size, low=0)
-    if args.train_subset is not None:
-        check_number("train_subset", args.train_subset, low=1)
     if args.output_dir is None:
         args.output_dir = "runs/" + "-".join(
             str(v).replace(":", "_").replace("/", "_")
             for v in (args.dataset, args.method, args.teacher, args.student))
 
 
-def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``UsageError.spelled``)."""
-    return settings.flag_speller(build_parser())(name)
+flag_of = partial(settings.flag_of, CLI)  # how this CLI writes a setting in messages
