@@ -1,6 +1,5 @@
-"""Command line of the CIFAR pipeline: the original flags (both ``-`` and ``_`` spellings) and ours,
-declared as settings (:mod:`annealing_kd.common.cli.settings`). No heavy imports: ``--help``
-stays fast."""
+"""Command line of the image CLI: the original flags (both ``-`` and ``_`` spellings) and ours, as
+settings (:mod:`annealing_kd.common.cli.settings`). No heavy imports: ``--help`` stays fast."""
 
 from __future__ import annotations
 
@@ -40,24 +39,22 @@ GROUPS = settings.declare(CLI, {
         "weight_decay",
         Setting("cuda", "same as --device cuda", switch=True, resume=False, extra={CLI: dict(
             dest="device", action="store_const", const="cuda", default=argparse.SUPPRESS)}),
-        Setting("device", "where to train", "auto", choices=["auto", "cpu", "cuda"],
-                resume=False),
+        Setting("device", "where to train", "auto", choices=["auto", "cpu", "cuda"], resume=False),
         Setting("amp", "mixed precision", "none", choices=["none", "bf16", "fp16"], resume=False),
         Setting("channels_last", "channels-last memory format", switch=True, resume=False),
         Setting("num_workers", "data-loading worker processes", 4, integer, resume=False),
         Setting("no_tensor_loader", "use torchvision's DataLoader (PIL transforms, --num-workers "
-                "processes) instead of the in-memory tensor loader (the default for data held in "
-                "memory, on CPU and GPU: the split lives on the device and is augmented there; "
-                "its batches depend on (seed, epoch) only). Images decoded from disk and DDP "
-                "always use the DataLoader", switch=True,
-                flags=["--no-tensor-loader", "--no-gpu-loader"]),
+                "processes) instead of the in-memory tensor loader (default for data held in "
+                "memory, CPU or GPU: the split lives on the device, augmented there, its batches "
+                "depend on (seed, epoch) only). Images decoded from disk and DDP always use the "
+                "DataLoader", switch=True, flags=["--no-tensor-loader", "--no-gpu-loader"]),
         "deterministic",
         "logging_steps",
         Setting("recalibrate_bn", "recompute batch-norm running statistics on the training "
-                "batches (torch.optim.swa_utils.update_bn) before each evaluation, and those of a "
-                "given teacher before its logits are used: for models whose statistics lag (low "
-                "BN momentum, e.g. torchvision's mobilenet_v3_small); costs one forward pass over "
-                "the training data", switch=True),
+                "batches (torch.optim.swa_utils.update_bn) before each evaluation, and a given "
+                "teacher's before its logits are used: for models whose statistics lag (low BN "
+                "momentum, e.g. torchvision's mobilenet_v3_small); one forward pass over the "
+                "training data", switch=True),
         Setting("val_size", "training images held out for checkpoint selection (default: 5000, at "
                 "most a tenth of the images used); 0 selects on the test set as the paper did",
                 None, integer),

@@ -109,10 +109,9 @@ class Parser(argparse.ArgumentParser):
 
     def _action_of(self, key: str) -> argparse.Action | None:
         """The flag a config key names: ``--key`` as spelled, else the setting's name (dest)."""
-        flag = "--" + key.lstrip("-")
-        for action in self._actions:
-            if flag in action.option_strings and not isinstance(action, argparse._HelpAction):
-                return action
+        action = self._option_string_actions.get("--" + key.lstrip("-"))
+        if action is not None and not isinstance(action, argparse._HelpAction):
+            return action
         dest = key.lstrip("-").replace("-", "_")
         return next((a for a in self._actions if a.dest == dest and a.option_strings), None)
 

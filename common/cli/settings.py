@@ -99,13 +99,11 @@ def parser(cli: str, before: Mapping[str, Sequence[str]], after: Mapping[str, Se
     for title, names in {**before, **rest, **after}.items():
         group = p.add_argument_group(title)
         for s in (SETTINGS[name] for name in names):
-            kw: dict[str, Any] = {"dest": s.name, "help": per_cli(s.help, cli)}
-            if s.switch:
-                kw.update(action="store_true")
-            else:
-                kw.update(default=per_cli(s.default, cli), type=s.type,
-                          choices=per_cli(s.choices, cli))
-            group.add_argument(*flag_names(s, cli), **{**kw, **s.extra.get(cli, {})})
+            kind = {"action": "store_true"} if s.switch else {
+                "default": per_cli(s.default, cli), "type": s.type,
+                "choices": per_cli(s.choices, cli)}
+            group.add_argument(*flag_names(s, cli), **{"dest": s.name, "help": per_cli(s.help, cli),
+                                                       **kind, **s.extra.get(cli, {})})
     return p
 
 
@@ -240,9 +238,9 @@ register(
     Setting("anneal_per_step", "step the annealing temperature per optimizer step instead of per "
             "epoch", switch=True),
     Setting("learning_rate", {
-        "image": "SGD lr of ResNets (and torchvision:/timm: models), multiplied by 0.1 at each "
-                 "--lr-milestones fraction of a phase; plain CNNs: constant lr/10 (0.01 by "
-                 "default, as the original)",
+        "image": "SGD lr of ResNets and torchvision:/timm: models, x0.1 at each --lr-milestones "
+                 "fraction of a phase; plain CNNs: constant lr/10 (0.01 by default, as the "
+                 "original)",
         "text": "AdamW peak learning rate"}, {"image": 0.1, "text": 5e-5}, real,
             check=positive("learning_rate")),
     Setting("phase2_learning_rate", "base learning rate of Annealing-KD's phase 2 (default: the "
@@ -266,20 +264,18 @@ register(
     Setting("weight_decay", {"image": "SGD weight decay", "text": "on weight matrices only"},
             {"image": 1e-4, "text": 0.0}, real),
     Setting("deterministic", "ask torch for deterministic kernels", switch=True, resume=False),
-    Setting("logging_steps", {
-        "image": "log the loss, lr, temperature and Phi every N optimizer steps (progress bar, "
-                 "--report-to)",
-        "text": "progress-bar update interval"}, {"image": 10, "text": 50}, integer,
-            resume=False),
+    Setting("logging_steps", {"image": "log the loss, lr, temperature and Phi every N optimizer "
+                                       "steps (progress bar, --report-to)",
+                              "text": "progress-bar update interval"},
+            {"image": 10, "text": 50}, integer, resume=False),
     Setting("output_dir", {"image": "everything the run writes (default: "
                                     "runs/<dataset>-<method>-<teacher>-<student>)",
                            "text": "where the run writes everything"},
             resume=False, extra={"text": {"required": True}}),
     Setting("logits_cache_dir", {
-        "image": "cache the frozen teacher's logits here, one file per epoch (and per evaluation "
-                 "split), shared by every run with the same teacher, data, augmentation, seed and "
-                 "precision: later runs read them instead of running the teacher (one process "
-                 "only)",
+        "image": "cache the frozen teacher's logits here, one file per epoch (and evaluation "
+                 "split), shared by runs with the same teacher, data, augmentation, seed and "
+                 "precision: later runs read them instead of running the teacher (one process only)",
         "text": "teacher-logit cache (default: ~/.cache/annealing-kd/teacher_logits)"},
             resume=False),
 )
