@@ -1,15 +1,7 @@
-"""Annealing-KD on GLUE (and your own text data) with Hugging Face transformers.
-
-Phases (each one a :class:`annealing_kd.common.training.trainer.Phase`, resumable at every epoch):
-
-    teacher     (--train_teacher) fine-tune the teacher on the task, saved to <out>/teacher
-    assistant   (takd) KD from the teacher into the assistant, saved to <out>/assistant
-    phase1      (annealing) MSE(z_s, Phi(T) z_t), T = tau_max ... 1
-    phase2      (annealing) hard labels, from the best phase-1 student
-    student     (finetune / kd / takd) hard labels / KD from the teacher / KD from the assistant
-
-The flags and checks are ``cli.py``, the run ``pipeline.py`` (models: ``models.py``, data:
-``data.py``, ``custom_data.py``), evaluation and test predictions ``evaluate.py``.
+"""Annealing-KD on GLUE (and your own text data) with Hugging Face transformers: the phases of
+``--method`` (teacher with --train_teacher, assistant, phase1/phase2 or student), each resumable at
+every epoch. Flags and checks: ``cli.py``; the run: ``pipeline.py``; evaluation and test
+predictions: ``evaluate.py``.
 """
 
 from __future__ import annotations

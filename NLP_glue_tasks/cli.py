@@ -5,6 +5,7 @@ checks that need nothing loaded. No heavy imports here, so ``--help`` is fast.""
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from annealing_kd.common.cli import settings
@@ -112,13 +113,10 @@ def resume_keys() -> list[str]:
 
 
 def build_parser() -> Parser:
-    p = Parser(
-        prog="annealing_kd_glue.py",
+    return settings.parser(
+        CLI, GROUPS, OWN_DATA, prog="annealing_kd_glue.py",
         description="Annealing-KD (and fine-tune, KD, TAKD baselines) on a GLUE task or your own "
-        "text classification data.",
-    )
-    settings.add_arguments(p, CLI, GROUPS, OWN_DATA)
-    return p
+        "text classification data.")
 
 
 def uses_own_data(args: argparse.Namespace) -> bool:
@@ -176,9 +174,8 @@ def _check_training(args: argparse.Namespace) -> None:
         args.anneal_per_step = True  # a capped phase 1 anneals per optimizer step
     settings.check(args, CLI)
     check_steps(args, steps_of(method, trains_teacher=args.train_teacher))
-    if args.teacher_learning_rate is not None:
-        check_number("teacher_learning_rate", args.teacher_learning_rate, low=0, strict=True)
-    check_number("adam_epsilon", args.adam_epsilon, low=0, strict=True)
+    for name in ("teacher_learning_rate", "adam_epsilon"):
+        check_number(name, getattr(args, name), low=0, strict=True)
     for name in ("weight_decay", "max_grad_norm", "warmup_steps", "max_steps"):
         check_number(name, getattr(args, name), low=0)
     if args.train_teacher and not method.uses("teacher"):
@@ -194,7 +191,4 @@ def _check_training(args: argparse.Namespace) -> None:
             label_columns(get_task(args.task_name), args.teacher_label_order)
 
 
-def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``UsageError.spelled``)."""
-    return settings.flag_speller(build_parser())(name)
-
+flag_of = partial(settings.flag_of, CLI)  # how this CLI writes a setting in messages

@@ -1,17 +1,8 @@
-"""Annealing-KD on CIFAR-10/100 (and MNIST-like data) with CIFAR ResNets.
-
-One command trains (or loads) the teacher and trains the student by ``--method``:
-
-    scratch    student with cross-entropy (alias finetune)         phase "student"
-    kd         Hinton KD from the teacher                           phase "student"
-    takd       teacher -> assistant by KD, assistant -> student by KD  phases "assistant", "student"
-    annealing  phase 1: MSE(z_s, Phi(T) z_t); phase 2 from the best  phases "phase1", "phase2"
-               phase-1 checkpoint with cross-entropy (no teacher)
-
-The final student is the best epoch over its phases on the selection split (held-out training
-images, or the test set with ``--val-size 0``), saved as ``<out>/student/best.safetensors``.
-The methods are ``annealing_kd.common.methods``; the run itself is ``annealing_kd.computer_vision_tasks.pipeline``
-(``ImagePipeline``: torchvision datasets, image folders and Hugging Face image datasets).
+"""Annealing-KD on CIFAR-10/100 (and MNIST-like data, your own images): trains (or loads) the
+teacher, then the student by ``--method`` (scratch, kd, takd, annealing:
+``annealing_kd.common.methods``). The final student is the best epoch over its phases on the
+selection split, saved as ``<out>/student/best.safetensors``; the run is
+``annealing_kd.computer_vision_tasks.pipeline`` (``ImagePipeline``).
 """
 
 from __future__ import annotations
@@ -29,9 +20,7 @@ from annealing_kd.computer_vision_tasks.cli import flag_of, parse_args  # noqa: 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
-    from annealing_kd.computer_vision_tasks.pipeline import (
-        ImagePipeline,  # torch and friends: after --help
-    )
+    from annealing_kd.computer_vision_tasks.pipeline import ImagePipeline  # torch: after --help
 
     ImagePipeline(args).train()
     return 0

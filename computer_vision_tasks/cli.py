@@ -1,10 +1,10 @@
-"""Command line of the CIFAR pipeline: the original flags (both ``-`` and ``_`` spellings) and ours,
-declared as settings (:mod:`annealing_kd.common.cli.settings`). No heavy imports: ``--help``
-stays fast."""
+"""Command line of the image CLI: the original flags (both ``-`` and ``_`` spellings) and ours, as
+settings (:mod:`annealing_kd.common.cli.settings`). No heavy imports: ``--help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from annealing_kd.common.cli import settings
 from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
@@ -39,24 +39,22 @@ GROUPS = settings.declare(CLI, {
         "weight_decay",
         Setting("cuda", "same as --device cuda", switch=True, resume=False, extra={CLI: dict(
             dest="device", action="store_const", const="cuda", default=argparse.SUPPRESS)}),
-        Setting("device", "where to train", "auto", choices=["auto", "cpu", "cuda"],
-                resume=False),
+        Setting("device", "where to train", "auto", choices=["auto", "cpu", "cuda"], resume=False),
         Setting("amp", "mixed precision", "none", choices=["none", "bf16", "fp16"], resume=False),
         Setting("channels_last", "channels-last memory format", switch=True, resume=False),
         Setting("num_workers", "data-loading worker processes", 4, integer, resume=False),
         Setting("no_tensor_loader", "use torchvision's DataLoader (PIL transforms, --num-workers "
-                "processes) instead of the in-memory tensor loader (the default for data held in "
-                "memory, on CPU and GPU: the split lives on the device and is augmented there; "
-                "its batches depend on (seed, epoch) only). Images decoded from disk and DDP "
-                "always use the DataLoader", switch=True,
-                flags=["--no-tensor-loader", "--no-gpu-loader"]),
+                "processes) instead of the in-memory tensor loader (default for data held in "
+                "memory, CPU or GPU: the split lives on the device, augmented there, its batches "
+                "depend on (seed, epoch) only). Images decoded from disk and DDP always use the "
+                "DataLoader", switch=True, flags=["--no-tensor-loader", "--no-gpu-loader"]),
         "deterministic",
         "logging_steps",
         Setting("recalibrate_bn", "recompute batch-norm running statistics on the training "
-                "batches (torch.optim.swa_utils.update_bn) before each evaluation, and those of a "
-                "given teacher before its logits are used: for models whose statistics lag (low "
-                "BN momentum, e.g. torchvision's mobilenet_v3_small); costs one forward pass over "
-                "the training data", switch=True),
+                "batches (torch.optim.swa_utils.update_bn) before each evaluation, and a given "
+                "teacher's before its logits are used: for models whose statistics lag (low BN "
+                "momentum, e.g. torchvision's mobilenet_v3_small); one forward pass over the "
+                "training data", switch=True),
         Setting("val_size", "training images held out for checkpoint selection (default: 5000, at "
                 "most a tenth of the images used); 0 selects on the test set as the paper did",
                 None, integer),
@@ -69,14 +67,11 @@ OWN_DATA = settings.declare(CLI, own_args.GROUP)
 
 
 def build_parser() -> Parser:
-    p = Parser(
-        prog="annealing_kd_train.py",
+    return settings.parser(
+        CLI, GROUPS, OWN_DATA, prog="annealing_kd_train.py",
         description="Annealing-KD on CIFAR-10/100 (and MNIST, Fashion-MNIST, your own images): "
         "trains or loads the teacher, then trains the student by --method. Every flag also "
-        "accepts its '_' or '-' twin.",
-    )
-    settings.add_arguments(p, CLI, GROUPS, OWN_DATA)
-    return p
+        "accepts its '_' or '-' twin.")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,21 +95,16 @@ def check_args(args: argparse.Namespace) -> None:
     settings.check(args, CLI)
     check_steps(args, steps_of(method, trains_teacher=not args.teacher_checkpoint))
     check_number("batch_size", args.batch_size, low=0, high=2**31, strict=True)
-    for name in ("momentum", "weight_decay", "logits_cache_max_gb"):
-        check_number(name, getattr(args, name), low=0)
-    check_number("num_workers", args.num_workers, low=0, high=1024)
-    check_number("logging_steps", args.logging_steps, low=1)
+    for name, low, high in (("momentum", 0, None), ("weight_decay", 0, None),
+                            ("logits_cache_max_gb", 0, None), ("num_workers", 0, 1024),
+                            ("logging_steps", 1, None), ("val_size", 0, None),
+                            ("train_subset", 1, None)):
+        check_number(name, getattr(args, name), low=low, high=high)
     check_folder(setting("logits_cache_dir"), args.logits_cache_dir)
-    if args.val_size is not None:
-        check_number("val_size", args.val_size, low=0)
-    if args.train_subset is not None:
-        check_number("train_subset", args.train_subset, low=1)
     if args.output_dir is None:
         args.output_dir = "runs/" + "-".join(
             str(v).replace(":", "_").replace("/", "_")
             for v in (args.dataset, args.method, args.teacher, args.student))
 
 
-def flag_of(name: str) -> str:
-    """How this CLI writes a setting in messages (``UsageError.spelled``)."""
-    return settings.flag_speller(build_parser())(name)
+flag_of = partial(settings.flag_of, CLI)  # how this CLI writes a setting in messages

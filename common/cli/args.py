@@ -1,5 +1,5 @@
-"""Command-line helpers of both CLIs: a parser whose errors are one line, flag spellings and
-range checks."""
+"""Command-line helpers of both CLIs: a parser whose errors are one line, config files of flags,
+flag spellings, number types and range checks."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         return super()._get_help_string(action)
 
+
 INT64 = 2**63 - 1
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)",
@@ -32,7 +33,7 @@ _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf
 
 
 def integer(text: str) -> int:
-    """``type=`` of integer flags: ASCII digits only (``int()`` takes other scripts' digits too),
+    """``type=`` of integer flags: ASCII digits only (``int()`` takes other scripts' digits),
     within int64."""
     if not _WHOLE.fullmatch(text.strip()):
         raise ValueError(text)  # argparse: "invalid int value: ..."
@@ -76,13 +77,11 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         argv = list(sys.argv[1:] if args is None else args)
-        config = None
+        config, flags = None, argv
         if argv and not argv[0].startswith("-") and argv[0].lower().endswith(CONFIG_SUFFIXES):
             config = {"path": str(Path(argv[0]).resolve()), "contents": read_config(argv[0])}
-            parsed = super().parse_args(self.flags_of(config["contents"], argv[0]) + argv[1:],
-                                        namespace)
-        else:
-            parsed = super().parse_args(argv, namespace)
+            flags = self.flags_of(config["contents"], argv[0]) + argv[1:]
+        parsed = super().parse_args(flags, namespace)
         parsed.command = shlex.join([sys.argv[0] if args is None else self.prog, *argv])
         parsed.config_file = config
         return parsed
@@ -110,10 +109,9 @@ class Parser(argparse.ArgumentParser):
 
     def _action_of(self, key: str) -> argparse.Action | None:
         """The flag a config key names: ``--key`` as spelled, else the setting's name (dest)."""
-        flag = "--" + key.lstrip("-")
-        for action in self._actions:
-            if flag in action.option_strings and not isinstance(action, argparse._HelpAction):
-                return action
+        action = self._option_string_actions.get("--" + key.lstrip("-"))
+        if action is not None and not isinstance(action, argparse._HelpAction):
+            return action
         dest = key.lstrip("-").replace("-", "_")
         return next((a for a in self._actions if a.dest == dest and a.option_strings), None)
 
@@ -125,9 +123,8 @@ MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH = 1 << 20, 16  # a file of flags needs neithe
 
 
 def read_config(path: str) -> dict:
-    """The settings of a JSON or YAML file (a mapping), or a one-line :class:`UsageError`;
-    parsing is bounded: at most :data:`MAX_CONFIG_BYTES`, nested at most
-    :data:`MAX_CONFIG_DEPTH` deep, no YAML aliases (whose expansion is unbounded)."""
+    """The mapping of a JSON or YAML file, or a one-line :class:`UsageError`; parsing is bounded
+    (size, nesting, no YAML aliases: their expansion is unbounded)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file {path} does not exist; pass a .json or .yaml file of "
@@ -199,13 +196,8 @@ def _depth(value: Any, limit: int = MAX_CONFIG_DEPTH + 1) -> int:
 
 def twins(*names: str) -> list[str]:
     """Each flag name and its ``-``/``_`` twin (the image CLI takes both spellings)."""
-    spelled: list[str] = []
-    for name in names:
-        body = name[2:]
-        for variant in (name, "--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
-            if variant not in spelled:
-                spelled.append(variant)
-    return spelled
+    return list(dict.fromkeys(f for n in names for f in (n, "--" + n[2:].replace("_", "-"),
+                                                         "--" + n[2:].replace("-", "_"))))
 
 
 def whole_number(text: str) -> int:
@@ -216,18 +208,19 @@ def whole_number(text: str) -> int:
     return integer(str(int(value)))
 
 
-def check_number(name: str, value: float, *, low: float | None = None, high: float | None = None,
-                 strict: bool = False) -> None:
+def check_number(name: str, value: float | None, *, low: float | None = None,
+                 high: float | None = None, strict: bool = False) -> None:
     """Refuse a value of setting ``name`` (written as the CLI's flag) that is not finite or lies
-    outside [low, high] ((low, high] if ``strict``)."""
-    bad = not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)) \
-        or (high is not None and value > high)
-    if bad:
+    outside [low, high] ((low, high] if ``strict``); None (not given) passes."""
+    if value is None:
+        return
+    too_low = low is not None and (value <= low if strict else value < low)
+    if not math.isfinite(value) or too_low or (high is not None and value > high):
         lo = "" if low is None else "positive" if strict and low == 0 else \
             f"{'>' if strict else '>='} {_num(low)}"
         hi = "" if high is None else f"<= {_num(high)}"
-        raise UsageError(f"{setting(name)} must be {' and '.join(s for s in (lo, hi) if s) or 'finite'}, "
-                         f"got {_num(value)}")
+        bounds = " and ".join(b for b in (lo, hi) if b) or "finite"
+        raise UsageError(f"{setting(name)} must be {bounds}, got {_num(value)}")
 
 
 def _num(value: float) -> str:
@@ -237,8 +230,8 @@ def _num(value: float) -> str:
 
 
 def check_folder(flag: str, value: str | None) -> None:
-    """A folder the run will write into (a cache): it is a writable folder, or can be created
-    (nothing is created here)."""
+    """Refuse a folder the run will write into that is not writable or cannot be created (nothing
+    is created here)."""
     if not value:
         return
     path = Path(value).expanduser()

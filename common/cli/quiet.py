@@ -9,7 +9,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 LIBRARIES = ("transformers", "datasets", "huggingface_hub")
 ENV = {"transformers": "TRANSFORMERS_VERBOSITY", "datasets": "DATASETS_VERBOSITY"}
@@ -23,42 +23,26 @@ def quiet_libraries(*load: str) -> Iterator[None]:
     Everything is restored afterwards."""
     for name in load:
         importlib.import_module(name)
-    undo: list[Callable[[], None]] = []
-    for name in LIBRARIES:
-        if name in sys.modules:
-            undo += _silence(name)
-        elif name in ENV:
-            undo.append(_env_until_imported(name))
-    try:
+    with contextlib.ExitStack() as undo:
+        for name in LIBRARIES:
+            if name in sys.modules:
+                log = importlib.import_module(f"{name}.utils.logging")
+                undo.callback(log.set_verbosity, log.get_verbosity())
+                log.set_verbosity(logging.CRITICAL)
+                if name == "transformers" and log.is_progress_bar_enabled():
+                    log.disable_progress_bar()
+                    undo.callback(log.enable_progress_bar)
+            elif name in ENV:
+                undo.callback(_restore_env, name, os.environ.get(ENV[name]))
+                os.environ[ENV[name]] = "critical"
         yield
-    finally:
-        for step in reversed(undo):
-            step()
 
 
-def _silence(name: str) -> list[Callable[[], None]]:
-    mod = importlib.import_module(f"{name}.utils.logging")
-    level = mod.get_verbosity()
-    mod.set_verbosity(logging.CRITICAL)
-    steps = [lambda: mod.set_verbosity(level)]
-    if name == "transformers" and mod.is_progress_bar_enabled():
-        mod.disable_progress_bar()
-        steps.append(mod.enable_progress_bar)
-    return steps
-
-
-def _env_until_imported(name: str) -> Callable[[], None]:
-    """Set the library's verbosity variable; the returned step restores it (and the level of the
-    library, if it was imported meanwhile)."""
-    var, old = ENV[name], os.environ.get(ENV[name])
-    os.environ[var] = "critical"
-
-    def restore() -> None:
-        if old is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = old
-        if name in sys.modules:
-            importlib.import_module(f"{name}.utils.logging").set_verbosity(logging.WARNING)
-
-    return restore
+def _restore_env(name: str, old: str | None) -> None:
+    """Restore the library's verbosity variable, and its level if it was imported meanwhile."""
+    if old is None:
+        os.environ.pop(ENV[name], None)
+    else:
+        os.environ[ENV[name]] = old
+    if name in sys.modules:
+        importlib.import_module(f"{name}.utils.logging").set_verbosity(logging.WARNING)

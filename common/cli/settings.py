@@ -1,8 +1,6 @@
 """The settings of both CLIs, each declared once as a :class:`Setting`: the shared ones here (or
-beside the objective that reads it, ``annealing_kd.common.methods.objectives``), each CLI's own
-in that CLI (:func:`declare`). A CLI gets each as a flag in its own spelling (:func:`flag_names`),
-its value checked (:func:`check`) and, unless ``resume=False``, compared by ``--resume``
-(:func:`resume_keys`). No heavy imports: ``--help`` stays fast.
+beside the objective that reads it), each CLI's own in that CLI (:func:`declare`). No heavy
+imports: ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from annealing_kd.common.cli.args import check_number, integer, real, twins, whole_number
+from annealing_kd.common.cli.args import Parser, check_number, integer, real, twins, whole_number
 from annealing_kd.common.errors import UsageError, setting
 from annealing_kd.common.integrations import tracking
 
@@ -24,7 +22,8 @@ class Setting:
     """One setting. ``default`` / ``help`` / ``choices`` may be a mapping CLI -> value where the
     CLIs differ, or a function (read when the parser is built); ``flags``: its flag names
     (or CLI -> names; default: the name, spelled by the CLI); ``extra``: CLI -> more
-    ``add_argument`` keywords; ``check(value)`` raises a :class:`UsageError`."""
+    ``add_argument`` keywords; ``check(value)`` raises a :class:`UsageError`; ``resume``: whether
+    ``--resume`` refuses a change."""
 
     name: str
     help: Any
@@ -33,7 +32,7 @@ class Setting:
     choices: Any = None
     switch: bool = False  # a flag without a value (store_true)
     check: Callable[[Any], None] | None = None
-    resume: bool = True  # --resume refuses a change
+    resume: bool = True
     flags: Sequence[str] | Mapping[str, Sequence[str]] = ()
     clis: Sequence[str] = CLIS
     group: str = "run settings (both CLIs)"
@@ -68,7 +67,7 @@ def settings_of(cli: str) -> list[Setting]:
 
 def declare(cli: str, groups: Mapping[str, Sequence[Setting | str]]) -> dict[str, list[str]]:
     """Register a CLI's own settings, given by argument group (in ``--help`` order; a shared
-    setting by its name): returns the groups for :func:`add_arguments`."""
+    setting by its name): returns the groups for :func:`parser`."""
     layout: dict[str, list[str]] = {}
     for title, entries in groups.items():
         own = [replace(e, clis=(cli,), group=title) for e in entries if isinstance(e, Setting)]
@@ -86,40 +85,33 @@ def flag_names(s: Setting, cli: str) -> list[str]:
     return list(names or ["--" + s.name])
 
 
-def add_arguments(parser: argparse.ArgumentParser, cli: str, before: Mapping[str, Sequence[str]],
-                  after: Mapping[str, Sequence[str]]) -> None:
-    """Every setting of ``cli`` as a flag, in argument groups: the CLI's groups ``before``
-    (:func:`declare`), the shared settings placed in none of them in their own groups, ``after``."""
+def parser(cli: str, before: Mapping[str, Sequence[str]], after: Mapping[str, Sequence[str]],
+           **kwargs: Any) -> Parser:
+    """A :class:`Parser` (``kwargs``) with every setting of ``cli`` as a flag, in argument groups:
+    the CLI's groups ``before`` (:func:`declare`), the shared settings placed in none of them in
+    their own groups, ``after``."""
+    p = Parser(**kwargs)
     placed = {name for layout in (before, after) for names in layout.values() for name in names}
     rest: dict[str, list[str]] = {}
     for s in settings_of(cli):
         if s.name not in placed:
             rest.setdefault(s.group, []).append(s.name)
     for title, names in {**before, **rest, **after}.items():
-        group = parser.add_argument_group(title)
+        group = p.add_argument_group(title)
         for s in (SETTINGS[name] for name in names):
-            kw: dict[str, Any] = {"dest": s.name, "help": per_cli(s.help, cli)}
-            if s.switch:
-                kw.update(action="store_true")
-            else:
-                kw.update(default=per_cli(s.default, cli), type=s.type,
-                          choices=per_cli(s.choices, cli))
-            group.add_argument(*flag_names(s, cli), **{**kw, **s.extra.get(cli, {})})
+            kind = {"action": "store_true"} if s.switch else {
+                "default": per_cli(s.default, cli), "type": s.type,
+                "choices": per_cli(s.choices, cli)}
+            group.add_argument(*flag_names(s, cli), **{"dest": s.name, "help": per_cli(s.help, cli),
+                                                       **kind, **s.extra.get(cli, {})})
+    return p
 
 
-
-def flag_speller(parser: argparse.ArgumentParser) -> Callable[[str], str]:
-    """``name -> flag`` for messages: the parser's flag whose name is the setting's (else its
-    first flag; ``--name`` for a name the parser does not know)."""
-    flags: dict[str, str] = {}
-    for action in parser._actions:
-        names = [o for o in action.option_strings if o.startswith("--")]
-        same = [o for o in names if o[2:].replace("-", "_") == action.dest]
-        if same:
-            flags[action.dest] = same[0]
-        elif names:
-            flags.setdefault(action.dest, names[0])
-    return lambda name: flags.get(name, "--" + name)
+def flag_of(cli: str, name: str) -> str:
+    """How ``cli`` writes setting ``name`` in messages: its first flag (``--name`` for a name
+    that is not one of its settings)."""
+    s = SETTINGS.get(name)
+    return flag_names(s, cli)[0] if s and cli in s.clis else "--" + name
 
 
 # ---- values -----------------------------------------------------------------------------------
@@ -246,9 +238,9 @@ register(
     Setting("anneal_per_step", "step the annealing temperature per optimizer step instead of per "
             "epoch", switch=True),
     Setting("learning_rate", {
-        "image": "SGD lr of ResNets (and torchvision:/timm: models), multiplied by 0.1 at each "
-                 "--lr-milestones fraction of a phase; plain CNNs: constant lr/10 (0.01 by "
-                 "default, as the original)",
+        "image": "SGD lr of ResNets and torchvision:/timm: models, x0.1 at each --lr-milestones "
+                 "fraction of a phase; plain CNNs: constant lr/10 (0.01 by default, as the "
+                 "original)",
         "text": "AdamW peak learning rate"}, {"image": 0.1, "text": 5e-5}, real,
             check=positive("learning_rate")),
     Setting("phase2_learning_rate", "base learning rate of Annealing-KD's phase 2 (default: the "
@@ -272,20 +264,18 @@ register(
     Setting("weight_decay", {"image": "SGD weight decay", "text": "on weight matrices only"},
             {"image": 1e-4, "text": 0.0}, real),
     Setting("deterministic", "ask torch for deterministic kernels", switch=True, resume=False),
-    Setting("logging_steps", {
-        "image": "log the loss, lr, temperature and Phi every N optimizer steps (progress bar, "
-                 "--report-to)",
-        "text": "progress-bar update interval"}, {"image": 10, "text": 50}, integer,
-            resume=False),
+    Setting("logging_steps", {"image": "log the loss, lr, temperature and Phi every N optimizer "
+                                       "steps (progress bar, --report-to)",
+                              "text": "progress-bar update interval"},
+            {"image": 10, "text": 50}, integer, resume=False),
     Setting("output_dir", {"image": "everything the run writes (default: "
                                     "runs/<dataset>-<method>-<teacher>-<student>)",
                            "text": "where the run writes everything"},
             resume=False, extra={"text": {"required": True}}),
     Setting("logits_cache_dir", {
-        "image": "cache the frozen teacher's logits here, one file per epoch (and per evaluation "
-                 "split), shared by every run with the same teacher, data, augmentation, seed and "
-                 "precision: later runs read them instead of running the teacher (one process "
-                 "only)",
+        "image": "cache the frozen teacher's logits here, one file per epoch (and evaluation "
+                 "split), shared by runs with the same teacher, data, augmentation, seed and "
+                 "precision: later runs read them instead of running the teacher (one process only)",
         "text": "teacher-logit cache (default: ~/.cache/annealing-kd/teacher_logits)"},
             resume=False),
 )
