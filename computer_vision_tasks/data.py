@@ -225,10 +225,8 @@ class Indexed(Dataset):
 def train_loader(ds: Dataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
     """Shuffled by (seed, epoch) only; the augmentation draws come from torch's global generator,
     seeded by the Trainer at each epoch: the stream is a function of (seed, epoch, workers)."""
-    return DataLoader(Indexed(ds), batch_size=batch_size,
-                      sampler=EpochShuffleSampler(len(ds), seed),
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False, drop_last=False)
+    return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed),
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available())
 
 
 def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:

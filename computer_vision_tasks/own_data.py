@@ -144,7 +144,7 @@ def hf_dataset(spec: str, image_column: str | None,
     from annealing_kd.common.cli.quiet import quiet_libraries
 
     try:
-        with quiet_libraries("datasets"):  # an error is our line, no library log above it
+        with quiet_libraries("datasets"):  # an error is our one line
             saved = (Path(name) / "dataset_dict.json").is_file()
             dd = (datasets.load_from_disk if saved else datasets.load_dataset)(name)
     except Exception as exc:  # offline and not cached, unknown name, ...
@@ -159,11 +159,9 @@ def hf_dataset(spec: str, image_column: str | None,
                          "ClassLabel", name)
     feature, values = features[label], set(dd["train"][label])
     is_class_label = type(feature).__name__ == "ClassLabel"
-    if is_class_label:
-        classes = list(feature.names)
-    else:
-        numeric = all(isinstance(v, int) for v in values)
-        classes = [str(v) for v in sorted(values, key=lambda v: v if numeric else str(v))]
+    numeric = all(isinstance(v, int) for v in values)
+    classes = (list(feature.names) if is_class_label else
+               [str(v) for v in sorted(values, key=lambda v: v if numeric else str(v))])
     if len(values) < 2:
         raise UsageError(f"{name} train has a single class in {label!r}; a classifier needs at "
                          "least two classes")
