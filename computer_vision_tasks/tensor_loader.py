@@ -63,17 +63,13 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        n, dev = len(self.images), self.device
+        n = len(self.images)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            draws = draw_augmentation(len(idx), g, self.padding, self.flip) if self.train else None
-            idx = idx.to(dev, non_blocking=True)
+        for idx in order.split(self.batch_size)[:len(self)]:
+            idx = idx.to(self.device, non_blocking=True)
             x = self.images[idx]
-            if draws is not None:
-                (dy, dx), flips = draws
-                x = augment(x, padding=self.padding, offsets=(dy.to(dev), dx.to(dev)),
-                            flips=flips.to(dev))
+            if self.train:  # drawn on the CPU from g, then moved to the images' device
+                x = augment(x, g, self.padding, self.flip)
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -101,7 +97,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, padding: 
     if offsets is None or flips is None:
         offsets, flips = draw_augmentation(b, generator or torch.Generator(device=x.device),
                                            padding, flip)
-    dy, dx = offsets
+    dy, dx, flips = (t.to(x.device) for t in (*offsets, flips))
     padded = torch.nn.functional.pad(x, (padding,) * 4)
     ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     rows = dy[:, None] + ar_h  # (B,H)
