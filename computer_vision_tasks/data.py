@@ -1,9 +1,8 @@
 """Image datasets: CIFAR-10/100, MNIST, Fashion-MNIST (torchvision) and synthetic ``fake`` data.
 
-Each dataset has its own normalisation statistics. Training augmentation: random crop with
-padding 4 and a horizontal flip (no flip for MNIST: a flipped digit is another symbol).
-``--val-size`` images are held out of the training set (evaluated without augmentation) for
-checkpoint selection; 0 means select on the test set, as the paper did.
+Training augmentation: random crop with padding 4 and a horizontal flip (no flip for MNIST: a
+flipped digit is another symbol). ``--val-size`` training images are held out (not augmented) for
+checkpoint selection; 0 selects on the test set, as the paper did.
 """
 
 from __future__ import annotations
@@ -53,17 +52,23 @@ def get_spec(name: str) -> Spec:
     return DATASETS[name]
 
 
-def transforms_for(spec: Spec, train: bool):
+def transforms_for(spec: Spec, train: bool, augment: str = "crop-flip"):
+    """``crop-flip`` (CIFAR's recipe) or ``random-resized-crop`` (ImageNet's: evaluated on a
+    resize to 8/7 and a centre crop), then ToTensor and Normalize."""
     from torchvision import transforms as T
 
-    steps = [T.RandomCrop(spec.size, padding=4)] if train else []
-    if train and spec.flip:
-        steps.append(T.RandomHorizontalFlip())
+    if augment == "crop-flip":
+        steps = [T.RandomCrop(spec.size, padding=4)] if train else []
+        steps += [T.RandomHorizontalFlip()] if train and spec.flip else []
+    elif train:
+        steps = [T.RandomResizedCrop(spec.size, antialias=True), T.RandomHorizontalFlip()]
+    else:
+        steps = [T.Resize(round(spec.size * 8 / 7), antialias=True), T.CenterCrop(spec.size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(spec.mean, spec.std)])
 
 
 class ArrayImages(Dataset):
-    """uint8 images (N, H, W, C) and integer labels, served as PIL images like torchvision's."""
+    """uint8 images (N, H, W, C) and labels, served as PIL images like torchvision's."""
 
     def __init__(self, data: np.ndarray, targets: np.ndarray, transform=None) -> None:
         self.data, self.targets, self.transform = data, targets, transform
@@ -81,11 +86,11 @@ class ArrayImages(Dataset):
 
 def fake_arrays(n: int, spec: Spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Learnable synthetic images: a fixed random template per class plus noise."""
-    templates = np.random.default_rng(0).integers(0, 256, (spec.num_classes, spec.size, spec.size,
-                                                           spec.channels))
+    shape = (spec.size, spec.size, spec.channels)
+    templates = np.random.default_rng(0).integers(0, 256, (spec.num_classes, *shape))
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, spec.num_classes, n)
-    noise = rng.integers(0, 256, (n, spec.size, spec.size, spec.channels))
+    noise = rng.integers(0, 256, (n, *shape))
     return (0.6 * templates[labels] + 0.4 * noise).astype(np.uint8), labels
 
 
@@ -176,12 +181,10 @@ class Splits:
 
 def make_splits(name: str, root: str | os.PathLike, val_size: int | None,
                 train_subset: int | None, seed: int) -> Splits:
-    """Train (minus ``val_size`` held-out images, optionally only ``train_subset`` of them),
-    validation and test sets."""
+    """Train (less ``val_size`` held-out images; ``train_subset``: only that many), val, test."""
     spec = get_spec(name)
-    train_aug = load_split(name, root, True, transforms_for(spec, True))
-    train_plain = load_split(name, root, True, transforms_for(spec, False))
-    test = load_split(name, root, False, transforms_for(spec, False))
+    train_aug, train_plain, test = (load_split(name, root, train, transforms_for(spec, aug))
+                                    for train, aug in ((True, True), (True, False), (False, False)))
     val_idx, train_idx = split_indices(len(train_aug), val_size, train_subset, seed, name)
     return Splits(Subset(train_aug, train_idx), Subset(train_plain, val_idx) if val_idx else None,
                   test)
@@ -220,13 +223,10 @@ class Indexed(Dataset):
 
 
 def train_loader(ds: Dataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
-    """Shuffled by (seed, epoch) only, so a resumed run sees the same order. The augmentation
-    draws come from torch's global generator, which the Trainer seeds by (seed, epoch) at each
-    epoch: the stream is a function of (seed, epoch, ``num_workers``)."""
-    return DataLoader(Indexed(ds), batch_size=batch_size,
-                      sampler=EpochShuffleSampler(len(ds), seed),
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False, drop_last=False)
+    """Shuffled by (seed, epoch) only; the augmentation draws come from torch's global generator,
+    seeded by the Trainer at each epoch: the stream is a function of (seed, epoch, workers)."""
+    return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed),
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available())
 
 
 def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
@@ -235,8 +235,8 @@ def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
 
 
 def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The raw uint8 images (N,C,H,W) and labels of a split (a ``Subset`` of a torchvision or
-    :class:`ArrayImages` dataset), without transforms."""
+    """The raw uint8 images (N,C,H,W) and labels of a split (a torchvision or
+    :class:`ArrayImages` dataset, or a ``Subset`` of one)."""
     from annealing_kd.computer_vision_tasks.tensor_loader import from_hwc
 
     base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
@@ -246,8 +246,7 @@ def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def tensor_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
                   channels_last: bool):
-    """A ``tensor_loader.TensorLoader`` over a split held in memory: the augmentation of
-    :func:`transforms_for` and the order of :func:`train_loader`."""
+    """A ``TensorLoader`` over a split held in memory, with :func:`transforms_for`'s crop-flip."""
     from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader
 
     images, labels = uint8_arrays(ds)

@@ -1,9 +1,9 @@
-"""The images of one split of an image folder (``DIR/<split>/<class>/...``), read as they are.
+"""The images of one split of an image folder (``DIR/<split>/<class>/...``).
 
 The order is torchvision's ``make_dataset`` (classes, folders and file names sorted), except that
-a symlink is followed only inside the dataset folder (links out of it are left out, with one
-warning line), a symlink loop is refused, and files under two classes (one file reached twice,
-or, when the split is small enough to read, identical copies) get one warning line.
+symlinks are followed only inside the dataset folder (links out of it are left out with a
+warning), a symlink loop is refused, and files under two classes (one file reached twice or, when
+the split is small enough to read, identical copies) get a warning line.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ class _Walk:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.outside: list[Path] = []  # links that lead out of the dataset folder (left out)
+        self.outside: list[Path] = []  # links out of the dataset folder (left out)
 
     def target(self, link: Path) -> Path | None:
-        """Where ``link`` leads, or None (recorded) when that is outside the dataset folder."""
+        """Where ``link`` leads, or None (recorded) when out of the dataset folder."""
         real = link.resolve()
         if not real.is_relative_to(self.root):
             self.outside.append(link)
@@ -35,8 +35,8 @@ class _Walk:
         return real
 
     def folders(self, top: Path, chain: tuple[Path, ...]) -> list[tuple[str, list[str]]]:
-        """(folder, file names) of ``top`` and every folder below it; ``chain``: the real paths
-        of the folders above (a link back to one of them is a loop)."""
+        """(folder, file names) of ``top`` and every folder below; ``chain``: the real paths of
+        the folders above (a link back to one of them is a loop)."""
         found: list[tuple[str, list[str]]] = []
         files: list[str] = []
         for entry in sorted(os.scandir(top), key=lambda e: e.name):

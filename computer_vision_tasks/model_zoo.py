@@ -20,15 +20,12 @@ from annealing_kd.computer_vision_tasks import models
 
 @dataclass(frozen=True)
 class Family:
-    """Models named ``<prefix>:<name>``: ``known(name)`` says whether a name exists (``hint``
-    tells where to look), ``create(name, num_classes, in_channels, pretrained)`` builds one."""
+    """Models named ``<prefix>:<name>``: ``known(name)``, a ``hint`` where to find the names, and
+    ``create(name, num_classes, in_channels, pretrained)``."""
 
     known: Callable[[str], bool]
     hint: str
     create: Callable[[str, int, int, bool], nn.Module]
-
-
-FAMILIES: dict[str, Family] = {}  # prefix -> family; filled below
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -39,13 +36,7 @@ def split_name(name: str) -> tuple[str, str]:
 
 def is_plain_cnn(name: str) -> bool:
     """The plain CNNs train with a constant lr/10; every other model with step decay."""
-    return split_name(name)[0] == "cifar" and not models.is_resnet(name)
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return torchvision.models.list_models(module=torchvision.models)  # classification only
+    return split_name(name)[0] == "cifar" and name not in models.RESNET_BLOCKS
 
 
 def _timm():
@@ -92,13 +83,23 @@ def _adapt_first_conv(model: nn.Module, channels: int) -> None:
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
                  pretrained: bool = False) -> nn.Module:
-    """A model by name with a ``num_classes`` head for ``in_channels`` x ``image_size``^2 input."""
+    """A model by name with a ``num_classes`` head for ``in_channels`` x ``image_size``^2 input;
+    all but the CIFAR ones are checked by one forward pass on a dummy batch."""
     check_model_name(name)
     family, base = split_name(name)
     if family == "cifar":  # no pretrained weights: see check_pretrained
         return models.create_model(name, num_classes, in_channels, image_size)
     model = FAMILIES[family].create(base, num_classes, in_channels, pretrained)
-    _check_runs(model, name, in_channels, image_size)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, image_size, image_size))
+    except Exception as exc:
+        raise UsageError(f"{name} does not run on {image_size}x{image_size} images "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); raise "
+                         "--image-size or pick another model") from None
+    finally:
+        model.train(was_training)
     return model
 
 
@@ -134,25 +135,16 @@ def _torchvision_model(base: str, num_classes: int, in_channels: int,
     return model
 
 
-def _check_runs(model: nn.Module, name: str, channels: int, size: int) -> None:
-    """One forward pass on a dummy batch: a model that cannot take the images fails here."""
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, channels, size, size))
-    except Exception as exc:
-        raise UsageError(f"{name} does not run on {size}x{size} images ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]}); raise --image-size or pick "
-                         "another model") from None
-    finally:
-        model.train(was_training)
+def _torchvision_known(base: str) -> bool:
+    import torchvision
+
+    return base in torchvision.models.list_models(module=torchvision.models)  # classification
 
 
-FAMILIES.update({
-    "torchvision": Family(lambda base: base in _torchvision_names(),
-                          "not a torchvision classification model; see "
+FAMILIES: dict[str, Family] = {  # prefix -> family
+    "torchvision": Family(_torchvision_known, "not a torchvision classification model; see "
                           "torchvision.models.list_models(module=torchvision.models)",
                           _torchvision_model),
-    "timm": Family(lambda base: _timm().is_model(base),
-                   "not a timm model; see timm.list_models()", _timm_model),
-})
+    "timm": Family(lambda base: _timm().is_model(base), "not a timm model; see timm.list_models()",
+                   _timm_model),
+}

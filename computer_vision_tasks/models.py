@@ -15,26 +15,24 @@ from annealing_kd.common.errors import UsageError
 RESNET_BLOCKS = {"resnet8": 1, "resnet14": 2, "resnet20": 3, "resnet26": 4, "resnet32": 5,
                  "resnet44": 7, "resnet56": 9, "resnet110": 18}
 
-# Layer specifications of the original plane CNNs; the last FC is the classifier.
+# The original plane CNNs' layers (split on spaces); the last FC is the classifier.
 PLANE_10 = {
-    "plane2": ["Conv16", "MaxPool", "Conv16", "MaxPool", "FC"],
-    "plane4": ["Conv16", "Conv16", "MaxPool", "Conv32", "Conv32", "MaxPool", "FC"],
-    "plane6": ["Conv16", "Conv16", "MaxPool", "Conv32", "Conv32", "MaxPool", "Conv64", "Conv64",
-               "MaxPool", "FC"],
-    "plane8": ["Conv16", "Conv16", "MaxPool", "Conv32", "Conv32", "MaxPool", "Conv64", "Conv64",
-               "MaxPool", "Conv128", "Conv128", "MaxPool", "FC64", "FC"],
-    "plane10": ["Conv32", "Conv32", "MaxPool", "Conv64", "Conv64", "MaxPool", "Conv128", "Conv128",
-                "MaxPool", "Conv256", "Conv256", "Conv256", "Conv256", "MaxPool", "FC128", "FC"],
+    "plane2": "Conv16 MaxPool Conv16 MaxPool FC",
+    "plane4": "Conv16 Conv16 MaxPool Conv32 Conv32 MaxPool FC",
+    "plane6": "Conv16 Conv16 MaxPool Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool FC",
+    "plane8": "Conv16 Conv16 MaxPool Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool Conv128 Conv128 "
+              "MaxPool FC64 FC",
+    "plane10": "Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool Conv128 Conv128 MaxPool Conv256 "
+               "Conv256 Conv256 Conv256 MaxPool FC128 FC",
 }
 PLANE_100 = {
-    "plane2": ["Conv32", "MaxPool", "Conv32", "MaxPool", "FC"],
-    "plane4": ["Conv32", "Conv32", "MaxPool", "Conv64", "Conv64", "MaxPool", "FC"],
-    "plane6": ["Conv32", "Conv32", "MaxPool", "Conv64", "Conv64", "MaxPool", "Conv128", "Conv128",
-               "FC"],
-    "plane8": ["Conv32", "Conv32", "MaxPool", "Conv64", "Conv64", "MaxPool", "Conv128", "Conv128",
-               "MaxPool", "Conv256", "Conv256", "MaxPool", "FC64", "FC"],
-    "plane10": ["Conv32", "Conv32", "MaxPool", "Conv64", "Conv64", "MaxPool", "Conv128", "Conv128",
-                "MaxPool", "Conv256", "Conv256", "Conv256", "Conv256", "MaxPool", "FC512", "FC"],
+    "plane2": "Conv32 MaxPool Conv32 MaxPool FC",
+    "plane4": "Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool FC",
+    "plane6": "Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool Conv128 Conv128 FC",
+    "plane8": "Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool Conv128 Conv128 MaxPool Conv256 Conv256 "
+              "MaxPool FC64 FC",
+    "plane10": "Conv32 Conv32 MaxPool Conv64 Conv64 MaxPool Conv128 Conv128 MaxPool Conv256 "
+               "Conv256 Conv256 Conv256 MaxPool FC512 FC",
 }
 MODEL_NAMES = [*RESNET_BLOCKS, *PLANE_10]
 
@@ -55,19 +53,8 @@ class BasicBlock(nn.Module):
                                             nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + residual)
-
-
-class GlobalAvgPool(nn.Module):
-    """Average over the whole feature map, computed as the original's ``AvgPool2d(8)`` (bit for
-    bit on 32x32 inputs: ``AdaptiveAvgPool2d(1)`` sums in another order, a 1e-7 difference that
-    training amplifies), for any input size."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, x.shape[-2:])
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class ResNetCifar(nn.Module):
@@ -81,7 +68,6 @@ class ResNetCifar(nn.Module):
         self.layer1 = self._stage(16, 16, blocks, 1)
         self.layer2 = self._stage(16, 32, blocks, 2)
         self.layer3 = self._stage(32, 64, blocks, 2)
-        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # normal(0, sqrt(2 / (k*k*out))) as the original
@@ -89,52 +75,44 @@ class ResNetCifar(nn.Module):
 
     @staticmethod
     def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = [BasicBlock(in_planes, planes, stride)]
-        layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
-        return nn.Sequential(*layers)
+        return nn.Sequential(BasicBlock(in_planes, planes, stride),
+                             *(BasicBlock(planes, planes) for _ in range(blocks - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        # the original's AvgPool2d(8) for any size (AdaptiveAvgPool2d(1) sums in another order:
+        # a 1e-7 difference on 32x32 inputs that training amplifies)
+        return self.fc(torch.flatten(F.avg_pool2d(x, x.shape[-2:]), 1))
 
 
 class PlainCNN(nn.Module):
-    """The original ``ConvNetMaker``: Conv(3x3)+BN+ReLU / MaxPool / FC layers from a spec list."""
+    """The original ``ConvNetMaker``: Conv(3x3)+BN+ReLU / MaxPool layers, then the FC layers."""
 
-    def __init__(self, spec: list[str], num_classes: int, in_channels: int = 3,
+    def __init__(self, spec: str, num_classes: int, in_channels: int = 3,
                  image_size: int = 32) -> None:
         super().__init__()
         convs: list[nn.Module] = []
-        fcs: list[nn.Module] = []
         channels, size = in_channels, image_size
-        features = channels * size * size
-        for layer in spec:
-            if layer.startswith("Conv"):
+        for layer in spec.split():
+            if layer == "MaxPool":
+                convs.append(nn.MaxPool2d(2, 2))
+                size //= 2
+            elif layer.startswith("Conv"):
                 out = int(layer[4:])
                 convs += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out),
                           nn.ReLU(inplace=True)]
                 channels = out
-            elif layer == "MaxPool":
-                convs.append(nn.MaxPool2d(2, 2))
-                size //= 2
-            elif layer.startswith("FC"):
-                if not fcs:
-                    features = channels * size * size
-                out = int(layer[2:]) if layer != "FC" else num_classes
-                fcs.append(nn.Linear(features, out))
-                if layer != "FC":
-                    fcs.append(nn.ReLU(inplace=True))
-                features = out
+        hidden = [int(x[2:]) for x in spec.split() if x.startswith("FC") and x != "FC"]
+        widths = [channels * size * size, *hidden, num_classes]
+        fcs: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            fcs += [nn.Linear(a, b), nn.ReLU(inplace=True)]
         self.conv_layers = nn.Sequential(*convs)
-        self.fc_layers = nn.Sequential(*fcs)
+        self.fc_layers = nn.Sequential(*fcs[:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc_layers(torch.flatten(self.conv_layers(x), 1))
-
-
-def is_resnet(name: str) -> bool:
-    return name in RESNET_BLOCKS
 
 
 def check_model_name(name: str, role: str = "model") -> None:
@@ -146,7 +124,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
                  image_size: int = 32) -> nn.Module:
     """A fresh model by name; unknown names are a :class:`UsageError`."""
     check_model_name(name)
-    if is_resnet(name):
+    if name in RESNET_BLOCKS:
         return ResNetCifar(RESNET_BLOCKS[name], num_classes, in_channels)
     spec = (PLANE_10 if num_classes <= 10 else PLANE_100)[name]
     return PlainCNN(spec, num_classes, in_channels, image_size)

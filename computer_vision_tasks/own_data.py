@@ -1,17 +1,14 @@
 """Your own images: ``--dataset imagefolder --dataset-dir DIR`` or ``--dataset hf:<name>``.
 
-``DIR/train/<class>/<image>`` (any format PIL reads), optionally ``DIR/val/...`` and/or
-``DIR/test/...``; the classes are the sorted folder names of ``train``. ``hf:<name>``:
-``datasets.load_dataset(name)`` (or ``load_from_disk`` of a ``save_to_disk`` folder), splits
-``train``, ``validation``/``val`` and ``test``. Selection: the val split, else ``--val-size``
-images held out of train; test: the test split, else none.
+``DIR/train/<class>/<image>`` (any format PIL reads; classes: the sorted folder names of train),
+optionally ``DIR/val`` and/or ``DIR/test``. ``hf:<name>``: ``datasets.load_dataset(name)`` (or
+``load_from_disk`` of a ``save_to_disk`` folder), splits train, validation/val and test.
+Selection: the val split, else ``--val-size`` images held out of train; test: the test split.
 
-Images are converted to RGB (grey when all training images are) and resized to ``--image-size``
-squared. ``--augment``: ``crop-flip`` (the CIFAR recipe) or ``random-resized-crop`` (the ImageNet
-recipe, evaluated on a resize to 8/7 and a centre crop), by default crop-flip up to 64 pixels.
-Normalisation: per-channel mean and std of (at most ``STATS_MAX_IMAGES``) resized training
-images. Crop-flip data under ``--memory-limit-gb`` as uint8 is decoded once and held in memory
-(for the GPU-resident loader); otherwise images are decoded per batch by the DataLoader workers.
+Images are RGB (grey when all training images are), resized to ``--image-size`` squared and
+normalised by the per-channel mean and std of (at most ``STATS_MAX_IMAGES``) training images.
+Crop-flip data within ``--memory-limit-gb`` as uint8 is decoded once and held in memory (for the
+tensor loader); otherwise the DataLoader workers decode images per batch.
 """
 
 from __future__ import annotations
@@ -35,8 +32,8 @@ GREY_MODES = {"1", "L", "I", "I;16", "F"}
 
 
 class ImageDecodeError(UsageError):
-    """An image that cannot be decoded. Raised in a DataLoader worker, torch re-raises it in the
-    main process with the worker's traceback as the message: keep only our line."""
+    """An image that cannot be decoded; re-raised from a DataLoader worker, torch makes the
+    worker's traceback the message: keep only our line."""
 
     def __init__(self, message: str) -> None:
         marker = f"{type(self).__name__}: "
@@ -45,10 +42,9 @@ class ImageDecodeError(UsageError):
         super().__init__(message)
 
 
-# ---- sources: where the images of a split come from ---------------------------------------------
 class Source:
-    """The images of one split; subclasses give ``load(i)`` (a PIL image), ``name(i)`` (for
-    errors) and ``identity()`` (what the images are, for the teacher-logit cache's key)."""
+    """The images of one split: ``load(i)`` (a PIL image), ``name(i)`` (for errors) and
+    ``identity()`` (what the images are, for the teacher-logit cache's key)."""
 
     labels: np.ndarray
 
@@ -56,8 +52,7 @@ class Source:
         return len(self.labels)
 
     def open(self, i: int, decode: bool = True):
-        """The PIL image ``i`` (``decode=False``: its header only); an image that cannot be read
-        is a UsageError naming it."""
+        """The PIL image ``i`` (``decode=False``: its header only); unreadable: a UsageError."""
         try:
             img = self.load(i)
             if decode:
@@ -108,7 +103,7 @@ class HFSource(Source):
 
 
 def image_folder(root: str | Path) -> tuple[dict[str, Source], list[str]]:
-    """The splits (``train`` and, when they exist, ``val`` and ``test``) and class names of DIR."""
+    """The splits (train, and val and test where they exist) and class names of DIR."""
     from annealing_kd.computer_vision_tasks.folder_scan import scan
 
     root = Path(root)
@@ -118,9 +113,8 @@ def image_folder(root: str | Path) -> tuple[dict[str, Source], list[str]]:
                          "(and DIR/val or DIR/test)")
     paths, labels, classes = scan(root, "train", None)
     splits: dict[str, Source] = {"train": FileSource(paths, labels)}
-    for split in ("val", "test"):
-        if (root / split).is_dir():
-            splits[split] = FileSource(*scan(root, split, classes)[:2])
+    splits.update({split: FileSource(*scan(root, split, classes)[:2]) for split in ("val", "test")
+                   if (root / split).is_dir()})
     return splits, classes
 
 
@@ -150,7 +144,7 @@ def hf_dataset(spec: str, image_column: str | None,
     from annealing_kd.common.cli.quiet import quiet_libraries
 
     try:
-        with quiet_libraries("datasets"):  # an error is our line, no library log above it
+        with quiet_libraries("datasets"):  # an error is our one line
             saved = (Path(name) / "dataset_dict.json").is_file()
             dd = (datasets.load_from_disk if saved else datasets.load_dataset)(name)
     except Exception as exc:  # offline and not cached, unknown name, ...
@@ -165,11 +159,9 @@ def hf_dataset(spec: str, image_column: str | None,
                          "ClassLabel", name)
     feature, values = features[label], set(dd["train"][label])
     is_class_label = type(feature).__name__ == "ClassLabel"
-    if is_class_label:
-        classes = list(feature.names)
-    else:
-        numeric = all(isinstance(v, int) for v in values)
-        classes = [str(v) for v in sorted(values, key=lambda v: v if numeric else str(v))]
+    numeric = all(isinstance(v, int) for v in values)
+    classes = (list(feature.names) if is_class_label else
+               [str(v) for v in sorted(values, key=lambda v: v if numeric else str(v))])
     if len(values) < 2:
         raise UsageError(f"{name} train has a single class in {label!r}; a classifier needs at "
                          "least two classes")
@@ -192,10 +184,8 @@ def hf_dataset(spec: str, image_column: str | None,
     return splits, classes
 
 
-# ---- decoding, statistics, datasets --------------------------------------------------------------
 def resized(source: Source, i: int, size: int | None, channels: int):
-    """Image ``i`` in the model's mode, resized to ``size`` x ``size`` (bilinear, antialiased;
-    ``size`` None: as it is)."""
+    """Image ``i`` in the model's mode, resized to ``size`` squared (bilinear; None: as it is)."""
     from PIL import Image
 
     img = source.open(i).convert("L" if channels == 1 else "RGB")
@@ -234,30 +224,15 @@ def decode_all(source: Source, size: int, channels: int) -> np.ndarray:
 
 
 def channel_stats(images) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images (N, H, W, C) in [0, 1], over all
-    pixels (a constant channel gets std 1); ``images``: an iterable of (H, W, C) arrays."""
-    total = total_sq = None
-    count = 0
+    """Per-channel mean and population std in [0, 1] over all pixels of uint8 (H, W, C) images
+    (a constant channel gets std 1)."""
+    total = total_sq = count = 0
     for img in images:
         x = np.asarray(img, dtype=np.float64).reshape(-1, img.shape[-1]) / 255
-        s, sq = x.sum(0), (x * x).sum(0)
-        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
-        count += len(x)
+        total, total_sq, count = total + x.sum(0), total_sq + (x * x).sum(0), count + len(x)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0))
     return tuple(float(m) for m in mean), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
-
-
-def transforms(spec: data.Spec, train: bool, augment: str):
-    from torchvision import transforms as T
-
-    if augment == "crop-flip":
-        return data.transforms_for(spec, train)
-    if train:
-        steps = [T.RandomResizedCrop(spec.size, antialias=True), T.RandomHorizontalFlip()]
-    else:
-        steps = [T.Resize(round(spec.size * 8 / 7), antialias=True), T.CenterCrop(spec.size)]
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(spec.mean, spec.std)])
 
 
 @dataclass
@@ -268,18 +243,8 @@ class OwnData:
     info: dict  # for results.json
 
 
-def _scan(source: Source) -> tuple[set[tuple[int, int]], bool]:
-    """Sizes and greyness of a split's images (headers read: a non-image is named here)."""
-    sizes, grey = set(), True
-    for i in range(len(source)):
-        img = source.open(i, decode=False)
-        sizes.add(img.size)
-        grey = grey and img.mode in GREY_MODES
-    return sizes, grey
-
-
 def _selection(args: argparse.Namespace, sources: dict[str, Source]) -> tuple[list[int], list[int]]:
-    """Held-out and training indices of train, the flags checked against the splits there are."""
+    """Held-out and training indices of train; the flags are checked against the splits."""
     has_val, has_test = "val" in sources, "test" in sources
     if has_val and args.val_size:
         raise UsageError(f"--val-size {args.val_size}: the data has its own val split; drop "
@@ -297,9 +262,15 @@ def _selection(args: argparse.Namespace, sources: dict[str, Source]) -> tuple[li
 
 
 def _size_and_channels(args: argparse.Namespace, sources: dict[str, Source]) -> tuple[int, int]:
-    """--image-size (by default the one square size of the training images) and the channels."""
-    scans = {k: _scan(s) for k, s in sources.items()}  # every header: a non-image is named here
-    sizes, grey = scans["train"]
+    """--image-size (by default the one square size of the training images) and the channels;
+    reads every header: a non-image is named here."""
+    sizes, grey = set(), True
+    for split, source in sources.items():
+        for i in range(len(source)):
+            img = source.open(i, decode=False)
+            if split == "train":
+                sizes.add(img.size)
+                grey = grey and img.mode in GREY_MODES
     size = args.image_size
     if size is None:
         if len(sizes) != 1 or len({*next(iter(sizes))}) != 1:
@@ -335,7 +306,7 @@ def load(args: argparse.Namespace) -> OwnData:
     spec = data.Spec(len(classes), channels, size, mean, std)
 
     def dataset(split: str, train_aug: bool) -> Dataset:
-        tf = transforms(spec, train_aug, augment)
+        tf = data.transforms_for(spec, train_aug, augment)
         if in_memory:
             return data.ArrayImages(arrays[split], sources[split].labels, tf)
         return DecodedImages(sources[split], channels, size if augment == "crop-flip" else None, tf)

@@ -1,14 +1,11 @@
-"""The in-memory image loader: the whole uint8 split lives on the training device (CPU or GPU),
-augmentation is done per batch with tensor ops there.
+"""The in-memory image loader: the uint8 split lives on the training device (CPU or GPU) and is
+augmented per batch with tensor ops there.
 
-Training batches get the CIFAR augmentation bit for bit as torchvision's ``RandomCrop(size,
-padding=4)`` + ``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize`` for the same offsets
-and flips. Every draw of epoch ``e`` (the permutation of
-:class:`annealing_kd.common.training.seeding.EpochShuffleSampler`, then each batch's offsets and
-flips) comes from one CPU generator seeded by ``(seed, e)`` only: the batches are the same on CPU
-and GPU, after a resume, and for every method and phase. Batches are ``(images, labels,
-indices)``, ``indices`` being the positions in the split (the key of stored teacher logits).
-One process only: under DDP use the ordinary DataLoader path.
+Training batches equal torchvision's ``RandomCrop(size, padding=4)`` + ``RandomHorizontalFlip()``
++ ``ToTensor()`` + ``Normalize`` bit for bit for the same offsets and flips. Every draw of epoch
+``e`` (the permutation, then each batch's offsets and flips) comes from one CPU generator seeded
+by ``(seed, e)`` only: the same batches on CPU and GPU, after a resume, for every method and
+phase. One process only: under DDP use the ordinary DataLoader path.
 """
 
 from __future__ import annotations
@@ -21,9 +18,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TensorLoader:
-    """Batches of ``(float images (B,C,H,W), int64 labels (B,), int64 indices (B,))`` from uint8
-    (N,C,H,W) images (see :func:`from_hwc`). ``train``: shuffle and augment, else fixed order and
-    normalisation only. ``sampler`` is the loader itself, for the Trainer's ``set_epoch``."""
+    """Batches ``(float images (B,C,H,W), int64 labels, int64 indices in the split)`` from uint8
+    (N,C,H,W) images. ``train``: shuffle and augment, else fixed order and normalisation only."""
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor | Sequence[int],
                  batch_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
@@ -51,7 +47,7 @@ class TensorLoader:
         self.device, self.epoch = device, 0
 
     @property
-    def sampler(self) -> TensorLoader:
+    def sampler(self) -> TensorLoader:  # for the Trainer's ``set_epoch``
         return self
 
     @property
@@ -66,19 +62,14 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        # one CPU generator per epoch: the permutation first, then each batch's crops and flips
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        n, dev = len(self.images), self.device
+        n = len(self.images)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            draws = draw_augmentation(len(idx), g, self.padding, self.flip) if self.train else None
-            idx = idx.to(dev, non_blocking=True)
+        for idx in order.split(self.batch_size)[:len(self)]:
+            idx = idx.to(self.device, non_blocking=True)
             x = self.images[idx]
-            if draws is not None:
-                (dy, dx), flips = draws
-                x = augment(x, padding=self.padding, flips=flips.to(dev),
-                            offsets=(dy.to(dev), dx.to(dev)))
+            if self.train:  # drawn on the CPU from g, then moved to the images' device
+                x = augment(x, g, self.padding, self.flip)
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -101,18 +92,16 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, padding: 
             flip: bool = True, offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
             flips: torch.Tensor | None = None) -> torch.Tensor:
     """Random crop (zero padding ``padding``, same size) and horizontal flip of a uint8 batch;
-    offsets and flips are drawn from ``generator`` (:func:`draw_augmentation`) unless given."""
+    ``offsets`` and ``flips`` are both given or both drawn from ``generator``."""
     b, c, h, w = x.shape
     if offsets is None or flips is None:
-        drawn = draw_augmentation(b, generator or torch.Generator(device=x.device), padding, flip)
-        offsets = offsets if offsets is not None else drawn[0]
-        flips = flips if flips is not None else drawn[1]
-    dy, dx = offsets
-    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        offsets, flips = draw_augmentation(b, generator or torch.Generator(device=x.device),
+                                           padding, flip)
+    dy, dx, flips = (t.to(x.device) for t in (*offsets, flips))
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
     ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     rows = dy[:, None] + ar_h  # (B,H)
     cols = dx[:, None] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (B,W)
-    # gather rows then columns: (B,C,H,Wp) -> (B,C,H,W)
     out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, padded.size(3)))
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
