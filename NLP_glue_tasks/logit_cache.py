@@ -59,19 +59,16 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     key = cache_key(identity, task, precision, feats)
     path = Path(cache_dir) / f"{key}.logits"
     cache = store.LogitCache(cache_dir, say=acc.print)
-    computed = []
-
-    def compute() -> torch.Tensor:
-        computed.append(True)
-        return _compute(acc, load_model, feats, collator, batch_size, precision, tag)
-
-    logits = cache.get(path, key, precision, compute, cache.stream(tag, key), fresh=overwrite,
-                       lock=acc.num_processes == 1, write=acc.is_main_process)
-    if not computed:
+    stream = cache.stream(tag, key)
+    logits = cache.get(path, key, precision, lambda: _compute(acc, load_model, feats, collator,
+                                                              batch_size, precision, tag),
+                       stream, fresh=overwrite, lock=acc.num_processes == 1,
+                       write=acc.is_main_process)
+    if stream["files_read"]:
         acc.print(f"{tag}: reusing cached logits {path}")
-        return logits
-    acc.wait_for_everyone()
-    acc.print(f"{tag}: cached in {path}")
+    else:
+        acc.wait_for_everyone()
+        acc.print(f"{tag}: cached in {path}")
     return logits
 
 
@@ -85,7 +82,7 @@ def _compute(acc, load_model, feats, collator, batch_size: int, precision: str,
     targets = frozen_logits(model, lambda m, b: m(**model_inputs(b)).logits)
     ordered = by_length(feats)  # less padding; "index" keeps the order
     loader = acc.prepare(DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=collator))
-    with amp(acc.device.type, store.autocast_dtype(precision)):
+    with amp(acc.device.type, None if precision == "fp32" else store.DTYPES[precision]):
         logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
                                 lambda m, b: targets(b), lambda b: b["index"])
     out = torch.empty(len(feats), logits.size(1))
