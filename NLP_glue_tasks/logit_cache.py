@@ -1,7 +1,5 @@
-"""The text CLI's teacher logits, computed once per example and cached on disk
-(``annealing_kd.common.logit_cache.store``, one file ``<key>.logits`` per split).
-
-The key's facts (``store.key_parts``): the teacher checkpoint's content (config and weight
+"""The text CLI's teacher logits, computed once per example and cached on disk (one file
+``<key>.logits`` per split). The key's facts: the teacher checkpoint's content (config and weight
 files), the teacher's token ids of every example (they stand for the data, the tokenizer,
 ``--do_lower_case`` and ``--max_seq_length`` at once), the precision and the task.
 """
@@ -52,9 +50,8 @@ def cache_key(identity: str, task: str, precision: str, feats: Any) -> str:
 def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
                   feats: Any, collator, batch_size: int, cache_dir: str | Path,
                   tag: str, overwrite: bool = False) -> torch.Tensor:
-    """Logits (N, C) of a frozen model on ``feats``, in order, from the cache or computed once
-    in the run's precision (``LogitCache.get``; in DDP each process computes its shard, without
-    the lock, and the main process writes the file)."""
+    """Logits (N, C) of a frozen model on ``feats``, in order, read or computed once in the run's
+    precision (in DDP each process computes its shard, unlocked; the main process writes)."""
     precision = store.precision_of(acc)
     key = cache_key(identity, task, precision, feats)
     path = Path(cache_dir) / f"{key}.logits"
@@ -85,8 +82,7 @@ def _compute(acc, load_model, feats, collator, batch_size: int, precision: str,
     with amp(acc.device.type, None if precision == "fp32" else store.DTYPES[precision]):
         logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
                                 lambda m, b: targets(b), lambda b: b["index"])
-    out = torch.empty(len(feats), logits.size(1))
-    out[index] = logits
+    out = logits[index.argsort()]  # back in the examples' order
     acc.print(f"{tag}: logits of {len(feats)} examples computed in {precision} in "
               f"{time.perf_counter() - tic:.1f}s")
     return out

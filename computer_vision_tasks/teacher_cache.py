@@ -1,11 +1,10 @@
 """The image CLI's teacher-logit cache (``--logits-cache-dir``): what its keys are made of.
 
-The key's facts (``store.key_parts``): the frozen model's weights (sha256 of its state dict), the
-split's content, the precision, and how the logits are made: the loader and its augmentation
-recipe (with 0 DataLoader workers also the trained model, whose dropout shares the global
-generator), the seed, the device type, memory format and torch's version. Each training epoch is
-one file of its stream, each evaluation split one file. A cached target is the same bits as the
-live one, so ``--resume`` may add or drop the cache.
+The frozen model's weights (sha256 of its state dict), the split's content, the precision, and
+how the logits are made: the loader and its augmentation recipe (with 0 DataLoader workers also
+the trained model, whose dropout shares the global generator), the seed, the device type, memory
+format and torch's version. Each training epoch is one file of its stream, each evaluation split
+one file. A cached target is the same bits as the live one: ``--resume`` may add or drop the cache.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """A frozen teacher's targets served from the logit cache, one file per training epoch.
 
-The Trainer calls :meth:`EpochLogits.set_epoch` at the start of every epoch. A cached epoch's
-rows are looked up by the batch's dataset indices and the teacher does not run. Otherwise this
-run claims the file (``LogitCache.claim``), the live teacher computes every batch, and the file is
-written once every row of the split was seen: at the epoch's end. An epoch that stops early
-(``--max_steps``, a kill) is never written.
+At each epoch's start (:meth:`EpochLogits.set_epoch`) a cached epoch is read, its rows looked up
+by the batches' dataset indices, and the teacher does not run; else the run claims the file, the
+live teacher computes every batch, and the file is written once every row of the split was seen.
+An epoch that stops early (``--max_steps``, a kill) is never written.
 """
 
 from __future__ import annotations
@@ -118,8 +117,7 @@ class EpochLogits:
         self.mode = "done"  # later rows (none expected): live
 
     def close(self) -> None:
-        """End the current epoch: its seconds and file counted, an unfinished write dropped and
-        its lock released."""
+        """End the current epoch: its seconds and file counted, an unfinished write dropped."""
         if self.mode != "off":
             self.stats["read_seconds" if self.mode == "read" else "live_seconds"] += self.clock.total()
             if self.mode == "live":

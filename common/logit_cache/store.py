@@ -1,11 +1,10 @@
 """Frozen-teacher logits on disk, shared by every run that needs them (both CLIs).
 
-A key is the digest of :func:`key_parts`. A file holds one frozen model's logits (rows x classes)
-on one stream of inputs, in the key's precision: a 4096-byte JSON header (key, shape, dtype,
-sha256 of the data), then the raw rows, read as a memory map. It is written to a temporary name
-and renamed (``run_folder.atomic_write``); a file whose header, size or checksum is wrong is
-computed again, with one warning line. :meth:`LogitCache.claim` is the one procedure (read, lock
-``.<name>.lock``, read again, compute, write): concurrent runs compute each file once.
+A file holds one frozen model's logits (rows x classes) on one stream of inputs, in the key's
+precision: a 4096-byte JSON header (key, shape, dtype, sha256 of the data), then the raw rows,
+read as a memory map. It is written aside and renamed; a file whose header, size or checksum is
+wrong is computed again, with one warning line. :meth:`LogitCache.claim` (read, lock, read
+again, compute, write) makes concurrent runs compute each file once.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ _NUMPY = {"fp32": np.float32, "bf16": np.int16, "fp16": np.float16}  # bf16: its
 
 
 def precision_of(acc) -> str:
-    """The precision teacher logits are computed and stored in: the run's own (``fp32``, or
-    ``bf16``/``fp16`` under that autocast)."""
+    """The run's precision, that of its teacher logits: ``fp32``, or ``bf16``/``fp16`` (autocast)."""
     mixed = str(getattr(acc, "mixed_precision", "no") or "no")
     if mixed not in ("no", "bf16", "fp16"):
         raise ValueError(f"no teacher-logit precision for mixed precision {mixed!r}")
@@ -40,8 +38,8 @@ def precision_of(acc) -> str:
 
 
 def key_parts(what: str, teacher: str, data: str, precision: str, **how: Any) -> dict[str, Any]:
-    """The facts of a key in both CLIs: which logits (``what``), the frozen model's identity, the
-    data's, the precision and whatever else decides the logits (``how``)."""
+    """The one key scheme: which logits (``what``), the frozen model's identity, the data's, the
+    precision and whatever else decides the logits (``how``)."""
     return {"what": what, "teacher": teacher, "data": data, "precision": precision, **how}
 
 
