@@ -20,7 +20,7 @@ from annealing_kd.common.run_folder import file_sha256
 from annealing_kd.common.training.frozen_teacher import amp
 from annealing_kd.common.training.progress import progress_bar
 from annealing_kd.common.training.trainer import frozen_logits, predict
-from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
+from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, make_loader, model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -57,32 +57,24 @@ def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: s
     path = Path(cache_dir) / f"{key}.logits"
     cache = store.LogitCache(cache_dir, say=acc.print)
     stream = cache.stream(tag, key)
-    logits = cache.get(path, key, precision, lambda: _compute(acc, load_model, feats, collator,
-                                                              batch_size, precision, tag),
-                       stream, fresh=overwrite, lock=acc.num_processes == 1,
-                       write=acc.is_main_process)
+
+    def compute() -> torch.Tensor:
+        tic = time.perf_counter()
+        model = load_model().to(acc.device)
+        targets = frozen_logits(model, lambda m, b: m(**model_inputs(b)).logits)
+        loader = acc.prepare(make_loader(by_length(feats), batch_size, collator))  # less padding
+        with amp(acc.device.type, None if precision == "fp32" else store.DTYPES[precision]):
+            logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
+                                    lambda m, b: targets(b), lambda b: b["index"])
+        acc.print(f"{tag}: logits of {len(feats)} examples computed in {precision} in "
+                  f"{time.perf_counter() - tic:.1f}s")
+        return logits[index.argsort()]  # back in the examples' order
+
+    logits = cache.get(path, key, precision, compute, stream, fresh=overwrite,
+                       lock=acc.num_processes == 1, write=acc.is_main_process)
     if stream["files_read"]:
         acc.print(f"{tag}: reusing cached logits {path}")
     else:
         acc.wait_for_everyone()
         acc.print(f"{tag}: cached in {path}")
     return logits
-
-
-def _compute(acc, load_model, feats, collator, batch_size: int, precision: str,
-             tag: str) -> torch.Tensor:
-    """The frozen model's logits of every example, in order, in ``precision``."""
-    from torch.utils.data import DataLoader
-
-    tic = time.perf_counter()
-    model = load_model().to(acc.device)
-    targets = frozen_logits(model, lambda m, b: m(**model_inputs(b)).logits)
-    ordered = by_length(feats)  # less padding; "index" keeps the order
-    loader = acc.prepare(DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=collator))
-    with amp(acc.device.type, None if precision == "fp32" else store.DTYPES[precision]):
-        logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
-                                lambda m, b: targets(b), lambda b: b["index"])
-    out = logits[index.argsort()]  # back in the examples' order
-    acc.print(f"{tag}: logits of {len(feats)} examples computed in {precision} in "
-              f"{time.perf_counter() - tic:.1f}s")
-    return out
