@@ -119,7 +119,8 @@ class EpochLogits:
     def close(self) -> None:
         """End the current epoch: its seconds and file counted, an unfinished write dropped."""
         if self.mode != "off":
-            self.stats["read_seconds" if self.mode == "read" else "live_seconds"] += self.clock.total()
+            seconds = "read_seconds" if self.mode == "read" else "live_seconds"
+            self.stats[seconds] += self.clock.total()
             if self.mode == "live":
                 self.stats["files_live"] += 1
             elif self.mode == "read":

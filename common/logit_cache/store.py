@@ -30,7 +30,7 @@ _NUMPY = {"fp32": np.float32, "bf16": np.int16, "fp16": np.float16}  # bf16: its
 
 
 def precision_of(acc) -> str:
-    """The run's precision, that of its teacher logits: ``fp32``, or ``bf16``/``fp16`` (autocast)."""
+    """The run's precision, its teacher logits' too: ``fp32``, or ``bf16``/``fp16`` (autocast)."""
     mixed = str(getattr(acc, "mixed_precision", "no") or "no")
     if mixed not in ("no", "bf16", "fp16"):
         raise ValueError(f"no teacher-logit precision for mixed precision {mixed!r}")
@@ -78,8 +78,7 @@ class FileLock:
     """An exclusive ``flock`` on ``.<name>.lock`` beside ``path``, released on close or death."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path.parent / f".{path.name}.lock"
-        self.fd: int | None = None
+        self.path, self.fd = path.parent / f".{path.name}.lock", None
 
     def acquire(self, say: Callable[[str], None] | None = None) -> float:
         """Take the lock, waiting if another process holds it; returns the seconds waited."""
