@@ -1,7 +1,5 @@
-"""The text CLI's teacher logits, computed once per example and cached on disk
-(``annealing_kd.common.logit_cache.store``, one file ``<key>.logits`` per split).
-
-The key's facts (``store.key_parts``): the teacher checkpoint's content (config and weight
+"""The text CLI's teacher logits, computed once per example and cached on disk (one file
+``<key>.logits`` per split). The key's facts: the teacher checkpoint's content (config and weight
 files), the teacher's token ids of every example (they stand for the data, the tokenizer,
 ``--do_lower_case`` and ``--max_seq_length`` at once), the precision and the task.
 """
@@ -22,7 +20,7 @@ from annealing_kd.common.run_folder import file_sha256
 from annealing_kd.common.training.frozen_teacher import amp
 from annealing_kd.common.training.progress import progress_bar
 from annealing_kd.common.training.trainer import frozen_logits, predict
-from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, model_inputs
+from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, make_loader, model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -52,44 +50,31 @@ def cache_key(identity: str, task: str, precision: str, feats: Any) -> str:
 def cached_logits(acc, *, load_model: Callable[[], torch.nn.Module], identity: str, task: str,
                   feats: Any, collator, batch_size: int, cache_dir: str | Path,
                   tag: str, overwrite: bool = False) -> torch.Tensor:
-    """Logits (N, C) of a frozen model on ``feats``, in order, from the cache or computed once
-    in the run's precision (``LogitCache.get``; in DDP each process computes its shard, without
-    the lock, and the main process writes the file)."""
+    """Logits (N, C) of a frozen model on ``feats``, in order, read or computed once in the run's
+    precision (in DDP each process computes its shard, unlocked; the main process writes)."""
     precision = store.precision_of(acc)
     key = cache_key(identity, task, precision, feats)
     path = Path(cache_dir) / f"{key}.logits"
     cache = store.LogitCache(cache_dir, say=acc.print)
-    computed = []
+    stream = cache.stream(tag, key)
 
     def compute() -> torch.Tensor:
-        computed.append(True)
-        return _compute(acc, load_model, feats, collator, batch_size, precision, tag)
+        tic = time.perf_counter()
+        model = load_model().to(acc.device)
+        targets = frozen_logits(model, lambda m, b: m(**model_inputs(b)).logits)
+        loader = acc.prepare(make_loader(by_length(feats), batch_size, collator))  # less padding
+        with amp(acc.device.type, None if precision == "fp32" else store.DTYPES[precision]):
+            logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
+                                    lambda m, b: targets(b), lambda b: b["index"])
+        acc.print(f"{tag}: logits of {len(feats)} examples computed in {precision} in "
+                  f"{time.perf_counter() - tic:.1f}s")
+        return logits[index.argsort()]  # back in the examples' order
 
-    logits = cache.get(path, key, precision, compute, cache.stream(tag, key), fresh=overwrite,
+    logits = cache.get(path, key, precision, compute, stream, fresh=overwrite,
                        lock=acc.num_processes == 1, write=acc.is_main_process)
-    if not computed:
+    if stream["files_read"]:
         acc.print(f"{tag}: reusing cached logits {path}")
-        return logits
-    acc.wait_for_everyone()
-    acc.print(f"{tag}: cached in {path}")
+    else:
+        acc.wait_for_everyone()
+        acc.print(f"{tag}: cached in {path}")
     return logits
-
-
-def _compute(acc, load_model, feats, collator, batch_size: int, precision: str,
-             tag: str) -> torch.Tensor:
-    """The frozen model's logits of every example, in order, in ``precision``."""
-    from torch.utils.data import DataLoader
-
-    tic = time.perf_counter()
-    model = load_model().to(acc.device)
-    targets = frozen_logits(model, lambda m, b: m(**model_inputs(b)).logits)
-    ordered = by_length(feats)  # less padding; "index" keeps the order
-    loader = acc.prepare(DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=collator))
-    with amp(acc.device.type, store.autocast_dtype(precision)):
-        logits, index = predict(acc, model, progress_bar(loader, tag, acc.is_main_process),
-                                lambda m, b: targets(b), lambda b: b["index"])
-    out = torch.empty(len(feats), logits.size(1))
-    out[index] = logits
-    acc.print(f"{tag}: logits of {len(feats)} examples computed in {precision} in "
-              f"{time.perf_counter() - tic:.1f}s")
-    return out

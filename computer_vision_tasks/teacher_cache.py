@@ -1,11 +1,10 @@
 """The image CLI's teacher-logit cache (``--logits-cache-dir``): what its keys are made of.
 
-The key's facts (``store.key_parts``): the frozen model's weights (sha256 of its state dict), the
-split's content, the precision, and how the logits are made: the loader and its augmentation
-recipe (with 0 DataLoader workers also the trained model, whose dropout shares the global
-generator), the seed, the device type, memory format and torch's version. Each training epoch is
-one file of its stream, each evaluation split one file. A cached target is the same bits as the
-live one, so ``--resume`` may add or drop the cache.
+The frozen model's weights (sha256 of its state dict), the split's content, the precision, and
+how the logits are made: the loader and its augmentation recipe (with 0 DataLoader workers also
+the trained model, whose dropout shares the global generator), the seed, the device type, memory
+format and torch's version. Each training epoch is one file of its stream, each evaluation split
+one file. A cached target is the same bits as the live one: ``--resume`` may add or drop the cache.
 """
 
 from __future__ import annotations
@@ -24,9 +23,16 @@ from annealing_kd.common.logit_cache.epoch_logits import EpochLogits
 STREAM_VERSION = 1
 
 
+def _base(ds) -> tuple[Any, np.ndarray | None]:
+    """A split's dataset and the split's indices in it (None: all of it, in order)."""
+    if isinstance(ds, Subset):
+        return ds.dataset, np.asarray(ds.indices, dtype=np.int64)
+    return ds, None
+
+
 def split_digest(ds) -> str:
     """sha256 of a split: its images (or image files), labels and items of its dataset."""
-    base, idx = (ds.dataset, np.asarray(ds.indices)) if isinstance(ds, Subset) else (ds, None)
+    base, idx = _base(ds)
     h = hashlib.sha256(type(base).__name__.encode())
     if hasattr(base, "data"):  # torchvision datasets, ArrayImages
         images = np.asarray(base.data)
@@ -35,15 +41,15 @@ def split_digest(ds) -> str:
         h.update(base.identity().encode())
     h.update(split_labels(ds).numpy().tobytes())
     if idx is not None:
-        h.update(idx.astype(np.int64).tobytes())
+        h.update(idx.tobytes())
     return h.hexdigest()
 
 
 def split_labels(ds) -> torch.Tensor:
     """The int64 labels of a split, in its order, without decoding any image."""
-    base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
+    base, idx = _base(ds)
     labels = torch.as_tensor(np.asarray(base.targets), dtype=torch.long)
-    return labels if idx is None else labels[idx]
+    return labels if idx is None else labels[torch.from_numpy(idx)]
 
 
 def loader_recipe(loader, ds, student: str) -> dict[str, Any]:
@@ -55,80 +61,50 @@ def loader_recipe(loader, ds, student: str) -> dict[str, Any]:
                 "padding": loader.padding, "flip": loader.flip, "drop_last": loader.drop_last,
                 "mean": loader.mean.flatten().tolist(), "std": loader.std.flatten().tolist(),
                 "stream": STREAM_VERSION}
-    base = ds.dataset if isinstance(ds, Subset) else ds
     recipe = {"loader": "dataloader", "batch_size": loader.batch_size,
-              "num_workers": loader.num_workers, "transform": repr(getattr(base, "transform", None)),
-              "stream": STREAM_VERSION}
+              "num_workers": loader.num_workers,
+              "transform": repr(getattr(_base(ds)[0], "transform", None)), "stream": STREAM_VERSION}
     if loader.num_workers == 0:  # the draws share the global generator with the trained model
         recipe["trained_model"] = student
     return recipe
 
 
-class ImageCache:
+class ImageCache(store.LogitCache):
     """The cache of one image run: cached training targets and evaluation logits."""
 
     def __init__(self, root: str, max_gb: float | None, acc, channels_last: bool) -> None:
-        self.acc = acc
-        self.cache = store.LogitCache(root, max_gb, acc.print)
+        super().__init__(root, max_gb, acc.print)
         self.precision = store.precision_of(acc)
-        self.compute = {"device": acc.device.type, "torch": torch.__version__.split("+")[0],
-                        "memory_format": "channels_last" if channels_last else "contiguous"}
-        self.digests: dict[str, str] = {}  # role -> its weights' sha256 (frozen: never changes)
-        self.data: dict[int, str] = {}  # id(split) -> its content's sha256 (the run's splits)
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        return self.cache.stats
+        self.how = {"device": acc.device.type, "torch": torch.__version__.split("+")[0],
+                    "memory_format": "channels_last" if channels_last else "contiguous"}
+        # role -> its weights' sha256 (frozen: never changes); id(split) -> its content's sha256
+        self.digests: dict[str | int, str] = {}
 
     def parts(self, what: str, role: str, model, ds, **how: Any) -> dict[str, Any]:
         """A key's facts (weights and split digests remembered: frozen models, the run's splits)."""
         if role not in self.digests:
             self.digests[role] = store.tensors_digest(model.state_dict())
-        if id(ds) not in self.data:
-            self.data[id(ds)] = split_digest(ds)
-        return store.key_parts(what, self.digests[role], self.data[id(ds)], self.precision,
-                         **self.compute, **how)
+        if id(ds) not in self.digests:
+            self.digests[id(ds)] = split_digest(ds)
+        return store.key_parts(what, self.digests[role], self.digests[id(ds)], self.precision,
+                               **self.how, **how)
 
     def targets(self, role: str, model, live, loader, ds, seed: int, classes: int,
                 student: str, epochs: int) -> EpochLogits:
         """``BatchReader.teacher_logits`` of ``model`` for ``epochs`` epochs of ``loader``."""
         parts = self.parts("train", role, model, ds, recipe=loader_recipe(loader, ds, student),
                            seed=seed)
-        source = EpochLogits(self.cache, parts, live, lambda b: b[2], len(ds), classes,
-                             self.precision, name=f"{role} train")
-        self.acc.print(f"logit cache {source.folder}: {len(ds):,} x {classes} {self.precision} "
-                       f"logits = {size(source.epoch_bytes)} per epoch, "
-                       f"{size(epochs * source.epoch_bytes)} for {epochs} epochs")
+        source = EpochLogits(self, parts, live, lambda b: b[2], len(ds), classes, self.precision,
+                             name=f"{role} train")
+        self.say(f"logit cache {source.folder}: {len(ds):,} x {classes} {self.precision} logits = "
+                 f"{store.size(source.epoch_bytes)} per epoch, "
+                 f"{store.size(epochs * source.epoch_bytes)} for {epochs} epochs")
         return source
 
     def eval_logits(self, role: str, split: str, model, loader, ds, compute,
                     own: bool = False) -> torch.Tensor:
         """``model``'s logits on an evaluation split (``own``: the model this run trained)."""
-        folder = self.cache.folder(self.parts("eval", role, model, ds,
-                                              recipe=loader_recipe(loader, ds, "")))
-        stream = self.cache.stream(f"{role} {split}", folder.name, own)
-        return self.cache.get(folder / f"{split}.logits", f"{folder.name}/{split}",
-                              self.precision, compute, stream)
-
-    def summary(self) -> str:
-        """One line: what this run read, wrote and computed, and the teacher's seconds."""
-        streams = self.cache.stats["streams"]
-        total = {k: sum(x[k] for x in streams.values())
-                 for k in ("files_read", "files_written", "files_live", "bytes_read",
-                           "bytes_written", "read_seconds")}
-        own = sum(x["live_seconds"] for x in streams.values() if x.get("own"))
-        teacher = sum(x["live_seconds"] for x in streams.values() if not x.get("own"))
-        return (f"logit cache {self.cache.root}: {total['files_read']} files read "
-                f"({size(total['bytes_read'])}, {total['read_seconds']:.1f}s), "
-                f"{total['files_written']} written ({size(total['bytes_written'])}), "
-                f"{total['files_live']} computed live past the size limit; teacher "
-                f"{teacher:.1f}s" + (f", the trained model's own test logits {own:.1f}s" if own
-                                     else "") + f"; the folder holds {size(self.cache.size_bytes())}")
-
-
-def size(nbytes: float) -> str:
-    """Bytes for people: 512 B, 1.5 KB, 20.0 MB, 4.00 GB."""
-    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.2f} {unit}" if unit == "GB" else f"{nbytes / scale:.1f} {unit}"
-    return f"{int(nbytes)} B"
+        folder = self.folder(self.parts("eval", role, model, ds,
+                                        recipe=loader_recipe(loader, ds, "")))
+        return self.get(folder / f"{split}.logits", f"{folder.name}/{split}", self.precision,
+                        compute, self.stream(f"{role} {split}", folder.name, own))

@@ -1,10 +1,9 @@
 """A frozen teacher's targets served from the logit cache, one file per training epoch.
 
-The Trainer calls :meth:`EpochLogits.set_epoch` at the start of every epoch. A cached epoch's
-rows are looked up by the batch's dataset indices and the teacher does not run. Otherwise this
-run claims the file (``LogitCache.claim``), the live teacher computes every batch, and the file is
-written once every row of the split was seen: at the epoch's end. An epoch that stops early
-(``--max_steps``, a kill) is never written.
+At each epoch's start (:meth:`EpochLogits.set_epoch`) a cached epoch is read, its rows looked up
+by the batches' dataset indices, and the teacher does not run; else the run claims the file, the
+live teacher computes every batch, and the file is written once every row of the split was seen.
+An epoch that stops early (``--max_steps``, a kill) is never written.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 
-from annealing_kd.common.logit_cache.store import DTYPES, FileLock, LogitCache, nbytes, stored
+from annealing_kd.common.logit_cache.store import DTYPES, LogitCache, nbytes, stored
 
 
 class _Clock:
@@ -27,23 +26,22 @@ class _Clock:
 
     @contextmanager
     def timed(self, device: torch.device) -> Iterator[None]:
-        if device.type != "cuda":
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            yield
+            end.record()
+            self.events.append((begin, end))
+        else:
             tic = time.perf_counter()
             yield
             self.seconds += time.perf_counter() - tic
-            return
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        yield
-        end.record()
-        self.events.append((begin, end))
 
     def total(self) -> float:
         if self.events:
             self.events[-1][1].synchronize()
             self.seconds += sum(b.elapsed_time(e) for b, e in self.events) / 1000
-            self.events = []
-        seconds, self.seconds = self.seconds, 0.0
+        seconds, self.seconds, self.events = self.seconds, 0.0, []
         return seconds
 
 
@@ -60,23 +58,23 @@ class EpochLogits:
         self.folder = cache.folder({**parts, "precision": precision})
         self.stats = cache.stream(name, self.folder.name)
         self.mode = "off"  # read | write | live | done (written) | off (between epochs)
-        self.table: torch.Tensor | None = None
-        self.seen: torch.Tensor | None = None
+        self.table = self.seen = self.lock = None
         self.filled, self.epoch = 0, -1
-        self.lock: FileLock | None = None
         self.clock = _Clock()
         self.epoch_bytes = nbytes(precision, rows, classes)
 
     def path(self, epoch: int):
         return self.folder / f"epoch-{epoch + 1:04d}.logits"
 
+    def key(self, epoch: int) -> str:
+        return f"{self.folder.name}/epoch-{epoch + 1}"
+
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` (0-based): read its file, or claim it to write it."""
         self.close()
         self.epoch, self.filled = epoch, 0
-        self.table, self.lock = self.cache.claim(self.path(epoch), f"{self.folder.name}/epoch-"
-                                                 f"{epoch + 1}", self.precision, self.stats,
-                                                 room=self.epoch_bytes)
+        self.table, self.lock = self.cache.claim(self.path(epoch), self.key(epoch), self.precision,
+                                                 self.stats, room=self.epoch_bytes)
         self.mode = "read" if self.table is not None else "write" if self.lock else "live"
 
     def __call__(self, batch) -> torch.Tensor:
@@ -108,31 +106,26 @@ class EpochLogits:
     def _commit(self) -> None:
         """Write the epoch's file once every row was seen, then let other runs read it."""
         if bool(self.seen.all()):
-            self.stats["bytes_written"] += self.cache.write(
-                self.path(self.epoch), f"{self.folder.name}/epoch-{self.epoch + 1}",
-                self.precision, self.table)
+            self.stats["bytes_written"] += self.cache.write(self.path(self.epoch),
+                                                            self.key(self.epoch), self.precision,
+                                                            self.table)
             self.stats["files_written"] += 1
         else:
             self.cache.say(f"logit cache: the batches of epoch {self.epoch + 1} did not cover "
                            "the split once; that epoch is not cached")
-        self._account()
-        self.mode, self.table, self.seen = "done", None, None  # later rows (none expected): live
-        self.lock.release()
-        self.lock = None
-
-    def _account(self) -> None:
-        """Add the epoch's seconds and file to the counters (an unfinished write: seconds only)."""
-        self.stats["read_seconds" if self.mode == "read" else "live_seconds"] += self.clock.total()
-        if self.mode == "live":
-            self.stats["files_live"] += 1
-        elif self.mode == "read":
-            self.stats["files_read"] += 1
-            self.stats["bytes_read"] += self.epoch_bytes
+        self.close()
+        self.mode = "done"  # later rows (none expected): live
 
     def close(self) -> None:
-        """End the current epoch: an unfinished write is dropped and its lock released."""
+        """End the current epoch: its seconds and file counted, an unfinished write dropped."""
         if self.mode != "off":
-            self._account()
+            seconds = "read_seconds" if self.mode == "read" else "live_seconds"
+            self.stats[seconds] += self.clock.total()
+            if self.mode == "live":
+                self.stats["files_live"] += 1
+            elif self.mode == "read":
+                self.stats["files_read"] += 1
+                self.stats["bytes_read"] += self.epoch_bytes
         if self.lock is not None:
             self.lock.release()
             self.lock = None

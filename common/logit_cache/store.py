@@ -1,11 +1,10 @@
 """Frozen-teacher logits on disk, shared by every run that needs them (both CLIs).
 
-A key is the digest of the same facts in both CLIs (:func:`key_parts`). A file holds the logits
-(rows x classes) of one frozen model on one stream of inputs, in the key's precision: a 4096-byte
-JSON header (key, shape, dtype, sha256 of the data), then the raw rows, read as a memory map.
-It is written to a temporary name and renamed (``run_folder.checkpoint.atomic_write``); a file
-whose header, size or checksum is wrong is computed again, with one warning line. A per-file
-``flock`` on ``.<name>.lock`` makes concurrent runs compute each file once (:meth:`LogitCache.claim`).
+A file holds one frozen model's logits (rows x classes) on one stream of inputs, in the key's
+precision: a 4096-byte JSON header (key, shape, dtype, sha256 of the data), then the raw rows,
+read as a memory map. It is written aside and renamed; a file whose header, size or checksum is
+wrong is computed again, with one warning line. :meth:`LogitCache.claim` (read, lock, read
+again, compute, write) makes concurrent runs compute each file once.
 """
 
 from __future__ import annotations
@@ -31,29 +30,28 @@ _NUMPY = {"fp32": np.float32, "bf16": np.int16, "fp16": np.float16}  # bf16: its
 
 
 def precision_of(acc) -> str:
-    """The precision teacher logits are computed and stored in: the run's own (``fp32``, or
-    ``bf16``/``fp16`` under that autocast)."""
+    """The run's precision, its teacher logits' too: ``fp32``, or ``bf16``/``fp16`` (autocast)."""
     mixed = str(getattr(acc, "mixed_precision", "no") or "no")
     if mixed not in ("no", "bf16", "fp16"):
         raise ValueError(f"no teacher-logit precision for mixed precision {mixed!r}")
     return "fp32" if mixed == "no" else mixed
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a precision (None: no autocast)."""
-    return None if precision == "fp32" else DTYPES[precision]
-
-
 def key_parts(what: str, teacher: str, data: str, precision: str, **how: Any) -> dict[str, Any]:
-    """The facts of a key in both CLIs: which logits (``what``), the frozen model's identity, the
-    data's, the precision and whatever else decides the logits (``how``)."""
+    """The one key scheme: which logits (``what``), the frozen model's identity, the data's, the
+    precision and whatever else decides the logits (``how``)."""
     return {"what": what, "teacher": teacher, "data": data, "precision": precision, **how}
 
 
 def digest(parts: Mapping[str, Any]) -> str:
     """A short stable hash of a key's parts (JSON, sorted keys)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    """The raw bytes of a CPU tensor (bf16: its 16 bits)."""
+    t = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+    return memoryview(t.numpy().reshape(-1).view(np.uint8))
 
 
 def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -62,12 +60,8 @@ def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(state):
         t = state[name].detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(_bytes(t.view(torch.int16) if t.dtype == torch.bfloat16 else t))
+        h.update(_bytes(t))
     return h.hexdigest()
-
-
-def _bytes(t: torch.Tensor) -> memoryview:
-    return memoryview(t.numpy().reshape(-1).view(np.uint8))
 
 
 def stored(logits: torch.Tensor, precision: str) -> torch.Tensor:
@@ -84,8 +78,7 @@ class FileLock:
     """An exclusive ``flock`` on ``.<name>.lock`` beside ``path``, released on close or death."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path.parent / f".{path.name}.lock"
-        self.fd: int | None = None
+        self.path, self.fd = path.parent / f".{path.name}.lock", None
 
     def acquire(self, say: Callable[[str], None] | None = None) -> float:
         """Take the lock, waiting if another process holds it; returns the seconds waited."""
@@ -153,12 +146,11 @@ class LogitCache:
             self.warned.add(path)
             self.say(f"warning: cached teacher logits {path} are damaged ({why}); computing "
                      "them again")
-        return None
 
     def write(self, path: Path, key: str, precision: str, logits: torch.Tensor) -> int:
         """Write ``logits`` under ``key`` (a temporary name, then renamed); the bytes written."""
         t = logits.detach().to("cpu", DTYPES[precision]).contiguous()
-        data = _bytes(t.view(torch.int16) if precision == "bf16" else t)
+        data = _bytes(t)
         meta = {"magic": MAGIC, "key": key, "precision": precision, "rows": t.size(0),
                 "classes": t.size(1), "sha256": hashlib.sha256(data).hexdigest()}
         head = json.dumps(meta).encode().ljust(HEADER - 1) + b"\n"
@@ -243,7 +235,7 @@ class LogitCache:
         table, held = self.claim(path, key, precision, stream, fresh=fresh, lock=lock)
         if table is not None:
             stream["files_read"] += 1
-            stream["bytes_read"] += HEADER + table.numel() * table.element_size()
+            stream["bytes_read"] += nbytes(precision, *table.shape)
             return table.float()
         try:
             tic = time.perf_counter()
@@ -258,3 +250,27 @@ class LogitCache:
         finally:
             if held is not None:
                 held.release()
+
+    def summary(self) -> str:
+        """One line: what this run read, wrote and computed, and the frozen models' seconds
+        (a stream marked ``own`` is the trained model's)."""
+        streams = self.stats["streams"].values()
+        total = {k: sum(x[k] for x in streams) for k in (
+            "files_read", "files_written", "files_live", "bytes_read", "bytes_written",
+            "read_seconds")}
+        own = sum(x["live_seconds"] for x in streams if x.get("own"))
+        teacher = sum(x["live_seconds"] for x in streams if not x.get("own"))
+        return (f"logit cache {self.root}: {total['files_read']} files read "
+                f"({size(total['bytes_read'])}, {total['read_seconds']:.1f}s), "
+                f"{total['files_written']} written ({size(total['bytes_written'])}), "
+                f"{total['files_live']} computed live past the size limit; teacher "
+                f"{teacher:.1f}s" + (f", the trained model's own test logits {own:.1f}s" if own
+                                     else "") + f"; the folder holds {size(self.size_bytes())}")
+
+
+def size(nbytes: float) -> str:
+    """Bytes for people: 512 B, 1.5 KB, 20.0 MB, 4.00 GB."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.2f} {unit}" if unit == "GB" else f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} B"

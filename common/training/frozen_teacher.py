@@ -1,8 +1,7 @@
 """A frozen teacher's logits, for any PyTorch model: eval mode, no autograd, optional autocast.
 
-``teacher_logits(teacher, batch)`` for one batch, ``all_teacher_logits(teacher, loader)`` for a
-whole loader, both through ``training.trainer.frozen_logits`` (the one frozen-logits function),
-as plain float32 tensors. A batch reaches the teacher as ``forward(teacher, batch)``, else: a
+Both functions go through ``training.trainer.frozen_logits`` (the one frozen-logits function) and
+give plain float32 tensors. A batch reaches the teacher as ``forward(teacher, batch)``, else: a
 tensor ``x`` or a tuple/list ``(x, y, ...)`` as ``teacher(x)``; a dict as ``teacher(**batch)``
 without its label keys. An output with ``.logits`` gives those, a tuple its first element.
 """
@@ -35,17 +34,6 @@ def logits_of(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor in it (nested in dicts, tuples, lists) on ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
 def amp(device_type: str, dtype: torch.dtype | None):
     """``torch.autocast`` to ``dtype``, or a context that changes nothing (None)."""
     return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
@@ -53,12 +41,14 @@ def amp(device_type: str, dtype: torch.dtype | None):
 
 def teacher_logits(teacher: nn.Module, batch: Any, *, forward: Forward | None = None,
                    autocast: torch.dtype | None = None) -> torch.Tensor:
-    """The frozen ``teacher``'s float32 logits on one batch (moved to the teacher's device),
-    under ``torch.inference_mode`` (and ``torch.autocast`` to ``autocast`` if given)."""
+    """The frozen ``teacher``'s float32 logits on one batch (its tensors moved to the teacher's
+    device), under ``torch.inference_mode`` (and ``torch.autocast`` to ``autocast`` if given)."""
+    from accelerate.utils import send_to_device
+
     first = next(teacher.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     run = forward or default_forward
-    targets = frozen_logits(teacher, lambda m, b: logits_of(run(m, to_device(b, device))))
+    targets = frozen_logits(teacher, lambda m, b: logits_of(run(m, send_to_device(b, device))))
     with amp(device.type, autocast):
         return targets(batch)
 
