@@ -44,7 +44,7 @@ from annealing_kd.common.run_folder import (  # noqa: E402
     read_results,
 )
 from annealing_kd.common.run_folder import lock as run_lock  # noqa: E402
-from reproduce import published  # noqa: E402
+from reproduce import published, slurm  # noqa: E402
 from reproduce import table_report as tr  # noqa: E402
 from reproduce.stats import mean_std, paired, paired_interval  # noqa: E402
 
@@ -698,17 +698,42 @@ def launch(run: Run, folder: OutputFolder, args: argparse.Namespace, extra: list
     return proc, time.perf_counter(), log
 
 
+def run_names(plan: Plan) -> dict[int, str]:
+    return {i: f"[{i + 1}/{len(plan.runs)}] {run.row} | {run.column} | seed {run.seed}"
+            for i, run in enumerate(plan.runs)}
+
+
+def refuse_other_commands(plan: Plan) -> None:
+    """A finished run of another command is never adopted nor replaced."""
+    for run in plan.runs:
+        if run.results().get("final") and (why := run.differs()):
+            raise UsageError(f"{run.out} holds a finished run of another command ({why}): an "
+                             "earlier --scale, --epochs or --extra, or not this table's; pass "
+                             "another --out, or move that folder away")
+
+
+def submit(plan: Plan, args: argparse.Namespace) -> None:
+    """--launcher slurm: submit what is neither finished nor queued, and return."""
+    if not shutil.which("sbatch"):
+        raise UsageError("--launcher slurm needs the SLURM client (sbatch, squeue, scontrol) on "
+                         "the PATH: run on the cluster's login node")
+    refuse_other_commands(plan)
+    folder = prepare(plan, args)
+    try:
+        slurm.submit(plan, folder, args, run_names(plan), depends_on)
+    except RuntimeError as exc:
+        raise UsageError(f"{exc}; check the cluster options (--partition, --account, ...)") from None
+    print("submitted; follow with: the same command and --status; report with --report-only",
+          flush=True)
+
+
 def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     """Run what is not finished yet, in plan order, up to ``--jobs`` at a time (a run starts once
     the runs it reads are finished; one that another process is running is waited for). After a
     failure nothing new starts; the runs in flight finish and the error is raised. At
     ``--deadline-s`` the runs in flight are stopped (``--resume`` continues them) and the report
     covers what finished."""
-    for run in plan.runs:  # a finished run of another command is never adopted nor replaced
-        if run.results().get("final") and (why := run.differs()):
-            raise UsageError(f"{run.out} holds a finished run of another command ({why}): an "
-                             "earlier --scale, --epochs or --extra, or not this table's; pass "
-                             "another --out, or move that folder away")
+    refuse_other_commands(plan)
     folder = prepare(plan, args)
     env = alone = {**os.environ, "TQDM_MININTERVAL": "30"}
     if args.jobs > 1:  # share the cores between the runs in flight
@@ -719,8 +744,7 @@ def execute(plan: Plan, args: argparse.Namespace, extra: list[str]) -> None:
     feeders = ({j for run in plan.runs for j in depends_on(run, plan.runs)}
                if args.feeders_alone and args.jobs > 1 else set())
     stop_at = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
-    names = {i: f"[{i + 1}/{len(plan.runs)}] {run.row} | {run.column} | seed {run.seed}"
-             for i, run in enumerate(plan.runs)}
+    names = run_names(plan)
     done = set()
     for i, run in enumerate(plan.runs):
         if run.finished():
@@ -1199,6 +1223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-logits-cache", action="store_true",
                    help="image tables: every run computes its teacher's logits itself")
     p.add_argument("--python", default=sys.executable, help="interpreter for the CLIs")
+    slurm.add_arguments(p)
     return p
 
 
@@ -1301,6 +1326,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.report_only and not shutil.which(args.python):
         raise UsageError(f"--python {args.python!r} is not an executable file; pass the Python "
                          "interpreter that runs the CLIs")
+    if args.status:
+        try:
+            print("\n".join(slurm.status(todo, Path(args.out or f"runs/{plan.table}"),
+                                          run_names(todo))))
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise UsageError(f"--status cannot ask the scheduler ({exc})") from None
+        return 0
+    if args.launcher == "slurm" and not args.report_only:
+        submit(todo, args)
+        return 0
     try:
         if not args.report_only:
             execute(todo, args, extra)
