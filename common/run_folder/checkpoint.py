@@ -10,7 +10,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,23 +24,21 @@ TMP_SUFFIX = ".akd.tmp"  # our temporaries: .<name>.<random>.akd.tmp (files and 
 
 
 class WriteFailed(UsageError):
-    """A file could not be written (disk full, read-only file system, ...)."""
+    """A file could not be written (disk full, read-only file system, ...); the message says
+    what to do by its cause."""
 
     def __init__(self, path: Path, reason: str, errno_: int | None = None,
                  where: str = "output directory") -> None:
         self.path, self.reason, self.errno = path, reason, errno_
-        super().__init__(f"could not write {path} ({reason}); {advice(errno_, where)}")
+        fix = next((fix for codes, fix in _ADVICE if errno_ in codes), "check the disk or")
+        super().__init__(f"could not write {path} ({reason}); {fix} choose another {where}")
 
 
-def advice(errno_: int | None, where: str = "output directory") -> str:
-    """What to do about a failed write, by its cause."""
-    if errno_ in (errno.ENOSPC, errno.EDQUOT):
-        return f"free space or choose another {where}"
-    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"no permission to write there (or a read-only file system): choose another {where}"
-    if errno_ in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        return f"a file stands where a folder is needed (or the reverse): choose another {where}"
-    return f"check the disk or choose another {where}"
+_ADVICE = (((errno.ENOSPC, errno.EDQUOT), "free space or"),
+           ((errno.EACCES, errno.EPERM, errno.EROFS),
+            "no permission to write there (or a read-only file system):"),
+           ((errno.ENOTDIR, errno.EEXIST, errno.EISDIR),
+            "a file stands where a folder is needed (or the reverse):"))
 
 
 def _reason(exc: BaseException) -> str:
@@ -69,7 +67,7 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX) and len(name) > len(TMP_SUFFIX) + 1
 
 
-def _remove(p: Path) -> None:
+def remove_entry(p: Path) -> None:
     """Remove a file, a link, or a folder with all it holds."""
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)
@@ -82,15 +80,15 @@ def remove_temporaries(folder: Path) -> None:
     for sub, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
             if is_temporary(name):
-                _remove(Path(sub) / name)
+                remove_entry(Path(sub) / name)
         dirs[:] = [d for d in dirs if not is_temporary(d)]
 
 
 class FileTransaction:
     """Files that become visible together, in order: each is written to a hidden temporary beside
     its name and fsync'ed; :meth:`commit` records them all in ``manifest`` (if any), then renames
-    them into place in order, fsync'ing a folder before a rename into another folder and every
-    folder at the end. A stop leaves each name old or new (and temporaries); a failed write is
+    them into place in order, fsync'ing a folder before a rename into another folder and the last
+    one at the end. A stop leaves each name old or new (and temporaries); a failed write is
     :class:`WriteFailed`."""
 
     def __init__(self, manifest=None) -> None:
@@ -98,23 +96,10 @@ class FileTransaction:
         self.staged: list[tuple[Path, Path]] = []  # (temporary, final)
         self._new_dirs: set[Path] = set()  # folders that hold a newly created folder
 
-    def _tmp(self, path: Path, folder: bool = False, within: Path | None = None) -> Path:
-        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._new_dirs.update(p.parent for p in missing)
-        if folder:
-            return Path(tempfile.mkdtemp(dir=within or path.parent, prefix=f".{path.name}.",
-                                         suffix=TMP_SUFFIX))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-        os.close(fd)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-        return Path(tmp)
-
-    def _guard(self, path: Path, action: Callable[[], None]) -> None:
+    @contextlib.contextmanager
+    def _guard(self, path: Path) -> Iterator[None]:
         try:
-            action()
+            yield
         except BaseException as exc:
             self.abort()
             # torch.save reports a full disk as RuntimeError; safetensors has its own error type
@@ -122,9 +107,28 @@ class FileTransaction:
                 raise WriteFailed(path, _reason(exc), getattr(exc, "errno", None)) from None
             raise
 
+    def _tmp(self, path: Path, within: Path | None = None) -> Path:
+        """A new temporary beside ``path``, its folders made; a folder (in ``within``) if given."""
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._new_dirs.update(p.parent for p in missing)
+        if within is not None:
+            return Path(tempfile.mkdtemp(dir=within, prefix=f".{path.name}.", suffix=TMP_SUFFIX))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        os.close(fd)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
+        return Path(tmp)
+
     def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> None:
         """Add ``path``: ``write(tmp_path)`` writes its content."""
-        self._add(Path(path), lambda tmp: write(str(tmp)))
+        path = Path(path)
+        with self._guard(path):
+            tmp = self._tmp(path)
+            self.staged.append((tmp, path))
+            write(str(tmp))
+            fsync_path(tmp)
 
     def link(self, src: str | os.PathLike, path: str | os.PathLike) -> None:
         """Add ``path`` as a hard link (or a copy) of ``src`` (a file, or an added final name)."""
@@ -133,23 +137,14 @@ class FileTransaction:
         if path.exists() and os.path.samefile(src, path):
             return  # already that file (renaming a link onto itself would do nothing)
 
-        def link(tmp: Path) -> None:
-            tmp.unlink()
+        def link(tmp: str) -> None:
+            os.unlink(tmp)
             try:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
 
-        self._add(path, link)
-
-    def _add(self, path: Path, write: Callable[[Path], None]) -> None:
-        def do() -> None:
-            tmp = self._tmp(path)
-            self.staged.append((tmp, path))
-            write(tmp)
-            fsync_path(tmp)
-
-        self._guard(path, do)
+        self.write(path, link)
 
     def folder(self, path: str | os.PathLike, fill: Callable[[Path], None],
                within: str | os.PathLike | None = None) -> list[Path]:
@@ -157,48 +152,42 @@ class FileTransaction:
         paths. The temporary folder lies beside ``path`` (or in ``within``)."""
         path = Path(path)
         finals: list[Path] = []
-
-        def do() -> None:
-            tmp = self._tmp(path, folder=True, within=Path(within) if within else None)
+        with self._guard(path):
+            tmp = self._tmp(path, within=Path(within or path.parent))
             self.staged.append((tmp, path))  # the staging folder itself: removed by commit
             fill(tmp)
             for f in sorted(p for p in tmp.rglob("*") if p.is_file() or p.is_symlink()):
-                if f.is_symlink() or not f.is_file():
+                if f.is_symlink():
                     raise OSError(f"{f.name} is not a regular file")
                 fsync_path(f)
                 finals.append(path / f.relative_to(tmp))
                 self.staged.append((f, finals[-1]))
-
-        self._guard(path, do)
         return finals
 
     def commit(self) -> None:
         """Record, then move every file into place (see the class docstring)."""
-        if self.staged:
-            self._guard(self.staged[-1][1], self._commit)
-
-    def _commit(self) -> None:
+        if not self.staged:
+            return
         files = [(t, f) for t, f in self.staged if not t.is_dir()]
-        if self.manifest is not None:
+        with self._guard(self.staged[-1][1]):
+            if self.manifest is not None:
+                for tmp, path in files:
+                    self.manifest.record(path, tmp)
+                self.manifest.save()
+            for d in sorted(self._new_dirs):
+                fsync_path(d)
+            last = None  # the folder of the last rename, not yet fsync'ed
             for tmp, path in files:
-                self.manifest.record(path, tmp)
-            self.manifest.save()
-        for d in sorted(self._new_dirs):
-            fsync_path(d)
-        dirty: set[Path] = set()
-        for tmp, path in files:
-            if dirty and path.parent not in dirty:
-                for d in sorted(dirty):
-                    fsync_path(d)
-                dirty.clear()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace(tmp, path)
-            with contextlib.suppress(OSError):  # still there only if it was a link of ``path``
-                os.unlink(tmp)
-            dirty.add(path.parent)
-        for d in sorted(dirty):
-            fsync_path(d)
-        self.abort()  # the staging folders
+                if last not in (None, path.parent):
+                    fsync_path(last)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                replace(tmp, path)
+                with contextlib.suppress(OSError):  # still there only if it was a link of ``path``
+                    os.unlink(tmp)
+                last = path.parent
+            if last is not None:
+                fsync_path(last)
+            self.abort()  # the staging folders
 
     def abort(self) -> None:
         """Remove the temporaries (a failed write; after a commit, the staging folders)."""
@@ -347,7 +336,7 @@ def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
     try:
         for f in pdir.iterdir():
             if is_temporary(f.name):
-                _remove(f)
+                remove_entry(f)
             elif f.name.startswith("epoch-") and f != edir and f.is_dir():
                 _remove_ours(f, manifest)
     except OSError as exc:

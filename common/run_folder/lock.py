@@ -6,10 +6,12 @@ may lock a folder it holds again: the same lock is shared."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from annealing_kd.common.errors import UsageError
@@ -17,6 +19,17 @@ from annealing_kd.common.errors import UsageError
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, int] = {}  # resolved folder -> open lock file descriptor
 _created: set[Path] = set()  # folders whose lock file this process created
+
+
+def _lock(fd: int) -> str | None:
+    """Lock ``fd``: None, or who holds it (as its file says); OSError: no locks there."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        with contextlib.suppress(OSError):
+            return os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
+        return "another process"
 
 
 def acquire(folder: str | os.PathLike) -> None:
@@ -34,29 +47,21 @@ def acquire(folder: str | os.PathLike) -> None:
         raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose a writable output "
                          "directory") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        who = _read(fd)
-        os.close(fd)
-        raise UsageError(f"{folder} is in use by another run ({who}); wait for it to finish, "
-                         "or choose another output directory") from None
+        who = _lock(fd)
     except OSError as exc:  # a file system without locks
         os.close(fd)
         raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose an output directory on "
                          "a local file system") from None
+    if who:
+        os.close(fd)
+        raise UsageError(f"{folder} is in use by another run ({who}); wait for it to finish, "
+                         "or choose another output directory")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on host {platform.node()}, since "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     _held[key] = fd
     if new:
         _created.add(key)
-
-
-def _read(fd: int) -> str:
-    try:
-        return os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
-    except OSError:
-        return "another process"
 
 
 def holder(folder: str | os.PathLike) -> str | None:
@@ -70,10 +75,7 @@ def holder(folder: str | os.PathLike) -> str | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: closing the file unlocks it
-        return None
-    except BlockingIOError:
-        return _read(fd)
+        return _lock(fd)  # free: closing the file unlocks it
     except OSError:
         return None
     finally:
@@ -87,6 +89,21 @@ def holds(folder: str | os.PathLike) -> bool:
 def held() -> set[Path]:
     """The folders this process holds."""
     return set(_held)
+
+
+@contextlib.contextmanager
+def claim(folder: Path, lock: bool = True) -> Iterator[None]:
+    """Lock ``folder`` (if ``lock``) while the caller checks it: a refusal (any exception) releases
+    a lock taken here, and its lock file if this process created it."""
+    new = lock and not holds(folder)  # a lock held by our caller stays
+    if lock:
+        acquire(folder)
+    try:
+        yield
+    except BaseException:
+        if new:
+            release(folder, refused=True)
+        raise
 
 
 def release(folder: str | os.PathLike, refused: bool = False) -> None:
