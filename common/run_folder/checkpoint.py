@@ -97,7 +97,8 @@ class FileTransaction:
         self._new_dirs: set[Path] = set()  # folders that hold a newly created folder
 
     @contextlib.contextmanager
-    def _guard(self, path: Path) -> Iterator[None]:
+    def guard(self, path: Path) -> Iterator[None]:
+        """Any failure in the block aborts; a failed write is :class:`WriteFailed`."""
         try:
             yield
         except BaseException as exc:
@@ -124,7 +125,7 @@ class FileTransaction:
     def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> None:
         """Add ``path``: ``write(tmp_path)`` writes its content."""
         path = Path(path)
-        with self._guard(path):
+        with self.guard(path):
             tmp = self._tmp(path)
             self.staged.append((tmp, path))
             write(str(tmp))
@@ -152,7 +153,7 @@ class FileTransaction:
         paths. The temporary folder lies beside ``path`` (or in ``within``)."""
         path = Path(path)
         finals: list[Path] = []
-        with self._guard(path):
+        with self.guard(path):
             tmp = self._tmp(path, within=Path(within or path.parent))
             self.staged.append((tmp, path))  # the staging folder itself: removed by commit
             fill(tmp)
@@ -169,7 +170,7 @@ class FileTransaction:
         if not self.staged:
             return
         files = [(t, f) for t, f in self.staged if not t.is_dir()]
-        with self._guard(self.staged[-1][1]):
+        with self.guard(self.staged[-1][1]):
             if self.manifest is not None:
                 for tmp, path in files:
                     self.manifest.record(path, tmp)

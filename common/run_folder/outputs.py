@@ -12,7 +12,7 @@ from annealing_kd.common.errors import UsageError
 from annealing_kd.common.run_folder import lock as run_lock
 from annealing_kd.common.run_folder.checkpoint import FileTransaction, atomic_write, is_temporary
 from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest
-from annealing_kd.common.run_folder.run_dir import _json_writer, check_apart, content, remove_old
+from annealing_kd.common.run_folder.run_dir import _json_writer, content, make_folder, refusing
 
 
 class OutputFolder:
@@ -23,30 +23,14 @@ class OutputFolder:
                  lock: bool = True, inputs: dict[str, str | None] | None = None,
                  flag: str = "--out") -> None:
         self.path, self.program, self.flag = Path(path), program, flag
-        if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"{flag} {self.path} is a file; choose a folder")
-        check_apart(self.path, inputs or {})
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {flag} {self.path} ({exc.strerror}); choose another "
-                             "folder") from None
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise UsageError(f"{flag} {self.path} is not writable; choose another folder")
-        locked = lock and not run_lock.holds(self.path)  # a lock held by our caller stays
-        if lock:
-            run_lock.acquire(self.path)
-        try:
+        make_folder(self.path, flag, "folder", inputs or {})
+        with run_lock.claim(self.path, lock):
             found = Manifest.read(self.path)
             if replace:
                 self._replace(found)
                 self.manifest = Manifest.create(self.path, program)
             else:
                 self.manifest = found or Manifest.open(self.path, program)
-        except BaseException:
-            if locked:
-                run_lock.release(self.path, refused=True)
-            raise
 
     def _replace(self, found: Manifest | None) -> None:
         entries = content(self.path)
@@ -58,7 +42,8 @@ class OutputFolder:
             raise UsageError(f"{self.flag} {self.path} is not empty and holds no earlier output "
                              f"of {self.program} ({what}; it has {entries[0].name!r}); choose a "
                              "new or empty folder")
-        remove_old(found, str(self.path), f"{self.flag} {self.path}", "folder")
+        with refusing(f"{self.flag} {self.path}", "folder", str(self.path)):
+            found.remove()
 
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel
@@ -94,11 +79,8 @@ class OutputFolder:
         path = self.path / rel
         transaction = FileTransaction(self.manifest)
         written = transaction.folder(path, fill, within=self.path)
-        try:
+        with transaction.guard(path):
             self.check_free(*written)
-        except UsageError:
-            transaction.abort()
-            raise
         transaction.commit()
         if path != self.path and path.is_dir():
             for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in set(written)):

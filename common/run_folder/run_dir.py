@@ -3,11 +3,13 @@ results.json, metrics.jsonl and curves.png; inputs kept apart from it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +36,23 @@ def environment_info() -> dict[str, Any]:
 
     versions = {"python": platform.python_version()}
     for pkg in ("torch", "torchvision", "transformers", "accelerate", "datasets", "numpy"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
-    try:
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     return {"versions": versions, "device": device, "git_commit": commit or None,
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def remove_old(found: Manifest, what: str, flag: str, where: str) -> None:
-    """Remove the earlier output that ``found`` records (``what``: named when that fails)."""
+@contextlib.contextmanager
+def refusing(flag: str, where: str, what: str = "") -> Iterator[None]:
+    """A file not ours (or a failure to remove ``what``) in the block is one line: what to do."""
     try:
-        found.remove()
+        yield
     except NotOurs as exc:
         raise UsageError(f"{flag}: {exc.path} {exc.why}; move it away or choose another "
                          f"{where}") from None
@@ -75,34 +75,13 @@ class RunDir:
         self.started = False
         self.manifest: Manifest | None = None  # this run's (main process only)
         self._old: Manifest | None = None  # the run that start() replaces
-        if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"output directory {self.path} is a file; choose another path")
-        if check:
-            if resume and overwrite:
-                raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
-            check_apart(self.path, inputs or {})
-        locked = False
-        if is_main:
-            self._make()
-            locked = not run_lock.holds(self.path)
-            run_lock.acquire(self.path)
-        try:
+        if check and resume and overwrite:
+            raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
+        make_folder(self.path, "output directory", "output directory",
+                    inputs if check else None, make=is_main)
+        with run_lock.claim(self.path, lock=is_main):
             if check:
                 self._check(overwrite, resume)
-        except BaseException:
-            if locked:
-                run_lock.release(self.path, refused=True)
-            raise
-
-    def _make(self) -> None:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create output directory {self.path} ({exc.strerror}); "
-                             "choose another output directory") from None
-        if not os.access(self.path, os.W_OK) or os.statvfs(self.path).f_flag & os.ST_RDONLY:
-            raise UsageError(f"output directory {self.path} is not writable (read-only file "
-                             "system or no permission); choose another output directory")
 
     def _check(self, overwrite: bool, resume: bool) -> None:
         entries = content(self.path)
@@ -137,22 +116,19 @@ class RunDir:
         if here in (Path(here.anchor), Path.home().resolve(), cwd, *cwd.parents):
             raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or working "
                              "directory, or a parent of it); choose another output directory")
-        try:
+        with refusing(OVERWRITE, "output directory"):
             found.check_removable()
-        except NotOurs as exc:
-            raise UsageError(f"{OVERWRITE}: {exc.path} {exc.why}; move it away or choose "
-                             "another output directory") from None
         self._old = found
 
     def start(self, config: dict[str, Any] | None = None) -> None:
         """Before the first write (every input checked): remove the run being overwritten and
         write the new run's manifest."""
-        if self.started or not self.is_main:
-            self.started = True
+        started, self.started = self.started, True
+        if started or not self.is_main:
             return
-        self.started = True
         if self._old is not None:
-            remove_old(self._old, f"the run in {self.path}", OVERWRITE, "output directory")
+            with refusing(OVERWRITE, "output directory", f"the run in {self.path}"):
+                self._old.remove()
             self._old = None
         if self.manifest is None:
             self.manifest = Manifest.create(self.path, self.program, config or {})
@@ -184,17 +160,6 @@ class RunDir:
         self.start()
         if self.is_main:
             atomic_write(self.path / name, write, self.manifest)
-
-    def write_json(self, name: str, data: dict[str, Any]) -> None:
-        self.write(name, _json_writer(data))
-
-    def check_free(self, *paths: str | Path) -> None:
-        """Refuse a file at one of ``paths`` that this run's manifest does not record."""
-        found = self.manifest or Manifest.read(self.path)
-        for p in map(Path, paths):
-            if self.is_main and p.exists() and (found is None or not found.records(p)):
-                raise UsageError(f"{p} exists and was not written by this run; move it away or "
-                                 "choose another output directory")
 
     def write_results(self, config: dict[str, Any], env: dict[str, Any],
                       records: list[dict[str, Any]], final: dict[str, Any] | None = None,
@@ -248,6 +213,26 @@ class RunDir:
         plt.close(fig)
 
 
+def make_folder(path: Path, named: str, other: str, inputs: dict[str, str | None] | None,
+                make: bool = True) -> None:
+    """Check ``path`` (``named``: how messages name it; ``other``: what to choose instead) and,
+    if ``make``, create it: not a file, apart from ``inputs``, writable."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{named} {path} is a file; choose another {other}")
+    if inputs is not None:
+        check_apart(path, inputs)
+    if not make:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {named} {path} ({exc.strerror}); choose another "
+                         f"{other}") from None
+    if not os.access(path, os.W_OK | os.X_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise UsageError(f"{named} {path} is not writable (read-only file system or no "
+                         f"permission); choose another {other}")
+
+
 def first_change(saved: dict[str, Any], now: dict[str, Any],
                  keys: list[str]) -> tuple[str, Any, Any] | None:
     """The first of ``keys`` recorded in ``saved`` whose value in ``now`` (as results.json holds
@@ -294,8 +279,6 @@ def content(folder: Path) -> list[Path]:
 
 def jsonable(obj: Any) -> Any:
     """``json.dumps``' ``default``: paths and tensors or numpy numbers as JSON values."""
-    if isinstance(obj, Path):
-        return str(obj)
     return obj.item() if hasattr(obj, "item") else str(obj)
 
 
