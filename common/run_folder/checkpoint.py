@@ -21,19 +21,6 @@ if TYPE_CHECKING:
 
 POINTER = "committed"
 TMP_SUFFIX = ".akd.tmp"  # our temporaries: .<name>.<random>.akd.tmp (files and staging folders)
-
-
-class WriteFailed(UsageError):
-    """A file could not be written (disk full, read-only file system, ...); the message says
-    what to do by its cause."""
-
-    def __init__(self, path: Path, reason: str, errno_: int | None = None,
-                 where: str = "output directory") -> None:
-        self.path, self.reason, self.errno = path, reason, errno_
-        fix = next((fix for codes, fix in _ADVICE if errno_ in codes), "check the disk or")
-        super().__init__(f"could not write {path} ({reason}); {fix} choose another {where}")
-
-
 _ADVICE = (((errno.ENOSPC, errno.EDQUOT), "free space or"),
            ((errno.EACCES, errno.EPERM, errno.EROFS),
             "no permission to write there (or a read-only file system):"),
@@ -41,11 +28,21 @@ _ADVICE = (((errno.ENOSPC, errno.EDQUOT), "free space or"),
             "a file stands where a folder is needed (or the reverse):"))
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+class WriteFailed(UsageError):
+    """A file could not be written; the message says what to do by the cause (``errno_``)."""
+
+    def __init__(self, path: Path, reason: str, errno_: int | None = None,
+                 where: str = "output directory") -> None:
+        self.path, self.reason, self.errno = path, reason, errno_
+        fix = next((fix for codes, fix in _ADVICE if errno_ in codes), "check the disk or")
+        super().__init__(f"could not write {path} ({reason}); {fix} choose another {where}")
+
+    @classmethod
+    def of(cls, path: Path, exc: BaseException) -> WriteFailed:
+        """The failure ``exc`` (its strerror, or its first line) writing ``path``."""
+        text = str(exc).strip().splitlines()
+        reason = getattr(exc, "strerror", None) or (text[0] if text else type(exc).__name__)[:200]
+        return cls(path, reason, getattr(exc, "errno", None))
 
 
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -76,7 +73,7 @@ def remove_entry(p: Path) -> None:
 
 
 def remove_temporaries(folder: Path) -> None:
-    """Remove our temporaries (``.<name>.<random>.akd.tmp``) anywhere in ``folder``."""
+    """Remove our temporaries anywhere in ``folder``."""
     for sub, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
             if is_temporary(name):
@@ -88,8 +85,7 @@ class FileTransaction:
     """Files that become visible together, in order: each is written to a hidden temporary beside
     its name and fsync'ed; :meth:`commit` records them all in ``manifest`` (if any), then renames
     them into place in order, fsync'ing a folder before a rename into another folder and the last
-    one at the end. A stop leaves each name old or new (and temporaries); a failed write is
-    :class:`WriteFailed`."""
+    one at the end. A stop leaves each name old or new (and temporaries)."""
 
     def __init__(self, manifest=None) -> None:
         self.manifest = manifest
@@ -105,11 +101,11 @@ class FileTransaction:
             self.abort()
             # torch.save reports a full disk as RuntimeError; safetensors has its own error type
             if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
-                raise WriteFailed(path, _reason(exc), getattr(exc, "errno", None)) from None
+                raise WriteFailed.of(path, exc) from None
             raise
 
     def _tmp(self, path: Path, within: Path | None = None) -> Path:
-        """A new temporary beside ``path``, its folders made; a folder (in ``within``) if given."""
+        """A new temporary file beside ``path`` (a folder in ``within``), its folders made."""
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         self._new_dirs.update(p.parent for p in missing)
@@ -135,8 +131,9 @@ class FileTransaction:
         """Add ``path`` as a hard link (or a copy) of ``src`` (a file, or an added final name)."""
         path, src = Path(path), Path(src)
         src = next((t for t, f in self.staged if f == src), src)
-        if path.exists() and os.path.samefile(src, path):
-            return  # already that file (renaming a link onto itself would do nothing)
+        with self.guard(path):
+            if path.exists() and os.path.samefile(src, path):
+                return  # already that file (renaming a link onto itself would do nothing)
 
         def link(tmp: str) -> None:
             os.unlink(tmp)
@@ -193,11 +190,8 @@ class FileTransaction:
     def abort(self) -> None:
         """Remove the temporaries (a failed write; after a commit, the staging folders)."""
         for tmp, _ in reversed(self.staged):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                remove_entry(tmp)
         self.staged = []
 
 
@@ -321,13 +315,10 @@ def load_committed(pdir: str | os.PathLike, tidy: bool = True,
             _remove_other_epochs(pdir, None, manifest)
         return None
     if tidy:
-        try:
-            transaction = FileTransaction(manifest)
-            for f in sorted(edir.glob("*.safetensors")):
-                transaction.link(f, pdir / f.name)
-            transaction.commit()
-        except OSError as exc:
-            raise WriteFailed(pdir, _reason(exc), exc.errno) from None
+        transaction = FileTransaction(manifest)
+        for f in sorted(edir.glob("*.safetensors")):
+            transaction.link(f, pdir / f.name)
+        transaction.commit()
         _remove_other_epochs(pdir, edir, manifest)
     return load_state(edir / "state.pt"), edir
 
@@ -341,7 +332,7 @@ def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
             elif f.name.startswith("epoch-") and f != edir and f.is_dir():
                 _remove_ours(f, manifest)
     except OSError as exc:
-        raise WriteFailed(pdir, _reason(exc), exc.errno) from None
+        raise WriteFailed.of(pdir, exc) from None
 
 
 def _remove_ours(folder: Path, manifest) -> None:

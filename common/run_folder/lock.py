@@ -1,8 +1,7 @@
 """One writer per output folder: an exclusive ``fcntl.flock`` on ``<folder>/.annealing-kd.lock``,
-held by the main process for the whole run and released by the OS when it ends, however it ends
-(so ``--resume`` after a kill finds the folder free). The file names its holder (PID, host) and is
-never removed while a run may use it (two processes could lock two files of one name). A process
-may lock a folder it holds again: the same lock is shared."""
+held for the whole run and released by the OS however the process ends (``--resume`` after a kill
+finds the folder free). The file names its holder (PID, host) and is never removed while a run may
+use it (two processes could lock two files of one name). Locking a held folder again is a no-op."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from annealing_kd.common.errors import UsageError
 
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, int] = {}  # resolved folder -> open lock file descriptor
-_created: set[Path] = set()  # folders whose lock file this process created
 
 
 def _lock(fd: int) -> str | None:
@@ -32,11 +30,12 @@ def _lock(fd: int) -> str | None:
         return "another process"
 
 
-def acquire(folder: str | os.PathLike) -> None:
-    """Lock ``folder`` (it must exist) for this process, or refuse naming the holder."""
+def acquire(folder: str | os.PathLike) -> bool:
+    """Lock ``folder`` (it must exist) for this process, or refuse naming the holder; whether
+    this call created the lock file."""
     key = Path(folder).resolve()
     if key in _held:
-        return
+        return False
     flags = os.O_RDWR | os.O_CLOEXEC
     try:
         try:  # O_EXCL: whether this call created the file is known atomically
@@ -60,8 +59,7 @@ def acquire(folder: str | os.PathLike) -> None:
     os.pwrite(fd, f"pid {os.getpid()} on host {platform.node()}, since "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     _held[key] = fd
-    if new:
-        _created.add(key)
+    return new
 
 
 def holder(folder: str | os.PathLike) -> str | None:
@@ -70,16 +68,13 @@ def holder(folder: str | os.PathLike) -> str | None:
     key = Path(folder).resolve()
     if key in _held or not (key / LOCK).is_file():
         return None
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(key / LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return _lock(fd)  # free: closing the file unlocks it
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+        try:
+            return _lock(fd)  # free: closing the file unlocks it
+        finally:
+            os.close(fd)
+    return None
 
 
 def holds(folder: str | os.PathLike) -> bool:
@@ -96,26 +91,22 @@ def claim(folder: Path, lock: bool = True) -> Iterator[None]:
     """Lock ``folder`` (if ``lock``) while the caller checks it: a refusal (any exception) releases
     a lock taken here, and its lock file if this process created it."""
     new = lock and not holds(folder)  # a lock held by our caller stays
-    if lock:
-        acquire(folder)
+    created = new and acquire(folder)
     try:
         yield
     except BaseException:
+        if created:  # safe while held: whoever opened it meanwhile fails to lock
+            (folder / LOCK).unlink(missing_ok=True)
         if new:
-            release(folder, refused=True)
+            release(folder)
         raise
 
 
-def release(folder: str | os.PathLike, refused: bool = False) -> None:
-    """Unlock ``folder``; ``refused``: the caller refused the folder, so a lock file that this
-    process created there goes too (safe while held: whoever opened it meanwhile fails to lock)."""
-    key = Path(folder).resolve()
-    fd = _held.pop(key, None)
+def release(folder: str | os.PathLike) -> None:
+    """Unlock ``folder`` (closing the last descriptor releases the flock)."""
+    fd = _held.pop(Path(folder).resolve(), None)
     if fd is not None:
-        if refused and key in _created:
-            (key / LOCK).unlink(missing_ok=True)
-        os.close(fd)  # closing the last descriptor releases the flock
-    _created.discard(key)
+        os.close(fd)
 
 
 def release_all(keep: set[Path] = frozenset()) -> None:
