@@ -6,10 +6,8 @@ tools wrote there::
      "files": {"student/best.safetensors": {"size": n, "mtime_ns": t, "sha256": "..."}, ...},
      "children": ["images/teacher", ...]}                # folders with their own manifest
 
-A file is recorded (with its previous version's facts) before it appears under its name. The
-manifest is written atomically, under a short folder lock, merged with other processes' records.
-Removal takes exactly the unchanged recorded files, our temporaries and the children's, then the
-folders left empty; any other file refuses it before anything is deleted.
+A file is recorded (with its previous version's facts) before it appears under its name; the
+manifest is written atomically under a short folder lock, merged with other processes' records.
 """
 
 from __future__ import annotations
@@ -54,13 +52,12 @@ def _folder_lock(root: Path) -> Iterator[None]:
 
 
 def _read(root: Path) -> dict[str, Any] | None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         data = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(data, dict) and data.get("format") == FORMAT and data.get("run_id") \
-        and isinstance(data.get("files"), dict)
-    return data if ok else None
+        if isinstance(data, dict) and data.get("format") == FORMAT and data.get("run_id") \
+                and isinstance(data.get("files"), dict):
+            return data
+    return None
 
 
 def _set(files: dict[str, Any], rel: str, facts: dict[str, Any]) -> None:
@@ -251,11 +248,9 @@ def written_by_this_cache(path: Path) -> bool:
     an empty lock file."""
     if path.name.startswith(".") and path.name.endswith(SUFFIX + ".lock"):
         return path.is_file() and path.stat().st_size == 0
-    try:
-        with open(path, "rb") as f:
-            return path.name.endswith(SUFFIX) and MAGIC.encode() in f.read(HEADER)
-    except OSError:
-        return False
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        return path.name.endswith(SUFFIX) and MAGIC.encode() in f.read(HEADER)
+    return False
 
 
 def _check_child(folder: Path) -> None:

@@ -12,7 +12,7 @@ from annealing_kd.common.errors import UsageError
 from annealing_kd.common.run_folder import lock as run_lock
 from annealing_kd.common.run_folder.checkpoint import FileTransaction, atomic_write, is_temporary
 from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest
-from annealing_kd.common.run_folder.run_dir import _json_writer, content, make_folder, refusing
+from annealing_kd.common.run_folder.run_dir import content, json_writer, make_folder, refusing
 
 
 class OutputFolder:
@@ -71,7 +71,7 @@ class OutputFolder:
         return self.write(rel, lambda tmp: Path(tmp).write_text(text))
 
     def write_json(self, rel: str | os.PathLike, data: dict) -> None:
-        self.write(rel, _json_writer(data))
+        self.write(rel, json_writer(data))
 
     def folder(self, rel: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
         """Write a folder (``rel``; "." for the output folder itself) that ``fill(tmp_folder)``

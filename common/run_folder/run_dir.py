@@ -48,6 +48,26 @@ def environment_info() -> dict[str, Any]:
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def make_folder(path: Path, named: str, other: str, inputs: dict[str, str | None] | None,
+                make: bool = True) -> None:
+    """Refuse ``path`` (``named`` thus; ``other``: what to choose instead) when it is a file or
+    not apart from ``inputs``; if ``make``, create it, or refuse when it cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{named} {path} is a file; choose another {other}")
+    if inputs is not None:
+        check_apart(path, inputs)
+    if not make:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {named} {path} ({exc.strerror}); choose another "
+                         f"{other}") from None
+    if not os.access(path, os.W_OK | os.X_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise UsageError(f"{named} {path} is not writable (read-only file system or no "
+                         f"permission); choose another {other}")
+
+
 @contextlib.contextmanager
 def refusing(flag: str, where: str, what: str = "") -> Iterator[None]:
     """A file not ours (or a failure to remove ``what``) in the block is one line: what to do."""
@@ -64,14 +84,12 @@ def refusing(flag: str, where: str, what: str = "") -> Iterator[None]:
 class RunDir:
     """A run's output directory, locked by the main process, every file in its manifest. A
     finished run is kept unless ``overwrite``; an unfinished one needs ``resume`` or
-    ``overwrite``, which removes exactly the manifest's files (never the working directory or a
-    parent), at :meth:`start`. ``inputs`` (flag -> path) and the folder lie apart."""
+    ``overwrite`` (its files are removed at :meth:`start`). ``inputs``: flag -> path."""
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  is_main: bool = True, check: bool = True, program: str = "annealing-kd",
                  inputs: dict[str, str | None] | None = None) -> None:
-        self.path = Path(path)
-        self.is_main, self.program = is_main, program
+        self.path, self.is_main, self.program = Path(path), is_main, program
         self.started = False
         self.manifest: Manifest | None = None  # this run's (main process only)
         self._old: Manifest | None = None  # the run that start() replaces
@@ -96,7 +114,14 @@ class RunDir:
                              f"{entries[0].name!r} and no manifest); choose a new or empty output "
                              "directory")
         if overwrite:
-            self._check_removable(found)
+            here, cwd = self.path.resolve(), Path.cwd().resolve()
+            if here in (Path(here.anchor), Path.home().resolve(), cwd, *cwd.parents):
+                raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or "
+                                 "working directory, or a parent of it); choose another output "
+                                 "directory")
+            with refusing(OVERWRITE, "output directory"):
+                found.check_removable()
+            self._old = found
         elif found.config is None:
             raise UsageError(f"{self.path} holds files of annealing-kd but no training run (e.g. "
                              f"{entries[0].name!r}); pass {OVERWRITE} to replace them or "
@@ -110,15 +135,6 @@ class RunDir:
         elif self.is_main:
             self.manifest = found
             remove_temporaries(self.path)  # left by a stop in the middle of a write
-
-    def _check_removable(self, found: Manifest) -> None:
-        here, cwd = self.path.resolve(), Path.cwd().resolve()
-        if here in (Path(here.anchor), Path.home().resolve(), cwd, *cwd.parents):
-            raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or working "
-                             "directory, or a parent of it); choose another output directory")
-        with refusing(OVERWRITE, "output directory"):
-            found.check_removable()
-        self._old = found
 
     def start(self, config: dict[str, Any] | None = None) -> None:
         """Before the first write (every input checked): remove the run being overwritten and
@@ -166,15 +182,13 @@ class RunDir:
                       **extra: Any) -> None:
         """metrics.jsonl (a line per epoch record), then results.json (config, environment,
         records, extras, final entry)."""
-        self.start()
-        if not self.is_main:
-            return
-        text = "".join(json.dumps(r, default=jsonable) + "\n" for r in records)
-        transaction = FileTransaction(self.manifest)
-        transaction.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
-        transaction.write(self.path / RESULTS, _json_writer(
-            {"config": config, **env, "epochs": records, **extra, "final": final}))
-        transaction.commit()
+        transaction = self.transaction()
+        if self.is_main:
+            text = "".join(json.dumps(r, default=jsonable) + "\n" for r in records)
+            transaction.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
+            transaction.write(self.path / RESULTS, json_writer(
+                {"config": config, **env, "epochs": records, **extra, "final": final}))
+            transaction.commit()
 
     def plot_curves(self, records: list[dict[str, Any]], metric: str, title: str = "") -> None:
         """curves.png: Phi and the eval metric per epoch, phase boundaries marked."""
@@ -187,14 +201,13 @@ class RunDir:
 
         x = list(range(1, len(records) + 1))
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        ys = [r.get("eval", {}).get(metric) for r in records]
-        ax.plot(x, ys, "o-", color="tab:blue", ms=3, label=f"eval {metric}")
+        ax.plot(x, [r.get("eval", {}).get(metric) for r in records], "o-", color="tab:blue",
+                ms=3, label=f"eval {metric}")
         ax.set_xlabel("epoch (all phases)")
         ax.set_ylabel(metric)
         ax2 = ax.twinx()
-        phis = [r.get("phi") for r in records]
-        ax2.step(x, [p if p is not None else float("nan") for p in phis], where="mid",
-                 color="tab:orange", label="Phi(T)")
+        ax2.step(x, [r["phi"] if r.get("phi") is not None else float("nan") for r in records],
+                 where="mid", color="tab:orange", label="Phi(T)")
         ax2.set_ylabel("Phi(T)")
         ax2.set_ylim(0, 1.05)
         for i, r in enumerate(records):
@@ -203,34 +216,12 @@ class RunDir:
             if i == 0 or r["phase"] != records[i - 1]["phase"]:
                 ax.annotate(r["phase"], (i + 1, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(2, -12), textcoords="offset points", fontsize=8)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
+        (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="lower right")
         ax.set_title(title)
         fig.tight_layout()
-        atomic_write(self.path / CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100),
-                     self.manifest)
+        self.write(CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
         plt.close(fig)
-
-
-def make_folder(path: Path, named: str, other: str, inputs: dict[str, str | None] | None,
-                make: bool = True) -> None:
-    """Check ``path`` (``named``: how messages name it; ``other``: what to choose instead) and,
-    if ``make``, create it: not a file, apart from ``inputs``, writable."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{named} {path} is a file; choose another {other}")
-    if inputs is not None:
-        check_apart(path, inputs)
-    if not make:
-        return
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {named} {path} ({exc.strerror}); choose another "
-                         f"{other}") from None
-    if not os.access(path, os.W_OK | os.X_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
-        raise UsageError(f"{named} {path} is not writable (read-only file system or no "
-                         f"permission); choose another {other}")
 
 
 def first_change(saved: dict[str, Any], now: dict[str, Any],
@@ -282,7 +273,7 @@ def jsonable(obj: Any) -> Any:
     return obj.item() if hasattr(obj, "item") else str(obj)
 
 
-def _json_writer(data: dict[str, Any]):
+def json_writer(data: dict[str, Any]):
     text = json.dumps(data, indent=2, default=jsonable) + "\n"
     return lambda tmp: Path(tmp).write_text(text)
 
