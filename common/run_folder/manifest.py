@@ -30,6 +30,11 @@ from annealing_kd.common.run_folder.fingerprint import file_sha256
 MANIFEST = ".annealing-kd-manifest.json"
 FORMAT = "annealing-kd-manifest/1"
 OWN_FILES = {MANIFEST, run_lock.LOCK}  # the folder's bookkeeping, not part of its content
+# The teacher-logit cache (common/logit_cache) keeps no manifest: each file it writes carries
+# this header (HEADER bytes, MAGIC within), and its lock files are empty.
+HEADER = 4096
+MAGIC = "annealing-kd teacher logits"
+SUFFIX = ".logits"
 
 
 class NotOurs(UsageError):
@@ -61,8 +66,8 @@ def _read(root: Path) -> dict[str, Any] | None:
 
 
 def _set(files: dict[str, Any], rel: str, facts: dict[str, Any]) -> None:
-    """Record ``rel``'s facts, keeping those of the version before (a stop between record and
-    rename leaves it under the name)."""
+    """Record ``rel``'s facts, keeping those of the version before (what a stop between record
+    and rename leaves under the name)."""
     old = files.get(rel)
     if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
         facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
@@ -74,8 +79,7 @@ class Manifest:
 
     def __init__(self, root: str | os.PathLike, data: dict[str, Any]) -> None:
         self.root, self.data = Path(root), data
-        self._changed: set[str] = set()  # files recorded or forgotten since the last save
-        self._dirty = False
+        self._changed: set[str] = set()  # files and children changed since the last save
 
     @classmethod
     def read(cls, root: str | os.PathLike) -> Manifest | None:
@@ -87,11 +91,11 @@ class Manifest:
     def create(cls, root: str | os.PathLike, program: str,
                config: dict[str, Any] | None = None) -> Manifest:
         """A new manifest (a new run id, no files), written now."""
-        data = {"format": FORMAT, "run_id": uuid.uuid4().hex, "program": program,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": {}, "children": []}
+        m = cls(root, {"format": FORMAT, "run_id": uuid.uuid4().hex, "program": program,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": {},
+                       "children": []})
         if config is not None:
-            data["config"] = config
-        m = cls(root, data)
+            m.data["config"] = config
         m._write()
         return m
 
@@ -117,10 +121,9 @@ class Manifest:
                growing: bool = False) -> None:
         """Record ``final`` with the facts of the file ``actual`` (default: ``final``) holds, until
         :meth:`save`. ``growing``: a log that a process appends to (it may grow)."""
-        rel = self.rel(final)
+        rel, st = self.rel(final), Path(actual or final).stat()
         if rel.startswith(".."):
             raise ValueError(f"{final} is not inside {self.root}")
-        st = Path(actual or final).stat()
         facts = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                  "sha256": file_sha256(actual or final)}
         _set(self.files, rel, {**facts, "growing": True} if growing else facts)
@@ -138,13 +141,13 @@ class Manifest:
             raise ValueError(f"{folder} is not inside {self.root}")
         if rel not in self.data.setdefault("children", []):
             self.data["children"].append(rel)
-            self._dirty = True
+            self._changed.add(rel)  # not a file's name: saving it changes no file record
         if save:
             self.save()
 
     def save(self) -> None:
         """Write the manifest atomically, merged with the changes other processes saved."""
-        if not (self._changed or self._dirty) and (self.root / MANIFEST).is_file():
+        if not self._changed and (self.root / MANIFEST).is_file():
             return
         with _folder_lock(self.root):
             disk = _read(self.root)
@@ -158,7 +161,7 @@ class Manifest:
                 children += [c for c in self.data.get("children", []) if c not in children]
                 self.data = disk
             self._write()
-        self._changed, self._dirty = set(), False
+        self._changed = set()
 
     def _write(self) -> None:
         text = json.dumps(self.data, indent=1, default=str) + "\n"
@@ -199,16 +202,14 @@ class Manifest:
                     continue
                 dirs.remove(d)
                 found.append(p)
-            for name in files:
-                p = here / name
-                if here == self.root and name in OWN_FILES:
+            for p in (here / name for name in files):
+                if here == self.root and p.name in OWN_FILES:
                     continue
-                if not is_temporary(name):
-                    if not self.records(p):
-                        raise NotOurs(p, "was not written by annealing-kd (it is not in the "
-                                         "folder's manifest)")
-                    if not self.unchanged(p):
-                        raise NotOurs(p, "was changed after annealing-kd wrote it")
+                if not is_temporary(p.name) and not self.records(p):
+                    raise NotOurs(p, "was not written by annealing-kd (it is not in the "
+                                     "folder's manifest)")
+                if not is_temporary(p.name) and not self.unchanged(p):
+                    raise NotOurs(p, "was changed after annealing-kd wrote it")
                 found.append(p)
         return found
 
@@ -236,16 +237,9 @@ class Manifest:
         (self.root / MANIFEST).unlink(missing_ok=True)
 
 
-# The teacher-logit cache (common/logit_cache) keeps no manifest: each file it writes carries
-# this header (HEADER bytes, MAGIC within), and its lock files are empty.
-HEADER = 4096
-MAGIC = "annealing-kd teacher logits"
-SUFFIX = ".logits"
-
-
 def written_by_this_cache(path: Path) -> bool:
-    """Whether the cache wrote ``path``: a file with its header (a damaged one included), or
-    an empty lock file."""
+    """Whether the teacher-logit cache wrote ``path``: a file with its header (a damaged one
+    included), or an empty lock file."""
     if path.name.startswith(".") and path.name.endswith(SUFFIX + ".lock"):
         return path.is_file() and path.stat().st_size == 0
     with contextlib.suppress(OSError), open(path, "rb") as f:
