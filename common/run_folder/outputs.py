@@ -26,24 +26,18 @@ class OutputFolder:
         make_folder(self.path, flag, "folder", inputs or {})
         with run_lock.claim(self.path, lock):
             found = Manifest.read(self.path)
-            if replace:
-                self._replace(found)
-                self.manifest = Manifest.create(self.path, program)
-            else:
-                self.manifest = found or Manifest.open(self.path, program)
-
-    def _replace(self, found: Manifest | None) -> None:
-        entries = content(self.path)
-        if not entries:
-            return
-        program = found.data.get("program", "") if found else None
-        if program != self.program:
-            what = f"a {program} output" if found else "no manifest"
-            raise UsageError(f"{self.flag} {self.path} is not empty and holds no earlier output "
-                             f"of {self.program} ({what}; it has {entries[0].name!r}); choose a "
-                             "new or empty folder")
-        with refusing(f"{self.flag} {self.path}", "folder", str(self.path)):
-            found.remove()
+            old = found.data.get("program", "") if found else None
+            entries = content(self.path) if replace else []
+            if entries and old != program:
+                what = f"a {old} output" if found else "no manifest"
+                raise UsageError(f"{flag} {self.path} is not empty and holds no earlier output "
+                                 f"of {program} ({what}; it has {entries[0].name!r}); choose a "
+                                 "new or empty folder")
+            if entries:
+                with refusing(f"{flag} {self.path}", "folder", str(self.path)):
+                    found.remove()
+            self.manifest = Manifest.create(self.path, program) if replace else \
+                found or Manifest.open(self.path, program)
 
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel
@@ -78,12 +72,12 @@ class OutputFolder:
         fills, never over a file we did not write; in a subfolder, an earlier fill's files go."""
         path = self.path / rel
         transaction = FileTransaction(self.manifest)
-        written = transaction.folder(path, fill, within=self.path)
+        written = set(transaction.folder(path, fill, within=self.path))
         with transaction.guard(path):
-            self.check_free(*written)
+            self.check_free(*sorted(written))
         transaction.commit()
         if path != self.path and path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in set(written)):
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in written):
                 if self.manifest.records(f):
                     f.unlink()
                     self.manifest.forget(f)
