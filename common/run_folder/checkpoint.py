@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,25 +104,19 @@ class FileTransaction:
                 raise WriteFailed.of(path, exc) from None
             raise
 
-    def _tmp(self, path: Path, within: Path | None = None) -> Path:
-        """A new temporary file beside ``path`` (a folder in ``within``), its folders made."""
+    def _tmp(self, path: Path) -> str:
+        """A new temporary name for ``path``, its folders made. The writer creates the file, so
+        it honours the umask (mkstemp would make it 0600); 48 random bits keep the name apart."""
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         self._new_dirs.update(p.parent for p in missing)
-        if within is not None:
-            return Path(tempfile.mkdtemp(dir=within, prefix=f".{path.name}.", suffix=TMP_SUFFIX))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-        os.close(fd)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-        return Path(tmp)
+        return f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
 
     def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> None:
         """Add ``path``: ``write(tmp_path)`` writes its content."""
         path = Path(path)
         with self.guard(path):
-            tmp = self._tmp(path)
+            tmp = path.parent / self._tmp(path)
             self.staged.append((tmp, path))
             write(str(tmp))
             fsync_path(tmp)
@@ -136,7 +130,6 @@ class FileTransaction:
                 return  # already that file (renaming a link onto itself would do nothing)
 
         def link(tmp: str) -> None:
-            os.unlink(tmp)
             try:
                 os.link(src, tmp)
             except OSError:
@@ -151,8 +144,9 @@ class FileTransaction:
         path = Path(path)
         finals: list[Path] = []
         with self.guard(path):
-            tmp = self._tmp(path, within=Path(within or path.parent))
+            tmp = Path(within or path.parent) / self._tmp(path)
             self.staged.append((tmp, path))  # the staging folder itself: removed by commit
+            tmp.mkdir()
             fill(tmp)
             for f in sorted(p for p in tmp.rglob("*") if p.is_file() or p.is_symlink()):
                 if f.is_symlink():
@@ -266,8 +260,7 @@ def commit_epoch(pdir: str | os.PathLike, epoch: int,
     pdir = Path(pdir)
     edir = pdir / f"epoch-{epoch:04d}"
     previous = _committed_dir(pdir)
-    if edir.exists() and edir != previous:
-        _remove_ours(edir, manifest)  # an interrupted commit of this epoch
+    _remove_other_epochs(pdir, previous, manifest)  # what an interrupted commit left
     transaction = FileTransaction(manifest)
     written: dict[int, Path] = {}
     for name, tensors in weights.items():
@@ -324,28 +317,19 @@ def load_committed(pdir: str | os.PathLike, tidy: bool = True,
 
 
 def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
-    """Remove our temporaries in ``pdir`` and every epoch folder but ``edir`` (what we wrote)."""
+    """Remove our temporaries in ``pdir`` and, in every epoch folder but ``edir``, what
+    ``manifest`` records (all without one) and our temporaries, then the folder if now empty."""
     try:
-        for f in pdir.iterdir():
+        for f in pdir.iterdir() if pdir.is_dir() else ():
             if is_temporary(f.name):
                 remove_entry(f)
             elif f.name.startswith("epoch-") and f != edir and f.is_dir():
-                _remove_ours(f, manifest)
+                for g in f.iterdir():
+                    if manifest is None or is_temporary(g.name) or manifest.records(g):
+                        remove_entry(g)
+                        if manifest is not None:
+                            manifest.forget(g)
+                with contextlib.suppress(OSError):
+                    f.rmdir()
     except OSError as exc:
         raise WriteFailed.of(pdir, exc) from None
-
-
-def _remove_ours(folder: Path, manifest) -> None:
-    """Remove what ``manifest`` records in ``folder`` (all without one), our temporaries, then
-    the folders left empty."""
-    if manifest is None:
-        shutil.rmtree(folder)
-        return
-    remove_temporaries(folder)
-    for sub, dirs, files in os.walk(folder, topdown=False):  # links to folders are files here
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(sub, d))]:
-            if manifest.records(Path(sub) / name):
-                os.unlink(os.path.join(sub, name))
-                manifest.forget(Path(sub) / name)
-        if not os.listdir(sub):
-            os.rmdir(sub)
