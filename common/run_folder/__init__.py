@@ -1,6 +1,5 @@
-"""The run folder: one writer (``lock``), what it wrote (``Manifest``), atomic writes and epoch
-commits (``FileTransaction``), input fingerprints for --resume, a run's folder (``RunDir``) and a
-tool's (``OutputFolder``). Imports no torch: the checkpoint functions import it when called."""
+"""The run folder's public face (docs/reliability.md). Imports no torch: the checkpoint
+functions import it when called."""
 
 from annealing_kd.common.run_folder import lock
 from annealing_kd.common.run_folder.checkpoint import (

@@ -1,7 +1,5 @@
-"""Atomic writes (:class:`FileTransaction`), safetensors weights, a weights_only training state,
-and the epoch commit: a phase folder's ``epoch-NNNN/`` becomes current when the pointer file
-``committed`` is replaced; ``best``/``last.safetensors`` beside it are links of its files. Every
-file appears by one :func:`replace` (tests/faults.py kills at each). torch is imported on use."""
+"""Atomic writes (:class:`FileTransaction`), safetensors weights, a weights_only training state
+and the epoch commit. Every file appears by one :func:`replace` (tests/faults.py kills at each)."""
 
 from __future__ import annotations
 
@@ -82,10 +80,9 @@ def remove_temporaries(folder: Path) -> None:
 
 
 class FileTransaction:
-    """Files that become visible together, in order: each is written to a hidden temporary beside
-    its name and fsync'ed; :meth:`commit` records them all in ``manifest`` (if any), then renames
-    them into place in order, fsync'ing a folder before a rename into another folder and the last
-    one at the end. A stop leaves each name old or new (and temporaries)."""
+    """Files written to hidden temporaries beside their names and fsync'ed; :meth:`commit`
+    records them in ``manifest`` (if any), then renames them into place in order, fsync'ing each
+    folder once its renames are done. A stop leaves each name old or new (and temporaries)."""
 
     def __init__(self, manifest=None) -> None:
         self.manifest = manifest
@@ -105,8 +102,8 @@ class FileTransaction:
             raise
 
     def _tmp(self, path: Path) -> str:
-        """A new temporary name for ``path``, its folders made. The writer creates the file, so
-        it honours the umask (mkstemp would make it 0600); 48 random bits keep the name apart."""
+        """A new temporary name for ``path``, its folders made (the writer creates the file:
+        the umask holds, unlike mkstemp's 0600)."""
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         self._new_dirs.update(p.parent for p in missing)
@@ -139,8 +136,8 @@ class FileTransaction:
 
     def folder(self, path: str | os.PathLike, fill: Callable[[Path], None],
                within: str | os.PathLike | None = None) -> list[Path]:
-        """Add every file ``fill(tmp_folder)`` writes as ``path/<relative path>``; their final
-        paths. The temporary folder lies beside ``path`` (or in ``within``)."""
+        """Add every file ``fill(tmp_folder)`` writes (in ``within``, default beside ``path``)
+        under ``path``; their final paths."""
         path = Path(path)
         finals: list[Path] = []
         with self.guard(path):
@@ -254,9 +251,8 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 def commit_epoch(pdir: str | os.PathLike, epoch: int,
                  weights: Mapping[str, Mapping[str, torch.Tensor] | None],
                  state: dict[str, Any], manifest=None) -> None:
-    """Commit one epoch of a phase in one transaction: ``weights`` (file name -> state dict;
-    ``None`` keeps the committed epoch's file) and ``state`` into ``epoch-NNNN/``, the pointer,
-    then the weights published beside it. A stop leaves the previous epoch or this one."""
+    """Commit ``weights`` (name -> state dict; None keeps the committed file) and ``state`` as
+    ``epoch-NNNN/``, the pointer, then the published weights: a stop leaves this or the last."""
     pdir = Path(pdir)
     edir = pdir / f"epoch-{epoch:04d}"
     previous = _committed_dir(pdir)
@@ -264,15 +260,14 @@ def commit_epoch(pdir: str | os.PathLike, epoch: int,
     transaction = FileTransaction(manifest)
     written: dict[int, Path] = {}
     for name, tensors in weights.items():
-        if tensors is not None and id(tensors) in written:
-            transaction.link(written[id(tensors)], edir / name)  # the same weights, two names
-        elif tensors is not None:
+        if tensors is None and (previous is None or not (previous / name).is_file()):
+            raise ValueError(f"commit_epoch: no committed {name} to keep")
+        src = previous / name if tensors is None else written.get(id(tensors))
+        if src is not None:  # the committed file, or the same weights under another name
+            transaction.link(src, edir / name)
+        else:
             transaction.write(edir / name, weights_writer(tensors))
             written[id(tensors)] = edir / name
-        elif previous is None or not (previous / name).is_file():
-            raise ValueError(f"commit_epoch: no committed {name} to keep")
-        else:
-            transaction.link(previous / name, edir / name)
     transaction.write(edir / "state.pt", _state_writer(state))
     transaction.write(pdir / POINTER, lambda tmp: Path(tmp).write_text(edir.name + "\n"))
     for name in weights:  # published beside the pointer (nothing to do when already that file)
@@ -300,25 +295,21 @@ def load_committed(pdir: str | os.PathLike, tidy: bool = True,
     removes what an interrupted commit left and re-links ``best``/``last``."""
     pdir = Path(pdir)
     edir = _committed_dir(pdir)
-    if edir is None:
-        if (pdir / "state.pt").is_file():
-            raise UsageError(f"{pdir} was written by an older version without epoch commits; "
-                             f"start again with {setting('overwrite_output_dir')}")
-        if tidy and pdir.is_dir():
-            _remove_other_epochs(pdir, None, manifest)
-        return None
+    if edir is None and (pdir / "state.pt").is_file():
+        raise UsageError(f"{pdir} was written by an older version without epoch commits; "
+                         f"start again with {setting('overwrite_output_dir')}")
     if tidy:
         transaction = FileTransaction(manifest)
-        for f in sorted(edir.glob("*.safetensors")):
+        for f in sorted(edir.glob("*.safetensors")) if edir else ():
             transaction.link(f, pdir / f.name)
         transaction.commit()
         _remove_other_epochs(pdir, edir, manifest)
-    return load_state(edir / "state.pt"), edir
+    return None if edir is None else (load_state(edir / "state.pt"), edir)
 
 
 def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
-    """Remove our temporaries in ``pdir`` and, in every epoch folder but ``edir``, what
-    ``manifest`` records (all without one) and our temporaries, then the folder if now empty."""
+    """Remove our temporaries in ``pdir`` and every epoch folder but ``edir`` (of its files,
+    what ``manifest`` records and our temporaries)."""
     try:
         for f in pdir.iterdir() if pdir.is_dir() else ():
             if is_temporary(f.name):

@@ -1,7 +1,6 @@
-"""One writer per output folder: an exclusive ``fcntl.flock`` on ``<folder>/.annealing-kd.lock``,
-held for the whole run and released by the OS however the process ends (``--resume`` after a kill
-finds the folder free). The file names its holder (PID, host) and is never removed while a run may
-use it (two processes could lock two files of one name). Locking a held folder again is a no-op."""
+"""One writer per folder: an exclusive ``flock`` on ``<folder>/.annealing-kd.lock``, released by
+the OS however the process ends. The file names its holder (PID, host) and is never removed while
+a run may use it (two processes could lock two files of one name)."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ def _lock(fd: int) -> str | None:
 
 
 def acquire(folder: str | os.PathLike) -> bool:
-    """Lock ``folder`` (it must exist) for this process, or refuse naming the holder; whether
+    """Lock ``folder`` for this process (again: a no-op), or refuse naming the holder; whether
     this call created the lock file."""
     key = Path(folder).resolve()
     if key in _held:
@@ -63,8 +62,7 @@ def acquire(folder: str | os.PathLike) -> bool:
 
 
 def holder(folder: str | os.PathLike) -> str | None:
-    """Who holds ``folder``'s lock ("pid N on host H, since ..."), or None when it is free or held
-    by this process."""
+    """Who holds ``folder``'s lock ("pid N on host H, since ..."); None: free, or ours."""
     key = Path(folder).resolve()
     if key in _held or not (key / LOCK).is_file():
         return None
@@ -88,8 +86,8 @@ def held() -> set[Path]:
 
 @contextlib.contextmanager
 def claim(folder: Path, lock: bool = True) -> Iterator[None]:
-    """Lock ``folder`` (if ``lock``) while the caller checks it: a refusal (any exception) releases
-    a lock taken here, and its lock file if this process created it."""
+    """Lock ``folder`` (if ``lock``) while it is checked; a refusal (any exception) unlocks it
+    and removes the lock file if this call created it."""
     new = lock and not holds(folder)  # a lock held by our caller stays
     created = new and acquire(folder)
     try:

@@ -66,8 +66,7 @@ def _read(root: Path) -> dict[str, Any] | None:
 
 
 def _set(files: dict[str, Any], rel: str, facts: dict[str, Any]) -> None:
-    """Record ``rel``'s facts, keeping those of the version before (what a stop between record
-    and rename leaves under the name)."""
+    """Record ``rel``'s facts, keeping the version before (a stop before the rename leaves it)."""
     old = files.get(rel)
     if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
         facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
@@ -119,8 +118,8 @@ class Manifest:
 
     def record(self, final: str | os.PathLike, actual: str | os.PathLike | None = None,
                growing: bool = False) -> None:
-        """Record ``final`` with the facts of the file ``actual`` (default: ``final``) holds, until
-        :meth:`save`. ``growing``: a log that a process appends to (it may grow)."""
+        """Record ``final`` as the file ``actual`` (default ``final``) holds; ``growing``: a log
+        being appended to."""
         rel, st = self.rel(final), Path(actual or final).stat()
         if rel.startswith(".."):
             raise ValueError(f"{final} is not inside {self.root}")
@@ -214,8 +213,8 @@ class Manifest:
         return found
 
     def remove(self) -> None:
-        """Remove the tree (once all of it is found removable), then the folders this left
-        empty, the manifest last (not the lock)."""
+        """Remove the tree once all of it is found removable, then the folders this left empty
+        and the manifest (not the lock)."""
         found = self.check_removable()
         children = {self.root / c for c in self.data.get("children", [])}
         for p in found:
@@ -248,8 +247,8 @@ def written_by_this_cache(path: Path) -> bool:
 
 
 def _check_child(folder: Path) -> None:
-    """A child folder is removable through its own manifest, or without one (a run stopped
-    early, a teacher-logit cache) when every file in it is the cache's; never while in use."""
+    """Refuse a child in use, or one without a manifest holding a file the logit cache did not
+    write (a run stopped early, a cache)."""
     who = run_lock.holder(folder)
     if who:
         raise NotOurs(folder, f"is in use by a run ({who})")

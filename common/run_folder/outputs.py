@@ -16,8 +16,7 @@ from annealing_kd.common.run_folder.run_dir import content, json_writer, make_fo
 
 
 class OutputFolder:
-    """``path`` as the output of ``program``. ``lock``: one writer at a time; ``inputs``
-    (name -> path) must lie outside it, and it outside them."""
+    """``path`` as the output of ``program``; ``inputs`` (name -> path) lie apart from it."""
 
     def __init__(self, path: str | os.PathLike, program: str, *, replace: bool = False,
                  lock: bool = True, inputs: dict[str, str | None] | None = None,
@@ -43,8 +42,7 @@ class OutputFolder:
         return self.path / rel
 
     def check_free(self, *paths: str | os.PathLike) -> None:
-        """Refuse (one line) when a file at one of ``paths``, or in a folder there, exists and was
-        not written by a tool of ours; call it before writing anything."""
+        """Refuse a file at ``paths`` (or below) that no tool of ours wrote; before any write."""
         for p in map(Path, paths):
             files = [p] if p.is_file() or p.is_symlink() else sorted(
                 f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else []

@@ -50,8 +50,8 @@ def environment_info() -> dict[str, Any]:
 
 def make_folder(path: Path, named: str, other: str, inputs: dict[str, str | None] | None,
                 make: bool = True) -> None:
-    """Refuse ``path`` (``named`` thus; ``other``: what to choose instead) when it is a file or
-    not apart from ``inputs``; if ``make``, create it, or refuse when it cannot be written."""
+    """Refuse ``path`` (called ``named``) if a file or not apart from ``inputs``; if ``make``,
+    create it, writable. ``other``: what to choose instead."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{named} {path} is a file; choose another {other}")
     if inputs is not None:
@@ -82,9 +82,8 @@ def refusing(flag: str, where: str, what: str = "") -> Iterator[None]:
 
 
 class RunDir:
-    """A run's output directory, locked by the main process, every file in its manifest. A
-    finished run is kept unless ``overwrite``; an unfinished one needs ``resume`` or
-    ``overwrite`` (its files are removed at :meth:`start`). ``inputs``: flag -> path."""
+    """A run's output directory, locked by the main process. A finished run is replaced only with
+    ``overwrite``, an unfinished one needs ``resume`` or ``overwrite``. ``inputs``: flag -> path."""
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  is_main: bool = True, check: bool = True, program: str = "annealing-kd",
@@ -137,8 +136,7 @@ class RunDir:
             remove_temporaries(self.path)  # left by a stop in the middle of a write
 
     def start(self, config: dict[str, Any] | None = None) -> None:
-        """Before the first write (every input checked): remove the run being overwritten and
-        write the new run's manifest."""
+        """Before the first write: remove the run being overwritten, write the new manifest."""
         started, self.started = self.started, True
         if started or not self.is_main:
             return
@@ -150,8 +148,7 @@ class RunDir:
             self.manifest = Manifest.create(self.path, self.program, config or {})
 
     def check_same(self, now: dict[str, Any], keys: list[str]) -> None:
-        """--resume continues the same experiment: the settings ``keys`` and the fingerprints of
-        the inputs (``now["inputs"]``) must match the run's."""
+        """--resume: the settings ``keys`` and the inputs (``now["inputs"]``) must match."""
         found = self.manifest or Manifest.read(self.path)
         saved = self.read_results().get("config") or (found and found.config) or {}
         check_same_run(saved, now, keys)
@@ -180,8 +177,7 @@ class RunDir:
     def write_results(self, config: dict[str, Any], env: dict[str, Any],
                       records: list[dict[str, Any]], final: dict[str, Any] | None = None,
                       **extra: Any) -> None:
-        """metrics.jsonl (a line per epoch record), then results.json (config, environment,
-        records, extras, final entry)."""
+        """metrics.jsonl (a line per epoch record), then results.json."""
         transaction = self.transaction()
         if self.is_main:
             text = "".join(json.dumps(r, default=jsonable) + "\n" for r in records)
