@@ -24,8 +24,8 @@ from annealing_kd.common.run_folder.fingerprint import (
 )
 from annealing_kd.common.run_folder.lock import LOCK
 from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest, NotOurs
-from annealing_kd.common.run_folder.outputs import OutputFolder
 from annealing_kd.common.run_folder.run_dir import (
+    OutputFolder,
     RunDir,
     check_apart,
     check_same_run,

@@ -109,7 +109,7 @@ class FileTransaction:
         self._new_dirs.update(p.parent for p in missing)
         return f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
 
-    def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> FileTransaction:
         """Add ``path``: ``write(tmp_path)`` writes its content."""
         path = Path(path)
         with self.guard(path):
@@ -117,6 +117,7 @@ class FileTransaction:
             self.staged.append((tmp, path))
             write(str(tmp))
             fsync_path(tmp)
+        return self
 
     def link(self, src: str | os.PathLike, path: str | os.PathLike) -> None:
         """Add ``path`` as a hard link (or a copy) of ``src`` (a file, or an added final name)."""
@@ -188,9 +189,7 @@ class FileTransaction:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], manifest=None) -> None:
     """Write one file (``write(tmp_path)``) in a :class:`FileTransaction`."""
-    transaction = FileTransaction(manifest)
-    transaction.write(path, write)
-    transaction.commit()
+    FileTransaction(manifest).write(path, write).commit()
 
 
 def weights_writer(state_dict: Mapping[str, torch.Tensor]) -> Callable[[str], None]:

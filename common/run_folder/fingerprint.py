@@ -78,8 +78,7 @@ def check_same_inputs(saved: dict[str, dict[str, Any]] | None,
         if name not in now:
             raise UsageError(f"{setting('resume')}: this run read {setting(name)} "
                              f"{fp.get('path') or fp.get('hub')}, now it is not given; {fix}")
-        why = changed(fp, now[name])
-        if why:
+        if why := changed(fp, now[name]):
             raise UsageError(f"{setting('resume')}: {setting(name)} changed since this run "
                              f"started ({why}); {fix}")
     for name in now:

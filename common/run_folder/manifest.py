@@ -92,9 +92,7 @@ class Manifest:
         """A new manifest (a new run id, no files), written now."""
         m = cls(root, {"format": FORMAT, "run_id": uuid.uuid4().hex, "program": program,
                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": {},
-                       "children": []})
-        if config is not None:
-            m.data["config"] = config
+                       "children": [], **({} if config is None else {"config": config})})
         m._write()
         return m
 

@@ -1,5 +1,7 @@
-"""A training run's folder (:class:`RunDir`): fresh, finished, unfinished, overwrite, resume; its
-results.json, metrics.jsonl and curves.png; inputs kept apart from it."""
+"""The folders we write, every file recorded before it appears, inputs kept apart: a training
+run's (:class:`RunDir`: fresh, finished, unfinished, overwrite, resume; its results.json,
+metrics.jsonl and curves.png) and a tool's (:class:`OutputFolder`: the demo, reports, examples,
+GLUE evaluation; never over a file no tool of ours wrote; the runs it starts are children)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from annealing_kd.common.run_folder import lock as run_lock
 from annealing_kd.common.run_folder.checkpoint import (
     FileTransaction,
     atomic_write,
+    is_temporary,
     remove_temporaries,
 )
 from annealing_kd.common.run_folder.fingerprint import check_same_inputs
@@ -125,7 +128,7 @@ class RunDir:
             raise UsageError(f"{self.path} holds files of annealing-kd but no training run (e.g. "
                              f"{entries[0].name!r}); pass {OVERWRITE} to replace them or "
                              "choose another output directory")
-        elif self.finished():
+        elif self.read_results().get("final"):
             raise UsageError(f"{self.path} holds a finished run; pass {OVERWRITE} to "
                              "replace it or choose another output directory")
         elif not resume:
@@ -153,9 +156,6 @@ class RunDir:
         saved = self.read_results().get("config") or (found and found.config) or {}
         check_same_run(saved, now, keys)
         check_same_inputs(saved.get("inputs"), now.get("inputs") or {})
-
-    def finished(self) -> bool:
-        return bool(self.read_results().get("final"))
 
     def read_results(self) -> dict[str, Any]:
         return read_results(self.path)
@@ -199,13 +199,11 @@ class RunDir:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         ax.plot(x, [r.get("eval", {}).get(metric) for r in records], "o-", color="tab:blue",
                 ms=3, label=f"eval {metric}")
-        ax.set_xlabel("epoch (all phases)")
-        ax.set_ylabel(metric)
+        ax.set(xlabel="epoch (all phases)", ylabel=metric, title=title)
         ax2 = ax.twinx()
         ax2.step(x, [r["phi"] if r.get("phi") is not None else float("nan") for r in records],
                  where="mid", color="tab:orange", label="Phi(T)")
-        ax2.set_ylabel("Phi(T)")
-        ax2.set_ylim(0, 1.05)
+        ax2.set(ylabel="Phi(T)", ylim=(0, 1.05))
         for i, r in enumerate(records):
             if i > 0 and r["phase"] != records[i - 1]["phase"]:
                 ax.axvline(i + 0.5, color="grey", ls="--", lw=1)
@@ -214,10 +212,103 @@ class RunDir:
                             xytext=(2, -12), textcoords="offset points", fontsize=8)
         (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="lower right")
-        ax.set_title(title)
         fig.tight_layout()
         self.write(CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
         plt.close(fig)
+
+
+class OutputFolder:
+    """``path`` as the output of ``program``; ``inputs`` (name -> path) lie apart from it."""
+
+    def __init__(self, path: str | os.PathLike, program: str, *, replace: bool = False,
+                 lock: bool = True, inputs: dict[str, str | None] | None = None,
+                 flag: str = "--out") -> None:
+        self.path, self.program, self.flag = Path(path), program, flag
+        make_folder(self.path, flag, "folder", inputs or {})
+        with run_lock.claim(self.path, lock):
+            found = Manifest.read(self.path)
+            old = found.data.get("program", "") if found else None
+            entries = content(self.path) if replace else []
+            if entries and old != program:
+                what = f"a {old} output" if found else "no manifest"
+                raise UsageError(f"{flag} {self.path} is not empty and holds no earlier output "
+                                 f"of {program} ({what}; it has {entries[0].name!r}); choose a "
+                                 "new or empty folder")
+            if entries:
+                with refusing(f"{flag} {self.path}", "folder", str(self.path)):
+                    found.remove()
+            self.manifest = Manifest.create(self.path, program) if replace else \
+                found or Manifest.open(self.path, program)
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.path / rel
+
+    def check_free(self, *paths: str | os.PathLike) -> None:
+        """Refuse a file at ``paths`` (or below) that no tool of ours wrote; before any write."""
+        for p in map(Path, paths):
+            files = [p] if p.is_file() or p.is_symlink() else sorted(
+                f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else []
+            for f in files:
+                if f.name not in OWN_FILES and not is_temporary(f.name) and \
+                        not self.manifest.records(f):
+                    raise UsageError(f"{f} exists and was not written by {self.program}; move it "
+                                     f"away or choose another {self.flag}")
+
+    def write(self, rel: str | os.PathLike, write: Callable[[str], None]) -> Path:
+        """Write a file (``write(tmp_path)``), recorded, never over a file we did not write."""
+        path = self.path / rel
+        self.check_free(path)
+        atomic_write(path, write, self.manifest)
+        return path
+
+    def write_text(self, rel: str | os.PathLike, text: str) -> Path:
+        return self.write(rel, lambda tmp: Path(tmp).write_text(text))
+
+    def write_json(self, rel: str | os.PathLike, data: dict) -> None:
+        self.write(rel, json_writer(data))
+
+    def folder(self, rel: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+        """Write a folder (``rel``; "." for the output folder itself) that ``fill(tmp_folder)``
+        fills, never over a file we did not write; in a subfolder, an earlier fill's files go."""
+        path = self.path / rel
+        transaction = FileTransaction(self.manifest)
+        written = set(transaction.folder(path, fill, within=self.path))
+        with transaction.guard(path):
+            self.check_free(*sorted(written))
+        transaction.commit()
+        if path != self.path and path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in written):
+                if self.manifest.records(f):
+                    f.unlink()
+                    self.manifest.forget(f)
+            self.manifest.save()
+        return path
+
+    def child(self, rel: str | os.PathLike) -> Path:
+        """A subfolder that a run of ours writes, with its own manifest (recorded first)."""
+        self.children([rel])
+        return self.path / rel
+
+    def children(self, rels) -> None:
+        """:meth:`child` for many subfolders (one manifest write)."""
+        for rel in rels:
+            self.manifest.add_child(self.path / rel, save=False)
+        self.manifest.save()
+
+    def log(self, rel: str | os.PathLike) -> Path:
+        """A log file that a process appends to: recorded as growing until :meth:`done`."""
+        path = self.path / rel
+        self.check_free(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        self.manifest.record(path, growing=True)
+        self.manifest.save()
+        return path
+
+    def done(self, path: str | os.PathLike) -> None:
+        """A file written in place (a finished log): record what it holds now."""
+        self.manifest.record(path)
+        self.manifest.save()
 
 
 def first_change(saved: dict[str, Any], now: dict[str, Any],
@@ -259,9 +350,7 @@ def check_apart(out: Path, inputs: dict[str, str | None]) -> None:
 
 def content(folder: Path) -> list[Path]:
     """The entries of ``folder`` (sorted), without its lock file and manifest."""
-    if not folder.is_dir():
-        return []
-    return sorted(e for e in folder.iterdir() if e.name not in OWN_FILES)
+    return sorted(e for e in folder.iterdir() if e.name not in OWN_FILES) if folder.is_dir() else []
 
 
 def jsonable(obj: Any) -> Any:
@@ -276,7 +365,6 @@ def json_writer(data: dict[str, Any]):
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:
     """The results.json of a run directory ({} when it is missing or unreadable)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         return json.loads((Path(run_dir) / RESULTS).read_text())
-    except (OSError, ValueError):
-        return {}
+    return {}
