@@ -71,7 +71,6 @@ def remove_entry(p: Path) -> None:
 
 
 def remove_temporaries(folder: Path) -> None:
-    """Remove our temporaries anywhere in ``folder``."""
     for sub, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
             if is_temporary(name):
@@ -155,7 +154,6 @@ class FileTransaction:
         return finals
 
     def commit(self) -> None:
-        """Record, then move every file into place (see the class docstring)."""
         if not self.staged:
             return
         files = [(t, f) for t, f in self.staged if not t.is_dir()]

@@ -80,7 +80,6 @@ def holds(folder: str | os.PathLike) -> bool:
 
 
 def held() -> set[Path]:
-    """The folders this process holds."""
     return set(_held)
 
 

@@ -91,8 +91,7 @@ class RunDir:
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  is_main: bool = True, check: bool = True, program: str = "annealing-kd",
                  inputs: dict[str, str | None] | None = None) -> None:
-        self.path, self.is_main, self.program = Path(path), is_main, program
-        self.started = False
+        self.path, self.is_main, self.program, self.started = Path(path), is_main, program, False
         self.manifest: Manifest | None = None  # this run's (main process only)
         self._old: Manifest | None = None  # the run that start() replaces
         if check and resume and overwrite:
