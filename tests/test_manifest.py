@@ -1,5 +1,5 @@
 """The mechanisms of issue 17 on their own: the manifest (common/run_folder/manifest.py), the staged write
-(common/run_folder/checkpoint.FileTransaction), the output folder of a tool (common/run_folder/outputs.py), the lock
+(common/run_folder/checkpoint.FileTransaction), the output folder of a tool (common/run_folder/run_dir.py), the lock
 (common/run_folder/lock.py), the input fingerprints (common/run_folder/fingerprint.py) and the argument types."""
 
 from __future__ import annotations

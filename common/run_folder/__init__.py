@@ -1,6 +1,5 @@
-"""The run folder: one writer (``lock``), what it wrote (``Manifest``), atomic writes and epoch
-commits (``FileTransaction``), input fingerprints for --resume, a run's folder (``RunDir``) and a
-tool's (``OutputFolder``). Imports no torch: the checkpoint functions import it when called."""
+"""The run folder's public face (docs/reliability.md). Imports no torch: the checkpoint
+functions import it when called."""
 
 from annealing_kd.common.run_folder import lock
 from annealing_kd.common.run_folder.checkpoint import (
@@ -25,8 +24,8 @@ from annealing_kd.common.run_folder.fingerprint import (
 )
 from annealing_kd.common.run_folder.lock import LOCK
 from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest, NotOurs
-from annealing_kd.common.run_folder.outputs import OutputFolder
 from annealing_kd.common.run_folder.run_dir import (
+    OutputFolder,
     RunDir,
     check_apart,
     check_same_run,

@@ -1,16 +1,14 @@
-"""Atomic writes (:class:`FileTransaction`), safetensors weights, a weights_only training state,
-and the epoch commit: a phase folder's ``epoch-NNNN/`` becomes current when the pointer file
-``committed`` is replaced; ``best``/``last.safetensors`` beside it are links of its files. Every
-file appears by one :func:`replace` (tests/faults.py kills at each). torch is imported on use."""
+"""Atomic writes (:class:`FileTransaction`), safetensors weights, a weights_only training state
+and the epoch commit. Every file appears by one :func:`replace` (tests/faults.py kills at each)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,33 +19,28 @@ if TYPE_CHECKING:
 
 POINTER = "committed"
 TMP_SUFFIX = ".akd.tmp"  # our temporaries: .<name>.<random>.akd.tmp (files and staging folders)
+_ADVICE = (((errno.ENOSPC, errno.EDQUOT), "free space or"),
+           ((errno.EACCES, errno.EPERM, errno.EROFS),
+            "no permission to write there (or a read-only file system):"),
+           ((errno.ENOTDIR, errno.EEXIST, errno.EISDIR),
+            "a file stands where a folder is needed (or the reverse):"))
 
 
 class WriteFailed(UsageError):
-    """A file could not be written (disk full, read-only file system, ...)."""
+    """A file could not be written; the message says what to do by the cause (``errno_``)."""
 
     def __init__(self, path: Path, reason: str, errno_: int | None = None,
                  where: str = "output directory") -> None:
         self.path, self.reason, self.errno = path, reason, errno_
-        super().__init__(f"could not write {path} ({reason}); {advice(errno_, where)}")
+        fix = next((fix for codes, fix in _ADVICE if errno_ in codes), "check the disk or")
+        super().__init__(f"could not write {path} ({reason}); {fix} choose another {where}")
 
-
-def advice(errno_: int | None, where: str = "output directory") -> str:
-    """What to do about a failed write, by its cause."""
-    if errno_ in (errno.ENOSPC, errno.EDQUOT):
-        return f"free space or choose another {where}"
-    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"no permission to write there (or a read-only file system): choose another {where}"
-    if errno_ in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        return f"a file stands where a folder is needed (or the reverse): choose another {where}"
-    return f"check the disk or choose another {where}"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    @classmethod
+    def of(cls, path: Path, exc: BaseException) -> WriteFailed:
+        """The failure ``exc`` (its strerror, or its first line) writing ``path``."""
+        text = str(exc).strip().splitlines()
+        reason = getattr(exc, "strerror", None) or (text[0] if text else type(exc).__name__)[:200]
+        return cls(path, reason, getattr(exc, "errno", None))
 
 
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -69,7 +62,7 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX) and len(name) > len(TMP_SUFFIX) + 1
 
 
-def _remove(p: Path) -> None:
+def remove_entry(p: Path) -> None:
     """Remove a file, a link, or a folder with all it holds."""
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)
@@ -78,144 +71,123 @@ def _remove(p: Path) -> None:
 
 
 def remove_temporaries(folder: Path) -> None:
-    """Remove our temporaries (``.<name>.<random>.akd.tmp``) anywhere in ``folder``."""
     for sub, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
             if is_temporary(name):
-                _remove(Path(sub) / name)
+                remove_entry(Path(sub) / name)
         dirs[:] = [d for d in dirs if not is_temporary(d)]
 
 
 class FileTransaction:
-    """Files that become visible together, in order: each is written to a hidden temporary beside
-    its name and fsync'ed; :meth:`commit` records them all in ``manifest`` (if any), then renames
-    them into place in order, fsync'ing a folder before a rename into another folder and every
-    folder at the end. A stop leaves each name old or new (and temporaries); a failed write is
-    :class:`WriteFailed`."""
+    """Files written to hidden temporaries beside their names and fsync'ed; :meth:`commit`
+    records them in ``manifest`` (if any), then renames them into place in order, fsync'ing each
+    folder once its renames are done. A stop leaves each name old or new (and temporaries)."""
 
     def __init__(self, manifest=None) -> None:
         self.manifest = manifest
         self.staged: list[tuple[Path, Path]] = []  # (temporary, final)
         self._new_dirs: set[Path] = set()  # folders that hold a newly created folder
 
-    def _tmp(self, path: Path, folder: bool = False, within: Path | None = None) -> Path:
-        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._new_dirs.update(p.parent for p in missing)
-        if folder:
-            return Path(tempfile.mkdtemp(dir=within or path.parent, prefix=f".{path.name}.",
-                                         suffix=TMP_SUFFIX))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-        os.close(fd)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-        return Path(tmp)
-
-    def _guard(self, path: Path, action: Callable[[], None]) -> None:
+    @contextlib.contextmanager
+    def guard(self, path: Path) -> Iterator[None]:
+        """Any failure in the block aborts; a failed write is :class:`WriteFailed`."""
         try:
-            action()
+            yield
         except BaseException as exc:
             self.abort()
             # torch.save reports a full disk as RuntimeError; safetensors has its own error type
             if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
-                raise WriteFailed(path, _reason(exc), getattr(exc, "errno", None)) from None
+                raise WriteFailed.of(path, exc) from None
             raise
 
-    def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    def _tmp(self, path: Path) -> str:
+        """A new temporary name for ``path``, its folders made (the writer creates the file:
+        the umask holds, unlike mkstemp's 0600)."""
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._new_dirs.update(p.parent for p in missing)
+        return f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+
+    def write(self, path: str | os.PathLike, write: Callable[[str], None]) -> FileTransaction:
         """Add ``path``: ``write(tmp_path)`` writes its content."""
-        self._add(Path(path), lambda tmp: write(str(tmp)))
+        path = Path(path)
+        with self.guard(path):
+            tmp = path.parent / self._tmp(path)
+            self.staged.append((tmp, path))
+            write(str(tmp))
+            fsync_path(tmp)
+        return self
 
     def link(self, src: str | os.PathLike, path: str | os.PathLike) -> None:
         """Add ``path`` as a hard link (or a copy) of ``src`` (a file, or an added final name)."""
         path, src = Path(path), Path(src)
         src = next((t for t, f in self.staged if f == src), src)
-        if path.exists() and os.path.samefile(src, path):
-            return  # already that file (renaming a link onto itself would do nothing)
+        with self.guard(path):
+            if path.exists() and os.path.samefile(src, path):
+                return  # already that file (renaming a link onto itself would do nothing)
 
-        def link(tmp: Path) -> None:
-            tmp.unlink()
+        def link(tmp: str) -> None:
             try:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
 
-        self._add(path, link)
-
-    def _add(self, path: Path, write: Callable[[Path], None]) -> None:
-        def do() -> None:
-            tmp = self._tmp(path)
-            self.staged.append((tmp, path))
-            write(tmp)
-            fsync_path(tmp)
-
-        self._guard(path, do)
+        self.write(path, link)
 
     def folder(self, path: str | os.PathLike, fill: Callable[[Path], None],
                within: str | os.PathLike | None = None) -> list[Path]:
-        """Add every file ``fill(tmp_folder)`` writes as ``path/<relative path>``; their final
-        paths. The temporary folder lies beside ``path`` (or in ``within``)."""
+        """Add every file ``fill(tmp_folder)`` writes (in ``within``, default beside ``path``)
+        under ``path``; their final paths."""
         path = Path(path)
         finals: list[Path] = []
-
-        def do() -> None:
-            tmp = self._tmp(path, folder=True, within=Path(within) if within else None)
+        with self.guard(path):
+            tmp = Path(within or path.parent) / self._tmp(path)
             self.staged.append((tmp, path))  # the staging folder itself: removed by commit
+            tmp.mkdir()
             fill(tmp)
             for f in sorted(p for p in tmp.rglob("*") if p.is_file() or p.is_symlink()):
-                if f.is_symlink() or not f.is_file():
+                if f.is_symlink():
                     raise OSError(f"{f.name} is not a regular file")
                 fsync_path(f)
                 finals.append(path / f.relative_to(tmp))
                 self.staged.append((f, finals[-1]))
-
-        self._guard(path, do)
         return finals
 
     def commit(self) -> None:
-        """Record, then move every file into place (see the class docstring)."""
-        if self.staged:
-            self._guard(self.staged[-1][1], self._commit)
-
-    def _commit(self) -> None:
+        if not self.staged:
+            return
         files = [(t, f) for t, f in self.staged if not t.is_dir()]
-        if self.manifest is not None:
+        with self.guard(self.staged[-1][1]):
+            if self.manifest is not None:
+                for tmp, path in files:
+                    self.manifest.record(path, tmp)
+                self.manifest.save()
+            for d in sorted(self._new_dirs):
+                fsync_path(d)
+            last = None  # the folder of the last rename, not yet fsync'ed
             for tmp, path in files:
-                self.manifest.record(path, tmp)
-            self.manifest.save()
-        for d in sorted(self._new_dirs):
-            fsync_path(d)
-        dirty: set[Path] = set()
-        for tmp, path in files:
-            if dirty and path.parent not in dirty:
-                for d in sorted(dirty):
-                    fsync_path(d)
-                dirty.clear()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace(tmp, path)
-            with contextlib.suppress(OSError):  # still there only if it was a link of ``path``
-                os.unlink(tmp)
-            dirty.add(path.parent)
-        for d in sorted(dirty):
-            fsync_path(d)
-        self.abort()  # the staging folders
+                if last not in (None, path.parent):
+                    fsync_path(last)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                replace(tmp, path)
+                with contextlib.suppress(OSError):  # still there only if it was a link of ``path``
+                    os.unlink(tmp)
+                last = path.parent
+            if last is not None:
+                fsync_path(last)
+            self.abort()  # the staging folders
 
     def abort(self) -> None:
         """Remove the temporaries (a failed write; after a commit, the staging folders)."""
         for tmp, _ in reversed(self.staged):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                remove_entry(tmp)
         self.staged = []
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], manifest=None) -> None:
     """Write one file (``write(tmp_path)``) in a :class:`FileTransaction`."""
-    transaction = FileTransaction(manifest)
-    transaction.write(path, write)
-    transaction.commit()
+    FileTransaction(manifest).write(path, write).commit()
 
 
 def weights_writer(state_dict: Mapping[str, torch.Tensor]) -> Callable[[str], None]:
@@ -276,26 +248,23 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 def commit_epoch(pdir: str | os.PathLike, epoch: int,
                  weights: Mapping[str, Mapping[str, torch.Tensor] | None],
                  state: dict[str, Any], manifest=None) -> None:
-    """Commit one epoch of a phase in one transaction: ``weights`` (file name -> state dict;
-    ``None`` keeps the committed epoch's file) and ``state`` into ``epoch-NNNN/``, the pointer,
-    then the weights published beside it. A stop leaves the previous epoch or this one."""
+    """Commit ``weights`` (name -> state dict; None keeps the committed file) and ``state`` as
+    ``epoch-NNNN/``, the pointer, then the published weights: a stop leaves this or the last."""
     pdir = Path(pdir)
     edir = pdir / f"epoch-{epoch:04d}"
     previous = _committed_dir(pdir)
-    if edir.exists() and edir != previous:
-        _remove_ours(edir, manifest)  # an interrupted commit of this epoch
+    _remove_other_epochs(pdir, previous, manifest)  # what an interrupted commit left
     transaction = FileTransaction(manifest)
     written: dict[int, Path] = {}
     for name, tensors in weights.items():
-        if tensors is not None and id(tensors) in written:
-            transaction.link(written[id(tensors)], edir / name)  # the same weights, two names
-        elif tensors is not None:
+        if tensors is None and (previous is None or not (previous / name).is_file()):
+            raise ValueError(f"commit_epoch: no committed {name} to keep")
+        src = previous / name if tensors is None else written.get(id(tensors))
+        if src is not None:  # the committed file, or the same weights under another name
+            transaction.link(src, edir / name)
+        else:
             transaction.write(edir / name, weights_writer(tensors))
             written[id(tensors)] = edir / name
-        elif previous is None or not (previous / name).is_file():
-            raise ValueError(f"commit_epoch: no committed {name} to keep")
-        else:
-            transaction.link(previous / name, edir / name)
     transaction.write(edir / "state.pt", _state_writer(state))
     transaction.write(pdir / POINTER, lambda tmp: Path(tmp).write_text(edir.name + "\n"))
     for name in weights:  # published beside the pointer (nothing to do when already that file)
@@ -323,48 +292,32 @@ def load_committed(pdir: str | os.PathLike, tidy: bool = True,
     removes what an interrupted commit left and re-links ``best``/``last``."""
     pdir = Path(pdir)
     edir = _committed_dir(pdir)
-    if edir is None:
-        if (pdir / "state.pt").is_file():
-            raise UsageError(f"{pdir} was written by an older version without epoch commits; "
-                             f"start again with {setting('overwrite_output_dir')}")
-        if tidy and pdir.is_dir():
-            _remove_other_epochs(pdir, None, manifest)
-        return None
+    if edir is None and (pdir / "state.pt").is_file():
+        raise UsageError(f"{pdir} was written by an older version without epoch commits; "
+                         f"start again with {setting('overwrite_output_dir')}")
     if tidy:
-        try:
-            transaction = FileTransaction(manifest)
-            for f in sorted(edir.glob("*.safetensors")):
-                transaction.link(f, pdir / f.name)
-            transaction.commit()
-        except OSError as exc:
-            raise WriteFailed(pdir, _reason(exc), exc.errno) from None
+        transaction = FileTransaction(manifest)
+        for f in sorted(edir.glob("*.safetensors")) if edir else ():
+            transaction.link(f, pdir / f.name)
+        transaction.commit()
         _remove_other_epochs(pdir, edir, manifest)
-    return load_state(edir / "state.pt"), edir
+    return None if edir is None else (load_state(edir / "state.pt"), edir)
 
 
 def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
-    """Remove our temporaries in ``pdir`` and every epoch folder but ``edir`` (what we wrote)."""
+    """Remove our temporaries in ``pdir`` and every epoch folder but ``edir`` (of its files,
+    what ``manifest`` records and our temporaries)."""
     try:
-        for f in pdir.iterdir():
+        for f in pdir.iterdir() if pdir.is_dir() else ():
             if is_temporary(f.name):
-                _remove(f)
+                remove_entry(f)
             elif f.name.startswith("epoch-") and f != edir and f.is_dir():
-                _remove_ours(f, manifest)
+                for g in f.iterdir():
+                    if manifest is None or is_temporary(g.name) or manifest.records(g):
+                        remove_entry(g)
+                        if manifest is not None:
+                            manifest.forget(g)
+                with contextlib.suppress(OSError):
+                    f.rmdir()
     except OSError as exc:
-        raise WriteFailed(pdir, _reason(exc), exc.errno) from None
-
-
-def _remove_ours(folder: Path, manifest) -> None:
-    """Remove what ``manifest`` records in ``folder`` (all without one), our temporaries, then
-    the folders left empty."""
-    if manifest is None:
-        shutil.rmtree(folder)
-        return
-    remove_temporaries(folder)
-    for sub, dirs, files in os.walk(folder, topdown=False):  # links to folders are files here
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(sub, d))]:
-            if manifest.records(Path(sub) / name):
-                os.unlink(os.path.join(sub, name))
-                manifest.forget(Path(sub) / name)
-        if not os.listdir(sub):
-            os.rmdir(sub)
+        raise WriteFailed.of(pdir, exc) from None

@@ -1,8 +1,6 @@
-"""Fingerprints of a run's inputs, so that ``--resume`` continues only with the same inputs: the
-resolved path, the number of files and bytes, a hash of names, sizes and mtimes (``stat``) and,
-when cheap (at most ``CHEAP_BYTES``, or ``hash_all``), a hash of names and contents (``content``).
-Two match when their paths match and their content hashes (both present: a copy with new mtimes
-still matches), else their ``stat`` hashes."""
+"""Fingerprints of a run's inputs, so that ``--resume`` continues only with the same inputs:
+path, files and bytes, a hash of names, sizes and mtimes (``stat``) and, when cheap (at most
+``CHEAP_BYTES``, or ``hash_all``), of names and contents (``content``: a copy still matches)."""
 
 from __future__ import annotations
 
@@ -18,8 +16,7 @@ _digests: dict[tuple[int, int, int, int], str] = {}  # (dev, inode, size, mtime_
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, remembered per inode, size and mtime (hard links and a second
-    look at an unchanged file cost nothing). (``hashlib.file_digest`` needs Python 3.11.)"""
+    """sha256 of a file's bytes, remembered per inode, size and mtime (hard links are free)."""
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _digests:
@@ -81,8 +78,7 @@ def check_same_inputs(saved: dict[str, dict[str, Any]] | None,
         if name not in now:
             raise UsageError(f"{setting('resume')}: this run read {setting(name)} "
                              f"{fp.get('path') or fp.get('hub')}, now it is not given; {fix}")
-        why = changed(fp, now[name])
-        if why:
+        if why := changed(fp, now[name]):
             raise UsageError(f"{setting('resume')}: {setting(name)} changed since this run "
                              f"started ({why}); {fix}")
     for name in now:

@@ -1,29 +1,40 @@
-"""One writer per output folder: an exclusive ``fcntl.flock`` on ``<folder>/.annealing-kd.lock``,
-held by the main process for the whole run and released by the OS when it ends, however it ends
-(so ``--resume`` after a kill finds the folder free). The file names its holder (PID, host) and is
-never removed while a run may use it (two processes could lock two files of one name). A process
-may lock a folder it holds again: the same lock is shared."""
+"""One writer per folder: an exclusive ``flock`` on ``<folder>/.annealing-kd.lock``, released by
+the OS however the process ends. The file names its holder (PID, host) and is never removed while
+a run may use it (two processes could lock two files of one name)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from annealing_kd.common.errors import UsageError
 
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, int] = {}  # resolved folder -> open lock file descriptor
-_created: set[Path] = set()  # folders whose lock file this process created
 
 
-def acquire(folder: str | os.PathLike) -> None:
-    """Lock ``folder`` (it must exist) for this process, or refuse naming the holder."""
+def _lock(fd: int) -> str | None:
+    """Lock ``fd``: None, or who holds it (as its file says); OSError: no locks there."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        with contextlib.suppress(OSError):
+            return os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
+        return "another process"
+
+
+def acquire(folder: str | os.PathLike) -> bool:
+    """Lock ``folder`` for this process (again: a no-op), or refuse naming the holder; whether
+    this call created the lock file."""
     key = Path(folder).resolve()
     if key in _held:
-        return
+        return False
     flags = os.O_RDWR | os.O_CLOEXEC
     try:
         try:  # O_EXCL: whether this call created the file is known atomically
@@ -34,50 +45,34 @@ def acquire(folder: str | os.PathLike) -> None:
         raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose a writable output "
                          "directory") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        who = _read(fd)
-        os.close(fd)
-        raise UsageError(f"{folder} is in use by another run ({who}); wait for it to finish, "
-                         "or choose another output directory") from None
+        who = _lock(fd)
     except OSError as exc:  # a file system without locks
         os.close(fd)
         raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose an output directory on "
                          "a local file system") from None
+    if who:
+        os.close(fd)
+        raise UsageError(f"{folder} is in use by another run ({who}); wait for it to finish, "
+                         "or choose another output directory")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on host {platform.node()}, since "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     _held[key] = fd
-    if new:
-        _created.add(key)
-
-
-def _read(fd: int) -> str:
-    try:
-        return os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
-    except OSError:
-        return "another process"
+    return new
 
 
 def holder(folder: str | os.PathLike) -> str | None:
-    """Who holds ``folder``'s lock ("pid N on host H, since ..."), or None when it is free or held
-    by this process."""
+    """Who holds ``folder``'s lock ("pid N on host H, since ..."); None: free, or ours."""
     key = Path(folder).resolve()
     if key in _held or not (key / LOCK).is_file():
         return None
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(key / LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: closing the file unlocks it
-        return None
-    except BlockingIOError:
-        return _read(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+        try:
+            return _lock(fd)  # free: closing the file unlocks it
+        finally:
+            os.close(fd)
+    return None
 
 
 def holds(folder: str | os.PathLike) -> bool:
@@ -85,20 +80,30 @@ def holds(folder: str | os.PathLike) -> bool:
 
 
 def held() -> set[Path]:
-    """The folders this process holds."""
     return set(_held)
 
 
-def release(folder: str | os.PathLike, refused: bool = False) -> None:
-    """Unlock ``folder``; ``refused``: the caller refused the folder, so a lock file that this
-    process created there goes too (safe while held: whoever opened it meanwhile fails to lock)."""
-    key = Path(folder).resolve()
-    fd = _held.pop(key, None)
+@contextlib.contextmanager
+def claim(folder: Path, lock: bool = True) -> Iterator[None]:
+    """Lock ``folder`` (if ``lock``) while it is checked; a refusal (any exception) unlocks it
+    and removes the lock file if this call created it."""
+    new = lock and not holds(folder)  # a lock held by our caller stays
+    created = new and acquire(folder)
+    try:
+        yield
+    except BaseException:
+        if created:  # safe while held: whoever opened it meanwhile fails to lock
+            (folder / LOCK).unlink(missing_ok=True)
+        if new:
+            release(folder)
+        raise
+
+
+def release(folder: str | os.PathLike) -> None:
+    """Unlock ``folder`` (closing the last descriptor releases the flock)."""
+    fd = _held.pop(Path(folder).resolve(), None)
     if fd is not None:
-        if refused and key in _created:
-            (key / LOCK).unlink(missing_ok=True)
-        os.close(fd)  # closing the last descriptor releases the flock
-    _created.discard(key)
+        os.close(fd)
 
 
 def release_all(keep: set[Path] = frozenset()) -> None:

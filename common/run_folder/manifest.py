@@ -6,10 +6,8 @@ tools wrote there::
      "files": {"student/best.safetensors": {"size": n, "mtime_ns": t, "sha256": "..."}, ...},
      "children": ["images/teacher", ...]}                # folders with their own manifest
 
-A file is recorded (with its previous version's facts) before it appears under its name. The
-manifest is written atomically, under a short folder lock, merged with other processes' records.
-Removal takes exactly the unchanged recorded files, our temporaries and the children's, then the
-folders left empty; any other file refuses it before anything is deleted.
+A file is recorded (with its previous version's facts) before it appears under its name; the
+manifest is written atomically under a short folder lock, merged with other processes' records.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,12 +24,17 @@ from typing import Any
 
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.run_folder import lock as run_lock
-from annealing_kd.common.run_folder.checkpoint import atomic_write, is_temporary
+from annealing_kd.common.run_folder.checkpoint import atomic_write, is_temporary, remove_entry
 from annealing_kd.common.run_folder.fingerprint import file_sha256
 
 MANIFEST = ".annealing-kd-manifest.json"
 FORMAT = "annealing-kd-manifest/1"
 OWN_FILES = {MANIFEST, run_lock.LOCK}  # the folder's bookkeeping, not part of its content
+# The teacher-logit cache (common/logit_cache) keeps no manifest: each file it writes carries
+# this header (HEADER bytes, MAGIC within), and its lock files are empty.
+HEADER = 4096
+MAGIC = "annealing-kd teacher logits"
+SUFFIX = ".logits"
 
 
 class NotOurs(UsageError):
@@ -55,28 +57,20 @@ def _folder_lock(root: Path) -> Iterator[None]:
 
 
 def _read(root: Path) -> dict[str, Any] | None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         data = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(data, dict) and data.get("format") == FORMAT and data.get("run_id") \
-        and isinstance(data.get("files"), dict)
-    return data if ok else None
+        if isinstance(data, dict) and data.get("format") == FORMAT and data.get("run_id") \
+                and isinstance(data.get("files"), dict):
+            return data
+    return None
 
 
-def _apply(data: dict[str, Any], op: tuple[str, str, Any]) -> None:
-    """One change to a manifest's data: ("set", rel, facts), ("del", rel, _), ("child", rel, _)."""
-    kind, rel, facts = op
-    files = data.setdefault("files", {})
-    if kind == "set":
-        old = files.get(rel)
-        if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
-            facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
-        files[rel] = facts
-    elif kind == "del":
-        files.pop(rel, None)
-    elif rel not in data.setdefault("children", []):
-        data["children"].append(rel)
+def _set(files: dict[str, Any], rel: str, facts: dict[str, Any]) -> None:
+    """Record ``rel``'s facts, keeping the version before (a stop before the rename leaves it)."""
+    old = files.get(rel)
+    if old is not None and old.get("sha256") != facts.get("sha256") and "previous" not in facts:
+        facts = {**facts, "previous": {k: old[k] for k in ("size", "mtime_ns", "sha256")}}
+    files[rel] = facts
 
 
 class Manifest:
@@ -84,7 +78,7 @@ class Manifest:
 
     def __init__(self, root: str | os.PathLike, data: dict[str, Any]) -> None:
         self.root, self.data = Path(root), data
-        self._ops: list[tuple[str, str, Any]] = []  # changes not yet saved
+        self._changed: set[str] = set()  # files and children changed since the last save
 
     @classmethod
     def read(cls, root: str | os.PathLike) -> Manifest | None:
@@ -96,11 +90,9 @@ class Manifest:
     def create(cls, root: str | os.PathLike, program: str,
                config: dict[str, Any] | None = None) -> Manifest:
         """A new manifest (a new run id, no files), written now."""
-        data = {"format": FORMAT, "run_id": uuid.uuid4().hex, "program": program,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": {}, "children": []}
-        if config is not None:
-            data["config"] = config
-        m = cls(root, data)
+        m = cls(root, {"format": FORMAT, "run_id": uuid.uuid4().hex, "program": program,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": {},
+                       "children": [], **({} if config is None else {"config": config})})
         m._write()
         return m
 
@@ -122,49 +114,51 @@ class Manifest:
     def rel(self, path: str | os.PathLike) -> str:
         return os.path.relpath(path, self.root).replace(os.sep, "/")
 
-    def _change(self, kind: str, rel: str, facts: Any = None) -> None:
-        _apply(self.data, (kind, rel, facts))
-        self._ops.append((kind, rel, self.files.get(rel) if kind == "set" else None))
-
     def record(self, final: str | os.PathLike, actual: str | os.PathLike | None = None,
                growing: bool = False) -> None:
-        """Record ``final`` with the facts of the file ``actual`` (default: ``final``) holds, until
-        :meth:`save`. ``growing``: a log that a process appends to (it may grow)."""
-        rel = self.rel(final)
+        """Record ``final`` as the file ``actual`` (default ``final``) holds; ``growing``: a log
+        being appended to."""
+        rel, st = self.rel(final), Path(actual or final).stat()
         if rel.startswith(".."):
             raise ValueError(f"{final} is not inside {self.root}")
-        st = Path(actual or final).stat()
         facts = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                  "sha256": file_sha256(actual or final)}
-        self._change("set", rel, {**facts, "growing": True} if growing else facts)
+        _set(self.files, rel, {**facts, "growing": True} if growing else facts)
+        self._changed.add(rel)
 
     def forget(self, path: str | os.PathLike) -> None:
         """Drop a removed file (saved with the next :meth:`save`)."""
-        if self.rel(path) in self.files:
-            self._change("del", self.rel(path))
+        if self.files.pop(self.rel(path), None) is not None:
+            self._changed.add(self.rel(path))
 
     def add_child(self, folder: str | os.PathLike, save: bool = True) -> None:
         """Record a folder that gets its own manifest (a run this tool starts)."""
         rel = self.rel(folder)
         if rel.startswith("..") or rel == ".":
             raise ValueError(f"{folder} is not inside {self.root}")
-        if rel not in self.data.get("children", []):
-            self._change("child", rel)
+        if rel not in self.data.setdefault("children", []):
+            self.data["children"].append(rel)
+            self._changed.add(rel)  # not a file's name: saving it changes no file record
         if save:
             self.save()
 
     def save(self) -> None:
         """Write the manifest atomically, merged with the changes other processes saved."""
-        if not self._ops and (self.root / MANIFEST).is_file():
+        if not self._changed and (self.root / MANIFEST).is_file():
             return
         with _folder_lock(self.root):
             disk = _read(self.root)
             if disk is not None and disk["run_id"] == self.data["run_id"]:
-                for op in self._ops:
-                    _apply(disk, op)
+                for rel in self._changed:
+                    if rel in self.files:
+                        _set(disk["files"], rel, self.files[rel])
+                    else:
+                        disk["files"].pop(rel, None)
+                children = disk.setdefault("children", [])
+                children += [c for c in self.data.get("children", []) if c not in children]
                 self.data = disk
             self._write()
-        self._ops = []
+        self._changed = set()
 
     def _write(self) -> None:
         text = json.dumps(self.data, indent=1, default=str) + "\n"
@@ -186,110 +180,81 @@ class Manifest:
             facts["mtime_ns"] == st.st_mtime_ns or facts["sha256"] == file_sha256(p))
             for facts in (entry, entry.get("previous")))
 
-    def check_removable(self) -> None:
-        """Raise :class:`NotOurs` for the first file in the tree that is not ours (children by
-        their own manifests; they must not be in use)."""
-        self._walk(remove=False)
-
-    def remove(self) -> None:
-        """Remove the tree (after :meth:`check_removable`), the manifest last (not the lock)."""
-        self.check_removable()
-        self._walk(remove=True)
-        (self.root / MANIFEST).unlink(missing_ok=True)
-
-    def _walk(self, remove: bool) -> None:
+    def check_removable(self) -> list[Path]:
+        """What removing the tree takes (our files, temporaries and children); :class:`NotOurs`
+        for the first thing that is not ours (children by their own manifests, not in use)."""
         children = {self.root / c for c in self.data.get("children", [])}
-        emptied: list[Path] = []
+        found: list[Path] = []
         for sub, dirs, files in os.walk(self.root):
             here = Path(sub)
             for d in list(dirs):
                 p = here / d
+                if p.is_symlink():
+                    raise NotOurs(p, "is a link that no run of annealing-kd wrote")
                 if p in children:
-                    dirs.remove(d)
-                    _remove_child(p, remove)
-                    emptied.append(p)
-                elif is_temporary(d) or p.is_symlink():
-                    dirs.remove(d)
-                    if p.is_symlink():
-                        raise NotOurs(p, "is a link that no run of annealing-kd wrote")
-                    if remove:
-                        shutil.rmtree(p)
-                    emptied.append(here)
-                elif (p / MANIFEST).is_file():
-                    raise NotOurs(p, "holds another run (not started by this one)")
-            for name in files:
-                p = here / name
-                if here == self.root and name in OWN_FILES:
+                    _check_child(p)
+                elif not is_temporary(d):
+                    if (p / MANIFEST).is_file():
+                        raise NotOurs(p, "holds another run (not started by this one)")
                     continue
-                if not is_temporary(name):
-                    if not self.records(p):
-                        raise NotOurs(p, "was not written by annealing-kd (it is not in the "
-                                         "folder's manifest)")
-                    if not self.unchanged(p):
-                        raise NotOurs(p, "was changed after annealing-kd wrote it")
-                if remove:
-                    p.unlink()
-                    self.forget(p)
-                    emptied.append(here)
-        if remove:
-            _remove_empty(self.root, emptied)
+                dirs.remove(d)
+                found.append(p)
+            for p in (here / name for name in files):
+                if here == self.root and p.name in OWN_FILES:
+                    continue
+                if not is_temporary(p.name) and not self.records(p):
+                    raise NotOurs(p, "was not written by annealing-kd (it is not in the "
+                                     "folder's manifest)")
+                if not is_temporary(p.name) and not self.unchanged(p):
+                    raise NotOurs(p, "was changed after annealing-kd wrote it")
+                found.append(p)
+        return found
 
-
-# The teacher-logit cache (common/logit_cache) keeps no manifest: each file it writes carries
-# this header (HEADER bytes, MAGIC within), and its lock files are empty.
-HEADER = 4096
-MAGIC = "annealing-kd teacher logits"
-SUFFIX = ".logits"
+    def remove(self) -> None:
+        """Remove the tree once all of it is found removable, then the folders this left empty
+        and the manifest (not the lock)."""
+        found = self.check_removable()
+        children = {self.root / c for c in self.data.get("children", [])}
+        for p in found:
+            if p in children and (child := Manifest.read(p)) is not None:
+                run_lock.acquire(p)  # no run may start there while it is removed
+                try:
+                    child.remove()
+                    (p / run_lock.LOCK).unlink(missing_ok=True)
+                finally:
+                    run_lock.release(p)
+            else:
+                remove_entry(p)
+                self.forget(p)
+        for d in sorted({d for p in found for d in (p, *p.parents) if self.root in d.parents},
+                        key=lambda d: len(d.parts), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+                    d.rmdir()
+        (self.root / MANIFEST).unlink(missing_ok=True)
 
 
 def written_by_this_cache(path: Path) -> bool:
-    """Whether the cache wrote ``path``: a file with its header (a damaged one included), or
-    an empty lock file."""
+    """Whether the teacher-logit cache wrote ``path``: a file with its header (a damaged one
+    included), or an empty lock file."""
     if path.name.startswith(".") and path.name.endswith(SUFFIX + ".lock"):
         return path.is_file() and path.stat().st_size == 0
-    try:
-        with open(path, "rb") as f:
-            return path.name.endswith(SUFFIX) and MAGIC.encode() in f.read(HEADER)
-    except OSError:
-        return False
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        return path.name.endswith(SUFFIX) and MAGIC.encode() in f.read(HEADER)
+    return False
 
 
-def _remove_child(folder: Path, remove: bool) -> None:
-    """A child folder: removable through its own manifest, or without one (a run stopped early,
-    a teacher-logit cache) when every file in it is the cache's."""
-    if not folder.is_dir():
-        return
+def _check_child(folder: Path) -> None:
+    """Refuse a child in use, or one without a manifest holding a file the logit cache did not
+    write (a run stopped early, a cache)."""
     who = run_lock.holder(folder)
     if who:
         raise NotOurs(folder, f"is in use by a run ({who})")
     child = Manifest.read(folder)
-    if child is None:
-        for p in folder.rglob("*"):
-            if p.is_file() and p.name not in OWN_FILES and not is_temporary(p.name) \
-                    and not written_by_this_cache(p):
-                raise NotOurs(p, "was not written by annealing-kd (its folder has no manifest)")
-        if remove:
-            shutil.rmtree(folder)
-    elif not remove:
+    if child is not None:
         child.check_removable()
-    else:
-        run_lock.acquire(folder)  # no run may start there while it is removed
-        try:
-            child.remove()
-            (folder / run_lock.LOCK).unlink(missing_ok=True)
-        finally:
-            run_lock.release(folder)
-        _remove_empty(folder.parent, [folder])
-
-
-def _remove_empty(root: Path, touched: list[Path]) -> None:
-    """Remove the folders (below ``root``) that our removals left empty, deepest first."""
-    candidates = set()
-    for p in touched:
-        while p != root and root in p.parents:
-            candidates.add(p)
-            p = p.parent
-    for d in sorted(candidates, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
-                d.rmdir()
+        return
+    for p in folder.rglob("*"):
+        if p.is_file() and p.name not in OWN_FILES and not is_temporary(p.name) \
+                and not written_by_this_cache(p):
+            raise NotOurs(p, "was not written by annealing-kd (its folder has no manifest)")

@@ -1,13 +1,17 @@
-"""A training run's folder (:class:`RunDir`): fresh, finished, unfinished, overwrite, resume; its
-results.json, metrics.jsonl and curves.png; inputs kept apart from it."""
+"""The folders we write, every file recorded before it appears, inputs kept apart: a training
+run's (:class:`RunDir`: fresh, finished, unfinished, overwrite, resume; its results.json,
+metrics.jsonl and curves.png) and a tool's (:class:`OutputFolder`: the demo, reports, examples,
+GLUE evaluation; never over a file no tool of ours wrote; the runs it starts are children)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from annealing_kd.common.run_folder import lock as run_lock
 from annealing_kd.common.run_folder.checkpoint import (
     FileTransaction,
     atomic_write,
+    is_temporary,
     remove_temporaries,
 )
 from annealing_kd.common.run_folder.fingerprint import check_same_inputs
@@ -34,25 +39,43 @@ def environment_info() -> dict[str, Any]:
 
     versions = {"python": platform.python_version()}
     for pkg in ("torch", "torchvision", "transformers", "accelerate", "datasets", "numpy"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
-    try:
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     return {"versions": versions, "device": device, "git_commit": commit or None,
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def remove_old(found: Manifest, what: str, flag: str, where: str) -> None:
-    """Remove the earlier output that ``found`` records (``what``: named when that fails)."""
+def make_folder(path: Path, named: str, other: str, inputs: dict[str, str | None] | None,
+                make: bool = True) -> None:
+    """Refuse ``path`` (called ``named``) if a file or not apart from ``inputs``; if ``make``,
+    create it, writable. ``other``: what to choose instead."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{named} {path} is a file; choose another {other}")
+    if inputs is not None:
+        check_apart(path, inputs)
+    if not make:
+        return
     try:
-        found.remove()
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {named} {path} ({exc.strerror}); choose another "
+                         f"{other}") from None
+    if not os.access(path, os.W_OK | os.X_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise UsageError(f"{named} {path} is not writable (read-only file system or no "
+                         f"permission); choose another {other}")
+
+
+@contextlib.contextmanager
+def refusing(flag: str, where: str, what: str = "") -> Iterator[None]:
+    """A file not ours (or a failure to remove ``what``) in the block is one line: what to do."""
+    try:
+        yield
     except NotOurs as exc:
         raise UsageError(f"{flag}: {exc.path} {exc.why}; move it away or choose another "
                          f"{where}") from None
@@ -62,47 +85,22 @@ def remove_old(found: Manifest, what: str, flag: str, where: str) -> None:
 
 
 class RunDir:
-    """A run's output directory, locked by the main process, every file in its manifest. A
-    finished run is kept unless ``overwrite``; an unfinished one needs ``resume`` or
-    ``overwrite``, which removes exactly the manifest's files (never the working directory or a
-    parent), at :meth:`start`. ``inputs`` (flag -> path) and the folder lie apart."""
+    """A run's output directory, locked by the main process. A finished run is replaced only with
+    ``overwrite``, an unfinished one needs ``resume`` or ``overwrite``. ``inputs``: flag -> path."""
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  is_main: bool = True, check: bool = True, program: str = "annealing-kd",
                  inputs: dict[str, str | None] | None = None) -> None:
-        self.path = Path(path)
-        self.is_main, self.program = is_main, program
-        self.started = False
+        self.path, self.is_main, self.program, self.started = Path(path), is_main, program, False
         self.manifest: Manifest | None = None  # this run's (main process only)
         self._old: Manifest | None = None  # the run that start() replaces
-        if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"output directory {self.path} is a file; choose another path")
-        if check:
-            if resume and overwrite:
-                raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
-            check_apart(self.path, inputs or {})
-        locked = False
-        if is_main:
-            self._make()
-            locked = not run_lock.holds(self.path)
-            run_lock.acquire(self.path)
-        try:
+        if check and resume and overwrite:
+            raise UsageError(f"{RESUME} and {OVERWRITE} contradict each other; pass one")
+        make_folder(self.path, "output directory", "output directory",
+                    inputs if check else None, make=is_main)
+        with run_lock.claim(self.path, lock=is_main):
             if check:
                 self._check(overwrite, resume)
-        except BaseException:
-            if locked:
-                run_lock.release(self.path, refused=True)
-            raise
-
-    def _make(self) -> None:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create output directory {self.path} ({exc.strerror}); "
-                             "choose another output directory") from None
-        if not os.access(self.path, os.W_OK) or os.statvfs(self.path).f_flag & os.ST_RDONLY:
-            raise UsageError(f"output directory {self.path} is not writable (read-only file "
-                             "system or no permission); choose another output directory")
 
     def _check(self, overwrite: bool, resume: bool) -> None:
         entries = content(self.path)
@@ -117,12 +115,19 @@ class RunDir:
                              f"{entries[0].name!r} and no manifest); choose a new or empty output "
                              "directory")
         if overwrite:
-            self._check_removable(found)
+            here, cwd = self.path.resolve(), Path.cwd().resolve()
+            if here in (Path(here.anchor), Path.home().resolve(), cwd, *cwd.parents):
+                raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or "
+                                 "working directory, or a parent of it); choose another output "
+                                 "directory")
+            with refusing(OVERWRITE, "output directory"):
+                found.check_removable()
+            self._old = found
         elif found.config is None:
             raise UsageError(f"{self.path} holds files of annealing-kd but no training run (e.g. "
                              f"{entries[0].name!r}); pass {OVERWRITE} to replace them or "
                              "choose another output directory")
-        elif self.finished():
+        elif self.read_results().get("final"):
             raise UsageError(f"{self.path} holds a finished run; pass {OVERWRITE} to "
                              "replace it or choose another output directory")
         elif not resume:
@@ -132,41 +137,24 @@ class RunDir:
             self.manifest = found
             remove_temporaries(self.path)  # left by a stop in the middle of a write
 
-    def _check_removable(self, found: Manifest) -> None:
-        here, cwd = self.path.resolve(), Path.cwd().resolve()
-        if here in (Path(here.anchor), Path.home().resolve(), cwd, *cwd.parents):
-            raise UsageError(f"{OVERWRITE} will not empty {self.path} (the root, home or working "
-                             "directory, or a parent of it); choose another output directory")
-        try:
-            found.check_removable()
-        except NotOurs as exc:
-            raise UsageError(f"{OVERWRITE}: {exc.path} {exc.why}; move it away or choose "
-                             "another output directory") from None
-        self._old = found
-
     def start(self, config: dict[str, Any] | None = None) -> None:
-        """Before the first write (every input checked): remove the run being overwritten and
-        write the new run's manifest."""
-        if self.started or not self.is_main:
-            self.started = True
+        """Before the first write: remove the run being overwritten, write the new manifest."""
+        started, self.started = self.started, True
+        if started or not self.is_main:
             return
-        self.started = True
         if self._old is not None:
-            remove_old(self._old, f"the run in {self.path}", OVERWRITE, "output directory")
+            with refusing(OVERWRITE, "output directory", f"the run in {self.path}"):
+                self._old.remove()
             self._old = None
         if self.manifest is None:
             self.manifest = Manifest.create(self.path, self.program, config or {})
 
     def check_same(self, now: dict[str, Any], keys: list[str]) -> None:
-        """--resume continues the same experiment: the settings ``keys`` and the fingerprints of
-        the inputs (``now["inputs"]``) must match the run's."""
+        """--resume: the settings ``keys`` and the inputs (``now["inputs"]``) must match."""
         found = self.manifest or Manifest.read(self.path)
         saved = self.read_results().get("config") or (found and found.config) or {}
         check_same_run(saved, now, keys)
         check_same_inputs(saved.get("inputs"), now.get("inputs") or {})
-
-    def finished(self) -> bool:
-        return bool(self.read_results().get("final"))
 
     def read_results(self) -> dict[str, Any]:
         return read_results(self.path)
@@ -185,31 +173,17 @@ class RunDir:
         if self.is_main:
             atomic_write(self.path / name, write, self.manifest)
 
-    def write_json(self, name: str, data: dict[str, Any]) -> None:
-        self.write(name, _json_writer(data))
-
-    def check_free(self, *paths: str | Path) -> None:
-        """Refuse a file at one of ``paths`` that this run's manifest does not record."""
-        found = self.manifest or Manifest.read(self.path)
-        for p in map(Path, paths):
-            if self.is_main and p.exists() and (found is None or not found.records(p)):
-                raise UsageError(f"{p} exists and was not written by this run; move it away or "
-                                 "choose another output directory")
-
     def write_results(self, config: dict[str, Any], env: dict[str, Any],
                       records: list[dict[str, Any]], final: dict[str, Any] | None = None,
                       **extra: Any) -> None:
-        """metrics.jsonl (a line per epoch record), then results.json (config, environment,
-        records, extras, final entry)."""
-        self.start()
-        if not self.is_main:
-            return
-        text = "".join(json.dumps(r, default=jsonable) + "\n" for r in records)
-        transaction = FileTransaction(self.manifest)
-        transaction.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
-        transaction.write(self.path / RESULTS, _json_writer(
-            {"config": config, **env, "epochs": records, **extra, "final": final}))
-        transaction.commit()
+        """metrics.jsonl (a line per epoch record), then results.json."""
+        transaction = self.transaction()
+        if self.is_main:
+            text = "".join(json.dumps(r, default=jsonable) + "\n" for r in records)
+            transaction.write(self.path / METRICS, lambda tmp: Path(tmp).write_text(text))
+            transaction.write(self.path / RESULTS, json_writer(
+                {"config": config, **env, "epochs": records, **extra, "final": final}))
+            transaction.commit()
 
     def plot_curves(self, records: list[dict[str, Any]], metric: str, title: str = "") -> None:
         """curves.png: Phi and the eval metric per epoch, phase boundaries marked."""
@@ -222,30 +196,118 @@ class RunDir:
 
         x = list(range(1, len(records) + 1))
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        ys = [r.get("eval", {}).get(metric) for r in records]
-        ax.plot(x, ys, "o-", color="tab:blue", ms=3, label=f"eval {metric}")
-        ax.set_xlabel("epoch (all phases)")
-        ax.set_ylabel(metric)
+        ax.plot(x, [r.get("eval", {}).get(metric) for r in records], "o-", color="tab:blue",
+                ms=3, label=f"eval {metric}")
+        ax.set(xlabel="epoch (all phases)", ylabel=metric, title=title)
         ax2 = ax.twinx()
-        phis = [r.get("phi") for r in records]
-        ax2.step(x, [p if p is not None else float("nan") for p in phis], where="mid",
-                 color="tab:orange", label="Phi(T)")
-        ax2.set_ylabel("Phi(T)")
-        ax2.set_ylim(0, 1.05)
+        ax2.step(x, [r["phi"] if r.get("phi") is not None else float("nan") for r in records],
+                 where="mid", color="tab:orange", label="Phi(T)")
+        ax2.set(ylabel="Phi(T)", ylim=(0, 1.05))
         for i, r in enumerate(records):
             if i > 0 and r["phase"] != records[i - 1]["phase"]:
                 ax.axvline(i + 0.5, color="grey", ls="--", lw=1)
             if i == 0 or r["phase"] != records[i - 1]["phase"]:
                 ax.annotate(r["phase"], (i + 1, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(2, -12), textcoords="offset points", fontsize=8)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
+        (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="lower right")
-        ax.set_title(title)
         fig.tight_layout()
-        atomic_write(self.path / CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100),
-                     self.manifest)
+        self.write(CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
         plt.close(fig)
+
+
+class OutputFolder:
+    """``path`` as the output of ``program``; ``inputs`` (name -> path) lie apart from it."""
+
+    def __init__(self, path: str | os.PathLike, program: str, *, replace: bool = False,
+                 lock: bool = True, inputs: dict[str, str | None] | None = None,
+                 flag: str = "--out") -> None:
+        self.path, self.program, self.flag = Path(path), program, flag
+        make_folder(self.path, flag, "folder", inputs or {})
+        with run_lock.claim(self.path, lock):
+            found = Manifest.read(self.path)
+            old = found.data.get("program", "") if found else None
+            entries = content(self.path) if replace else []
+            if entries and old != program:
+                what = f"a {old} output" if found else "no manifest"
+                raise UsageError(f"{flag} {self.path} is not empty and holds no earlier output "
+                                 f"of {program} ({what}; it has {entries[0].name!r}); choose a "
+                                 "new or empty folder")
+            if entries:
+                with refusing(f"{flag} {self.path}", "folder", str(self.path)):
+                    found.remove()
+            self.manifest = Manifest.create(self.path, program) if replace else \
+                found or Manifest.open(self.path, program)
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.path / rel
+
+    def check_free(self, *paths: str | os.PathLike) -> None:
+        """Refuse a file at ``paths`` (or below) that no tool of ours wrote; before any write."""
+        for p in map(Path, paths):
+            files = [p] if p.is_file() or p.is_symlink() else sorted(
+                f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else []
+            for f in files:
+                if f.name not in OWN_FILES and not is_temporary(f.name) and \
+                        not self.manifest.records(f):
+                    raise UsageError(f"{f} exists and was not written by {self.program}; move it "
+                                     f"away or choose another {self.flag}")
+
+    def write(self, rel: str | os.PathLike, write: Callable[[str], None]) -> Path:
+        """Write a file (``write(tmp_path)``), recorded, never over a file we did not write."""
+        path = self.path / rel
+        self.check_free(path)
+        atomic_write(path, write, self.manifest)
+        return path
+
+    def write_text(self, rel: str | os.PathLike, text: str) -> Path:
+        return self.write(rel, lambda tmp: Path(tmp).write_text(text))
+
+    def write_json(self, rel: str | os.PathLike, data: dict) -> None:
+        self.write(rel, json_writer(data))
+
+    def folder(self, rel: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+        """Write a folder (``rel``; "." for the output folder itself) that ``fill(tmp_folder)``
+        fills, never over a file we did not write; in a subfolder, an earlier fill's files go."""
+        path = self.path / rel
+        transaction = FileTransaction(self.manifest)
+        written = set(transaction.folder(path, fill, within=self.path))
+        with transaction.guard(path):
+            self.check_free(*sorted(written))
+        transaction.commit()
+        if path != self.path and path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p not in written):
+                if self.manifest.records(f):
+                    f.unlink()
+                    self.manifest.forget(f)
+            self.manifest.save()
+        return path
+
+    def child(self, rel: str | os.PathLike) -> Path:
+        """A subfolder that a run of ours writes, with its own manifest (recorded first)."""
+        self.children([rel])
+        return self.path / rel
+
+    def children(self, rels) -> None:
+        """:meth:`child` for many subfolders (one manifest write)."""
+        for rel in rels:
+            self.manifest.add_child(self.path / rel, save=False)
+        self.manifest.save()
+
+    def log(self, rel: str | os.PathLike) -> Path:
+        """A log file that a process appends to: recorded as growing until :meth:`done`."""
+        path = self.path / rel
+        self.check_free(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        self.manifest.record(path, growing=True)
+        self.manifest.save()
+        return path
+
+    def done(self, path: str | os.PathLike) -> None:
+        """A file written in place (a finished log): record what it holds now."""
+        self.manifest.record(path)
+        self.manifest.save()
 
 
 def first_change(saved: dict[str, Any], now: dict[str, Any],
@@ -287,26 +349,21 @@ def check_apart(out: Path, inputs: dict[str, str | None]) -> None:
 
 def content(folder: Path) -> list[Path]:
     """The entries of ``folder`` (sorted), without its lock file and manifest."""
-    if not folder.is_dir():
-        return []
-    return sorted(e for e in folder.iterdir() if e.name not in OWN_FILES)
+    return sorted(e for e in folder.iterdir() if e.name not in OWN_FILES) if folder.is_dir() else []
 
 
 def jsonable(obj: Any) -> Any:
     """``json.dumps``' ``default``: paths and tensors or numpy numbers as JSON values."""
-    if isinstance(obj, Path):
-        return str(obj)
     return obj.item() if hasattr(obj, "item") else str(obj)
 
 
-def _json_writer(data: dict[str, Any]):
+def json_writer(data: dict[str, Any]):
     text = json.dumps(data, indent=2, default=jsonable) + "\n"
     return lambda tmp: Path(tmp).write_text(text)
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:
     """The results.json of a run directory ({} when it is missing or unreadable)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         return json.loads((Path(run_dir) / RESULTS).read_text())
-    except (OSError, ValueError):
-        return {}
+    return {}
