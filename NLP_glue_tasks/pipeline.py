@@ -13,26 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from annealing_kd.common.cli import settings
+from annealing_kd.common.cli.inputs import Inputs, given
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.integrations import model_card
-from annealing_kd.common.integrations.tracking import FOLDER, trackers
-from annealing_kd.common.methods import ROLES, PhasePlan, get_method, plan, run_method, table
-from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder import RunDir, environment_info
+from annealing_kd.common.methods import ROLES, PhasePlan, plan, run_method, table
 from annealing_kd.common.training.guards import majority_share, warn_if_at_chance
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.optim import adamw
+from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
 from annealing_kd.common.training.seeding import role_seed, seed_everything
-from annealing_kd.common.training.trainer import (
-    BatchReader,
-    Phase,
-    Trainer,
-    frozen_logits,
-    make_accelerator,
-    predict,
-)
-from annealing_kd.NLP_glue_tasks import inputs
-from annealing_kd.NLP_glue_tasks.cli import resume_keys
+from annealing_kd.common.training.trainer import BatchReader, Phase, frozen_logits, predict
+from annealing_kd.NLP_glue_tasks.cli import CLI
 from annealing_kd.NLP_glue_tasks.data import (
     Attached,
     Collator,
@@ -47,15 +37,31 @@ from annealing_kd.NLP_glue_tasks.metrics import better_label_order
 from annealing_kd.NLP_glue_tasks.models import check_checkpoints, load_model, load_tokenizer
 from annealing_kd.NLP_glue_tasks.tasks import Task, label_columns
 
+MODEL_KEYS = ["teacher_model_name_or_path", "student_model_name_or_path",
+              "assistant_model_name_or_path", "config_name", "tokenizer_name"]
+# inputs that must lie outside the output folder (and it outside them)
+INPUT_KEYS = ["data_dir", *MODEL_KEYS, "cache_dir", "logits_cache_dir", "train_file",
+              "validation_file", "test_file"]
+
+
+def inputs_of(args) -> Inputs:
+    """What a text run reads: the data files its flags name (or the hub dataset's name) and
+    every model."""
+    read = given(args, ("data_dir", "train_file", "validation_file"))
+    hub = {}
+    if getattr(args, "dataset_name", None):
+        hub["dataset_name"] = f"{args.dataset_name}/{args.dataset_config_name or ''}"
+    elif not read and args.task_name:
+        hub["task_name"] = f"nyu-mll/glue/{args.task_name.lower()}"
+    return Inputs(given(args, INPUT_KEYS), read, hub, given(args, MODEL_KEYS))
+
 
 def amp_of(args) -> str:
     return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
 
 
 def accelerator(args, grad_accum: int = 1):
-    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum,
-                            log_with=trackers(args.report_to),
-                            project_dir=str(Path(args.output_dir) / FOLDER))
+    return run_accelerator(args, "cpu" if args.no_cuda else "auto", amp_of(args), grad_accum)
 
 
 class TokenizedData:
@@ -76,19 +82,16 @@ class TokenizedData:
                             for s, f in self.dev.items()}
 
 
-class TextPipeline:
+class TextPipeline(BasePipeline):
     """One run on a GLUE task or your own text data: ``args.method`` says which phases run."""
 
+    cli, program = CLI, "annealing_kd_glue"
+
     def __init__(self, args, task: Task, data) -> None:
-        self.args, self.task, self.method = args, task, get_method(args.method)
-        self.acc = acc = accelerator(args, args.gradient_accumulation_steps)
+        super().__init__(args, accelerator(args, args.gradient_accumulation_steps))
+        self.task, acc = task, self.acc
         self.pad_multiple = 8 if amp_of(args) != "none" and acc.device.type == "cuda" else None
-        self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
-                          is_main=acc.is_main_process, inputs=inputs.input_paths(args),
-                          program="annealing_kd_glue")
-        config = {**vars(args), "inputs": inputs.fingerprints(args)}
-        if args.resume:
-            self.run.check_same(config, resume_keys())
+        self.start_run(inputs_of(args), None, task.selection, "dev", max(1, args.logging_steps))
         seed_everything(args.seed)
         with acc.main_process_first():  # the datasets cache: one process writes, the others read
             self.train_ds = data.split("train")
@@ -101,11 +104,6 @@ class TextPipeline:
         self.batches_per_epoch = math.ceil(len(self.train_ds) / (args.per_gpu_train_batch_size
                                                                  * acc.num_processes))
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
-        self.trainer = Trainer(acc, self.run, config=config, env=environment_info(),
-                               evaluate=None, selection_metric=task.selection, selected_on="dev",
-                               seed=args.seed, resume=args.resume, deterministic=args.deterministic,
-                               log_every=max(1, args.logging_steps),
-                               trackers=trackers(args.report_to))
         self.trainer.extra.update({"task": task.name, **data.describe(), "sizes": {
             "train": len(self.train_ds), **{s: len(d) for s, d in self.dev_ds.items()}}})
         self.trains_teacher = bool(args.train_teacher)
@@ -141,12 +139,10 @@ class TextPipeline:
             return adamw([{"params": decay, "weight_decay": args.weight_decay},
                           {"params": rest, "weight_decay": 0.0}], lr=lr, eps=args.adam_epsilon)
 
-        return Phase(step.phase, step.objective, settings.epochs(args, step.budget), make_optimizer,
-                     LrSchedule("hf", name=settings.for_budget(args, "lr_scheduler_type", step.budget),
-                                warmup_steps=args.warmup_steps),
-                     max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
-                     max_grad_norm=args.max_grad_norm or None, max_steps=args.max_steps,
-                     options=options_of(args))
+        return self.make_phase(step, make_optimizer, LrSchedule(
+            "hf", name=settings.for_budget(args, "lr_scheduler_type", step.budget),
+            warmup_steps=args.warmup_steps), max_grad_norm=args.max_grad_norm or None,
+            max_steps=args.max_steps)
 
     def model(self, role: str):
         if role == "student":
@@ -223,12 +219,8 @@ class TextPipeline:
         final["student_dir"] = str(out)
         self.rows["student"] = chosen["eval"]
         final["table"] = self.rows
-        if self.acc.is_main_process:  # before results.json, whose final entry marks the end
-            teacher = self.paths["teacher"] if self.method.uses("teacher") else None
-            model_card.write(self.run, "student/README.md", trainer.results(final), "text", teacher)
-        trainer.write_results(final)
-        self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric,
-                               settings.recipe_notes(self.args)))
+        self.finish(final, "student/README.md", self.paths["teacher"], summary(
+            self.task, self.rows, chosen, trainer.metric, settings.recipe_notes(args)))
         return final
 
     def save(self, model, tok, name: str) -> Path:
