@@ -123,12 +123,9 @@ class ImagePipeline(BasePipeline):
         if "teacher" in roles and args.teacher_checkpoint:
             load_teacher_checkpoint(self.models["teacher"], args.teacher_checkpoint, args.teacher,
                                     self.spec.num_classes)
-        splits = self.splits
+        sizes = {f"{k}_images": len(v) if v is not None else 0 for k, v in vars(self.splits).items()}
         self.start_run(inputs, self.evaluate, f"{self.split}_accuracy", self.split,
-                       args.logging_steps, num_classes=self.spec.num_classes,
-                       train_images=len(splits.train),
-                       val_images=len(splits.val) if splits.val is not None else 0,
-                       test_images=len(splits.test) if splits.test is not None else 0,
+                       args.logging_steps, num_classes=self.spec.num_classes, **sizes,
                        processes=self.acc.num_processes,
                        derived=self.own_info)  # from the data: never compared with a flag
         self.make_loaders()
@@ -157,14 +154,13 @@ class ImagePipeline(BasePipeline):
         """A torchvision dataset, or own data (imagefolder / hf:<name>): classes, size and
         normalisation from the data."""
         args = self.args
-        self.own_info: dict[str, Any] = {}
         if own_args.is_own(args.dataset):
             from annealing_kd.computer_vision_tasks import own_data
 
-            loaded = own_data.load(args)
-            self.spec, self.splits, self.own_info = loaded.spec, loaded.splits, loaded.info
+            own = own_data.load(args)
+            self.spec, self.splits, self.own_info = own.spec, own.splits, own.info
         else:
-            self.spec = data.get_spec(args.dataset)
+            self.spec, self.own_info = data.get_spec(args.dataset), {}
             self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
                                            args.train_subset, args.seed)
 
@@ -188,11 +184,10 @@ class ImagePipeline(BasePipeline):
         return acc.prepare(data.eval_loader(ds, bs, args.num_workers))
 
     def make_loaders(self) -> None:
-        splits = self.splits
-        self.train_loader = self.loader(splits.train, True)
-        self.sel_loader = self.loader(splits.val if splits.val is not None else splits.test, False)
-        self.test_loader = (self.loader(splits.test, False) if splits.test is not None
-                            else self.sel_loader)
+        train, val, test = vars(self.splits).values()
+        self.train_loader = self.loader(train, True)
+        self.sel_loader = self.loader(val if val is not None else test, False)
+        self.test_loader = self.loader(test, False) if test is not None else self.sel_loader
 
     def forward(self, model, batch) -> torch.Tensor:
         return model(batch[0].contiguous(memory_format=self.memory_format))
@@ -238,10 +233,8 @@ class ImagePipeline(BasePipeline):
     def describe(self, role: str, model, source: str) -> None:
         info = {"model": self.arch[role], "parameters": models.num_parameters(model),
                 "source": source}
-        if self.report == "test":
-            info["test_accuracy"] = self.frozen_accuracy(role, model, "test")
-        if self.split == "val":
-            info["val_accuracy"] = self.frozen_accuracy(role, model, "val")
+        for split in dict.fromkeys((self.report, self.split)):  # the reported split, then the selection split
+            info[f"{split}_accuracy"] = self.frozen_accuracy(role, model, split)
         self.trainer.extra[role] = info
         if role == "teacher":
             self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "

@@ -54,9 +54,8 @@ class Opened:
         self.files: set[str] = set()  # relative to root
 
     def saw(self, path: str, writes: bool) -> None:
-        for name, root in ((os.path.abspath(path), os.path.abspath(self.root)),
-                           (os.path.realpath(path), os.path.realpath(self.root))):
-            rel = os.path.relpath(name, root)
+        for resolve in (os.path.abspath, os.path.realpath):  # as named, or where it lies
+            rel = os.path.relpath(resolve(path), resolve(self.root))
             if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
                 if writes:
                     self.files.clear()
