@@ -67,17 +67,15 @@ def accelerator(args, grad_accum: int = 1):
 class TokenizedData:
     """The data as one model sees it: its tokenizer, the token ids of train and dev, dev loaders."""
 
-    def __init__(self, acc, tok, train, dev: dict[str, Any], args, task: Task,
-                 pad_multiple: int | None) -> None:
-        self.tok = tok
+    def __init__(self, pipe: TextPipeline, tok) -> None:
+        self.tok, args, acc = tok, pipe.args, pipe.acc
         # the datasets cache: the main process tokenizes, the others read its files
         with acc.main_process_first():
-            self.train = encode(tok, train, args.max_seq_length, "tokenizing train")
+            self.train = encode(tok, pipe.train_ds, args.max_seq_length, "tokenizing train")
             self.dev = {s: encode(tok, ds, args.max_seq_length, f"tokenizing {s}")
-                        for s, ds in dev.items()}
-        pad = args.max_seq_length if args.pad_to_max_length else None
-        self.collator = Collator(tok, max_length=pad, pad_to_multiple_of=pad_multiple,
-                                 regression=task.is_regression)
+                        for s, ds in pipe.dev_ds.items()}
+        self.collator = Collator(tok, max_length=pipe.pad, pad_to_multiple_of=pipe.pad_multiple,
+                                 regression=pipe.task.is_regression)
         self.dev_loaders = {s: acc.prepare(make_loader(f, args.per_gpu_eval_batch_size, self.collator))
                             for s, f in self.dev.items()}
 
@@ -90,6 +88,7 @@ class TextPipeline(BasePipeline):
     def __init__(self, args, task: Task, data) -> None:
         super().__init__(args, accelerator(args, args.gradient_accumulation_steps))
         self.task, acc = task, self.acc
+        self.pad = args.max_seq_length if args.pad_to_max_length else None
         self.pad_multiple = 8 if amp_of(args) != "none" and acc.device.type == "cuda" else None
         self.start_run(inputs_of(args), None, task.selection, "dev", max(1, args.logging_steps))
         seed_everything(args.seed)
@@ -120,8 +119,7 @@ class TextPipeline(BasePipeline):
         if role not in self.tokenized:
             if role not in self.toks:
                 self.toks[role] = load_tokenizer(self.paths[role], self.args, role)
-            self.tokenized[role] = TokenizedData(self.acc, self.toks[role], self.train_ds,
-                                                 self.dev_ds, self.args, self.task, self.pad_multiple)
+            self.tokenized[role] = TokenizedData(self, self.toks[role])
             if role == "student" and self.args.online_teacher:
                 self.tokenized[role].train = Attached(self.tokenized[role].train,
                                                       self.data_of("teacher").train, "teacher")
@@ -280,8 +278,7 @@ class TextPipeline(BasePipeline):
         teacher_data = self.data_of("teacher")
         teacher = load_model(self.paths["teacher"], self.task, self.args, "teacher", need_head=True)
         teacher = teacher.to(self.acc.device)
-        pad = self.args.max_seq_length if self.args.pad_to_max_length else None
-        collator = Collator(self.toks["student"], {"teacher": teacher_data.tok}, max_length=pad,
+        collator = Collator(self.toks["student"], {"teacher": teacher_data.tok}, max_length=self.pad,
                             regression=self.task.is_regression)
         targets = frozen_logits(teacher, lambda m, b: m(**model_inputs(b, "teacher")).logits)
         dev = {s: predict(self.acc, teacher, loader, logits_of, lambda b: b["labels"])[0]

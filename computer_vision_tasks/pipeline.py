@@ -28,6 +28,7 @@ from annealing_kd.common.training.seeding import role_seed, seed_everything
 from annealing_kd.common.training.trainer import BatchReader, Phase, frozen_logits, predict
 from annealing_kd.computer_vision_tasks import data, model_zoo, models, own_args
 from annealing_kd.computer_vision_tasks.cli import CLI
+from annealing_kd.computer_vision_tasks.teacher_cache import ImageCache, split_labels
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -134,8 +135,6 @@ class ImagePipeline(BasePipeline):
 
     def make_cache(self):
         """The teacher-logit cache of ``--logits-cache-dir`` (one process only), or None."""
-        from annealing_kd.computer_vision_tasks.teacher_cache import ImageCache
-
         args, acc = self.args, self.acc
         if not args.logits_cache_dir:
             return None
@@ -220,8 +219,6 @@ class ImagePipeline(BasePipeline):
 
     def frozen_accuracy(self, role: str, model, split: str, own: bool = False) -> float:
         """Accuracy of a frozen model on the test or val split (its logits cached, if asked)."""
-        from annealing_kd.computer_vision_tasks.teacher_cache import split_labels
-
         loader = self.test_loader if split == "test" else self.sel_loader
         if self.cache is None:
             return self.accuracy(model, loader, True)
@@ -248,8 +245,6 @@ class ImagePipeline(BasePipeline):
         if has_batch_norm(teacher) and not self.args.recalibrate_bn:
             advice = ("if its batch-norm statistics lag (low BN momentum), pass --recalibrate-bn "
                       "to recompute them on training batches; else " + advice)
-        from annealing_kd.computer_vision_tasks.teacher_cache import split_labels
-
         labels = split_labels(self.splits.val if self.split == "val" else self.splits.test)
         warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
                           advice, majority_share(labels))
