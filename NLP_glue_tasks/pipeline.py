@@ -1,10 +1,7 @@
-"""The text pipeline: the models, tokenizers and data of each role, as the hooks of
-``annealing_kd.common.methods.run.Pipeline``; the method (``annealing_kd.common.methods``) says which phases run.
-
-Teacher (and assistant) logits are computed once per example and cached (logit_cache.py). The
-final student is the best epoch of the student phases by the task's dev metric; it is saved with
-its tokenizer to <out>/student. Imported only when a run starts (not by ``--help``).
-"""
+"""The text pipeline: the models, tokenizers and data of each role. Teacher (and assistant)
+logits are computed once per example and cached (logit_cache.py); the student of the best epoch
+by the task's dev metric is saved with its tokenizer to <out>/student. Imported only when a run
+starts (not by ``--help``)."""
 
 from __future__ import annotations
 

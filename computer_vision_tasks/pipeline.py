@@ -106,7 +106,15 @@ class ImagePipeline(BasePipeline):
         seed_everything(args.seed)
         # one process downloads / unpacks; the data's fingerprint: the files its loader opened
         with self.acc.main_process_first(), next(iter(inputs.data.values()), nullcontext()):
-            self.load_data()
+            if own_args.is_own(args.dataset):  # imagefolder / hf:<name>: all from the data
+                from annealing_kd.computer_vision_tasks import own_data
+
+                own = own_data.load(args)
+                self.spec, self.splits, self.own_info = own.spec, own.splits, own.info
+            else:
+                self.spec, self.own_info = data.get_spec(args.dataset), {}
+                self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
+                                               args.train_subset, args.seed)
         self.split = "val" if self.splits.val is not None else "test"
         # own data without a test split: the selection split is all that is reported
         self.report = "test" if self.splits.test is not None else "val"
@@ -115,11 +123,13 @@ class ImagePipeline(BasePipeline):
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         # each role's initial weights come from its own seed: a seed's student starts from the
         # same weights whatever the method (a teacher from a checkpoint needs no pretrained ones)
-        self.models = {}
+        self.models, spec = {}, self.spec
         for r in roles:
             seed_everything(role_seed(args.seed, r))
-            self.models[r] = self.make(self.arch[r], args.pretrained and not (
-                r == "teacher" and args.teacher_checkpoint))
+            pretrained = args.pretrained and not (r == "teacher" and args.teacher_checkpoint)
+            model = model_zoo.create_model(self.arch[r], spec.num_classes, spec.channels,
+                                           spec.size, pretrained)
+            self.models[r] = model.to(memory_format=self.memory_format)
         self.trains_teacher = "teacher" in roles and not args.teacher_checkpoint
         if "teacher" in roles and args.teacher_checkpoint:
             load_teacher_checkpoint(self.models["teacher"], args.teacher_checkpoint, args.teacher,
@@ -149,25 +159,6 @@ class ImagePipeline(BasePipeline):
         return cache
 
     # ---- data and models ---------------------------------------------------------------------
-    def load_data(self) -> None:
-        """A torchvision dataset, or own data (imagefolder / hf:<name>): classes, size and
-        normalisation from the data."""
-        args = self.args
-        if own_args.is_own(args.dataset):
-            from annealing_kd.computer_vision_tasks import own_data
-
-            own = own_data.load(args)
-            self.spec, self.splits, self.own_info = own.spec, own.splits, own.info
-        else:
-            self.spec, self.own_info = data.get_spec(args.dataset), {}
-            self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
-                                           args.train_subset, args.seed)
-
-    def make(self, name: str, pretrained: bool) -> torch.nn.Module:
-        model = model_zoo.create_model(name, self.spec.num_classes, self.spec.channels,
-                                       self.spec.size, pretrained)
-        return model.to(memory_format=self.memory_format)
-
     def loader(self, ds, train: bool):
         """The in-memory tensor loader (any device, one process; its stream depends on (seed,
         epoch) only), else torchvision's DataLoader (images decoded from disk, DDP,

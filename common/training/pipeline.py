@@ -1,7 +1,5 @@
-"""What the pipelines of both CLIs share: the accelerator, the run folder (its inputs
-fingerprinted and, on --resume, compared), the ``Trainer``, each phase's common settings and the
-end of the run. A CLI's pipeline gives its data, models and the hooks of
-``annealing_kd.common.methods.run.Pipeline``."""
+"""What both CLIs' pipelines share: accelerator, run folder and inputs, ``Trainer``, phases, the
+end of the run; each CLI's subclass gives the hooks of ``annealing_kd.common.methods.run.Pipeline``."""
 
 from __future__ import annotations
 
@@ -27,8 +25,8 @@ def run_accelerator(args, device: str, amp: str, grad_accum: int = 1):
 
 
 class BasePipeline:
-    """One run of a CLI (``cli``: its settings' spelling, ``program``: its script, for the run's
-    manifest); ``self.method`` says which phases run."""
+    """One run of a CLI (``cli``: its settings' spelling; ``program``: its script, for the
+    manifest)."""
 
     cli: str
     program: str
