@@ -377,6 +377,25 @@ def test_resume_refuses_a_changed_file_of_a_dataset_that_no_list_names(tmp_path,
     assert inputs["dataset_dir"]["files"] == 2  # train.npz and test.npz: what was opened
 
 
+def test_a_saved_hf_dataset_is_fingerprinted_with_its_memory_mapped_arrow_files(tmp_path):
+    """Arrow files are memory-mapped (no 'open' event): the loader names them (``note``)."""
+    import datasets
+    import numpy as np
+
+    from annealing_kd.common.cli.inputs import Opened
+    from annealing_kd.computer_vision_tasks import own_data
+
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(np.full((8, 8, 3), i, np.uint8))
+                                               for i in range(4)], "label": [0, 1, 0, 1]},
+                                    features=features)
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "ds"))
+    with Opened(tmp_path / "ds") as opened:
+        own_data.hf_dataset(f"hf:{tmp_path / 'ds'}", None, None)
+    assert "train/data-00000-of-00001.arrow" in opened.files
+
+
 def test_resume_refuses_a_replaced_teacher_checkpoint_or_folder(ws, tmp_path, monkeypatch, capsys):
     teacher = tmp_path / "teacher.safetensors"
     shutil.copy(ws / "teacher.safetensors", teacher)
