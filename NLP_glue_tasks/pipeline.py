@@ -1,10 +1,7 @@
-"""The text pipeline: the models, tokenizers and data of each role, as the hooks of
-``annealing_kd.common.methods.run.Pipeline``; the method (``annealing_kd.common.methods``) says which phases run.
-
-Teacher (and assistant) logits are computed once per example and cached (logit_cache.py). The
-final student is the best epoch of the student phases by the task's dev metric; it is saved with
-its tokenizer to <out>/student. Imported only when a run starts (not by ``--help``).
-"""
+"""The text pipeline: the models, tokenizers and data of each role. Teacher (and assistant)
+logits are computed once per example and cached (logit_cache.py); the student of the best epoch
+by the task's dev metric is saved with its tokenizer to <out>/student. Imported only when a run
+starts (not by ``--help``)."""
 
 from __future__ import annotations
 
@@ -13,26 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from annealing_kd.common.cli import settings
+from annealing_kd.common.cli.inputs import Inputs, given
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.integrations import model_card
-from annealing_kd.common.integrations.tracking import FOLDER, trackers
-from annealing_kd.common.methods import ROLES, PhasePlan, get_method, plan, run_method, table
-from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder import RunDir, environment_info
+from annealing_kd.common.methods import ROLES, PhasePlan, plan, run_method, table
 from annealing_kd.common.training.guards import majority_share, warn_if_at_chance
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.optim import adamw
+from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
 from annealing_kd.common.training.seeding import role_seed, seed_everything
-from annealing_kd.common.training.trainer import (
-    BatchReader,
-    Phase,
-    Trainer,
-    frozen_logits,
-    make_accelerator,
-    predict,
-)
-from annealing_kd.NLP_glue_tasks import inputs
-from annealing_kd.NLP_glue_tasks.cli import resume_keys
+from annealing_kd.common.training.trainer import BatchReader, Phase, frozen_logits, predict
+from annealing_kd.NLP_glue_tasks.cli import CLI
 from annealing_kd.NLP_glue_tasks.data import (
     Attached,
     Collator,
@@ -47,48 +34,60 @@ from annealing_kd.NLP_glue_tasks.metrics import better_label_order
 from annealing_kd.NLP_glue_tasks.models import check_checkpoints, load_model, load_tokenizer
 from annealing_kd.NLP_glue_tasks.tasks import Task, label_columns
 
+MODEL_KEYS = ["teacher_model_name_or_path", "student_model_name_or_path",
+              "assistant_model_name_or_path", "config_name", "tokenizer_name"]
+# inputs that must lie outside the output folder (and it outside them)
+INPUT_KEYS = ["data_dir", *MODEL_KEYS, "cache_dir", "logits_cache_dir", "train_file",
+              "validation_file", "test_file"]
+
+
+def inputs_of(args) -> Inputs:
+    """What a text run reads: the data files its flags name (or the hub dataset's name) and
+    every model."""
+    read = given(args, ("data_dir", "train_file", "validation_file"))
+    hub = {}
+    if getattr(args, "dataset_name", None):
+        hub["dataset_name"] = f"{args.dataset_name}/{args.dataset_config_name or ''}"
+    elif not read and args.task_name:
+        hub["task_name"] = f"nyu-mll/glue/{args.task_name.lower()}"
+    return Inputs(given(args, INPUT_KEYS), read, hub, given(args, MODEL_KEYS))
+
 
 def amp_of(args) -> str:
     return "fp16" if args.fp16 else "bf16" if args.bf16 else "none"
 
 
 def accelerator(args, grad_accum: int = 1):
-    return make_accelerator("cpu" if args.no_cuda else "auto", amp_of(args), grad_accum,
-                            log_with=trackers(args.report_to),
-                            project_dir=str(Path(args.output_dir) / FOLDER))
+    return run_accelerator(args, "cpu" if args.no_cuda else "auto", amp_of(args), grad_accum)
 
 
 class TokenizedData:
     """The data as one model sees it: its tokenizer, the token ids of train and dev, dev loaders."""
 
-    def __init__(self, acc, tok, train, dev: dict[str, Any], args, task: Task,
-                 pad_multiple: int | None) -> None:
-        self.tok = tok
+    def __init__(self, pipe: TextPipeline, tok) -> None:
+        self.tok, args, acc = tok, pipe.args, pipe.acc
         # the datasets cache: the main process tokenizes, the others read its files
         with acc.main_process_first():
-            self.train = encode(tok, train, args.max_seq_length, "tokenizing train")
+            self.train = encode(tok, pipe.train_ds, args.max_seq_length, "tokenizing train")
             self.dev = {s: encode(tok, ds, args.max_seq_length, f"tokenizing {s}")
-                        for s, ds in dev.items()}
-        pad = args.max_seq_length if args.pad_to_max_length else None
-        self.collator = Collator(tok, max_length=pad, pad_to_multiple_of=pad_multiple,
-                                 regression=task.is_regression)
+                        for s, ds in pipe.dev_ds.items()}
+        self.collator = Collator(tok, max_length=pipe.pad, pad_to_multiple_of=pipe.pad_multiple,
+                                 regression=pipe.task.is_regression)
         self.dev_loaders = {s: acc.prepare(make_loader(f, args.per_gpu_eval_batch_size, self.collator))
                             for s, f in self.dev.items()}
 
 
-class TextPipeline:
+class TextPipeline(BasePipeline):
     """One run on a GLUE task or your own text data: ``args.method`` says which phases run."""
 
+    cli, program = CLI, "annealing_kd_glue"
+
     def __init__(self, args, task: Task, data) -> None:
-        self.args, self.task, self.method = args, task, get_method(args.method)
-        self.acc = acc = accelerator(args, args.gradient_accumulation_steps)
+        super().__init__(args, accelerator(args, args.gradient_accumulation_steps))
+        self.task, acc = task, self.acc
+        self.pad = args.max_seq_length if args.pad_to_max_length else None
         self.pad_multiple = 8 if amp_of(args) != "none" and acc.device.type == "cuda" else None
-        self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume,
-                          is_main=acc.is_main_process, inputs=inputs.input_paths(args),
-                          program="annealing_kd_glue")
-        config = {**vars(args), "inputs": inputs.fingerprints(args)}
-        if args.resume:
-            self.run.check_same(config, resume_keys())
+        self.start_run(inputs_of(args), None, task.selection, "dev", max(1, args.logging_steps))
         seed_everything(args.seed)
         with acc.main_process_first():  # the datasets cache: one process writes, the others read
             self.train_ds = data.split("train")
@@ -101,11 +100,6 @@ class TextPipeline:
         self.batches_per_epoch = math.ceil(len(self.train_ds) / (args.per_gpu_train_batch_size
                                                                  * acc.num_processes))
         self.cache_dir = args.logits_cache_dir or default_cache_dir()
-        self.trainer = Trainer(acc, self.run, config=config, env=environment_info(),
-                               evaluate=None, selection_metric=task.selection, selected_on="dev",
-                               seed=args.seed, resume=args.resume, deterministic=args.deterministic,
-                               log_every=max(1, args.logging_steps),
-                               trackers=trackers(args.report_to))
         self.trainer.extra.update({"task": task.name, **data.describe(), "sizes": {
             "train": len(self.train_ds), **{s: len(d) for s, d in self.dev_ds.items()}}})
         self.trains_teacher = bool(args.train_teacher)
@@ -122,8 +116,7 @@ class TextPipeline:
         if role not in self.tokenized:
             if role not in self.toks:
                 self.toks[role] = load_tokenizer(self.paths[role], self.args, role)
-            self.tokenized[role] = TokenizedData(self.acc, self.toks[role], self.train_ds,
-                                                 self.dev_ds, self.args, self.task, self.pad_multiple)
+            self.tokenized[role] = TokenizedData(self, self.toks[role])
             if role == "student" and self.args.online_teacher:
                 self.tokenized[role].train = Attached(self.tokenized[role].train,
                                                       self.data_of("teacher").train, "teacher")
@@ -141,12 +134,10 @@ class TextPipeline:
             return adamw([{"params": decay, "weight_decay": args.weight_decay},
                           {"params": rest, "weight_decay": 0.0}], lr=lr, eps=args.adam_epsilon)
 
-        return Phase(step.phase, step.objective, settings.epochs(args, step.budget), make_optimizer,
-                     LrSchedule("hf", name=settings.for_budget(args, "lr_scheduler_type", step.budget),
-                                warmup_steps=args.warmup_steps),
-                     max_temperature=args.max_temperature, anneal_per_step=args.anneal_per_step,
-                     max_grad_norm=args.max_grad_norm or None, max_steps=args.max_steps,
-                     options=options_of(args))
+        return self.make_phase(step, make_optimizer, LrSchedule(
+            "hf", name=settings.for_budget(args, "lr_scheduler_type", step.budget),
+            warmup_steps=args.warmup_steps), max_grad_norm=args.max_grad_norm or None,
+            max_steps=args.max_steps)
 
     def model(self, role: str):
         if role == "student":
@@ -223,12 +214,8 @@ class TextPipeline:
         final["student_dir"] = str(out)
         self.rows["student"] = chosen["eval"]
         final["table"] = self.rows
-        if self.acc.is_main_process:  # before results.json, whose final entry marks the end
-            teacher = self.paths["teacher"] if self.method.uses("teacher") else None
-            model_card.write(self.run, "student/README.md", trainer.results(final), "text", teacher)
-        trainer.write_results(final)
-        self.acc.print(summary(self.task, self.rows, chosen, self.trainer.metric,
-                               settings.recipe_notes(self.args)))
+        self.finish(final, "student/README.md", self.paths["teacher"], summary(
+            self.task, self.rows, chosen, trainer.metric, settings.recipe_notes(args)))
         return final
 
     def save(self, model, tok, name: str) -> Path:
@@ -288,8 +275,7 @@ class TextPipeline:
         teacher_data = self.data_of("teacher")
         teacher = load_model(self.paths["teacher"], self.task, self.args, "teacher", need_head=True)
         teacher = teacher.to(self.acc.device)
-        pad = self.args.max_seq_length if self.args.pad_to_max_length else None
-        collator = Collator(self.toks["student"], {"teacher": teacher_data.tok}, max_length=pad,
+        collator = Collator(self.toks["student"], {"teacher": teacher_data.tok}, max_length=self.pad,
                             regression=self.task.is_regression)
         targets = frozen_logits(teacher, lambda m, b: m(**model_inputs(b, "teacher")).logits)
         dev = {s: predict(self.acc, teacher, loader, logits_of, lambda b: b["labels"])[0]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from annealing_kd.common.cli import inputs
 from annealing_kd.common.errors import UsageError
 from annealing_kd.computer_vision_tasks import data
 from annealing_kd.computer_vision_tasks.own_args import CROP_FLIP_MAX_SIZE
@@ -69,6 +70,7 @@ class Source:
 class FileSource(Source):
     def __init__(self, paths: list[str], labels: list[int]) -> None:
         self.paths, self.labels = paths, np.asarray(labels, dtype=np.int64)
+        inputs.note(paths)  # read per batch: the run's data all the same
 
     def name(self, i: int) -> str:
         return self.paths[i]
@@ -91,6 +93,7 @@ class HFSource(Source):
     def __init__(self, ds, column: str, labels: np.ndarray, split: str, dataset: str) -> None:
         self.ds, self.column, self.labels = ds, column, labels
         self.split, self.dataset = split, dataset
+        inputs.note(f["filename"] for f in ds.cache_files)  # memory-mapped Arrow files
 
     def name(self, i: int) -> str:
         return f"{self.dataset} {self.split}[{i}]"

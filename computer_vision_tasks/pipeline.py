@@ -5,24 +5,17 @@ phases run. Imported only when a run starts (not by ``--help``)."""
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from annealing_kd.common.cli import settings
+from annealing_kd.common.cli.inputs import Inputs, Opened, given
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.integrations import model_card
-from annealing_kd.common.integrations.tracking import FOLDER, trackers
 from annealing_kd.common.methods import PhasePlan, get_method, run_method, table
-from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder import (
-    RunDir,
-    check_apart,
-    environment_info,
-    load_weights,
-    weights_writer,
-)
+from annealing_kd.common.run_folder import check_apart, load_weights, weights_writer
 from annealing_kd.common.training.guards import (
     has_batch_norm,
     majority_share,
@@ -30,17 +23,12 @@ from annealing_kd.common.training.guards import (
     warn_if_at_chance,
 )
 from annealing_kd.common.training.lr_schedules import LrSchedule
+from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
 from annealing_kd.common.training.seeding import role_seed, seed_everything
-from annealing_kd.common.training.trainer import (
-    BatchReader,
-    Phase,
-    Trainer,
-    frozen_logits,
-    make_accelerator,
-    predict,
-)
-from annealing_kd.computer_vision_tasks import data, inputs, model_zoo, models, own_args
+from annealing_kd.common.training.trainer import BatchReader, Phase, frozen_logits, predict
+from annealing_kd.computer_vision_tasks import data, model_zoo, models, own_args
 from annealing_kd.computer_vision_tasks.cli import CLI
+from annealing_kd.computer_vision_tasks.teacher_cache import ImageCache, split_labels
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -86,66 +74,77 @@ def load_teacher_checkpoint(model, path: str, arch: str, num_classes: int) -> No
     model.load_state_dict(state)
 
 
-class ImagePipeline:
+def inputs_of(args) -> Inputs:
+    """What an image run reads: the files that the loader of the dataset's folder opens (a Hub
+    dataset: its name) and the teacher checkpoint; the logits cache is kept apart too."""
+    name = args.dataset[3:] if args.dataset.startswith("hf:") else None
+    if name is None:  # a torchvision dataset or an image folder (fake: no files)
+        roots = {"dataset_dir": args.dataset_dir} if args.dataset != "fake" else {}
+    else:  # a save_to_disk folder, or a Hub name
+        roots = {"dataset": name} if name and Path(name).exists() else {}
+    return Inputs(apart=roots | given(args, ("teacher_checkpoint", "logits_cache_dir")),
+                  data={k: Opened(v) for k, v in roots.items()},
+                  hub={"dataset": name} if name is not None and not roots else {},
+                  models=given(args, ("teacher_checkpoint",)))
+
+
+class ImagePipeline(BasePipeline):
     """One run: builds data, models and the trainer, then runs ``args.method``."""
 
+    cli, program = CLI, "annealing_kd_train"
+
     def __init__(self, args) -> None:
-        self.args, self.method = args, get_method(args.method)
-        check_apart(Path(args.output_dir), inputs.input_paths(args))  # before the data is read
+        inputs = inputs_of(args)
+        check_apart(Path(args.output_dir), inputs.apart)  # before the data is read
         self.arch = {"student": args.student, "teacher": args.teacher, "assistant": args.assistant}
-        roles = [r for r in ("student", "teacher", "assistant") if self.method.uses(r)]
+        roles = [r for r in ("student", "teacher", "assistant") if get_method(args.method).uses(r)]
         for role in roles:
             model_zoo.check_model_name(self.arch[role], f"--{role}")
         if args.pretrained:
             model_zoo.check_pretrained([self.arch[r] for r in roles])
-        self.acc = acc = make_accelerator(args.device, args.amp, log_with=trackers(args.report_to),
-                                          project_dir=str(Path(args.output_dir) / FOLDER))
+        super().__init__(args, run_accelerator(args, args.device, args.amp))
         seed_everything(args.seed)
-        with acc.main_process_first():  # one process downloads / unpacks
-            self.load_data()
+        # one process downloads / unpacks; the data's fingerprint: the files its loader opened
+        with self.acc.main_process_first(), next(iter(inputs.data.values()), nullcontext()):
+            if own_args.is_own(args.dataset):  # imagefolder / hf:<name>: all from the data
+                from annealing_kd.computer_vision_tasks import own_data
+
+                own = own_data.load(args)
+                self.spec, self.splits, self.own_info = own.spec, own.splits, own.info
+            else:
+                self.spec, self.own_info = data.get_spec(args.dataset), {}
+                self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
+                                               args.train_subset, args.seed)
         self.split = "val" if self.splits.val is not None else "test"
         # own data without a test split: the selection split is all that is reported
         self.report = "test" if self.splits.test is not None else "val"
-        self.batches_per_epoch = math.ceil(len(self.splits.train) / (args.batch_size * acc.num_processes))
+        self.batches_per_epoch = math.ceil(len(self.splits.train)
+                                           / (args.batch_size * self.acc.num_processes))
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         # each role's initial weights come from its own seed: a seed's student starts from the
         # same weights whatever the method (a teacher from a checkpoint needs no pretrained ones)
-        self.models = {}
+        self.models, spec = {}, self.spec
         for r in roles:
             seed_everything(role_seed(args.seed, r))
-            self.models[r] = self.make(self.arch[r], args.pretrained and not (
-                r == "teacher" and args.teacher_checkpoint))
+            pretrained = args.pretrained and not (r == "teacher" and args.teacher_checkpoint)
+            model = model_zoo.create_model(self.arch[r], spec.num_classes, spec.channels,
+                                           spec.size, pretrained)
+            self.models[r] = model.to(memory_format=self.memory_format)
         self.trains_teacher = "teacher" in roles and not args.teacher_checkpoint
         if "teacher" in roles and args.teacher_checkpoint:
             load_teacher_checkpoint(self.models["teacher"], args.teacher_checkpoint, args.teacher,
                                     self.spec.num_classes)
-        with acc.main_process_first():
-            self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
-                              resume=args.resume, is_main=acc.is_main_process,
-                              check=acc.is_main_process, inputs=inputs.input_paths(args),
-                              program="annealing_kd_train")
-        self.inputs = inputs.fingerprints(args)
-        if args.resume:
-            self.run.check_same({**vars(args), "inputs": self.inputs}, settings.resume_keys(CLI))
+        sizes = {f"{k}_images": len(v) if v is not None else 0 for k, v in vars(self.splits).items()}
+        self.start_run(inputs, self.evaluate, f"{self.split}_accuracy", self.split,
+                       args.logging_steps, num_classes=self.spec.num_classes, **sizes,
+                       processes=self.acc.num_processes,
+                       derived=self.own_info)  # from the data: never compared with a flag
         self.make_loaders()
         self.frozen: dict[str, torch.nn.Module] = {}
-        self.config = {**vars(args), "num_classes": self.spec.num_classes,
-                       "train_images": len(self.splits.train),
-                       "val_images": len(self.splits.val) if self.splits.val is not None else 0,
-                       "test_images": len(self.splits.test) if self.splits.test is not None else 0,
-                       "processes": acc.num_processes, "inputs": self.inputs,
-                       "derived": self.own_info}  # from the data: never compared with a flag
-        self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
-                               evaluate=self.evaluate,
-                               selection_metric=f"{self.split}_accuracy", selected_on=self.split,
-                               seed=args.seed, resume=args.resume, deterministic=args.deterministic,
-                               log_every=args.logging_steps, trackers=trackers(args.report_to))
         self.cache = self.make_cache()
 
     def make_cache(self):
         """The teacher-logit cache of ``--logits-cache-dir`` (one process only), or None."""
-        from annealing_kd.computer_vision_tasks.teacher_cache import ImageCache
-
         args, acc = self.args, self.acc
         if not args.logits_cache_dir:
             return None
@@ -160,26 +159,6 @@ class ImagePipeline:
         return cache
 
     # ---- data and models ---------------------------------------------------------------------
-    def load_data(self) -> None:
-        """A torchvision dataset, or own data (imagefolder / hf:<name>): classes, size and
-        normalisation from the data."""
-        args = self.args
-        self.own_info: dict[str, Any] = {}
-        if own_args.is_own(args.dataset):
-            from annealing_kd.computer_vision_tasks import own_data
-
-            loaded = own_data.load(args)
-            self.spec, self.splits, self.own_info = loaded.spec, loaded.splits, loaded.info
-        else:
-            self.spec = data.get_spec(args.dataset)
-            self.splits = data.make_splits(args.dataset, args.dataset_dir, args.val_size,
-                                           args.train_subset, args.seed)
-
-    def make(self, name: str, pretrained: bool) -> torch.nn.Module:
-        model = model_zoo.create_model(name, self.spec.num_classes, self.spec.channels,
-                                       self.spec.size, pretrained)
-        return model.to(memory_format=self.memory_format)
-
     def loader(self, ds, train: bool):
         """The in-memory tensor loader (any device, one process; its stream depends on (seed,
         epoch) only), else torchvision's DataLoader (images decoded from disk, DDP,
@@ -195,11 +174,10 @@ class ImagePipeline:
         return acc.prepare(data.eval_loader(ds, bs, args.num_workers))
 
     def make_loaders(self) -> None:
-        splits = self.splits
-        self.train_loader = self.loader(splits.train, True)
-        self.sel_loader = self.loader(splits.val if splits.val is not None else splits.test, False)
-        self.test_loader = (self.loader(splits.test, False) if splits.test is not None
-                            else self.sel_loader)
+        train, val, test = vars(self.splits).values()
+        self.train_loader = self.loader(train, True)
+        self.sel_loader = self.loader(val if val is not None else test, False)
+        self.test_loader = self.loader(test, False) if test is not None else self.sel_loader
 
     def forward(self, model, batch) -> torch.Tensor:
         return model(batch[0].contiguous(memory_format=self.memory_format))
@@ -232,8 +210,6 @@ class ImagePipeline:
 
     def frozen_accuracy(self, role: str, model, split: str, own: bool = False) -> float:
         """Accuracy of a frozen model on the test or val split (its logits cached, if asked)."""
-        from annealing_kd.computer_vision_tasks.teacher_cache import split_labels
-
         loader = self.test_loader if split == "test" else self.sel_loader
         if self.cache is None:
             return self.accuracy(model, loader, True)
@@ -245,10 +221,8 @@ class ImagePipeline:
     def describe(self, role: str, model, source: str) -> None:
         info = {"model": self.arch[role], "parameters": models.num_parameters(model),
                 "source": source}
-        if self.report == "test":
-            info["test_accuracy"] = self.frozen_accuracy(role, model, "test")
-        if self.split == "val":
-            info["val_accuracy"] = self.frozen_accuracy(role, model, "val")
+        for split in dict.fromkeys((self.report, self.split)):  # the reported split, then the selection split
+            info[f"{split}_accuracy"] = self.frozen_accuracy(role, model, split)
         self.trainer.extra[role] = info
         if role == "teacher":
             self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "
@@ -262,8 +236,6 @@ class ImagePipeline:
         if has_batch_norm(teacher) and not self.args.recalibrate_bn:
             advice = ("if its batch-norm statistics lag (low BN momentum), pass --recalibrate-bn "
                       "to recompute them on training batches; else " + advice)
-        from annealing_kd.computer_vision_tasks.teacher_cache import split_labels
-
         labels = split_labels(self.splits.val if self.split == "val" else self.splits.test)
         warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
                           advice, majority_share(labels))
@@ -283,9 +255,7 @@ class ImagePipeline:
             return torch.optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
                                    weight_decay=args.weight_decay)
 
-        return Phase(step.phase, step.objective, settings.epochs(args, step.budget),
-                     make_optimizer, schedule, max_temperature=args.max_temperature,
-                     anneal_per_step=args.anneal_per_step, options=options_of(args))
+        return self.make_phase(step, make_optimizer, schedule)
 
     def model(self, role: str):
         return self.acc.prepare(self.models.pop(role))
@@ -342,20 +312,12 @@ class ImagePipeline:
                                     "parameters": models.num_parameters(student),
                                     "checkpoint": str(run / "student" / "best.safetensors")}
         final = trainer.final_entry(chosen, metrics)
-        if acc.is_main_process:  # before results.json, whose final entry marks the run complete
-            model_card.write(run, "README.md", trainer.results(final), "image", self.teacher_path())
-        trainer.write_results(final)
-        acc.print(self.summary(chosen, metrics))
+        self.finish(final, "README.md", self.args.teacher_checkpoint or str(
+            run / "teacher" / "best.safetensors"), self.summary(chosen, metrics))
         if self.cache is not None:
             acc.print(self.cache.summary())
         acc.wait_for_everyone()
         return final
-
-    def teacher_path(self) -> str | None:
-        """The teacher's weights: the checkpoint given, or the one trained in this run."""
-        if not self.method.uses("teacher"):
-            return None
-        return self.args.teacher_checkpoint or str(self.run / "teacher" / "best.safetensors")
 
     def summary(self, chosen: dict, metrics: dict) -> str:
         """The end-of-run table: teacher (and assistant), student best and last-epoch accuracy on

@@ -330,6 +330,72 @@ def test_own_images_resume_with_the_same_command_and_refuse_changed_data(tmp_pat
     assert config["inputs"]["dataset_dir"]["path"] == str(data.resolve())
 
 
+def test_resume_refuses_a_changed_file_of_a_dataset_that_no_list_names(tmp_path, monkeypatch,
+                                                                        capsys):
+    """A dataset added to data.py's registry (no other list names it) is fingerprinted from
+    the files its loader opened: a changed file refuses --resume; a file beside them, never
+    opened, does not."""
+    import numpy as np
+
+    from annealing_kd.computer_vision_tasks import data
+
+    spec = data.Spec(2, 3, 8, (0.5,) * 3, (0.25,) * 3)
+    root = tmp_path / "npz"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.savez(root / f"{split}.npz", x=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8),
+                 y=np.arange(16) % 2)
+    (root / "notes.txt").write_text("not data")
+    real = data.load_split
+
+    def load_split(name, folder, train, transform):
+        if name != "npz":
+            return real(name, folder, train, transform)
+        arrays = np.load(Path(folder) / ("train.npz" if train else "test.npz"))
+        return data.ArrayImages(arrays["x"], arrays["y"], transform)
+
+    monkeypatch.setitem(data.DATASETS, "npz", spec)
+    monkeypatch.setattr(data, "load_split", load_split)
+    argv = ["--dataset", "npz", "--dataset-dir", str(root), "--val-size", "4", "--method",
+            "scratch", "--student", "plane2", "--student-epochs", "2", "--batch-size", "4",
+            "--num-workers", "0", "--device", "cpu", "--output-dir", str(tmp_path / "run")]
+    undo = _stop_after_first_epoch(monkeypatch)
+    assert cifar.main(argv) == 130
+    undo()
+    capsys.readouterr()
+    original = (root / "test.npz").read_bytes()
+    np.savez(root / "test.npz", x=np.zeros((16, 8, 8, 3), np.uint8), y=np.arange(16) % 2)
+    assert cifar.main([*argv, "--resume"]) == 2
+    assert "--resume: --dataset-dir changed since this run started (its contents changed)" in \
+        one_error(capsys)
+    (root / "test.npz").write_bytes(original)
+    (root / "notes.txt").write_text("other notes")
+    assert cifar.main([*argv, "--resume"]) == 0
+    inputs = json.loads((tmp_path / "run" / "results.json").read_text())["config"]["inputs"]
+    assert inputs["dataset_dir"]["path"] == str(root.resolve())
+    assert inputs["dataset_dir"]["files"] == 2  # train.npz and test.npz: what was opened
+
+
+def test_a_saved_hf_dataset_is_fingerprinted_with_its_memory_mapped_arrow_files(tmp_path):
+    """Arrow files are memory-mapped (no 'open' event): the loader names them (``note``)."""
+    import datasets
+    import numpy as np
+
+    from annealing_kd.common.cli.inputs import Opened
+    from annealing_kd.computer_vision_tasks import own_data
+
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(np.full((8, 8, 3), i, np.uint8))
+                                               for i in range(4)], "label": [0, 1, 0, 1]},
+                                    features=features)
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "ds"))
+    with Opened(tmp_path / "ds") as opened:
+        own_data.hf_dataset(f"hf:{tmp_path / 'ds'}", None, None)
+    assert "train/data-00000-of-00001.arrow" in opened.files
+
+
 def test_resume_refuses_a_replaced_teacher_checkpoint_or_folder(ws, tmp_path, monkeypatch, capsys):
     teacher = tmp_path / "teacher.safetensors"
     shutil.copy(ws / "teacher.safetensors", teacher)

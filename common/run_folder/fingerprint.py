@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _digests[key]
 
 
-def fingerprint(path: str | os.PathLike, *, hash_all: bool = False) -> dict[str, Any]:
-    """The fingerprint of a file or folder (hidden files and symlinks in a folder left out)."""
+def fingerprint(path: str | os.PathLike, *, hash_all: bool = False,
+                only: Iterable[str] | None = None) -> dict[str, Any]:
+    """The fingerprint of a file or folder (hidden files and symlinks in a folder left out;
+    ``only``: just these files, relative to the folder, those that still are files)."""
     p = Path(path)
     if not p.exists():
         return {"path": str(p.resolve()), "kind": "missing"}
-    files = [p] if p.is_file() else []
-    for folder, dirs, names in os.walk(p):  # nothing for a file
+    files = [p] if p.is_file() else [p / f for f in sorted(only or ()) if (p / f).is_file()]
+    for folder, dirs, names in os.walk(p) if only is None else ():  # nothing for a file
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files += [Path(folder) / f for f in sorted(names)
                   if not f.startswith(".") and not os.path.islink(os.path.join(folder, f))]
