@@ -18,6 +18,7 @@ from torch import nn
 
 from annealing_kd.common import run_folder
 from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.integrations.curves import plot_curves
 from annealing_kd.common.integrations.tracking import Tracker
 from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.objectives import get_objective
@@ -311,7 +312,7 @@ class Trainer:
         """metrics.jsonl, curves.png (at the end) and results.json, complete once it has ``final``."""
         if final is not None:
             self.tracker.finish(final)
-            self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
+            plot_curves(self.run, self.records, self.metric, title=str(self.config.get("method", "")))
         self.run.write_results(self.config, self.env, self.records, final, **self.extra)
 
 
