@@ -1,5 +1,7 @@
-"""--report_to: a tiny run's TensorBoard events read back (tags, steps, Phi as in results.json);
-a tracker that is not installed is one error line naming the extra."""
+"""--report_to: a tiny run's TensorBoard, W&B (offline) and MLflow (file store) logs read back
+(tags, global steps, Phi as in results.json, the hyper-parameters beside the metrics), --resume
+continuing the same tracker run, --overwrite-output-dir taking every tracker file; the flag takes
+a list as HF's; a tracker that is not installed is one error line naming the extra."""
 
 from __future__ import annotations
 
@@ -31,38 +33,80 @@ def same(logged: list[tuple[int, float]], expected: list[tuple[int, float]]) -> 
         [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
+def expected_steps(res: dict, phases: list[str], steps_per_epoch: int) -> dict[str, int]:
+    """The global step before each phase (phases in order) and at the end ("final")."""
+    before, step = {}, 0
+    for phase in phases:
+        before[phase] = step
+        step += steps_per_epoch * sum(r["phase"] == phase for r in res["epochs"])
+    return {**before, "final": step}
+
+
 def check_events(out, phases: list[str], metric: str, steps_per_epoch: int,
                  every: int) -> dict[str, list[tuple[int, float]]]:
     from test_cifar_pipeline import results
 
     res = results(out)
     ev = read_events(out / tracking.FOLDER)
+    start = expected_steps(res, phases, steps_per_epoch)
     for phase in phases:
         records = [r for r in res["epochs"] if r["phase"] == phase]
-        total = steps_per_epoch * len(records)
-        logged = list(range(1, total + 1, every))
+        total, s0 = steps_per_epoch * len(records), start[phase]
+        logged = [s0 + s for s in range(1, total + 1, every)]  # global: after earlier phases
         assert [s for s, _ in ev[f"{phase}/loss"]] == logged
         assert [s for s, _ in ev[f"{phase}/lr"]] == logged
-        # per epoch: the eval metric, train loss and Phi of results.json, step = epoch
-        assert same(ev[f"{phase}/epoch/{metric}"], [(r["epoch"], r["eval"][metric]) for r in records])
-        assert same(ev[f"{phase}/epoch/train_loss"], [(r["epoch"], r["train_loss"]) for r in records])
+        # per epoch: the eval metric, train loss and Phi of results.json at the epoch's last step
+        at_end = [s0 + r["epoch"] * steps_per_epoch for r in records]
+        assert same(ev[f"{phase}/epoch/{metric}"], [(s, r["eval"][metric]) for s, r in zip(at_end, records)])
+        assert same(ev[f"{phase}/epoch/train_loss"], [(s, r["train_loss"]) for s, r in zip(at_end, records)])
         if records[0]["phi"] is None:
             assert f"{phase}/phi" not in ev
             continue
-        assert same(ev[f"{phase}/epoch/phi"], [(r["epoch"], r["phi"]) for r in records])
+        assert same(ev[f"{phase}/epoch/phi"], [(s, r["phi"]) for s, r in zip(at_end, records)])
         # per step: the Phi of the epoch the step is in (per-epoch annealing)
-        epoch_of = [records[math.ceil(s / steps_per_epoch) - 1] for s in logged]
+        epoch_of = [records[math.ceil((s - s0) / steps_per_epoch) - 1] for s in logged]
         assert same(ev[f"{phase}/phi"], [(s, r["phi"]) for s, r in zip(logged, epoch_of)])
         assert same(ev[f"{phase}/temperature"], [(s, r["temperature"]) for s, r in zip(logged, epoch_of)])
-    final = res["final"]
-    assert ev["final/selected_epoch"] == [(0, final["selected_epoch"])]
-    assert same(ev[f"final/{metric}"], [(0, final["metrics"][metric])])
-    hparams = list((out / tracking.FOLDER).rglob("hparams.yml"))
-    assert hparams and "learning_rate" in hparams[0].read_text()
-    manifest = Manifest.read(out)  # every tracker file is the run's: an overwrite removes it
-    files = [p for p in (out / tracking.FOLDER).rglob("*") if p.is_file()]
-    assert files and all(manifest.unchanged(p) for p in files)
+    final, last = res["final"], start["final"]
+    assert ev["final/selected_epoch"] == [(last, final["selected_epoch"])]  # at the last step
+    assert same(ev[f"final/{metric}"], [(last, final["metrics"][metric])])
+    # one TensorBoard run: the hyper-parameters (flattened, no JSON text) beside the scalars
+    folders = {p.parent for p in (out / tracking.FOLDER).rglob("events.out.tfevents.*")}
+    assert len(folders) == 1, folders
+    hparams = read_hparams(folders.pop())
+    assert hparams["learning_rate"] == res["config"]["learning_rate"]
+    assert hparams["project_name"] == "annealing-kd" and hparams["run_name"] == "None"
+    assert not any(isinstance(v, str) and v.startswith(("{", "[")) for v in hparams.values())
+    nested = [k for k, v in res["config"].items() if isinstance(v, dict) and v]
+    assert all(any(h.startswith(f"{k}/") for h in hparams) for k in nested)
+    hparams_yml = list((out / tracking.FOLDER).rglob("hparams.yml"))
+    assert hparams_yml and "learning_rate" in hparams_yml[0].read_text()
+    check_owned(out)
     return ev
+
+
+def read_hparams(folder) -> dict:
+    """The hyper-parameters of the TensorBoard run in ``folder`` (HParams' session start)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found = {}
+    for events in folder.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for v in event.summary.value:
+                if v.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                    for k, h in data.session_start_info.hparams.items():
+                        found[k] = getattr(h, h.WhichOneof("kind"))
+    return found
+
+
+def check_owned(out) -> None:
+    """Every tracker file is the run's (an overwrite removes it) and none is a link."""
+    manifest = Manifest.read(out)
+    files = [p for p in (out / tracking.FOLDER).rglob("*") if p.is_file() or p.is_symlink()]
+    assert files and all(manifest.unchanged(p) for p in files), \
+        [p for p in files if not manifest.unchanged(p)]
 
 
 def test_image_cli_tensorboard(tmp_path):
