@@ -218,7 +218,7 @@ register(
     Setting("report_to", "experiment trackers (accelerate's), written to <output dir>/tracking: "
             "one or more of tensorboard, wandb, mlflow, trackio (space- or comma-separated; each "
             "an extra: pip install 'annealing-kd[tensorboard]'), or none, or all (every one "
-            "installed)", "none", check=tracking.check_report_to, resume=False,
+            "installed)", "none", check=tracking.trackers, resume=False,
             extra={cli: {"nargs": "+"} for cli in CLIS}),
     Setting("run_name", "the run's name in the trackers (default: the output directory's name)",
             resume=False),

@@ -62,21 +62,18 @@ def trackers(report_to: str | list[str] | None) -> list[str]:
     return names
 
 
-def check_report_to(value: str | list[str]) -> None:
-    trackers(value)
-
-
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
     """Hyper-parameters as trackers take them: nested dicts as ``a/b`` keys (an empty one: none),
     lists as comma-separated text, anything else not a number, text or bool as its text."""
     flat: dict[str, Any] = {}
-    for key, value in config.items():
+    for name, value in config.items():
+        key = f"{prefix}{name}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}/"))
+            flat.update(flatten(value, f"{key}/"))
         elif isinstance(value, (list, tuple)):
-            flat[prefix + key] = ",".join(map(str, value))
+            flat[key] = ",".join(map(str, value))
         else:
-            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat
 
 
