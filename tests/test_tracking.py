@@ -306,3 +306,33 @@ def test_flattened_hyper_parameters():
               "i": "x"}
     assert tracking.flatten(config) == {"a/b": 1, "a/c/d": "None", "e": "1,2", "f": "0.5",
                                         "h": True, "i": "x"}
+
+
+def test_a_file_of_yours_in_tracking_is_never_recorded_nor_deleted(tmp_path, monkeypatch, capsys):
+    """Saved into tracking/ while a run is live: not recorded (only the trackers' own folders
+    are), so --overwrite-output-dir refuses with one line and the file stays."""
+    from test_cifar_pipeline import run
+
+    from annealing_kd.common.training.trainer import Trainer
+
+    write, seen = Trainer.write_results, {"epochs": 0}
+
+    def stopped_after_one_epoch(self, final=None):
+        write(self, final)
+        seen["epochs"] += 1
+        if seen["epochs"] == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(Trainer, "write_results", stopped_after_one_epoch)
+    assert run(out, "--report-to", "tensorboard", "--method", "scratch") == 130
+    monkeypatch.setattr(Trainer, "write_results", write)
+    notes = out / tracking.FOLDER / "my_notes.txt"
+    notes.write_text("mine")
+    assert run(out, "--report-to", "tensorboard", "--method", "scratch", "--resume") == 0
+    assert not Manifest.read(out).records(notes)
+    capsys.readouterr()
+    assert run(out, "--overwrite-output-dir", "--method", "scratch") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "my_notes.txt" in err and err.count("\n") == 1
+    assert notes.read_text() == "mine"

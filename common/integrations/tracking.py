@@ -4,8 +4,9 @@
 ``tensorboard``, ``wandb``, ``mlflow``, ``trackio``, or alone ``none`` (default) or ``all`` (every
 one installed). Their local files go to ``<out>/tracking`` (TensorBoard: ``<project_name>/``;
 W&B: ``wandb/`` and its cache; MLflow: a file store ``mlruns/`` unless ``MLFLOW_TRACKING_URI`` is
-set; trackio: its own store) and are recorded in the run's manifest as growing logs, so
-``--overwrite-output-dir`` removes them. One tracker run per run folder: ``--resume`` continues it
+set; trackio: its own store) and the files in those folders are recorded in the run's manifest (growing while
+written, with their facts once closed), so ``--overwrite-output-dir`` removes them and nothing
+else: a file of yours in ``tracking/`` is not recorded, and an overwrite refuses to delete it. One tracker run per run folder: ``--resume`` continues it
 (W&B: the manifest's run id; MLflow: the run tagged with it). Logged: the config, flattened, as
 hyper-parameters of that run; at the logging interval ``<phase>/loss``, ``<phase>/lr``,
 ``<phase>/temperature``, ``<phase>/phi``; per epoch ``<phase>/epoch/<metric>``,
@@ -153,18 +154,28 @@ class Tracker:
             return
         values = {f"final/{k}": v for k, v in final["metrics"].items() if isinstance(v, float)}
         self.acc.log({**values, "final/selected_epoch": final["selected_epoch"]}, step=step)
+        roots = self.roots()
         self.acc.end_training()
-        self.record()
+        self.record(closed=True, roots=roots)
         self.started = False
 
-    def record(self) -> None:
-        """Record the trackers' files (flushed) in the run's manifest as growing logs; a link a
-        tracker made (W&B's ``debug-core.log``) becomes a copy of its file."""
+    def roots(self) -> list[Path]:
+        """The folders the trackers write in, as they report them (TensorBoard's log dir) or as
+        we told them (W&B's ``dir`` and caches, MLflow's file store and logging dir)."""
+        found = [Path(t.writer.log_dir) for t in self.acc.trackers if t.name == "tensorboard"]
+        names = {"wandb": ["wandb"], "mlflow": ["mlruns", "mlflow"]}
+        return found + [self.folder / sub for n in self.names for sub in names.get(n, [])]
+
+    def record(self, closed: bool = False, roots: list[Path] | None = None) -> None:
+        """Record the files in the trackers' own folders (flushed; never a file elsewhere in
+        ``tracking/``) in the run's manifest: as growing logs while they write, with their facts
+        once ``closed``. A link a tracker made (W&B's ``debug-core.log``) becomes a copy."""
         if not self.acc.is_main_process or not self.folder.is_dir():
             return
         for t in self.acc.trackers:
             getattr(getattr(t, "writer", None), "flush", lambda: None)()
-        for p in sorted(self.folder.rglob("*")):
+        roots = self.roots() if roots is None else roots
+        for p in sorted({p for root in roots if root.is_dir() for p in root.rglob("*")}):
             if p.is_symlink():  # W&B's logs/debug-core.log: a copy (none if dangling)
                 target = p.resolve()
                 if target.is_file():
@@ -173,7 +184,7 @@ class Tracker:
                 else:
                     p.unlink()
             if p.is_file():
-                self.run.manifest.record(p, growing=True)
+                self.run.manifest.record(p, growing=not closed)
         self.run.manifest.save()
 
 
