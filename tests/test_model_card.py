@@ -159,6 +159,7 @@ def test_card_metadata_of_a_hub_student_and_its_labels():
     assert ("annealing_kd_glue.py --data_dir <data_dir> --output_dir <output_dir> "
             "--teacher_model_name_or_path=<teacher_model_name_or_path>") in body
     assert "/m/t" not in text and "/data/" not in text and "/runs/" not in text
+    assert body.lstrip().startswith("# bert_uncased_L-2_H-128_A-2 distilled with kd\n")
     assert "| `cache_dir` | `<cache_dir>` |" in body and "weights `<teacher_weights>`" in body
     meta, _ = read_card_text(render({**res, "config": {**res["config"],
                                                        "student_model_name_or_path": "/m/s"}},

@@ -178,7 +178,7 @@ def sections(facts: dict[str, Any], cli: str) -> list[str | None]:
     rows = [f"| {k} | {split} | {epoch} | {_fmt(v)} |" for k, v in sel["metrics"].items()
             for split, _, epoch in [metric_of(k, sel["on"])]]
     return [
-        f"# {facts['models']['student']} distilled with {method}",
+        f"# {facts['models']['name']} distilled with {method}",
         f"**Method.** {METHODS.get(method, method)}{note}.",
         t and (f"**Teacher.** `{facts['models']['teacher']}`, weights `{t['teacher_weights']}`"
                + (f" (sha256 `{t['sha256']}`)" if t["sha256"] else "")
