@@ -114,6 +114,7 @@ def test_image_run_reproduced_from_its_config_yaml_and_results(tmp_path, capsys)
         _same_but_paths(results(first)["config"], results(out)["config"], "image")
         assert (out / "config.yaml").read_text() == \
             (first / "config.yaml").read_text().replace(str(first), str(out))
+    assert results(tmp_path / "from_json")["config"]["config_file"]["contents"] == written
     capsys.readouterr()
     assert cifar.main([str(first / "config.yaml"), "--output-dir", str(tmp_path / "p"),
                        "--print-config"]) == 0
