@@ -59,7 +59,7 @@ GROUPS = settings.declare(CLI, {
                 "(needed for selection)", switch=True, resume=False),
         Setting("overwrite_cache", "recompute cached teacher logits", switch=True, resume=False),
         Setting("no_cuda", "run on the CPU", switch=True, resume=False,
-                flags=["--use_cpu", "--no_cuda"]),  # HF's current name first
+                flags=["--no_cuda", "--use_cpu"]),  # and HF's current name
         Setting("fp16", "fp16 mixed precision (GPU, native AMP)", switch=True),
         Setting("text_amp", "mixed precision: bf16 is --bf16, fp16 is --fp16 (the image CLI's "
                 "spelling)", choices=["none", "bf16", "fp16"], flags=["--amp"], resume=False,
@@ -68,9 +68,9 @@ GROUPS = settings.declare(CLI, {
                 integer, resume=False)],
     "optimisation (original flags)": [  # epochs, lr, tau_max: the shared settings
         Setting("per_gpu_train_batch_size", "per process", 8, integer,
-                flags=["--per_device_train_batch_size", "--per_gpu_train_batch_size"]),
+                flags=["--per_gpu_train_batch_size", "--per_device_train_batch_size"]),
         Setting("per_gpu_eval_batch_size", "per process", 8, integer, resume=False,
-                flags=["--per_device_eval_batch_size", "--per_gpu_eval_batch_size"]),
+                flags=["--per_gpu_eval_batch_size", "--per_device_eval_batch_size"]),
         Setting("gradient_accumulation_steps", None, 1, integer),
         "weight_decay",
         Setting("adam_epsilon", None, 1e-8, real),

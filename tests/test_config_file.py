@@ -137,10 +137,10 @@ def test_text_print_config_and_shared_spellings(capsys):
     assert text_args([*base, "--bf16"]).bf16 and text_args([*base, "--amp", "bf16"]).bf16
     assert glue.main([*base, "--use_cpu", "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["use_cpu"] is True and printed["per_device_train_batch_size"] == 8
-    assert printed["num_train_epochs_phase_1"] == 14 and printed["task_name"] == "rte"
-    assert glue.main([*base, "--per_gpu_train_batch_size", "0"]) == 2
-    assert "--per_device_train_batch_size must be >= 1" in capsys.readouterr().err
+    assert printed["no_cuda"] is True and printed["per_gpu_train_batch_size"] == 8  # results.json's
+    assert printed["student_epochs_p1"] == 14 and printed["task_name"] == "rte"
+    assert glue.main([*base, "--per_device_train_batch_size", "0"]) == 2
+    assert "--per_gpu_train_batch_size must be >= 1" in capsys.readouterr().err
 
 
 def test_image_takes_the_text_spellings():

@@ -376,8 +376,8 @@ def test_text_run_reproduced_from_its_config_yaml(models, tmp_path):
     assert main(argv(models, tmp_path, tr, dv, "--method", "kd", "--num_train_epochs", "1",
                      out="first")) == 0
     written = yaml.safe_load((tmp_path / "first" / "config.yaml").read_text())
-    assert written["per_device_train_batch_size"] == 8 and written["use_cpu"] is True
-    assert written["train_file"] == tr and written["num_train_epochs"] == 1
+    assert written["per_gpu_train_batch_size"] == 8 and written["no_cuda"] is True
+    assert written["train_file"] == tr and written["student_epochs"] == 1
     for source, out in (("config.yaml", "again"), ("results.json", "from_json")):
         assert main([str(tmp_path / "first" / source), "--output_dir", str(tmp_path / out)]) == 0
         a, b = results(tmp_path / "first")["config"], results(tmp_path / out)["config"]

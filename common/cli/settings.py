@@ -123,9 +123,9 @@ NOT_CONFIG = ("resume", "overwrite_output_dir")  # how a run starts, not what it
 
 
 def config_of(args: argparse.Namespace, cli: str) -> dict[str, Any]:
-    """The settings of ``args`` as a config file that reproduces the run: each by its first flag
-    (``-`` as ``_``), a tuple as a list (empty: ``none``). Settings stored under another's name
-    (``--cuda``) and :data:`NOT_CONFIG` are left out."""
+    """The settings of ``args`` as a config file that reproduces the run: each by its name (as
+    results.json's config), a tuple as a list (empty: ``none``). Settings stored under another's
+    name (``--cuda``) and :data:`NOT_CONFIG` are left out."""
     config: dict[str, Any] = {}
     for s in settings_of(cli):
         if s.name in NOT_CONFIG or not hasattr(args, s.name):
@@ -133,7 +133,7 @@ def config_of(args: argparse.Namespace, cli: str) -> dict[str, Any]:
         value = getattr(args, s.name)
         if isinstance(value, tuple | list):
             value = list(value) or "none"
-        config[flag_names(s, cli)[0].lstrip("-").replace("-", "_")] = value
+        config[s.name] = value
     return config
 
 
