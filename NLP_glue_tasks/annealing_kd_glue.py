@@ -14,11 +14,14 @@ if __package__ in (None, ""):  # run as a script: python NLP_glue_tasks/annealin
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from annealing_kd.common.cli.entry import run_cli  # noqa: E402
-from annealing_kd.NLP_glue_tasks.cli import flag_of, parse_args  # noqa: E402
+from annealing_kd.common.cli.settings import print_config  # noqa: E402
+from annealing_kd.NLP_glue_tasks.cli import CLI, flag_of, parse_args  # noqa: E402
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
+    if print_config(args, CLI):
+        return 0
     # torch, transformers and datasets: only after --help and the checks
     from annealing_kd.common.cli.quiet import quiet_libraries
     from annealing_kd.common.run_folder import OutputFolder

@@ -22,6 +22,13 @@ SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "constant_with_warmup", "inverse_sqrt"]
 OWN_DATA_FLAGS = ("train_file", "validation_file", "test_file", "dataset_name")
 
+
+class Precision(argparse.Action):
+    """``--amp bf16`` / ``fp16``: the switch of that name (none: neither)."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        namespace.bf16, namespace.fp16 = value == "bf16", value == "fp16"
+
 GROUPS = settings.declare(CLI, {
     "models and data (original flags)": [
         Setting("model_type", "accepted for compatibility; the architecture comes from each "
@@ -39,7 +46,10 @@ GROUPS = settings.declare(CLI, {
         Setting("cache_dir", "Hugging Face download cache and `datasets` cache (read data, token "
                 "ids)", resume=False),
         Setting("max_seq_length", "longer inputs are truncated", 128, integer),
-        Setting("do_lower_case", "lower-case (uncased tokenizers)", switch=True)],
+        Setting("do_lower_case", "lower-case (uncased tokenizers)", switch=True),
+        Setting("ignore_mismatched_sizes", "a student, assistant or trained teacher whose "
+                "classifier head has another label count gets a new head of the task's size (as "
+                "HF's run_glue); a given fine-tuned teacher is still refused", switch=True)],
     "what to do (original flags)": [  # --seed, --overwrite_output_dir: the shared settings
         Setting("do_train", "train the student", switch=True, resume=False),
         Setting("do_eval", "evaluate the saved student on dev (alone: <output_dir>/student, or "
@@ -48,13 +58,19 @@ GROUPS = settings.declare(CLI, {
         Setting("evaluate_during_training", "accepted; dev is always evaluated each epoch "
                 "(needed for selection)", switch=True, resume=False),
         Setting("overwrite_cache", "recompute cached teacher logits", switch=True, resume=False),
-        Setting("no_cuda", "run on the CPU", switch=True, resume=False),
+        Setting("no_cuda", "run on the CPU", switch=True, resume=False,
+                flags=["--no_cuda", "--use_cpu"]),  # and HF's current name
         Setting("fp16", "fp16 mixed precision (GPU, native AMP)", switch=True),
+        Setting("text_amp", "mixed precision: bf16 is --bf16, fp16 is --fp16 (the image CLI's "
+                "spelling)", choices=["none", "bf16", "fp16"], flags=["--amp"], resume=False,
+                extra={CLI: dict(action=Precision, default=argparse.SUPPRESS)}),
         Setting("local_rank", "accepted; torchrun / accelerate launch set up the processes", -1,
                 integer, resume=False)],
     "optimisation (original flags)": [  # epochs, lr, tau_max: the shared settings
-        Setting("per_gpu_train_batch_size", "per process", 8, integer),
-        Setting("per_gpu_eval_batch_size", "per process", 8, integer, resume=False),
+        Setting("per_gpu_train_batch_size", "per process", 8, integer,
+                flags=["--per_gpu_train_batch_size", "--per_device_train_batch_size"]),
+        Setting("per_gpu_eval_batch_size", "per process", 8, integer, resume=False,
+                flags=["--per_gpu_eval_batch_size", "--per_device_eval_batch_size"]),
         Setting("gradient_accumulation_steps", None, 1, integer),
         "weight_decay",
         Setting("adam_epsilon", None, 1e-8, real),

@@ -67,20 +67,27 @@ def load_tokenizer(path: str, args, role: str):
                  **({"do_lower_case": True} if args.do_lower_case else {}))
 
 
+def new_head(args, need_head: bool) -> bool:
+    """--ignore_mismatched_sizes: a head of another size is replaced (not a given teacher's)."""
+    return bool(getattr(args, "ignore_mismatched_sizes", False)) and not need_head
+
+
 def check_labels(config, task: Task, path: str, role: str, need_head: bool,
-                 order: str | None = None) -> None:
-    """A classifier head must fit the task: label count, and label order when it is named
-    (``order``: the teacher's --teacher_label_order, which its names must then match)."""
+                 order: str | None = None, replace: bool = False) -> None:
+    """A classifier head must fit the task: label count (``replace``: a head of another size is
+    replaced by a new one), and label order when it is named (``order``: the teacher's
+    --teacher_label_order, which its names must then match)."""
     head = any("ForSequenceClassification" in a for a in (config.architectures or []))
     if need_head and not head:
         raise UsageError(f"{role} {path} has no sequence-classification head; give a checkpoint "
                          f"fine-tuned on {task.name}, or pass --train_teacher")
-    if not head:
+    if not head or (replace and config.num_labels != task.num_labels):
         return
     if config.num_labels != task.num_labels:
+        hint = "" if need_head else ", or pass --ignore_mismatched_sizes for a new head"
         raise UsageError(f"{role} {path} has {config.num_labels} output labels but {task.name} "
                          f"has {task.num_labels}; use a checkpoint fine-tuned on {task.name} or a "
-                         "base model")
+                         f"base model{hint}")
     names = [config.id2label[i] for i in range(config.num_labels)]
     named = not all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
     expected = order.split(",") if order else task.labels
@@ -105,19 +112,20 @@ def checked_config(path: str, task: Task, args, role: str, need_head: bool = Fal
         raise UsageError(f"--max_seq_length {args.max_seq_length} exceeds the {limit} positions of "
                          f"the {role} {config_name or path}; pass --max_seq_length {limit} or less")
     order = getattr(args, "teacher_label_order", None) if role == "teacher" else None
-    check_labels(config, task, path, role, need_head, order)
+    check_labels(config, task, path, role, need_head, order, new_head(args, need_head))
     return config
 
 
 def load_model(path: str, task: Task, args, role: str, need_head: bool = False, config_name=None):
-    """A sequence classifier with the task's label count and names, in float32."""
+    """A sequence classifier with the task's label count and names, in float32 (a new head with
+    --ignore_mismatched_sizes, as HF's run_glue)."""
     config = checked_config(path, task, args, role, need_head, config_name)
     config.num_labels = task.num_labels
     config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
     config.label2id = {v: k for k, v in config.id2label.items()}
     config.problem_type = "regression" if task.is_regression else "single_label_classification"
     model = _load(AutoModelForSequenceClassification, path, args, role, config=config,
-                  use_safetensors=True)
+                  use_safetensors=True, ignore_mismatched_sizes=new_head(args, need_head))
     return model.float()
 
 

@@ -15,11 +15,14 @@ if __package__ in (None, ""):  # run as a script: python computer_vision_tasks/a
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from annealing_kd.common.cli.entry import run_cli  # noqa: E402
-from annealing_kd.computer_vision_tasks.cli import flag_of, parse_args  # noqa: E402
+from annealing_kd.common.cli.settings import print_config  # noqa: E402
+from annealing_kd.computer_vision_tasks.cli import CLI, flag_of, parse_args  # noqa: E402
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
+    if print_config(args, CLI):
+        return 0
     from annealing_kd.computer_vision_tasks.pipeline import ImagePipeline  # torch: after --help
 
     ImagePipeline(args).train()

@@ -40,7 +40,14 @@ GROUPS = settings.declare(CLI, {
         Setting("cuda", "same as --device cuda", switch=True, resume=False, extra={CLI: dict(
             dest="device", action="store_const", const="cuda", default=argparse.SUPPRESS)}),
         Setting("device", "where to train", "auto", choices=["auto", "cpu", "cuda"], resume=False),
+        Setting("use_cpu", "same as --device cpu (the text CLI's spelling)", switch=True,
+                resume=False, extra={CLI: dict(dest="device", action="store_const", const="cpu",
+                                               default=argparse.SUPPRESS)}),
         Setting("amp", "mixed precision", "none", choices=["none", "bf16", "fp16"], resume=False),
+        *(Setting(f"amp_{kind}", f"same as --amp {kind} (the text CLI's spelling)", switch=True,
+                  resume=False, flags=[f"--{kind}"], extra={CLI: dict(
+                      dest="amp", action="store_const", const=kind, default=argparse.SUPPRESS)})
+          for kind in ("bf16", "fp16")),
         Setting("channels_last", "channels-last memory format", switch=True, resume=False),
         Setting("num_workers", "data-loading worker processes", 4, integer, resume=False),
         Setting("no_tensor_loader", "use torchvision's DataLoader (PIL transforms, --num-workers "

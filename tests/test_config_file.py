@@ -90,3 +90,61 @@ def test_results_record_the_config_file(tmp_path):
     assert config["method"] == "scratch" and config["seed"] == 5
     card = (out / "student" / "README.md").read_text()  # the file's name, not this machine's path
     assert f"config file `{f.name}`" in card and str(f.resolve()) not in card
+
+
+def _same_but_paths(a: dict, b: dict, cli: str) -> None:
+    """Two runs' results.json configs: equal but for the output dir and how they were started."""
+    differ = {"output_dir", "command", "config_file"}
+    assert {k: v for k, v in a.items() if k not in differ} == \
+        {k: v for k, v in b.items() if k not in differ}, cli
+
+
+def test_image_run_reproduced_from_its_config_yaml_and_results(tmp_path, capsys):
+    import yaml
+    from test_cifar_pipeline import TINY, results
+
+    first = tmp_path / "first"
+    assert cifar.main([*TINY, "--lr-milestones", "0.5", "--recipe",
+                       "no-phase1-decay", "--output-dir", str(first)]) == 0
+    written = yaml.safe_load((first / "config.yaml").read_text())
+    assert written["output_dir"] == str(first) and written["phase1_lr_milestones"] == "none"
+    assert written["method"] == "annealing" and "resume" not in written and "command" not in written
+    for source, name in ((first / "config.yaml", "again"), (first / "results.json", "from_json")):
+        out = tmp_path / name
+        assert cifar.main([str(source), "--output-dir", str(out)]) == 0
+        _same_but_paths(results(first)["config"], results(out)["config"], "image")
+        assert (out / "config.yaml").read_text() == \
+            (first / "config.yaml").read_text().replace(str(first), str(out))
+    assert results(tmp_path / "from_json")["config"]["config_file"]["contents"] == written
+    capsys.readouterr()
+    assert cifar.main([str(first / "config.yaml"), "--output-dir", str(tmp_path / "p"),
+                       "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {**written, "output_dir": str(tmp_path / "p")}
+    assert not (tmp_path / "p").exists()  # nothing ran
+
+
+def test_text_print_config_and_shared_spellings(capsys):
+    import yaml
+
+    base = ["--task_name", "rte", "--output_dir", "o", "--do_train", "--student_model_name_or_path",
+            "s", "--teacher_model_name_or_path", "t"]
+    old = text_args([*base, "--per_gpu_train_batch_size", "4", "--per_gpu_eval_batch_size", "5",
+                     "--no_cuda", "--fp16"])
+    new = text_args([*base, "--per_device_train_batch_size", "4", "--per_device_eval_batch_size",
+                     "5", "--use_cpu", "--amp", "fp16"])
+    assert {**vars(old), "command": ""} == {**vars(new), "command": ""}
+    assert (new.per_gpu_train_batch_size, new.per_gpu_eval_batch_size, new.no_cuda) == (4, 5, True)
+    assert text_args([*base, "--bf16"]).bf16 and text_args([*base, "--amp", "bf16"]).bf16
+    assert glue.main([*base, "--use_cpu", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["no_cuda"] is True and printed["per_gpu_train_batch_size"] == 8  # results.json's
+    assert printed["student_epochs_p1"] == 14 and printed["task_name"] == "rte"
+    assert glue.main([*base, "--per_device_train_batch_size", "0"]) == 2
+    assert "--per_gpu_train_batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_image_takes_the_text_spellings():
+    assert image_args(["--use_cpu"]).device == "cpu" and image_args(["--use-cpu"]).device == "cpu"
+    assert image_args(["--bf16"]).amp == "bf16" and image_args(["--fp16"]).amp == "fp16"
+    assert image_args([]).amp == "none" and image_args(["--device", "cuda"]).device == "cuda"

@@ -349,3 +349,39 @@ def test_max_seq_length_below_the_special_tokens_is_refused(models, tmp_path, ca
                    "tokens to each input; pass --max_seq_length 3 or more\n")
     assert main(argv(models, tmp_path, tr, dv, "--method", "finetune", "--num_train_epochs", "1",
                      "--max_seq_length", "3", teacher=None)) == 0
+
+
+def test_a_student_head_of_another_size_needs_ignore_mismatched_sizes(models, tmp_path, capsys):
+    labels = ("a", "b", "c")
+    tr = write(tmp_path / "t.csv", rows(24, 0, labels=labels))
+    dv = write(tmp_path / "d.csv", rows(12, 1, labels=labels))
+    args = argv(models, tmp_path, tr, dv, "--num_train_epochs_phase_2", "1", teacher="teacher3")
+    args[args.index("--student_model_name_or_path") + 1] = models["teacher2"]  # a 2-label head
+    msg = _error(capsys, args)
+    assert "student" in msg and "has 2 output labels but custom has 3" in msg
+    assert "--ignore_mismatched_sizes" in msg
+    assert main([*args, "--ignore_mismatched_sizes"]) == 0
+    res = results(tmp_path / "run")
+    assert res["labels"] == ["a", "b", "c"] and res["config"]["ignore_mismatched_sizes"] is True
+    assert id2label(tmp_path / "run") == {"0": "a", "1": "b", "2": "c"}
+    # a given fine-tuned teacher with another head is still refused
+    msg = _error(capsys, argv(models, tmp_path, tr, dv, "--ignore_mismatched_sizes", out="t2"))
+    assert "teacher" in msg and "has 2 output labels but custom has 3" in msg
+
+
+def test_text_run_reproduced_from_its_config_yaml(models, tmp_path):
+    import yaml
+
+    tr, dv = write(tmp_path / "t.csv", rows(24, 0)), write(tmp_path / "d.csv", rows(12, 1))
+    assert main(argv(models, tmp_path, tr, dv, "--method", "kd", "--num_train_epochs", "1",
+                     out="first")) == 0
+    written = yaml.safe_load((tmp_path / "first" / "config.yaml").read_text())
+    assert written["per_gpu_train_batch_size"] == 8 and written["no_cuda"] is True
+    assert written["train_file"] == tr and written["student_epochs"] == 1
+    for source, out in (("config.yaml", "again"), ("results.json", "from_json")):
+        assert main([str(tmp_path / "first" / source), "--output_dir", str(tmp_path / out)]) == 0
+        a, b = results(tmp_path / "first")["config"], results(tmp_path / out)["config"]
+        differ = {"output_dir", "command", "config_file"}
+        assert {k: v for k, v in a.items() if k not in differ} == \
+            {k: v for k, v in b.items() if k not in differ}
+        assert results(tmp_path / out)["final"]["metrics"] == results(tmp_path / "first")["final"]["metrics"]

@@ -183,3 +183,18 @@ def test_fashion_mnist_reuses_a_downloaded_folder(tmp_path: Path, monkeypatch) -
     for name in prep.FMNIST_FILES:
         (raw / name).write_bytes(b"")
     assert prep.find_fashion_mnist(tmp_path, install=False) == raw
+
+
+def test_small_student_num_labels(tmp_path: Path, capsys) -> None:
+    import json
+
+    from glue_fixtures import tiny_bert
+
+    teacher = tiny_bert(tmp_path / "teacher", num_labels=None)  # a base BERT
+    assert prep.main(["small-student", "--out", str(tmp_path / "s3"), "--teacher", teacher,
+                      "--layers", "1", "--num-labels", "3"]) == 0
+    config = json.loads((tmp_path / "s3" / "config.json").read_text())
+    assert len(config["id2label"]) == 3 and config["num_hidden_layers"] == 1
+    assert prep.main(["small-student", "--out", str(tmp_path / "s0"), "--teacher", teacher,
+                      "--num_labels", "0"]) == 2
+    assert "at least 1 output label, got 0" in capsys.readouterr().err

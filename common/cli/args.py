@@ -66,13 +66,17 @@ class Parser(argparse.ArgumentParser):
     """Bad arguments become a one-line :class:`UsageError` (exit 2), not usage + SystemExit;
     ``--help`` shows the defaults (:class:`HelpFormatter`). A JSON or YAML file as the first
     argument gives flags (as ``HfArgumentParser`` reads a JSON file); flags after it override
-    it. The parsed namespace records ``command`` (as given) and ``config_file`` (path, contents)."""
+    it; of a run's results.json, the settings of its ``config`` (``from_results(config)``). The
+    parsed namespace records ``command`` (as given) and ``config_file`` (path, the settings read)."""
+
+    from_results: Any = None
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         kwargs.setdefault("epilog", "Flags may also come from a JSON or YAML file given as the "
-                          "first argument (e.g. %(prog)s args.json --seed 1): its keys are flag "
-                          "names without the dashes; flags after it override the file.")
+                          "first argument (e.g. %(prog)s args.json --seed 1, or a run's config.yaml "
+                          "or results.json): its keys are flag names without the dashes; flags "
+                          "after it override the file.")
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
@@ -80,6 +84,9 @@ class Parser(argparse.ArgumentParser):
         config, flags = None, argv
         if argv and not argv[0].startswith("-") and argv[0].lower().endswith(CONFIG_SUFFIXES):
             config = {"path": str(Path(argv[0]).resolve()), "contents": read_config(argv[0])}
+            saved = config["contents"].get("config")
+            if isinstance(saved, dict) and self.from_results:  # a results.json: its settings
+                config["contents"] = self.from_results(saved)
             flags = self.flags_of(config["contents"], argv[0]) + argv[1:]
         parsed = super().parse_args(flags, namespace)
         parsed.command = shlex.join([sys.argv[0] if args is None else self.prog, *argv])

@@ -104,6 +104,10 @@ def parser(cli: str, before: Mapping[str, Sequence[str]], after: Mapping[str, Se
                 "choices": per_cli(s.choices, cli)}
             group.add_argument(*flag_names(s, cli), **{"dest": s.name, "help": per_cli(s.help, cli),
                                                        **kind, **s.extra.get(cli, {})})
+    p.add_argument(*flag_names(Setting("print_config", None), cli), action="store_true",
+                   default=argparse.SUPPRESS, help="print the effective config (YAML, as the run "
+                   "writes it to <output dir>/config.yaml) and exit without running")
+    p.from_results = lambda saved: config_of(argparse.Namespace(**saved), cli)
     return p
 
 
@@ -112,6 +116,38 @@ def flag_of(cli: str, name: str) -> str:
     that is not one of its settings)."""
     s = SETTINGS.get(name)
     return flag_names(s, cli)[0] if s and cli in s.clis else "--" + name
+
+
+# ---- config files: <output dir>/config.yaml, --print_config ------------------------------------
+NOT_CONFIG = ("resume", "overwrite_output_dir")  # how a run starts, not what it is
+
+
+def config_of(args: argparse.Namespace, cli: str) -> dict[str, Any]:
+    """The settings of ``args`` as a config file that reproduces the run: each by its name (as
+    results.json's config), a tuple as a list (empty: ``none``). Settings stored under another's
+    name (``--cuda``) and :data:`NOT_CONFIG` are left out."""
+    config: dict[str, Any] = {}
+    for s in settings_of(cli):
+        if s.name in NOT_CONFIG or not hasattr(args, s.name):
+            continue
+        value = getattr(args, s.name)
+        if isinstance(value, tuple | list):
+            value = list(value) or "none"
+        config[s.name] = value
+    return config
+
+
+def config_yaml(args: argparse.Namespace, cli: str) -> str:
+    import yaml
+
+    return yaml.safe_dump(config_of(args, cli), sort_keys=False)
+
+
+def print_config(args: argparse.Namespace, cli: str) -> bool:
+    """``--print_config``: print the effective config; True when the run is then not started."""
+    if getattr(args, "print_config", False):
+        print(config_yaml(args, cli), end="")
+    return getattr(args, "print_config", False)
 
 
 # ---- values -----------------------------------------------------------------------------------

@@ -139,6 +139,9 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        self.write(name, json_writer(data))
+
     def check_free(self, *paths: str | Path) -> None:
         """Refuse a file at one of ``paths`` that this run's manifest does not record."""
         found = self.manifest or Manifest.read(self.path)

@@ -38,7 +38,8 @@ class BasePipeline:
     def start_run(self, inputs: Inputs, evaluate: Callable | None, metric: str, selected_on: str,
                   log_every: int, **facts: Any) -> None:
         """The run folder and its ``Trainer``; the config holds the settings, ``facts`` (derived
-        from the data) and the inputs' fingerprints, which --resume compares with the run's."""
+        from the data) and the inputs' fingerprints, which --resume compares with the run's;
+        config.yaml holds the settings as a config file that reproduces the run."""
         args, acc = self.args, self.acc
         with acc.main_process_first():
             self.run = RunDir(args.output_dir, overwrite=args.overwrite_output_dir,
@@ -50,7 +51,8 @@ class BasePipeline:
         self.trainer = Trainer(acc, self.run, config=self.config, env=environment_info(),
                                evaluate=evaluate, selection_metric=metric, selected_on=selected_on,
                                seed=args.seed, resume=args.resume, deterministic=args.deterministic,
-                               log_every=log_every, trackers=trackers(args.report_to))
+                               log_every=log_every, trackers=trackers(args.report_to),
+                               files={"config.yaml": settings.config_yaml(args, self.cli)})
 
     def make_phase(self, step: PhasePlan, make_optimizer, lr_schedule: LrSchedule,
                    **extra: Any) -> Phase:

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,14 +121,16 @@ def predict(accelerator, model: nn.Module, loader, forward, labels) -> tuple[tor
 
 class Trainer:
     """Runs phases, records every epoch, writes results.json / metrics.jsonl / curves.png.
-    ``evaluate(model)`` gives an epoch's metrics (or each :meth:`fit` gets its own)."""
+    ``evaluate(model)`` gives an epoch's metrics (or each :meth:`fit` gets its own); ``files``
+    (name -> text, e.g. config.yaml) are written once the run has started."""
 
     def __init__(self, accelerator, run: run_folder.RunDir, *, config: dict[str, Any],
                  env: dict[str, Any], evaluate: Callable[[nn.Module], Metrics] | None,
                  selection_metric: str, selected_on: str, seed: int = 42, resume: bool = False,
                  deterministic: bool = False, log_every: int = 10,
-                 trackers: list[str] | None = None) -> None:
+                 trackers: list[str] | None = None, files: dict[str, str] | None = None) -> None:
         self.acc, self.run, self.config, self.env = accelerator, run, config, env
+        self.files = dict(files or {})
         self.evaluate, self.metric, self.selected_on = evaluate, selection_metric, selected_on
         self.seed, self.resume, self.deterministic, self.log_every = seed, resume, deterministic, log_every
         self.records: list[dict[str, Any]] = []
@@ -150,6 +153,9 @@ class Trainer:
         total = self.check_phase(phase, len(loader))
         state = _Progress(optimizer, phase.lr_schedule.build(optimizer, total), total)
         self.run.start(self.config)  # an overwritten run is removed only now, all input checked
+        while self.files:
+            name, text = self.files.popitem()
+            self.run.write(name, lambda tmp, text=text: Path(tmp).write_text(text))
         self.tracker.start(self.config)
         if self._resume(model, phase, state):
             self.steps_done += state.opt_steps
