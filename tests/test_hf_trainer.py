@@ -215,7 +215,7 @@ def test_selection_over_both_phases(best1, best2, greater, selected):
         args = SimpleNamespace(metric_for_best_model="accuracy", load_best_model_at_end=True,
                                greater_is_better=greater)
         return SimpleNamespace(state=SimpleNamespace(best_metric=best), args=args,
-                               _load_best_model=lambda: loaded.append(best))
+                               load_best_checkpoint=lambda: loaded.append(best))
 
     p1, p2 = fake(best1), fake(best2)
     assert _select(p1, p2) == selected

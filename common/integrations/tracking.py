@@ -6,7 +6,8 @@ the run's manifest as growing logs, so ``--overwrite-output-dir`` removes them. 
 as hyper-parameters; per optimizer step at the logging interval ``<phase>/loss``, ``<phase>/lr``,
 ``<phase>/temperature``, ``<phase>/phi`` (step: the phase's optimizer step); per epoch
 ``<phase>/epoch/<metric>``, ``<phase>/epoch/train_loss``, ``<phase>/epoch/phi`` (step: the
-epoch); at the end ``final/<metric>`` and ``final/selected_epoch``.
+epoch); at the end ``final/<metric>``, ``final/selected_epoch`` and the chance-teacher guard's
+``chance_check/value``, ``/chance``, ``/margin``, ``/at_chance``, ``/warned`` (1 or 0).
 """
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ class Tracker:
             self.step(record["phase"], record["epoch"], values)
             self.record()
 
-    def finish(self, final: dict[str, Any]) -> None:
+    def finish(self, final: dict[str, Any], chance_check: dict[str, Any] | None = None) -> None:
+        """The final metrics, and the chance-teacher guard's numbers (``chance_check/...``)."""
         if not self.started:
             return
         values = {f"final/{k}": v for k, v in final["metrics"].items() if isinstance(v, float)}
+        values.update({f"chance_check/{k}": float(v) for k, v in (chance_check or {}).items()
+                       if k != "examples" and isinstance(v, (int, float))})
         self.acc.log({**values, "final/selected_epoch": final["selected_epoch"]}, step=0)
         self.acc.end_training()
         self.record()

@@ -309,7 +309,7 @@ class Trainer:
     def write_results(self, final: dict[str, Any] | None = None) -> None:
         """metrics.jsonl, curves.png (at the end) and results.json, complete once it has ``final``."""
         if final is not None:
-            self.tracker.finish(final)
+            self.tracker.finish(final, (self.extra.get("teacher") or {}).get("chance_check"))
             self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
         self.run.write_results(self.config, self.env, self.records, final, **self.extra)
 
