@@ -138,11 +138,24 @@ def test_the_guard_is_recorded_and_can_be_fatal_in_the_image_cli(tmp_path, capsy
     ckpt = tmp_path / "teacher.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "raw.safetensors")
     _break_bn(tmp_path / "raw.safetensors", ckpt)
-    assert run(tmp_path / "run", "--method", "kd", "--teacher-checkpoint", str(ckpt)) == 0
+    import importlib.util
+
+    tb = importlib.util.find_spec("tensorboard") is not None
+    assert run(tmp_path / "run", "--method", "kd", "--teacher-checkpoint", str(ckpt),
+               *(["--report-to", "tensorboard"] if tb else [])) == 0
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     check = res["teacher"]["chance_check"]
     assert check["metric"] == "accuracy" and check["value"] == res["teacher"]["val_accuracy"]
     assert check["at_chance"] and check["warned"] and check["split"] == "val"
+    if tb:  # the tracker logs it at the end
+        from test_tracking import read_events
+
+        from annealing_kd.common.integrations.tracking import FOLDER
+
+        ev = read_events(tmp_path / "run" / FOLDER)
+        assert ev["chance_check/value"] == [(0, pytest.approx(check["value"]))]
+        assert ev["chance_check/chance"] == [(0, pytest.approx(check["chance"]))]
+        assert ev["chance_check/warned"] == [(0, 1.0)]
     assert check["chance"] >= 0.1 and check["examples"] == 32
     card = (tmp_path / "run" / "README.md").read_text()
     assert (f"Chance check on val: accuracy {check['value']:.4f} against chance "
