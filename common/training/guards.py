@@ -75,6 +75,7 @@ def check_teacher(metrics: dict[str, float], num_classes: int | None, n: int, sp
     return {"split": split, "examples": n, "metric": name, "value": value, "chance": chance,
             "margin": margin, "at_chance": why is not None, "warned": bool(why)}
 
+
 def check_teacher_logits(logits, labels, split: str = "dev", *, fail: bool = False,
                          advice: str = "check its weights and how it was trained") -> dict[str, Any]:
     """:func:`check_teacher` on a teacher's ``logits`` over a labelled ``split``: its accuracy
