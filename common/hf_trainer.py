@@ -195,8 +195,9 @@ class AnnealingKDTrainer(Trainer):
                 if i < start:  # finished before the checkpoint we resume from
                     self.phase_states[name] = _last_state(folder)
                     continue
-                if i > start:
-                    enable_full_determinism(full.seed) if full.full_determinism else set_seed(full.seed)
+                if i > start:  # as Trainer.__init__ seeds
+                    seed = enable_full_determinism if full.full_determinism else set_seed
+                    seed(full.seed)
                     self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model
                 self.args = copy.copy(full)
                 self.args.output_dir, self.args.num_train_epochs = folder, epochs
@@ -280,7 +281,9 @@ def _label_key(inputs: dict[str, Any]) -> str:
 def _last_state(folder: str) -> TrainerState:
     """The trainer state of the last checkpoint in ``folder`` (none: an empty state)."""
     last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
-    return TrainerState.load_from_json(os.path.join(last, "trainer_state.json")) if last else TrainerState()
+    if last is None:
+        return TrainerState()
+    return TrainerState.load_from_json(os.path.join(last, "trainer_state.json"))
 
 
 def _first_is_better(first: TrainerState, then: TrainerState, args: TrainingArguments) -> bool:

@@ -27,7 +27,8 @@ common = dict(train_dataset=data.select(range(512)), eval_dataset=data.select(ra
                   "accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
 settings = dict(per_device_train_batch_size=16, report_to="none")
 teacher = Model.from_pretrained(path, num_labels=2)  # all-MiniLM-L6-v2, a new head
-Trainer(teacher, TrainingArguments("teacher", num_train_epochs=3, learning_rate=1e-4, **settings), **common).train()
+teacher_args = TrainingArguments("teacher", num_train_epochs=3, learning_rate=1e-4, **settings)
+Trainer(teacher, teacher_args, **common).train()
 student = Model.from_pretrained(path, num_labels=2, num_hidden_layers=2)  # its first 2 layers
 args = AnnealingKDTrainingArguments(
     "student", max_temperature=2, num_train_epochs_phase_1=2, num_train_epochs_phase_2=1,

@@ -191,7 +191,8 @@ def test_the_guard_is_recorded_and_can_be_fatal_in_the_text_cli(tmp_path, capsys
     check = res["teacher"]["chance_check"]
     assert check["metric"] == "accuracy" and check["value"] == res["teacher"]["eval"]["accuracy"]
     assert check["at_chance"] and check["warned"] and check["split"] == "dev"
-    assert "Chance check on dev: accuracy" in (tmp_path / "run" / "student" / "README.md").read_text()
+    card = (tmp_path / "run" / "student" / "README.md").read_text()
+    assert "Chance check on dev: accuracy" in card
     capsys.readouterr()
     assert run(tmp_path / "fail", "--fail_on_chance_teacher") == 2
     err = capsys.readouterr().err.strip().splitlines()

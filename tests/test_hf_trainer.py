@@ -357,7 +357,8 @@ def test_one_call_settings_are_training_arguments(env, tmp_path):
          "--fail_on_chance_teacher", "--report_to", "none"])
     assert (a.max_temperature, a.num_train_epochs_phase_1, a.num_train_epochs_phase_2,
             a.anneal_reduction, a.fail_on_chance_teacher) == (3, 6, 0, "sum", True)
-    assert "tau_max" in AnnealingKDTrainingArguments.__dataclass_fields__["max_temperature"].metadata["help"]
+    fields = AnnealingKDTrainingArguments.__dataclass_fields__
+    assert "tau_max" in fields["max_temperature"].metadata["help"]
     train, dev, collator, _ = hf_data(env)
     kw = {"train_dataset": train, "eval_dataset": dev, "data_collator": collator}
     with pytest.raises(ValueError, match="max_temperature: with AnnealingKDTrainingArguments"):
@@ -397,7 +398,8 @@ def test_trainer_chance_teacher_guard(env, tmp_path, capsys):
     labels = np.array(dev["label"])
     assert check["value"] == pytest.approx((labels == 0).mean())
     assert check["chance"] == pytest.approx(max(0.5, np.bincount(labels).max() / len(labels)))
-    first = {k: logged[0].get(k) for k in ("teacher_accuracy", "teacher_chance", "teacher_at_chance")}
+    keys = ("teacher_accuracy", "teacher_chance", "teacher_at_chance")
+    first = {k: logged[0].get(k) for k in keys}
     assert first == {"teacher_accuracy": check["value"], "teacher_chance": check["chance"],
                      "teacher_at_chance": 1.0}
     err = capsys.readouterr().err

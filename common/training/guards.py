@@ -77,7 +77,8 @@ def check_teacher(metrics: dict[str, float], num_classes: int | None, n: int, sp
 
 
 def check_teacher_logits(logits, labels, split: str = "dev", *, fail: bool = False,
-                         advice: str = "check its weights and how it was trained") -> dict[str, Any]:
+                         advice: str = "check its weights and how it was trained"
+                         ) -> dict[str, Any]:
     """:func:`check_teacher` on a teacher's ``logits`` over a labelled ``split``: its accuracy
     against the class ids ``labels``, or with one output column (regression) its Pearson
     correlation with them."""
