@@ -13,7 +13,7 @@ from annealing_kd.common.cli import settings
 from annealing_kd.common.cli.inputs import Inputs, given
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.methods import ROLES, PhasePlan, plan, run_method, table
-from annealing_kd.common.training.guards import majority_share, warn_if_at_chance
+from annealing_kd.common.training.guards import check_teacher, majority_share
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.optim import adamw
 from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
@@ -162,21 +162,23 @@ class TextPipeline(BasePipeline):
             targets, dev = self.in_task_order(targets, dev)
         self.rows.setdefault(role, metrics_of_logits(task, dev, self.dev_ds))
         extra = self.trainer.extra.setdefault(role, {"path": path, "eval": self.rows[role]})
-        if role == "teacher" and self.acc.is_main_process:
-            self.warn_at_chance(self.rows[role])
+        if role == "teacher":
+            extra["chance_check"] = self.check_chance(self.rows[role])
         if role == "teacher" and not task.is_regression:
             extra["label_order"] = (self.args.teacher_label_order or ",".join(task.labels)).split(",")
         return targets
 
-    def warn_at_chance(self, metrics: dict[str, float]) -> None:
-        """One warning line when the teacher is no better than chance on dev."""
+    def check_chance(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """The chance-teacher guard on dev: one warning line (or the error of
+        --fail_on_chance_teacher) when the teacher is no better than chance; its record."""
         split = self.task.dev[0]
         advice = ("train it longer (--teacher_epochs) or with another --teacher_learning_rate"
                   if self.trains_teacher else "check that --teacher_model_name_or_path was "
                   "fine-tuned on this task (or pass --train_teacher)")
         labels = None if self.task.is_regression else labels_of(self.dev_ds[split])
-        warn_if_at_chance(metrics, len(self.task.labels) or None, len(self.dev_ds[split]), split,
-                          advice, None if labels is None else majority_share(labels))
+        return check_teacher(metrics, len(self.task.labels) or None, len(self.dev_ds[split]),
+                             split, advice, None if labels is None else majority_share(labels),
+                             fail=self.args.fail_on_chance_teacher, say=self.acc.is_main_process)
 
     def fit(self, model, step: PhasePlan, phase: Phase, targets) -> dict[str, Any]:
         tokenized = self.data_of(step.model)

@@ -3,8 +3,10 @@
 The names in ``__all__`` are the interface; they keep their names and signatures (new keyword
 arguments may be added, with defaults). Everything else in ``common`` may change.
 
-    from annealing_kd.common.api import AnnealingSchedule, annealing_loss, task_loss, teacher_logits
+    from annealing_kd.common.api import (AnnealingSchedule, all_teacher_logits, annealing_loss,
+                                         check_teacher_logits, task_loss, teacher_logits)
 
+    check_teacher_logits(all_teacher_logits(teacher, dev_loader), dev_labels)  # not at chance?
     schedule = AnnealingSchedule.per_epoch(epochs=phase1_epochs, max_temperature=tau_max)
     for epoch in range(phase1_epochs):                  # phase 1
         phi = schedule.phi(epoch)
@@ -21,7 +23,8 @@ from __future__ import annotations
 from annealing_kd.common.methods.annealing import AnnealingSchedule, annealing_loss
 from annealing_kd.common.methods.losses import KD_REDUCTIONS, hinton_kd_loss, task_loss
 from annealing_kd.common.training.frozen_teacher import all_teacher_logits, teacher_logits
+from annealing_kd.common.training.guards import check_teacher_logits
 from annealing_kd.common.training.trainer import freeze
 
 __all__ = ["AnnealingSchedule", "annealing_loss", "task_loss", "hinton_kd_loss", "KD_REDUCTIONS",
-           "teacher_logits", "all_teacher_logits", "freeze"]
+           "teacher_logits", "all_teacher_logits", "freeze", "check_teacher_logits"]

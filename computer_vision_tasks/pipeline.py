@@ -18,10 +18,10 @@ from annealing_kd.common.methods import PhasePlan, get_method, run_method, table
 from annealing_kd.common.run_folder import check_apart, load_weights, weights_writer
 from annealing_kd.common.run_folder.run_dir import json_writer
 from annealing_kd.common.training.guards import (
+    check_teacher,
     has_batch_norm,
     majority_share,
     recalibrate_bn,
-    warn_if_at_chance,
 )
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
@@ -228,18 +228,19 @@ class ImagePipeline(BasePipeline):
         if role == "teacher":
             self.acc.print(f"teacher {self.arch[role]}: {self.report} accuracy "
                            f"{info[f'{self.report}_accuracy']:.4f}")
-            if self.acc.is_main_process:
-                self.warn_at_chance(model, info[f"{self.split}_accuracy"])
+            info["chance_check"] = self.check_chance(model, info[f"{self.split}_accuracy"])
 
-    def warn_at_chance(self, teacher, accuracy: float) -> None:
-        """One warning line when the teacher is no better than chance on the selection split."""
+    def check_chance(self, teacher, accuracy: float) -> dict[str, Any]:
+        """The chance-teacher guard on the selection split: one warning line (or the error of
+        --fail-on-chance-teacher) when the teacher is no better than chance; its record."""
         advice = "check --teacher-checkpoint, --teacher and how the teacher was trained"
         if has_batch_norm(teacher) and not self.args.recalibrate_bn:
             advice = ("if its batch-norm statistics lag (low BN momentum), pass --recalibrate-bn "
                       "to recompute them on training batches; else " + advice)
         labels = split_labels(self.splits.val if self.split == "val" else self.splits.test)
-        warn_if_at_chance({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
-                          advice, majority_share(labels))
+        return check_teacher({"accuracy": accuracy}, self.spec.num_classes, len(labels), self.split,
+                             advice, majority_share(labels), fail=self.args.fail_on_chance_teacher,
+                             say=self.acc.is_main_process)
 
     # ---- the method's hooks (annealing_kd.common.methods.run.Pipeline) --------------------------------------
     def phase(self, step: PhasePlan) -> Phase:

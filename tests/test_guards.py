@@ -127,3 +127,92 @@ def test_recalibrate_bn_repairs_a_teacher_in_the_cli(tmp_path, capsys):
     # broken: it answers one class (0.172 of the 128 val images); recalibrated: 0.352 (good: 0.344)
     assert good > 0.25 and acc[True] > 0.25 and acc[True] > acc[False] + 0.1, (good, acc)
     assert len(warned[False]) == 1 and "--recalibrate-bn" in warned[False][0] and not warned[True]
+
+
+def test_the_guard_is_recorded_and_can_be_fatal_in_the_image_cli(tmp_path, capsys):
+    """The guard's result is in results.json (teacher.chance_check) and the model card; with
+    --fail_on_chance_teacher (either spelling) a teacher at chance is one error line, exit 2."""
+    from test_cifar_pipeline import run
+
+    model = model_zoo.create_model("resnet8", 10, 3, 32)
+    ckpt = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "raw.safetensors")
+    _break_bn(tmp_path / "raw.safetensors", ckpt)
+    import importlib.util
+
+    tb = importlib.util.find_spec("tensorboard") is not None
+    assert run(tmp_path / "run", "--method", "kd", "--teacher-checkpoint", str(ckpt),
+               *(["--report-to", "tensorboard"] if tb else [])) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    check = res["teacher"]["chance_check"]
+    assert check["metric"] == "accuracy" and check["value"] == res["teacher"]["val_accuracy"]
+    assert check["at_chance"] and check["warned"] and check["split"] == "val"
+    if tb:  # the tracker logs it at the end
+        from test_tracking import read_events
+
+        from annealing_kd.common.integrations.tracking import FOLDER
+
+        ev = read_events(tmp_path / "run" / FOLDER)
+        assert ev["chance_check/value"] == [(0, pytest.approx(check["value"]))]
+        assert ev["chance_check/chance"] == [(0, pytest.approx(check["chance"]))]
+        assert ev["chance_check/warned"] == [(0, 1.0)]
+    assert check["chance"] >= 0.1 and check["examples"] == 32
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert (f"Chance check on val: accuracy {check['value']:.4f} against chance "
+            f"{check['chance']:.4f} + {check['margin']:.4f}, no better than chance: the run "
+            "warned.") in card
+    capsys.readouterr()
+    for flag in ("--fail_on_chance_teacher", "--fail-on-chance-teacher"):
+        out = tmp_path / flag
+        assert run(out, "--method", "kd", "--teacher-checkpoint", str(ckpt), flag) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: the teacher's val accuracy"), err
+        assert "--fail-on-chance-teacher" in err[0] and not (out / "results.json").exists()
+
+
+def test_the_guard_is_recorded_and_can_be_fatal_in_the_text_cli(tmp_path, capsys):
+    from glue_fixtures import tiny_bert, write_glue
+
+    from annealing_kd.NLP_glue_tasks.annealing_kd_glue import main
+
+    data = write_glue(tmp_path / "glue", "RTE", 16, 8, 4)
+    teacher = tiny_bert(tmp_path / "teacher", num_labels=2, seed=1)  # random: at chance
+    student = tiny_bert(tmp_path / "student", num_labels=None, seed=2)
+
+    def run(out, *extra):
+        return main(["--task_name", "rte", "--data_dir", str(data), "--output_dir", str(out),
+                     "--logits_cache_dir", str(tmp_path / "cache"), "--no_cuda", "--do_train",
+                     "--teacher_model_name_or_path", teacher, "--student_model_name_or_path",
+                     student, "--per_gpu_train_batch_size", "8", "--method", "kd",
+                     "--num_train_epochs", "1", *extra])
+
+    assert run(tmp_path / "run") == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    check = res["teacher"]["chance_check"]
+    assert check["metric"] == "accuracy" and check["value"] == res["teacher"]["eval"]["accuracy"]
+    assert check["at_chance"] and check["warned"] and check["split"] == "dev"
+    card = (tmp_path / "run" / "student" / "README.md").read_text()
+    assert "Chance check on dev: accuracy" in card
+    capsys.readouterr()
+    assert run(tmp_path / "fail", "--fail_on_chance_teacher") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the teacher's dev accuracy"), err
+    assert "--fail_on_chance_teacher" in err[0]
+
+
+def test_own_loop_chance_check():
+    """annealing_kd.common.api.check_teacher_logits: the same guard on a teacher's logits."""
+    from annealing_kd.common.api import check_teacher_logits
+    from annealing_kd.common.errors import UsageError
+
+    labels = torch.tensor([0, 1] * 50)
+    good = check_teacher_logits(nn.functional.one_hot(labels, 2).float(), labels)
+    assert good == {"split": "dev", "examples": 100, "metric": "accuracy", "value": 1.0,
+                    "chance": 0.5, "margin": pytest.approx(0.1), "at_chance": False,
+                    "warned": False}
+    constant = torch.tensor([[1.0, 0.0]]).repeat(100, 1)
+    assert check_teacher_logits(constant, labels)["warned"]
+    with pytest.raises(UsageError, match="dev accuracy 0.500 is not above chance.*fail_on_chance"):
+        check_teacher_logits(constant, labels, fail=True)
+    regression = check_teacher_logits(-labels.float()[:, None], labels.float(), "test")
+    assert regression["metric"] == "pearson" and regression["at_chance"]

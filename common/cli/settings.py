@@ -297,6 +297,9 @@ register(
             "settings (refused if there is none)", switch=True, resume=False),
     Setting("overwrite_output_dir", "replace a run in the output directory", switch=True,
             resume=False),
+    Setting("fail_on_chance_teacher", "stop with an error (exit 2) instead of a warning when "
+            "the teacher is no better than chance on the selection split", switch=True,
+            resume=False),
     Setting("recipe", "paper: the paper's schedule; no-phase1-decay: Annealing-KD's phase 1 at "
             "a constant learning rate (image: --phase1-lr-milestones none; text: "
             "--phase1_lr_scheduler_type constant_with_warmup), which beat the paper's schedule "

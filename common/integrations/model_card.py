@@ -118,7 +118,8 @@ def describe(results: dict[str, Any], cli: str, teacher_path: str | None) -> dic
     by = final["selected_by"]
     return {"method": cfg.get("method"), "recipe": cfg.get("recipe"), "data": data, "models": models,
             "teacher": {"teacher_weights": teacher_path, "sha256": weights_sha256(teacher_path),
-                        "metrics": teacher_metrics} if teacher else None,
+                        "metrics": teacher_metrics,
+                        "chance_check": teacher.get("chance_check")} if teacher else None,
             "selected": {"phase": final["selected_phase"], "epoch": final["selected_epoch"],
                          "by": by, "on": final["selected_on"], "metrics": final["metrics"]},
             "last_epoch": {"phase": last["phase"], "epoch": last["epoch"], by: last["eval"][by]},
@@ -134,6 +135,15 @@ def metric_of(key: str, selected_on: str) -> tuple[str, str, str]:
     split, _, kind = key.partition("_")
     return (split, kind, epoch) if split in ("val", "test", "dev") and kind else (
         selected_on, key, epoch)
+
+
+def chance_sentence(check: dict[str, Any] | None) -> str:
+    """The teacher paragraph's account of the chance-teacher guard (empty when it did not run)."""
+    if not check or check.get("metric") is None:
+        return ""
+    verdict = "no better than chance: the run warned" if check["warned"] else "above chance"
+    return (f" Chance check on {check['split']}: {check['metric']} {_fmt(check['value'])} against "
+            f"chance {_fmt(check['chance'])} + {_fmt(check['margin'])}, {verdict}.")
 
 
 def metadata(facts: dict[str, Any], cli: str):
@@ -182,7 +192,7 @@ def sections(facts: dict[str, Any], cli: str) -> list[str | None]:
         f"**Method.** {METHODS.get(method, method)}{note}.",
         t and (f"**Teacher.** `{facts['models']['teacher']}`, weights `{t['teacher_weights']}`"
                + (f" (sha256 `{t['sha256']}`)" if t["sha256"] else "")
-               + f"; {teacher_metrics or 'metric unknown'}."),
+               + f"; {teacher_metrics or 'metric unknown'}." + chance_sentence(t["chance_check"])),
         f"**Data.** {data['dataset']}{where}" + (f"; examples: {sizes}" if sizes else "")
         + (f"; {data['classes']} classes" if data.get("classes") else "") + ".",
         data.get("files") and f"Files: `{json.dumps(data['files'])}`",

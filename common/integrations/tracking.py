@@ -11,7 +11,8 @@ else: a file of yours in ``tracking/`` is not recorded, and an overwrite refuses
 hyper-parameters of that run; at the logging interval ``<phase>/loss``, ``<phase>/lr``,
 ``<phase>/temperature``, ``<phase>/phi``; per epoch ``<phase>/epoch/<metric>``,
 ``<phase>/epoch/train_loss``, ``<phase>/epoch/phi`` (at the epoch's last step); at the end
-``final/<metric>`` and ``final/selected_epoch`` (at the last step). Steps are global: optimizer
+``final/<metric>``, ``final/selected_epoch`` and the chance-teacher guard's
+``chance_check/value``, ``/chance``, ``/margin``, ``/at_chance``, ``/warned`` (1 or 0), at the last step. Steps are global: optimizer
 steps from the start of the run, phases in order.
 """
 
@@ -148,11 +149,15 @@ class Tracker:
             self.step(record["phase"], step, values)
             self.record()
 
-    def finish(self, final: dict[str, Any], step: int) -> None:
-        """The final metrics at the run's last global step; ends the trackers."""
+    def finish(self, final: dict[str, Any], step: int,
+               chance_check: dict[str, Any] | None = None) -> None:
+        """The final metrics and the chance-teacher guard's numbers (``chance_check/...``) at the
+        run's last global step; ends the trackers."""
         if not self.started:
             return
         values = {f"final/{k}": v for k, v in final["metrics"].items() if isinstance(v, float)}
+        values.update({f"chance_check/{k}": float(v) for k, v in (chance_check or {}).items()
+                       if k != "examples" and isinstance(v, (int, float))})
         self.acc.log({**values, "final/selected_epoch": final["selected_epoch"]}, step=step)
         roots = self.roots()
         self.acc.end_training()

@@ -320,7 +320,8 @@ class Trainer:
     def write_results(self, final: dict[str, Any] | None = None) -> None:
         """metrics.jsonl, curves.png (at the end) and results.json, complete once it has ``final``."""
         if final is not None:
-            self.tracker.finish(final, self.steps_done)
+            self.tracker.finish(final, self.steps_done,
+                                (self.extra.get("teacher") or {}).get("chance_check"))
             plot_curves(self.run, self.records, self.metric, title=str(self.config.get("method", "")))
         self.run.write_results(self.config, self.env, self.records, final, **self.extra)
 
