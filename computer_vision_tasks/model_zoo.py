@@ -8,8 +8,10 @@ the torch hub cache). Grey images: the first 3-channel convolution becomes a 1-c
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -101,6 +103,27 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     finally:
         model.train(was_training)
     return model
+
+
+def student_config(name: str, spec) -> dict:
+    """The ``config.json`` beside a saved image student: what :func:`from_pretrained` rebuilds it
+    from, and the input it expects (``spec``: the dataset's ``data.Spec``)."""
+    return {"architecture": name, "num_classes": spec.num_classes, "in_channels": spec.channels,
+            "image_size": spec.size, "mean": list(spec.mean), "std": list(spec.std),
+            "weights": "best.safetensors"}
+
+
+def from_pretrained(folder: str | Path, weights: str | None = None) -> nn.Module:
+    """The image student saved in ``folder`` (``<out>/student``: ``config.json`` and its weights,
+    by default the selected epoch's ``best.safetensors``), in eval mode; no CLI code needed."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    model = create_model(config["architecture"], config["num_classes"], config["in_channels"],
+                         config["image_size"])
+    model.load_state_dict(load_file(folder / (weights or config["weights"])))
+    return model.eval()
 
 
 def _timm_model(base: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:

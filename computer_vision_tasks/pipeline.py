@@ -16,6 +16,7 @@ from annealing_kd.common.cli.inputs import Inputs, Opened, given
 from annealing_kd.common.errors import UsageError
 from annealing_kd.common.methods import PhasePlan, get_method, run_method, table
 from annealing_kd.common.run_folder import check_apart, load_weights, weights_writer
+from annealing_kd.common.run_folder.run_dir import json_writer
 from annealing_kd.common.training.guards import (
     has_batch_norm,
     majority_share,
@@ -312,7 +313,9 @@ class ImagePipeline(BasePipeline):
                                     "parameters": models.num_parameters(student),
                                     "checkpoint": str(run / "student" / "best.safetensors")}
         final = trainer.final_entry(chosen, metrics)
-        self.finish(final, "README.md", self.args.teacher_checkpoint or str(
+        run.write("student/config.json", json_writer(model_zoo.student_config(
+            self.arch["student"], self.spec)))  # loadable alone: model_zoo.from_pretrained
+        self.finish(final, "student/README.md", self.args.teacher_checkpoint or str(
             run / "teacher" / "best.safetensors"), self.summary(chosen, metrics))
         if self.cache is not None:
             acc.print(self.cache.summary())

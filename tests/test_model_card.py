@@ -11,7 +11,19 @@ import pytest
 import yaml
 from glue_fixtures import tiny_bert, write_glue
 
+from annealing_kd.common.integrations.model_card import portable
 from annealing_kd.common.run_folder import Manifest, file_sha256
+
+
+def listed_metrics(text: str) -> dict[str, float]:
+    """The model-index's metrics, name -> value, read back by ``huggingface_hub``: the metadata
+    round-trips through ``ModelCardData`` (``ModelCard.validate`` needs the network)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card = ModelCard(text)
+    assert ModelCardData(**card.data.to_dict()).to_dict() == card.data.to_dict()
+    assert yaml.safe_load(card.data.to_yaml()) == read_card_text(text)[0]
+    return {r.metric_name: r.metric_value for r in card.data.eval_results}
 
 
 def read_card(path: Path) -> tuple[dict, str]:
@@ -26,15 +38,19 @@ def check_card(card: Path, out: Path, metric: str) -> tuple[dict, str, dict]:
     meta, body = read_card(card)
     assert meta["tags"][:2] == ["knowledge-distillation", "annealing-kd"]
     final = res["final"]
-    listed = {m["name"].split(" ")[0]: m["value"]
-              for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert listed == final["metrics"]  # every metric of the selected epoch, exactly
+    listed = listed_metrics(card.read_text())
+    assert sorted(listed.values()) == sorted(round(v, 4) for v in final["metrics"].values())
+    assert all(name.endswith(("(selected epoch)", "(last epoch)")) for name in listed)
     for value in final["metrics"].values():
         assert f"| {value:.4f} |" in body
     assert f"{final['selected_phase']} epoch {final['selected_epoch']}" in body
     last = [r for r in res["epochs"] if r["phase"] != "teacher"][-1]
     assert f"{last['phase']} epoch {last['epoch']}): {metric} {last['eval'][metric]:.4f}" in body
-    assert res["config"]["command"] in body and "2104.07163" in body
+    assert portable(res["config"]["command"], out.resolve(), "command") in body
+    assert "2104.07163" in body
+    text = card.read_text()  # no path of this machine, anywhere
+    assert str(out.parent) not in text and str(out.resolve().parent) not in text
+    assert meta["license"] == "apache-2.0" and f"| `seed` | `{res['config']['seed']}` |" in body
     assert f"torch {res['versions']['torch']}" in body
     assert Manifest.read(out).unchanged(card)  # recorded: an overwrite removes it
     return meta, body, res
@@ -45,10 +61,19 @@ def test_image_cli_card(tmp_path):
 
     out = tmp_path / "run"
     assert run(out, "--method", "annealing") == 0
-    meta, body, res = check_card(out / "README.md", out, "val_accuracy")
+    meta, body, res = check_card(out / "student" / "README.md", out, "val_accuracy")
     assert meta["library_name"] == "pytorch" and meta["datasets"] == ["fake"]
-    teacher = out / "teacher" / "best.safetensors"  # trained in this run
-    assert f"sha256 `{file_sha256(teacher)}`" in body
+    assert "base_model" not in meta  # a CIFAR model starts from random weights
+    m = res["final"]["metrics"]
+    assert listed_metrics((out / "student" / "README.md").read_text()) == {
+        "val accuracy (selected epoch)": round(m["val_accuracy"], 4),
+        "test accuracy (selected epoch)": round(m["test_accuracy"], 4),
+        "test accuracy (last epoch)": round(m["last_epoch_test_accuracy"], 4)}
+    splits = [r["dataset"]["split"] for r in meta["model-index"][0]["results"]]
+    assert splits == ["val", "test"]
+    teacher = out / "teacher" / "best.safetensors"  # trained in this run: relative to the run
+    assert f"weights `teacher/best.safetensors` (sha256 `{file_sha256(teacher)}`)" in body
+    assert "--output-dir <output_dir>" in body and "| `learning_rate` |" in body
     assert f"test_accuracy {res['teacher']['test_accuracy']:.4f}" in body
     assert "examples: train 64, val 32" in body and "annealing_kd_train.py" in body
 
@@ -75,6 +100,12 @@ def test_text_cli_card(tmp_path, capsys):
     meta, body, res = check_card(out / "student" / "README.md", out, "accuracy")
     assert meta["library_name"] == "transformers" and meta["datasets"] == ["rte"]
     assert f"sha256 `{file_sha256(Path(teacher) / 'model.safetensors')}`" in body
+    assert "weights `<teacher_weights>`" in body and "--output_dir <output_dir>" in body
+    assert "--teacher_model_name_or_path <teacher_model_name_or_path>" in body
+    assert "base_model" not in meta  # a local student folder is no Hub id
+    assert "| `per_gpu_train_batch_size` | `8` |" in body  # from the config file
+    assert "config file `args.yaml`" in body
+    assert {r["dataset"]["split"] for r in meta["model-index"][0]["results"]} == {"validation"}
     assert f"dev_accuracy {res['teacher']['eval']['accuracy']:.4f}" in body
     assert "examples: train 16, dev 8" in body
     assert res["config"]["config_file"]["contents"]["report_to"] == "tensorboard"
@@ -102,3 +133,35 @@ def test_card_of_a_run_without_teacher(cli):
 def read_card_text(text: str) -> tuple[dict, str]:
     head, body = text[4:].split("\n---\n", 1)
     return yaml.safe_load(head), body
+
+
+def test_card_metadata_of_a_hub_student_and_its_labels():
+    """A Hub student is the card's ``base_model``; every metric says its split and epoch,
+    rounded in the card, exact in results.json; paths outside the run are placeholders."""
+    from annealing_kd.common.integrations.model_card import render
+
+    res = {"config": {"method": "kd", "command": "/opt/bin/annealing_kd_glue.py --data_dir "
+                      "/data/glue/RTE --output_dir /runs/a --teacher_model_name_or_path=/m/t",
+                      "student_model_name_or_path": "google/bert_uncased_L-2_H-128_A-2",
+                      "output_dir": "/runs/a", "cache_dir": "/data/cache", "seed": 42},
+           "versions": {"torch": "2"}, "task": "rte", "teacher": {"path": "/m/t", "eval": {}},
+           "epochs": [{"phase": "student", "epoch": 1, "eval": {"accuracy": 0.17000000178813934}}],
+           "final": {"selected_phase": "student", "selected_epoch": 1, "selected_by": "accuracy",
+                     "selected_on": "dev", "metrics": {"accuracy": 0.17000000178813934}}}
+    text = render(res, "text", "/m/t")
+    meta, body = read_card_text(text)
+    assert meta["base_model"] == "google/bert_uncased_L-2_H-128_A-2"
+    assert meta["datasets"] == ["nyu-mll/glue"] and meta["license"] == "apache-2.0"
+    assert listed_metrics(text) == {"dev accuracy (selected epoch)": 0.17}
+    result = meta["model-index"][0]["results"][0]["dataset"]
+    assert result == {"name": "rte", "type": "nyu-mll/glue", "config": "rte", "split": "validation"}
+    assert "0.17000000178813934" not in text and "| 0.1700 |" in body
+    assert ("annealing_kd_glue.py --data_dir <data_dir> --output_dir <output_dir> "
+            "--teacher_model_name_or_path=<teacher_model_name_or_path>") in body
+    assert "/m/t" not in text and "/data/" not in text and "/runs/" not in text
+    assert body.lstrip().startswith("# bert_uncased_L-2_H-128_A-2 distilled with kd\n")
+    assert "| `cache_dir` | `<cache_dir>` |" in body and "weights `<teacher_weights>`" in body
+    meta, _ = read_card_text(render({**res, "config": {**res["config"],
+                                                       "student_model_name_or_path": "/m/s"}},
+                                    "text"))
+    assert "base_model" not in meta

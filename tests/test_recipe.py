@@ -41,7 +41,7 @@ def test_image_recipe_makes_phase_one_constant_and_nothing_else(tmp_path):
     assert recipe["phase2"] == paper["phase2"] and recipe["teacher"] == paper["teacher"]
     config = json.loads((tmp_path / "no-phase1-decay" / "results.json").read_text())["config"]
     assert config["recipe"] == "no-phase1-decay" and config["phase1_lr_milestones"] == []
-    card = (tmp_path / "no-phase1-decay" / "README.md").read_text()  # the image card
+    card = (tmp_path / "no-phase1-decay" / "student" / "README.md").read_text()  # the image card
     assert "recipe `no-phase1-decay`" in card
 
 

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder import RunDir, environment_info, load_committed, load_weights
+from annealing_kd.common.run_folder import RunDir, load_committed, load_weights
+from annealing_kd.common.training.environment import environment_info
 from annealing_kd.common.training.lr_schedules import STEP_DECAY, LrSchedule
 from annealing_kd.common.training.seeding import EpochShuffleSampler, seed_everything
 from annealing_kd.common.training.trainer import (

@@ -251,10 +251,15 @@ RECIPES = {
 
 
 register(
-    Setting("report_to", "experiment tracking through accelerate's trackers, written to "
-            "<output dir>/tracking: none, tensorboard, wandb, mlflow, trackio (each an extra: pip "
-            "install 'annealing-kd[tensorboard]') or all (every one installed)", "none",
-            choices=tracking.CHOICES, check=tracking.check_report_to, resume=False),
+    Setting("report_to", "experiment trackers (accelerate's), written to <output dir>/tracking: "
+            "one or more of tensorboard, wandb, mlflow, trackio (space- or comma-separated; each "
+            "an extra: pip install 'annealing-kd[tensorboard]'), or none, or all (every one "
+            "installed)", "none", check=tracking.trackers, resume=False,
+            extra={cli: {"nargs": "+"} for cli in CLIS}),
+    Setting("run_name", "the run's name in the trackers (default: the output directory's name)",
+            resume=False),
+    Setting("project_name", "the trackers' project (W&B project, MLflow experiment, TensorBoard "
+            "folder in <output dir>/tracking)", tracking.PROJECT, resume=False),
     Setting("teacher_epochs", "epochs to train the teacher (when it is trained here)",
             {"image": 200, "text": 3}, whole_number, flags={"image": ["--teacher_epochs"]}),
     Setting("assistant_epochs", "epochs of the TAKD assistant (default: the student's)", None,

@@ -30,7 +30,6 @@ from annealing_kd.common.run_folder.run_dir import (
     check_apart,
     check_same_run,
     content,
-    environment_info,
     first_change,
     jsonable,
     read_results,
@@ -39,7 +38,7 @@ from annealing_kd.common.run_folder.run_dir import (
 __all__ = [
     "CHEAP_BYTES", "LOCK", "MANIFEST", "FileTransaction", "Manifest", "NotOurs", "OutputFolder",
     "RunDir", "WriteFailed", "atomic_write", "changed", "check_apart", "check_same_inputs",
-    "check_same_run", "commit_epoch", "content", "environment_info", "file_sha256", "fingerprint",
+    "check_same_run", "commit_epoch", "content", "file_sha256", "fingerprint",
     "first_change", "is_temporary", "jsonable", "load_committed", "load_state", "load_weights", "lock",
     "read_results", "save_state", "save_weights", "weights_writer",
 ]

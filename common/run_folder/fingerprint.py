@@ -21,11 +21,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _digests:
-        h = hashlib.sha256()
         with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _digests[key] = h.hexdigest()
+            _digests[key] = hashlib.file_digest(f, "sha256").hexdigest()
     return _digests[key]
 
 

@@ -1,6 +1,6 @@
 """The folders we write, every file recorded before it appears, inputs kept apart: a training
-run's (:class:`RunDir`: fresh, finished, unfinished, overwrite, resume; its results.json,
-metrics.jsonl and curves.png) and a tool's (:class:`OutputFolder`: the demo, reports, examples,
+run's (:class:`RunDir`: fresh, finished, unfinished, overwrite, resume; its results.json and
+metrics.jsonl) and a tool's (:class:`OutputFolder`: the demo, reports, examples,
 GLUE evaluation; never over a file no tool of ours wrote; the runs it starts are children)."""
 
 from __future__ import annotations
@@ -8,9 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,28 +24,8 @@ from annealing_kd.common.run_folder.fingerprint import check_same_inputs
 from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest, NotOurs
 
 RESUME, OVERWRITE = setting("resume"), setting("overwrite_output_dir")  # as each CLI spells them
-RESULTS, METRICS, CURVES = "results.json", "metrics.jsonl", "curves.png"
+RESULTS, METRICS = "results.json", "metrics.jsonl"
 CACHES = ("cache_dir", "logits_cache_dir")  # folders a run writes: compared even when missing
-
-
-def environment_info() -> dict[str, Any]:
-    """Library versions, device and git commit, for results.json."""
-    import importlib.metadata as md
-
-    import torch
-
-    versions = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "transformers", "accelerate", "datasets", "numpy"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            versions[pkg] = md.version(pkg)
-    cuda = torch.cuda.is_available()
-    device = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
-    return {"versions": versions, "device": device, "git_commit": commit or None,
-            "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def make_folder(path: Path, named: str, other: str, inputs: dict[str, str | None] | None,
@@ -162,6 +139,14 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    def check_free(self, *paths: str | Path) -> None:
+        """Refuse a file at one of ``paths`` that this run's manifest does not record."""
+        found = self.manifest or Manifest.read(self.path)
+        for p in map(Path, paths):
+            if self.is_main and p.exists() and (found is None or not found.records(p)):
+                raise UsageError(f"{p} exists and was not written by this run; move it away or "
+                                 "choose another output directory")
+
     def transaction(self) -> FileTransaction:
         """A :class:`FileTransaction` whose files this run's manifest records."""
         self.start()
@@ -184,37 +169,6 @@ class RunDir:
             transaction.write(self.path / RESULTS, json_writer(
                 {"config": config, **env, "epochs": records, **extra, "final": final}))
             transaction.commit()
-
-    def plot_curves(self, records: list[dict[str, Any]], metric: str, title: str = "") -> None:
-        """curves.png: Phi and the eval metric per epoch, phase boundaries marked."""
-        if not self.is_main or not records:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        x = list(range(1, len(records) + 1))
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        ax.plot(x, [r.get("eval", {}).get(metric) for r in records], "o-", color="tab:blue",
-                ms=3, label=f"eval {metric}")
-        ax.set(xlabel="epoch (all phases)", ylabel=metric, title=title)
-        ax2 = ax.twinx()
-        ax2.step(x, [r["phi"] if r.get("phi") is not None else float("nan") for r in records],
-                 where="mid", color="tab:orange", label="Phi(T)")
-        ax2.set(ylabel="Phi(T)", ylim=(0, 1.05))
-        for i, r in enumerate(records):
-            if i > 0 and r["phase"] != records[i - 1]["phase"]:
-                ax.axvline(i + 0.5, color="grey", ls="--", lw=1)
-            if i == 0 or r["phase"] != records[i - 1]["phase"]:
-                ax.annotate(r["phase"], (i + 1, 1.0), xycoords=("data", "axes fraction"),
-                            xytext=(2, -12), textcoords="offset points", fontsize=8)
-        (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="lower right")
-        fig.tight_layout()
-        self.write(CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-        plt.close(fig)
-
 
 class OutputFolder:
     """``path`` as the output of ``program``; ``inputs`` (name -> path) lie apart from it."""

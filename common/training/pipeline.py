@@ -13,7 +13,8 @@ from annealing_kd.common.integrations import model_card
 from annealing_kd.common.integrations.tracking import FOLDER, trackers
 from annealing_kd.common.methods import PhasePlan, get_method
 from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder import RunDir, environment_info
+from annealing_kd.common.run_folder import RunDir
+from annealing_kd.common.training.environment import environment_info
 from annealing_kd.common.training.lr_schedules import LrSchedule
 from annealing_kd.common.training.trainer import Phase, Trainer, make_accelerator
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from annealing_kd.common import run_folder
 from annealing_kd.common.errors import UsageError, setting
+from annealing_kd.common.integrations.curves import plot_curves
 from annealing_kd.common.integrations.tracking import Tracker
 from annealing_kd.common.methods.annealing import AnnealingSchedule
 from annealing_kd.common.methods.objectives import get_objective
@@ -135,6 +136,7 @@ class Trainer:
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, dict[str, Any]] = {}  # phase name -> best epoch of that phase
         self.extra: dict[str, Any] = {}
+        self.steps_done = 0  # optimizer steps of the earlier phases (trackers' global step)
         self.tracker = Tracker(accelerator, run, trackers or [])  # --report_to
 
     # ---- one phase -------------------------------------------------------------------------
@@ -156,6 +158,7 @@ class Trainer:
             self.run.write(name, lambda tmp, text=text: Path(tmp).write_text(text))
         self.tracker.start(self.config)
         if self._resume(model, phase, state):
+            self.steps_done += state.opt_steps
             return state.best
         for epoch in range(state.epoch, phase.epochs):
             tic = time.perf_counter()
@@ -173,12 +176,13 @@ class Trainer:
             finished = epoch + 1 == phase.epochs or bool(
                 phase.max_steps and state.opt_steps >= phase.max_steps)
             self._commit(model, phase, state, record, finished)
-            self.tracker.epoch(record)
+            self.tracker.epoch(record, self.steps_done + state.opt_steps)
             self.write_results()
             self.acc.print(_summary(record, self.metric))
             if finished:
                 break
         self.best[phase.name] = state.best
+        self.steps_done += state.opt_steps
         return state.best
 
     def _resume(self, model: nn.Module, phase: Phase, state: _Progress) -> bool:
@@ -231,7 +235,7 @@ class Trainer:
                     state.scheduler.step()
                     state.opt_steps += 1
                     if self.tracker.started and (state.opt_steps - 1) % self.log_every == 0:
-                        self.tracker.step(phase.name, state.opt_steps, {
+                        self.tracker.step(phase.name, self.steps_done + state.opt_steps, {
                             "loss": loss.item(), "lr": lr, "temperature": temp, "phi": phi})
             loss_sum += loss.detach().float()
             n_batches += 1
@@ -316,8 +320,8 @@ class Trainer:
     def write_results(self, final: dict[str, Any] | None = None) -> None:
         """metrics.jsonl, curves.png (at the end) and results.json, complete once it has ``final``."""
         if final is not None:
-            self.tracker.finish(final)
-            self.run.plot_curves(self.records, self.metric, title=str(self.config.get("method", "")))
+            self.tracker.finish(final, self.steps_done)
+            plot_curves(self.run, self.records, self.metric, title=str(self.config.get("method", "")))
         self.run.write_results(self.config, self.env, self.records, final, **self.extra)
 
 
