@@ -95,7 +95,8 @@ class Parser(argparse.ArgumentParser):
 
     def flags_of(self, contents: dict, path: str) -> list[str]:
         """A config file's settings as flags: ``key: value`` -> ``--key value``; a switch
-        ``true`` -> ``--key`` (``false`` or null: left out); a list -> comma-separated."""
+        ``true`` -> ``--key`` (``false``, null or the default: left out); a list -> comma-separated
+        (a flag of several values: those values)."""
         argv: list[str] = []
         for key, value in contents.items():
             action = self._action_of(str(key))
@@ -109,7 +110,10 @@ class Parser(argparse.ArgumentParser):
                 argv += [action.option_strings[0]] if value else []
             elif isinstance(value, dict) or value is True or value is False:
                 raise UsageError(f"config file {path}: {key} takes one value, not {value!r}")
-            elif value is not None:
+            elif value is not None and value != action.default:  # a default stays as it is
+                if isinstance(value, list) and action.nargs in ("+", "*"):
+                    argv += [action.option_strings[0], *map(str, value)]
+                    continue
                 text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
                 argv += [action.option_strings[0], text]
         return argv
