@@ -153,11 +153,13 @@ def test_the_guard_is_recorded_and_can_be_fatal_in_the_image_cli(tmp_path, capsy
         from annealing_kd.common.integrations.tracking import FOLDER
 
         ev = read_events(tmp_path / "run" / FOLDER)
-        assert ev["chance_check/value"] == [(0, pytest.approx(check["value"]))]
-        assert ev["chance_check/chance"] == [(0, pytest.approx(check["chance"]))]
-        assert ev["chance_check/warned"] == [(0, 1.0)]
+        last = ev["final/selected_epoch"][0][0]  # beside the final metrics, at the last step
+        assert last > 0
+        assert ev["chance_check/value"] == [(last, pytest.approx(check["value"]))]
+        assert ev["chance_check/chance"] == [(last, pytest.approx(check["chance"]))]
+        assert ev["chance_check/warned"] == [(last, 1.0)]
     assert check["chance"] >= 0.1 and check["examples"] == 32
-    card = (tmp_path / "run" / "README.md").read_text()
+    card = (tmp_path / "run" / "student" / "README.md").read_text()
     assert (f"Chance check on val: accuracy {check['value']:.4f} against chance "
             f"{check['chance']:.4f} + {check['margin']:.4f}, no better than chance: the run "
             "warned.") in card
