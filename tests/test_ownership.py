@@ -283,6 +283,29 @@ def test_a_second_run_on_a_folder_in_use_is_refused_then_resume_after_a_kill_wor
     assert json.loads((out / "results.json").read_text())["final"]
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_lock_file_deleted_under_a_run_still_refuses_a_second_run(tmp_path, capsys, how):
+    """Issue 33: the folder itself is locked, not only the file that names the holder."""
+    from annealing_kd.common.run_folder import LOCK
+
+    out = tmp_path / "run"
+    _reset()
+    pid, r = _hold(out)
+    try:
+        (out / LOCK).unlink()
+        if how == "replaced":
+            (out / LOCK).write_text("pid 1 on host elsewhere\n")
+        for extra in (["--resume"], ["--overwrite-output-dir"]):
+            assert cifar.main([*CIFAR, "--method", "scratch", "--output-dir", str(out),
+                               *extra]) == 2
+            assert "is in use by another run" in one_error(capsys)
+        assert (out / "student" / "committed").is_file()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+
+
 # ---- 4. --resume checks the inputs ----------------------------------------------------------
 def _stop_after_first_epoch(monkeypatch):
     """The run stops (as Ctrl-C would) once its first epoch is committed."""
