@@ -211,6 +211,29 @@ def test_report_only_never_overwrites_a_users_report(tmp_path, capsys):
     assert {"fmnist-gap.md", "fmnist-gap.json", "fmnist-gap.png"} <= set(Manifest.read(out).files)
 
 
+def test_report_only_never_overwrites_an_edited_report_nor_leaves_a_manifest(tmp_path, capsys):
+    """Issue 33: a report the user edited after run_table wrote it is refused, unchanged; a
+    refused --report-only into a user's folder leaves no manifest behind."""
+    from reproduce import run_table
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "fmnist-gap.png").write_text("my chart")
+    argv = ["--table", "fmnist-gap", "--seeds", "1", "--report-only"]
+    assert run_table.main([*argv, "--out", str(user)]) == 2
+    assert "fmnist-gap.png exists and was not written by run_table" in one_error(capsys)
+    assert sorted(p.name for p in user.iterdir()) == ["fmnist-gap.png"]
+    out = tmp_path / "table"
+    assert run_table.main([*argv, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "fmnist-gap.md", "a") as f:
+        f.write("my conclusion\n")
+    edited = (out / "fmnist-gap.md").read_text()
+    assert run_table.main([*argv, "--out", str(out)]) == 2
+    assert "fmnist-gap.md was changed after run_table wrote it" in one_error(capsys)
+    assert (out / "fmnist-gap.md").read_text() == edited
+
+
 # ---- 2. paths apart --------------------------------------------------------------------------
 def test_output_inside_an_input_and_input_inside_the_output_are_refused(ws, tmp_path, capsys):
     data = write_images(tmp_path / "data")
