@@ -88,10 +88,15 @@ def remove_entry(p: Path, links: bool = False) -> None:
 
 
 def remove_temporaries(folder: Path) -> None:
+    """Remove our temporaries below ``folder``; one holding a link (or not removable) refuses."""
     for sub, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
             if is_temporary(name):
-                remove_entry(Path(sub) / name)
+                try:
+                    remove_entry(Path(sub) / name)
+                except OSError as exc:
+                    raise UsageError(f"cannot remove {Path(sub) / name} ({exc.strerror}: "
+                                     f"{exc.filename}); remove it by hand") from None
         dirs[:] = [d for d in dirs if not is_temporary(d)]
 
 
