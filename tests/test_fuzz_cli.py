@@ -8,7 +8,11 @@ that are missing, files, folders (empty or not), symlinks (to a folder, dangling
 or not creatable. Every flag of each parser is also tried once with a bad value (the explicit
 examples). The CLIs run in-process (``main(argv)``, stderr captured at the file descriptor); a
 run that gets past its checks is stopped after a few training batches, and the demo's and
-run_table's subprocesses are not started (the CLIs are fuzzed directly).
+run_table's subprocesses are not started (the CLIs are fuzzed directly). Config files (nested,
+YAML aliases, repeated keys, wrong types) and file-system states (links in a run folder and in a
+dataset, a folder that cannot be emptied, a lock file that is a link or is removed or replaced
+while another process holds it) are generated too: there the promises are checked as well
+(nothing outside the run folder changes, a refusal deletes nothing).
 
     python -m pytest tests/test_fuzz_cli.py                                # the fixed profile
     python -m pytest tests/test_fuzz_cli.py --hypothesis-profile fuzz-long -s  # 20x the examples
@@ -20,10 +24,12 @@ examples run, how they ended and the distinct (flag, kind of value) inputs cover
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -226,9 +232,12 @@ def fill(argv: list[str], names: dict[str, str]) -> list[str]:
 
 
 def run_example(cli: str, main, argv: list[str], tried, tmp: Path, capfd, monkeypatch,
-                assets: Path) -> None:
-    """Run ``main(argv)`` in a fresh folder; assert the property; count the outcome."""
+                assets: Path, prepare=None, check=None) -> None:
+    """Run ``main(argv)`` in a fresh folder (``prepare(folder)`` before); assert the property
+    (and ``check(exit status)``); count the outcome."""
     argv = fill(argv, {**workspace(tmp), "assets": str(assets)})
+    if prepare is not None:
+        prepare(tmp)
     cwd = os.getcwd()
     os.chdir(tmp)
     capfd.readouterr()
@@ -258,6 +267,8 @@ def run_example(cli: str, main, argv: list[str], tried, tmp: Path, capfd, monkey
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     err = capfd.readouterr().err
+    if check is not None:
+        check(code)
     assert outcome != "stopped (time limit)", f"{cli} {argv}: still running after 180 s"
     assert "Traceback" not in err, f"{cli} {argv}:\n{err}"
     lines = [x for x in err.splitlines() if x.strip()]
@@ -322,3 +333,163 @@ def _report():
               f"({', '.join(f'{k} {v}' for k, v in sorted(STATS[cli].items()))}); "
               f"{len(COVERED[cli])} distinct (flag, kind) inputs, "
               f"{len({f for f, _ in COVERED[cli]})} flags")
+
+
+# ---- config files and file-system states (issue 33) -------------------------------------------
+SETTINGS = ["seed", "learning-rate", "student_epochs_p1", "method", "deterministic", "momentum",
+            "lr_milestones", "output-dir", "dataset"]
+CONFIG_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=6)
+
+
+@st.composite
+def config_file(draw) -> tuple[str, str]:
+    """A config file (name, text): JSON or YAML, nested, with aliases, repeated keys, values of
+    the wrong type, unknown keys."""
+    items = [(draw(st.sampled_from(SETTINGS) | TEXT), draw(CONFIG_VALUE))
+             for _ in range(draw(st.integers(0, 4)))]
+    if draw(st.booleans()):  # a key given twice
+        items += items[:1] or [("seed", 1)]
+    if draw(st.booleans()):
+        return "args.json", "{" + ", ".join(
+            f"{json.dumps(k)}: {json.dumps(v)}" for k, v in items) + "}"
+    lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in items]
+    if draw(st.booleans()):  # YAML aliases, at the top or nested
+        lines += ["anchor: &a {seed: 1, x: [1, 2]}", f"{draw(st.sampled_from(SETTINGS))}: *a"]
+    return "args.yaml", "\n".join(lines) + "\n"
+
+
+@settings(max_examples=25 * settings.default.max_examples // 100)
+@given(case=config_file())
+@example(case=("args.yaml", "seed: 1\nseed: 2\n"))
+@example(case=("args.yaml", "a: &a {seed: 1}\nseed: *a\n"))
+@example(case=("args.json", '{"seed": {"nested": [1, {"x": 2}]}}'))
+def test_fuzz_config_files(case, assets, tmp_path, capfd, monkeypatch):
+    """Any config file: success or one ``error:`` line naming it, the file itself untouched."""
+    name, text = case
+    tmp = tmp_path / f"ex{next(_numbers)}"
+
+    def prepare(folder: Path) -> None:
+        (folder / name).write_text(text)
+
+    def check(code: int) -> None:
+        assert (tmp / name).read_text() == text
+
+    run_example("config", cifar.main, [str(tmp / name), *CIFAR_BASE], [("config", name)], tmp,
+                capfd, monkeypatch, assets, prepare, check)
+
+
+STATES = ["link_file_in_run", "link_folder_in_run", "child_link_to_other_run", "epoch_link",
+          "unremovable_subfolder", "lock_is_a_link", "lock_removed_under_holder",
+          "lock_replaced_under_holder", "link_in_dataset"]
+
+
+def _fake_run(root: Path, finished: bool = True) -> None:
+    """A run folder of ours (its manifest records its files), finished or not."""
+    from annealing_kd.common.run_folder import Manifest, atomic_write
+
+    m = Manifest.create(root, "annealing_kd_train", {"method": "scratch"})
+    for rel, text in (("student/deep/notes.json", "{}"),
+                      ("results.json", json.dumps({"final": {"acc": 1} if finished else None}))):
+        atomic_write(root / rel, lambda tmp, t=text: Path(tmp).write_text(t), m)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file below ``root`` (links not followed) and what it holds."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else p.read_bytes().hex()
+            for p in sorted(root.rglob("*")) if p.is_symlink() or p.is_file()}
+
+
+@settings(max_examples=20 * settings.default.max_examples // 100)
+@given(states=st.lists(st.sampled_from(STATES), min_size=1, max_size=2, unique=True),
+       flag=st.sampled_from([[], ["--resume"], ["--overwrite-output-dir"]]),
+       finished=st.booleans())
+@example(states=["unremovable_subfolder"], flag=["--overwrite-output-dir"], finished=True)
+@example(states=["child_link_to_other_run"], flag=["--overwrite-output-dir"], finished=True)
+@example(states=["lock_removed_under_holder"], flag=["--resume"], finished=False)
+@example(states=["lock_is_a_link"], flag=[], finished=False)
+def test_fuzz_file_system_states(states, flag, finished, assets, tmp_path, capfd, monkeypatch):
+    """Links in the run folder and the dataset, a folder that cannot be emptied, a lock file that
+    is a link or is removed or replaced while another process holds it: success or one
+    ``error:`` line; nothing outside the run folder changes; a refusal deletes nothing."""
+    from annealing_kd.common.run_folder import LOCK, Manifest
+
+    tmp = tmp_path / f"ex{next(_numbers)}"
+    out, theirs, other, data = tmp / "out", tmp / "theirs", tmp / "other", tmp / "data"
+    holders, frozen, before = [], [], {}
+
+    def prepare(folder: Path) -> None:
+        (theirs / "sub").mkdir(parents=True)
+        (theirs / "thesis.tex").write_text("mine\n")
+        (theirs / "sub" / "last.safetensors").write_text("my weights")
+        _fake_run(other)
+        _fake_run(out, finished)
+        shutil.copytree(assets / "images", data)
+        for state in states:
+            if state == "link_file_in_run":
+                (out / "student" / "thesis.tex").symlink_to(theirs / "thesis.tex")
+            elif state == "link_folder_in_run":
+                (out / "student" / "deep" / "mine").symlink_to(theirs)
+            elif state == "child_link_to_other_run":
+                (out / "runs").mkdir()
+                (out / "runs" / "a").symlink_to(other)
+                Manifest.read(out).add_child(out / "runs" / "a")
+            elif state == "epoch_link":
+                (out / "student" / "epoch-0001").symlink_to(theirs / "sub")
+            elif state == "unremovable_subfolder":
+                deep = out / "student" / "deep"
+                if os.geteuid() == 0 and not subprocess.run(
+                        ["chattr", "+i", str(deep)], capture_output=True).returncode:
+                    frozen.append(deep)
+                elif os.geteuid() != 0:
+                    deep.chmod(0o555)
+            elif state == "lock_is_a_link":
+                (out / LOCK).unlink(missing_ok=True)
+                (out / LOCK).symlink_to(theirs / "thesis.tex")
+            elif state.startswith("lock_") and "lock_is_a_link" not in states:
+                holders.append(subprocess.Popen(
+                    [sys.executable, "-c", HOLD.format(root=ROOT, folder=str(out))],
+                    stdout=subprocess.PIPE, text=True))
+                assert holders[-1].stdout.readline().strip() == "locked"
+                (out / LOCK).unlink()
+                if state == "lock_replaced_under_holder":
+                    (out / LOCK).write_text("")
+            elif state == "link_in_dataset":
+                (data / "train" / "a" / "outside.png").symlink_to(theirs / "thesis.tex")
+        before.update(out=_tree(out), theirs=_tree(theirs), other=_tree(other), data=_tree(data))
+
+    def check(code: int) -> None:
+        try:
+            for p in frozen:
+                subprocess.run(["chattr", "-i", str(p)], check=True)
+            if os.geteuid() != 0 and (out / "student" / "deep").is_dir():
+                (out / "student" / "deep").chmod(0o755)
+            assert code == 2 or not holders, "a run started on a folder another process holds"
+            for name, root in (("theirs", theirs), ("other", other), ("data", data)):
+                assert _tree(root) == before[name], f"{name} changed: {states} {flag}"
+            if code == 2:  # a refusal deletes nothing (the lock file names its last holder)
+                now = {k: v for k, v in _tree(out).items() if k != LOCK}
+                assert {k: v for k, v in before["out"].items() if k != LOCK}.items() <= \
+                    now.items(), f"a refusal deleted files: {states} {flag}"
+        finally:
+            for proc in holders:
+                proc.kill()
+                proc.wait()
+
+    argv = ["--dataset", "imagefolder", "--dataset-dir", str(data), "--val-size", "2",
+            *CIFAR_BASE[6:-2], "--output-dir", str(out), *flag]
+    run_example("states", cifar.main, argv, [(s, " ".join(flag)) for s in states], tmp, capfd,
+                monkeypatch, assets, prepare, check)
+
+
+ROOT = str(Path(__file__).resolve().parents[1])
+HOLD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from annealing_kd.common.run_folder import lock as run_lock
+run_lock.acquire({folder!r})
+print("locked", flush=True)
+time.sleep(600)
+"""

@@ -222,3 +222,191 @@ def test_a_teacher_logit_cache_among_the_outputs_is_replaced_with_them(tmp_path)
         (cache_dir / name).unlink()
     OutputFolder(out.path, "demo", replace=True, lock=False)
     assert not cache_dir.exists()
+
+
+# ---- issue 33: bookkeeping never follows links, removal all or nothing, a lock that stays --------
+def _finished_run(root: Path) -> Manifest:
+    m = Manifest.create(root, "annealing_kd_train", {"x": 1})
+    write(root / "results.json", "{}", m)
+    write(root / "student" / "best.safetensors", "w", m)
+    return m
+
+
+def test_a_child_that_is_a_link_never_makes_a_removal_follow_it(tmp_path):
+    other = tmp_path / "other"  # another finished run
+    _finished_run(other)
+    root = tmp_path / "out"
+    m = Manifest.create(root, "demo")
+    write(root / "tables.md", "t", m)
+    (root / "images").mkdir()
+    (root / "images" / "teacher").symlink_to(other)
+    m.add_child(root / "images" / "teacher")
+    with pytest.raises(NotOurs, match="teacher is a link"):
+        Manifest.read(root).remove()
+    assert (other / "results.json").is_file() and (other / "student" / "best.safetensors").is_file()
+    assert (root / "tables.md").is_file()
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path):
+    mine = tmp_path / "thesis.tex"
+    mine.write_text("my thesis\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / run_lock.LOCK).symlink_to(mine)
+    with pytest.raises(UsageError, match=rf"{run_lock.LOCK} is a link"):
+        run_lock.acquire(out)
+    assert mine.read_text() == "my thesis\n" and not run_lock.holds(out)
+    assert run_lock.holder(out) is None
+
+
+def test_a_link_anywhere_in_a_tree_refuses_its_removal(tmp_path):
+    from annealing_kd.common.run_folder.checkpoint import TMP_SUFFIX, remove_entry
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("1,2\n")
+    root = tmp_path / "out"
+    m = _finished_run(root)
+    staging = root / "student" / f".best.abc{TMP_SUFFIX}"  # a staging folder of ours
+    (staging / "deep").mkdir(parents=True)
+    (staging / "deep" / "link").symlink_to(mine)
+    (root / "results.link").symlink_to(root / "results.json")  # a link to a file of ours
+    for link in (root / "results.link", staging / "deep" / "link"):
+        with pytest.raises(NotOurs, match="is a link"):
+            m.remove()
+        assert (root / "results.json").is_file() and (mine / "data.csv").is_file()
+        if link.name == "results.link":
+            link.unlink()
+    with pytest.raises(OSError):
+        remove_entry(staging)  # no-follow removal refuses a tree with a link in it
+    from annealing_kd.common.run_folder.checkpoint import remove_temporaries
+
+    with pytest.raises(UsageError, match="a link is inside it"):
+        remove_temporaries(root)  # what --resume tidies: refused, one line
+    assert (mine / "data.csv").is_file() and (staging / "deep" / "link").is_symlink()
+
+
+def test_an_epoch_folder_that_is_a_link_is_never_emptied(tmp_path):
+    import torch
+
+    from annealing_kd.common.run_folder import commit_epoch, load_committed
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "last.safetensors").write_text("my weights")
+    pdir = tmp_path / "run" / "student"
+    commit_epoch(pdir, 2, {"last.safetensors": {"w": torch.zeros(2)}}, {"epoch": 2})
+    (pdir / "epoch-0001").symlink_to(mine)
+    with pytest.raises(UsageError, match="epoch-0001 is a link"):
+        load_committed(pdir)
+    assert (mine / "last.safetensors").read_text() == "my weights"
+
+
+def _unremovable(folder: Path) -> None:
+    """Make ``folder`` refuse deletions of its entries (immutable as root, read-only otherwise)."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not supported here")
+    else:
+        folder.chmod(0o555)
+
+
+def _removable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o755)
+
+
+def test_a_removal_that_would_fail_deletes_nothing(tmp_path):
+    root = tmp_path / "out"
+    m = _finished_run(root)
+    child = root / "images" / "teacher"
+    m.add_child(child)
+    cm = _finished_run(child)
+    write(child / "a" / "b" / "c" / "deep.txt", "d", cm)
+    before = sorted(p for p in root.rglob("*"))
+    _unremovable(child / "a" / "b" / "c")
+    try:
+        with pytest.raises(NotOurs, match="c cannot be emptied"):
+            Manifest.read(root).remove()
+    finally:
+        _removable(child / "a" / "b" / "c")
+    assert sorted(p for p in root.rglob("*")) == before
+    Manifest.read(root).remove()
+    assert not child.exists()
+
+
+def test_a_removal_with_a_deep_child_in_use_deletes_nothing(tmp_path):
+    root = tmp_path / "out"
+    m = _finished_run(root)
+    child = root / "images" / "teacher"
+    m.add_child(child)
+    grandchild = child / "phase" / "run"
+    _finished_run(child).add_child(grandchild)
+    _finished_run(grandchild)
+    before = sorted(p for p in root.rglob("*"))
+    proc = _hold_in_another_process(grandchild)
+    try:
+        with pytest.raises(NotOurs, match="in use by a run"):
+            Manifest.read(root).remove()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(p for p in root.rglob("*") if p.name != run_lock.LOCK) == \
+        [p for p in before if p.name != run_lock.LOCK]
+
+
+def _hold_in_another_process(folder: Path) -> subprocess.Popen:
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from annealing_kd.common.run_folder import lock as run_lock
+        run_lock.acquire({str(folder)!r})
+        print("locked", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_lock_file_deleted_or_replaced_under_its_holder_still_refuses(tmp_path, how):
+    proc = _hold_in_another_process(tmp_path)
+    try:
+        (tmp_path / run_lock.LOCK).unlink()
+        if how == "replaced":
+            (tmp_path / run_lock.LOCK).write_text("")
+        with pytest.raises(UsageError, match="in use by another run"):
+            run_lock.acquire(tmp_path)
+        assert not run_lock.holds(tmp_path) and run_lock.holder(tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    run_lock.acquire(tmp_path)  # free once the holder is gone
+    run_lock.release(tmp_path)
+
+
+def test_a_state_that_fills_the_disk_says_so(tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from annealing_kd.common.run_folder import WriteFailed, save_state
+
+    def full(state, path):
+        Path(path).write_bytes(b"x" * 64)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=0))
+    with pytest.raises(WriteFailed, match=r"could not write .*state.pt \(No space left on "
+                                          r"device\); free space or choose"):
+        save_state({"epoch": 1}, tmp_path / "state.pt")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=10 << 30))
+    with pytest.raises(WriteFailed) as info:  # another failure: its own words, not "no space"
+        save_state({"epoch": 1}, tmp_path / "state.pt")
+    assert "No space" not in str(info.value) and "unexpected pos" in str(info.value)
+    assert not list(tmp_path.iterdir())

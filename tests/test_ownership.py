@@ -211,6 +211,29 @@ def test_report_only_never_overwrites_a_users_report(tmp_path, capsys):
     assert {"fmnist-gap.md", "fmnist-gap.json", "fmnist-gap.png"} <= set(Manifest.read(out).files)
 
 
+def test_report_only_never_overwrites_an_edited_report_nor_leaves_a_manifest(tmp_path, capsys):
+    """Issue 33: a report the user edited after run_table wrote it is refused, unchanged; a
+    refused --report-only into a user's folder leaves no manifest behind."""
+    from reproduce import run_table
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "fmnist-gap.png").write_text("my chart")
+    argv = ["--table", "fmnist-gap", "--seeds", "1", "--report-only"]
+    assert run_table.main([*argv, "--out", str(user)]) == 2
+    assert "fmnist-gap.png exists and was not written by run_table" in one_error(capsys)
+    assert sorted(p.name for p in user.iterdir()) == ["fmnist-gap.png"]
+    out = tmp_path / "table"
+    assert run_table.main([*argv, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "fmnist-gap.md", "a") as f:
+        f.write("my conclusion\n")
+    edited = (out / "fmnist-gap.md").read_text()
+    assert run_table.main([*argv, "--out", str(out)]) == 2
+    assert "fmnist-gap.md was changed after run_table wrote it" in one_error(capsys)
+    assert (out / "fmnist-gap.md").read_text() == edited
+
+
 # ---- 2. paths apart --------------------------------------------------------------------------
 def test_output_inside_an_input_and_input_inside_the_output_are_refused(ws, tmp_path, capsys):
     data = write_images(tmp_path / "data")
@@ -281,6 +304,29 @@ def test_a_second_run_on_a_folder_in_use_is_refused_then_resume_after_a_kill_wor
     # killed after its first epoch: the OS released the lock, --resume continues it
     assert cifar.main([*CIFAR, "--method", "scratch", "--output-dir", str(out), "--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["final"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_lock_file_deleted_under_a_run_still_refuses_a_second_run(tmp_path, capsys, how):
+    """Issue 33: the folder itself is locked, not only the file that names the holder."""
+    from annealing_kd.common.run_folder import LOCK
+
+    out = tmp_path / "run"
+    _reset()
+    pid, r = _hold(out)
+    try:
+        (out / LOCK).unlink()
+        if how == "replaced":
+            (out / LOCK).write_text("pid 1 on host elsewhere\n")
+        for extra in (["--resume"], ["--overwrite-output-dir"]):
+            assert cifar.main([*CIFAR, "--method", "scratch", "--output-dir", str(out),
+                               *extra]) == 2
+            assert "is in use by another run" in one_error(capsys)
+        assert (out / "student" / "committed").is_file()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
 
 
 # ---- 4. --resume checks the inputs ----------------------------------------------------------

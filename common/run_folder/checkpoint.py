@@ -43,6 +43,19 @@ class WriteFailed(UsageError):
         return cls(path, reason, getattr(exc, "errno", None))
 
 
+def _disk_full(path: Path, exc: RuntimeError) -> bool:
+    """Whether torch.save's RuntimeError is a full disk: it says so, or its writer stopped
+    ("unexpected pos" at inline_container) on a disk with less than 1 MiB free."""
+    text = str(exc)
+    if os.strerror(errno.ENOSPC) in text:
+        return True
+    if "inline_container" not in text and "unexpected pos" not in text:
+        return False
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(path.parent).free < 1 << 20
+    return False
+
+
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """``os.replace``: every file of a run appears through this call (tests/faults.py counts)."""
     os.replace(src, dst)
@@ -62,19 +75,28 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX) and len(name) > len(TMP_SUFFIX) + 1
 
 
-def remove_entry(p: Path) -> None:
-    """Remove a file, a link, or a folder with all it holds."""
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
+def remove_entry(p: Path, links: bool = False) -> None:
+    """Remove a file, a link (never what it points to), or a folder with all it holds; a link
+    inside the folder refuses (OSError, nothing removed) unless ``links`` (our own staging)."""
+    if not p.is_dir() or p.is_symlink():
         p.unlink()
+        return
+    for sub, dirs, files in os.walk(p) if not links else ():
+        if link := next((n for n in (*dirs, *files) if os.path.islink(os.path.join(sub, n))), None):
+            raise OSError(errno.ELOOP, "a link is inside it", os.path.join(sub, link))
+    shutil.rmtree(p)
 
 
 def remove_temporaries(folder: Path) -> None:
+    """Remove our temporaries below ``folder``; one holding a link (or not removable) refuses."""
     for sub, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
             if is_temporary(name):
-                remove_entry(Path(sub) / name)
+                try:
+                    remove_entry(Path(sub) / name)
+                except OSError as exc:
+                    raise UsageError(f"cannot remove {Path(sub) / name} ({exc.strerror}: "
+                                     f"{exc.filename}); remove it by hand") from None
         dirs[:] = [d for d in dirs if not is_temporary(d)]
 
 
@@ -94,8 +116,11 @@ class FileTransaction:
         try:
             yield
         except BaseException as exc:
+            full = isinstance(exc, RuntimeError) and _disk_full(path, exc)  # before the abort
             self.abort()
-            # torch.save reports a full disk as RuntimeError; safetensors has its own error type
+            if full:
+                raise WriteFailed(path, os.strerror(errno.ENOSPC), errno.ENOSPC) from None
+            # torch.save reports a failed write as RuntimeError; safetensors has its own type
             if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
                 raise WriteFailed.of(path, exc) from None
             raise
@@ -181,7 +206,7 @@ class FileTransaction:
         """Remove the temporaries (a failed write; after a commit, the staging folders)."""
         for tmp, _ in reversed(self.staged):
             with contextlib.suppress(OSError):
-                remove_entry(tmp)
+                remove_entry(tmp, links=True)
         self.staged = []
 
 
@@ -311,6 +336,9 @@ def _remove_other_epochs(pdir: Path, edir: Path | None, manifest) -> None:
         for f in pdir.iterdir() if pdir.is_dir() else ():
             if is_temporary(f.name):
                 remove_entry(f)
+            elif f.name.startswith("epoch-") and f.is_symlink():
+                raise UsageError(f"{f} is a link that annealing-kd did not write (it never "
+                                 "follows one); remove it by hand")
             elif f.name.startswith("epoch-") and f != edir and f.is_dir():
                 for g in f.iterdir():
                     if manifest is None or is_temporary(g.name) or manifest.records(g):

@@ -1,10 +1,12 @@
-"""One writer per folder: an exclusive ``flock`` on ``<folder>/.annealing-kd.lock``, released by
-the OS however the process ends. The file names its holder (PID, host) and is never removed while
-a run may use it (two processes could lock two files of one name)."""
+"""One writer per folder: an exclusive ``flock`` on the folder itself and on
+``<folder>/.annealing-kd.lock``, released by the OS however the process ends. The file names its
+holder (PID, host) and is never followed if a link; the folder's lock holds even when the file is
+deleted or replaced under its holder."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import platform
@@ -15,18 +17,50 @@ from pathlib import Path
 from annealing_kd.common.errors import UsageError
 
 LOCK = ".annealing-kd.lock"
-_held: dict[Path, int] = {}  # resolved folder -> open lock file descriptor
+_held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (folder fd, lock file fd)
+_NAMED = os.O_CLOEXEC | os.O_NOFOLLOW  # the lock file is never opened through a link
 
 
-def _lock(fd: int) -> str | None:
-    """Lock ``fd``: None, or who holds it (as its file says); OSError: no locks there."""
+def _try(fd: int) -> bool:
+    """Lock ``fd`` exclusively if free (OSError: a file system without locks)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return None
+        return True
     except BlockingIOError:
-        with contextlib.suppress(OSError):
+        return False
+
+
+def _named(key: Path) -> str | None:
+    """Who holds the lock file (as it says), or None (missing, a link, free: unlocked again)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(key / LOCK, os.O_RDONLY | _NAMED)
+        try:
+            if _try(fd):
+                return None
             return os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
-        return "another process"
+        finally:
+            os.close(fd)
+    return None
+
+
+def _who(key: Path, dirfd: int) -> str | None:
+    """Who holds ``key`` (``dirfd``: the folder, locked on return when free), or None. A short
+    manifest update by another process also locks the folder: waited for a moment."""
+    for _ in range(40):
+        if _try(dirfd):
+            return None
+        if who := _named(key):
+            return who
+        time.sleep(0.05)
+    return "another process; its lock file was removed or replaced"
+
+
+def _open_folder(key: Path, folder: str | os.PathLike) -> int:
+    try:
+        return os.open(key, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose a writable output "
+                         "directory") from None
 
 
 def acquire(folder: str | os.PathLike) -> bool:
@@ -35,43 +69,54 @@ def acquire(folder: str | os.PathLike) -> bool:
     key = Path(folder).resolve()
     if key in _held:
         return False
-    flags = os.O_RDWR | os.O_CLOEXEC
+    dirfd, fd, new = _open_folder(key, folder), -1, False
     try:
-        try:  # O_EXCL: whether this call created the file is known atomically
-            fd, new = os.open(key / LOCK, flags | os.O_CREAT | os.O_EXCL, 0o666), True
-        except FileExistsError:
-            fd, new = os.open(key / LOCK, flags), False
+        who = _who(key, dirfd)
+        if not who:
+            try:  # O_EXCL: whether this call created the file is known atomically
+                fd, new = os.open(key / LOCK, os.O_RDWR | _NAMED | os.O_CREAT | os.O_EXCL,
+                                  0o666), True
+            except FileExistsError:
+                fd = os.open(key / LOCK, os.O_RDWR | _NAMED)
+            if not _try(fd):  # held by a version that locked only the file
+                who = _named(key) or "another process"
     except OSError as exc:
+        for f in (fd, dirfd):
+            if f >= 0:
+                os.close(f)
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"cannot lock {folder}: {key / LOCK} is a link (the lock file of "
+                             "annealing-kd never is); remove it or choose another output "
+                             "directory") from None
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose an output "
+                             "directory on a local file system") from None
         raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose a writable output "
                          "directory") from None
-    try:
-        who = _lock(fd)
-    except OSError as exc:  # a file system without locks
-        os.close(fd)
-        raise UsageError(f"cannot lock {folder} ({exc.strerror}); choose an output directory on "
-                         "a local file system") from None
     if who:
-        os.close(fd)
+        for f in (fd, dirfd):
+            if f >= 0:
+                os.close(f)
         raise UsageError(f"{folder} is in use by another run ({who}); wait for it to finish, "
                          "or choose another output directory")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on host {platform.node()}, since "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-    _held[key] = fd
+    _held[key] = dirfd, fd
     return new
 
 
 def holder(folder: str | os.PathLike) -> str | None:
     """Who holds ``folder``'s lock ("pid N on host H, since ..."); None: free, or ours."""
     key = Path(folder).resolve()
-    if key in _held or not (key / LOCK).is_file():
+    if key in _held or not key.is_dir():
         return None
     with contextlib.suppress(OSError):
-        fd = os.open(key / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        dirfd = os.open(key, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return _lock(fd)  # free: closing the file unlocks it
+            return _who(key, dirfd) or _named(key)  # free: closing the folder unlocks it
         finally:
-            os.close(fd)
+            os.close(dirfd)
     return None
 
 
@@ -100,9 +145,8 @@ def claim(folder: Path, lock: bool = True) -> Iterator[None]:
 
 
 def release(folder: str | os.PathLike) -> None:
-    """Unlock ``folder`` (closing the last descriptor releases the flock)."""
-    fd = _held.pop(Path(folder).resolve(), None)
-    if fd is not None:
+    """Unlock ``folder`` (closing the last descriptors releases the flocks)."""
+    for fd in _held.pop(Path(folder).resolve(), ()):
         os.close(fd)
 
 

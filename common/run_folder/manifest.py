@@ -47,10 +47,20 @@ class NotOurs(UsageError):
 
 @contextlib.contextmanager
 def _folder_lock(root: Path) -> Iterator[None]:
-    """A short exclusive lock on the folder itself, around a read-modify-write of the manifest."""
+    """A short exclusive lock on the folder itself, around a read-modify-write of the manifest
+    (none needed in a folder this process holds; one another run holds is refused)."""
+    if run_lock.holds(root):
+        yield
+        return
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if who := run_lock.holder(root):
+                raise UsageError(f"{root} is in use by another run ({who}); wait for it to "
+                                 "finish, or choose another folder") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -182,18 +192,21 @@ class Manifest:
 
     def check_removable(self) -> list[Path]:
         """What removing the tree takes (our files, temporaries and children); :class:`NotOurs`
-        for the first thing that is not ours (children by their own manifests, not in use)."""
+        for the first thing that is not ours or would stop the removal half-way (a link, a
+        folder that cannot be emptied, a child in use), found before anything is deleted."""
         children = {self.root / c for c in self.data.get("children", [])}
         found: list[Path] = []
         for sub, dirs, files in os.walk(self.root):
-            here = Path(sub)
+            here, mark = Path(sub), len(found)
             for d in list(dirs):
                 p = here / d
                 if p.is_symlink():
-                    raise NotOurs(p, "is a link that no run of annealing-kd wrote")
+                    raise NotOurs(p, LINK)
                 if p in children:
                     _check_child(p)
-                elif not is_temporary(d):
+                elif is_temporary(d):
+                    list(_walk(p))  # a link or a folder that cannot be emptied refuses
+                else:
                     if (p / MANIFEST).is_file():
                         raise NotOurs(p, "holds another run (not started by this one)")
                     continue
@@ -202,27 +215,45 @@ class Manifest:
             for p in (here / name for name in files):
                 if here == self.root and p.name in OWN_FILES:
                     continue
+                if p.is_symlink():
+                    raise NotOurs(p, LINK)
                 if not is_temporary(p.name) and not self.records(p):
                     raise NotOurs(p, "was not written by annealing-kd (it is not in the "
                                      "folder's manifest)")
                 if not is_temporary(p.name) and not self.unchanged(p):
                     raise NotOurs(p, "was changed after annealing-kd wrote it")
                 found.append(p)
+            if len(found) > mark or here == self.root:
+                _check_emptiable(here)
         return found
 
+    def runs(self) -> list[Manifest]:
+        """The manifests of the runs this one started, and of theirs (depth first)."""
+        found = [Manifest.read(self.root / c) for c in self.data.get("children", [])]
+        return [r for m in found if m is not None for r in (m, *m.runs())]
+
     def remove(self) -> None:
-        """Remove the tree once all of it is found removable, then the folders this left empty
-        and the manifest (not the lock)."""
+        """Remove the tree once all of it is found removable and its children are locked (no
+        run may start there meanwhile), then the folders this left empty and the manifest (not
+        the lock)."""
         found = self.check_removable()
+        locked: list[Path] = []
+        try:
+            for child in self.runs():
+                if not run_lock.holds(child.root):
+                    run_lock.acquire(child.root)
+                    locked.append(child.root)
+            self._delete(found)
+        finally:
+            for folder in locked:
+                run_lock.release(folder)
+
+    def _delete(self, found: list[Path]) -> None:
         children = {self.root / c for c in self.data.get("children", [])}
         for p in found:
             if p in children and (child := Manifest.read(p)) is not None:
-                run_lock.acquire(p)  # no run may start there while it is removed
-                try:
-                    child.remove()
-                    (p / run_lock.LOCK).unlink(missing_ok=True)
-                finally:
-                    run_lock.release(p)
+                child._delete(child.check_removable())
+                (p / run_lock.LOCK).unlink(missing_ok=True)
             else:
                 remove_entry(p)
                 self.forget(p)
@@ -232,6 +263,27 @@ class Manifest:
                 if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
                     d.rmdir()
         (self.root / MANIFEST).unlink(missing_ok=True)
+
+
+LINK = "is a link that no run of annealing-kd wrote (it never follows one)"
+
+
+def _check_emptiable(folder: Path) -> None:
+    """Refuse a folder whose entries cannot be deleted (no permission, read-only, immutable)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NotOurs(folder, "cannot be emptied (no permission, a read-only file system or an "
+                              "immutable folder)")
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """The files of a tree to be removed whole; :class:`NotOurs` for a link or a folder that
+    cannot be emptied."""
+    for sub, dirs, files in os.walk(folder):
+        _check_emptiable(Path(sub))
+        for p in (Path(sub) / n for n in (*dirs, *files)):
+            if p.is_symlink():
+                raise NotOurs(p, LINK)
+        yield from (Path(sub) / n for n in files)
 
 
 def written_by_this_cache(path: Path) -> bool:
@@ -254,7 +306,6 @@ def _check_child(folder: Path) -> None:
     if child is not None:
         child.check_removable()
         return
-    for p in folder.rglob("*"):
-        if p.is_file() and p.name not in OWN_FILES and not is_temporary(p.name) \
-                and not written_by_this_cache(p):
+    for p in _walk(folder):
+        if p.name not in OWN_FILES and not is_temporary(p.name) and not written_by_this_cache(p):
             raise NotOurs(p, "was not written by annealing-kd (its folder has no manifest)")

@@ -193,21 +193,32 @@ class OutputFolder:
             if entries:
                 with refusing(f"{flag} {self.path}", "folder", str(self.path)):
                     found.remove()
-            self.manifest = Manifest.create(self.path, program) if replace else \
-                found or Manifest.open(self.path, program)
+            self._manifest = Manifest.create(self.path, program) if replace else found
+
+    @property
+    def manifest(self) -> Manifest:
+        """The folder's manifest, created at the first write (a refusal before leaves none)."""
+        if self._manifest is None:
+            self._manifest = Manifest.open(self.path, self.program)
+        return self._manifest
 
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel
 
     def check_free(self, *paths: str | os.PathLike) -> None:
-        """Refuse a file at ``paths`` (or below) that no tool of ours wrote; before any write."""
+        """Refuse a file at ``paths`` (or below) that no tool of ours wrote, or that changed
+        since (as the manifest on disk records it: another process may share the folder);
+        before any write."""
+        found = Manifest.read(self.path)
         for p in map(Path, paths):
             files = [p] if p.is_file() or p.is_symlink() else sorted(
                 f for f in p.rglob("*") if f.is_file() or f.is_symlink()) if p.is_dir() else []
-            for f in files:
-                if f.name not in OWN_FILES and not is_temporary(f.name) and \
-                        not self.manifest.records(f):
+            for f in (f for f in files if f.name not in OWN_FILES and not is_temporary(f.name)):
+                if found is None or not found.records(f):
                     raise UsageError(f"{f} exists and was not written by {self.program}; move it "
+                                     f"away or choose another {self.flag}")
+                if not found.unchanged(f):
+                    raise UsageError(f"{f} was changed after {self.program} wrote it; move it "
                                      f"away or choose another {self.flag}")
 
     def write(self, rel: str | os.PathLike, write: Callable[[str], None]) -> Path:
