@@ -410,3 +410,38 @@ def test_a_state_that_fills_the_disk_says_so(tmp_path, monkeypatch):
         save_state({"epoch": 1}, tmp_path / "state.pt")
     assert "No space" not in str(info.value) and "unexpected pos" in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_file_system_without_folder_locks_keeps_the_lock_file(tmp_path, monkeypatch):
+    """NFS cannot flock a folder (EBADF): the run still locks its lock file, and a second
+    process is refused naming the holder; the manifest's short update goes on unlocked."""
+    import errno
+    import fcntl
+    import stat
+    import subprocess
+    import sys
+
+    from annealing_kd.common.run_folder import lock as run_lock
+    from annealing_kd.common.run_folder.manifest import Manifest
+
+    real = fcntl.flock
+
+    def nfs_flock(fd, op):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    Manifest.open(folder, "test").save()  # the unlocked short update
+    run_lock.acquire(folder)
+    try:
+        code = ("import sys; from annealing_kd.common.run_folder import lock\n"
+                "from annealing_kd.common.errors import UsageError\n"
+                "try:\n    lock.acquire(sys.argv[1])\nexcept UsageError as e:\n    print(e); sys.exit(2)")
+        proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 2 and f"pid {os.getpid()}" in proc.stdout, proc.stderr
+    finally:
+        run_lock.release(folder)

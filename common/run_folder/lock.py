@@ -19,6 +19,9 @@ from annealing_kd.common.errors import UsageError
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (folder fd, lock file fd)
 _NAMED = os.O_CLOEXEC | os.O_NOFOLLOW  # the lock file is never opened through a link
+# a file system that cannot flock a folder (NFS maps flock to byte-range locks, which need a
+# file open for writing): the lock file alone holds the folder there (docs/cluster.md)
+NO_FOLDER_LOCK = (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def _try(fd: int) -> bool:
@@ -47,8 +50,13 @@ def _who(key: Path, dirfd: int) -> str | None:
     """Who holds ``key`` (``dirfd``: the folder, locked on return when free), or None. A short
     manifest update by another process also locks the folder: waited for a moment."""
     for _ in range(40):
-        if _try(dirfd):
-            return None
+        try:
+            if _try(dirfd):
+                return None
+        except OSError as exc:
+            if exc.errno not in NO_FOLDER_LOCK:
+                raise
+            return _named(key)  # no folder locks on this file system: the lock file's holder
         if who := _named(key):
             return who
         time.sleep(0.05)

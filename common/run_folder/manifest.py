@@ -61,6 +61,9 @@ def _folder_lock(root: Path) -> Iterator[None]:
                 raise UsageError(f"{root} is in use by another run ({who}); wait for it to "
                                  "finish, or choose another folder") from None
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # no folder locks on this file system (NFS): unlocked
+            if exc.errno not in run_lock.NO_FOLDER_LOCK:
+                raise
         yield
     finally:
         os.close(fd)
