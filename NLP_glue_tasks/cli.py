@@ -8,13 +8,13 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
-from annealing_kd.common.cli.settings import Setting
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods import get_method, steps_of
-from annealing_kd.common.methods.objectives import check_steps
-from annealing_kd.NLP_glue_tasks.tasks import get_task, label_columns
+from ..common.cli import settings
+from ..common.cli.args import Parser, check_folder, check_number, integer, real
+from ..common.cli.settings import Setting
+from ..common.errors import UsageError, setting
+from ..common.methods import get_method, steps_of
+from ..common.methods.objectives import check_steps
+from .tasks import get_task, label_columns
 
 CLI = "text"  # the spelling of the shared settings: --kd_alpha, --num_train_epochs_phase_1, ...
 # transformers.get_scheduler names that need no extra arguments

@@ -17,10 +17,10 @@ from typing import Any
 
 import datasets
 
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.NLP_glue_tasks.cli import uses_own_data
-from annealing_kd.NLP_glue_tasks.data import GlueData, read_tsv
-from annealing_kd.NLP_glue_tasks.tasks import Task, get_task
+from ..common.errors import UsageError, setting
+from .cli import uses_own_data
+from .data import GlueData, read_tsv
+from .tasks import Task, get_task
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
 DEFAULT_TEXT = (("sentence1", "sentence2"), ("sentence",), ("text",))

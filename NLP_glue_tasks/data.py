@@ -25,9 +25,9 @@ import torch
 from datasets.fingerprint import Hasher
 from transformers import DataCollatorWithPadding
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.training.seeding import EpochShuffleSampler
-from annealing_kd.NLP_glue_tasks.tasks import GLUE_HUB_SPLITS, HUB_NAMES, Task
+from ..common.errors import UsageError
+from ..common.training.seeding import EpochShuffleSampler
+from .tasks import GLUE_HUB_SPLITS, HUB_NAMES, Task
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 CACHE_VERSION = "2"  # bump when the tokenized layout changes

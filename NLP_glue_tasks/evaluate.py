@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.training.trainer import predict
-from annealing_kd.NLP_glue_tasks.data import (
+from ..common.errors import UsageError
+from ..common.training.trainer import predict
+from .data import (
     Collator,
     encode,
     ids_of,
@@ -16,9 +16,9 @@ from annealing_kd.NLP_glue_tasks.data import (
     make_loader,
     model_inputs,
 )
-from annealing_kd.NLP_glue_tasks.metrics import compute_metrics
-from annealing_kd.NLP_glue_tasks.models import load_model, load_tokenizer
-from annealing_kd.NLP_glue_tasks.tasks import SUBMISSION, Task, split_suffix
+from .metrics import compute_metrics
+from .models import load_model, load_tokenizer
+from .tasks import SUBMISSION, Task, split_suffix
 
 
 def logits_of(model, batch):

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from annealing_kd.common.logit_cache import store
-from annealing_kd.common.run_folder import file_sha256
-from annealing_kd.common.training.frozen_teacher import amp
-from annealing_kd.common.training.progress import progress_bar
-from annealing_kd.common.training.trainer import frozen_logits, predict
-from annealing_kd.NLP_glue_tasks.data import by_length, inputs_hash, make_loader, model_inputs
+from ..common.logit_cache import store
+from ..common.run_folder import file_sha256
+from ..common.training.frozen_teacher import amp
+from ..common.training.progress import progress_bar
+from ..common.training.trainer import frozen_logits, predict
+from .data import by_length, inputs_hash, make_loader, model_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

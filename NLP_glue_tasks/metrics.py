@@ -9,7 +9,7 @@ import numpy as np
 from scipy.stats import binomtest, pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from annealing_kd.NLP_glue_tasks.tasks import Task
+from .tasks import Task
 
 
 def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray,

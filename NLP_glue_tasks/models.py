@@ -10,8 +10,8 @@ from pathlib import Path
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.NLP_glue_tasks.tasks import Task, normalize_label
+from ..common.errors import UsageError
+from .tasks import Task, normalize_label
 
 # models whose position ids start after the padding index (RoBERTa's embeddings)
 OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",

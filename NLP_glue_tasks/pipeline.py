@@ -9,18 +9,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.inputs import Inputs, given
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.methods import ROLES, PhasePlan, plan, run_method, table
-from annealing_kd.common.training.guards import check_teacher, majority_share
-from annealing_kd.common.training.lr_schedules import LrSchedule
-from annealing_kd.common.training.optim import adamw
-from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
-from annealing_kd.common.training.seeding import role_seed, seed_everything
-from annealing_kd.common.training.trainer import BatchReader, Phase, frozen_logits, predict
-from annealing_kd.NLP_glue_tasks.cli import CLI
-from annealing_kd.NLP_glue_tasks.data import (
+from ..common.cli import settings
+from ..common.cli.inputs import Inputs, given
+from ..common.errors import UsageError
+from ..common.methods import ROLES, PhasePlan, plan, run_method, table
+from ..common.training.guards import check_teacher, majority_share
+from ..common.training.lr_schedules import LrSchedule
+from ..common.training.optim import adamw
+from ..common.training.pipeline import BasePipeline, run_accelerator
+from ..common.training.seeding import role_seed, seed_everything
+from ..common.training.trainer import BatchReader, Phase, frozen_logits, predict
+from .cli import CLI
+from .data import (
     Attached,
     Collator,
     encode,
@@ -28,11 +28,11 @@ from annealing_kd.NLP_glue_tasks.data import (
     make_loader,
     model_inputs,
 )
-from annealing_kd.NLP_glue_tasks.evaluate import dev_metrics, logits_of, metrics_of_logits
-from annealing_kd.NLP_glue_tasks.logit_cache import cached_logits, default_cache_dir, model_identity
-from annealing_kd.NLP_glue_tasks.metrics import better_label_order
-from annealing_kd.NLP_glue_tasks.models import check_checkpoints, load_model, load_tokenizer
-from annealing_kd.NLP_glue_tasks.tasks import Task, label_columns
+from .evaluate import dev_metrics, logits_of, metrics_of_logits
+from .logit_cache import cached_logits, default_cache_dir, model_identity
+from .metrics import better_label_order
+from .models import check_checkpoints, load_model, load_tokenizer
+from .tasks import Task, label_columns
 
 MODEL_KEYS = ["teacher_model_name_or_path", "student_model_name_or_path",
               "assistant_model_name_or_path", "config_name", "tokenizer_name"]

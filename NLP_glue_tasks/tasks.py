@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from annealing_kd.common.errors import UsageError
+from ..common.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The names in ``__all__`` are the interface; they keep their names and signatures (new keyword
 arguments may be added, with defaults). Everything else in ``common`` may change.
 
-    from annealing_kd.common.api import (AnnealingSchedule, all_teacher_logits, annealing_loss,
+    from .api import (AnnealingSchedule, all_teacher_logits, annealing_loss,
                                          check_teacher_logits, task_loss, teacher_logits)
 
     check_teacher_logits(all_teacher_logits(teacher, dev_loader), dev_labels)  # not at chance?
@@ -20,11 +20,11 @@ A runnable example: docs/own_loop.md. ``transformers.Trainer`` users: ``annealin
 
 from __future__ import annotations
 
-from annealing_kd.common.methods.annealing import AnnealingSchedule, annealing_loss
-from annealing_kd.common.methods.losses import KD_REDUCTIONS, hinton_kd_loss, task_loss
-from annealing_kd.common.training.frozen_teacher import all_teacher_logits, teacher_logits
-from annealing_kd.common.training.guards import check_teacher_logits
-from annealing_kd.common.training.trainer import freeze
+from .methods.annealing import AnnealingSchedule, annealing_loss
+from .methods.losses import KD_REDUCTIONS, hinton_kd_loss, task_loss
+from .training.frozen_teacher import all_teacher_logits, teacher_logits
+from .training.guards import check_teacher_logits
+from .training.trainer import freeze
 
 __all__ = ["AnnealingSchedule", "annealing_loss", "task_loss", "hinton_kd_loss", "KD_REDUCTIONS",
            "teacher_logits", "all_teacher_logits", "freeze", "check_teacher_logits"]

@@ -25,13 +25,13 @@ from transformers import Trainer, TrainingArguments, enable_full_determinism, se
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 
-from annealing_kd.common.cli.settings import SETTINGS, per_cli
-from annealing_kd.common.methods.annealing import AnnealingSchedule
-from annealing_kd.common.methods.losses import task_loss
-from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.training import frozen_teacher
-from annealing_kd.common.training.guards import check_teacher_logits
-from annealing_kd.common.training.trainer import freeze
+from .cli.settings import SETTINGS, per_cli
+from .methods.annealing import AnnealingSchedule
+from .methods.losses import task_loss
+from .methods.objectives import get_objective
+from .training import frozen_teacher
+from .training.guards import check_teacher_logits
+from .training.trainer import freeze
 
 __all__ = ["AnnealingKDTrainer", "AnnealingKDTrainingArguments", "AnnealingKDResult",
            "train_annealing_kd"]

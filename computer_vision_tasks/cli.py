@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.args import Parser, check_folder, check_number, integer, real
-from annealing_kd.common.cli.settings import Setting
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods import get_method, steps_of
-from annealing_kd.common.methods.objectives import check_steps
-from annealing_kd.computer_vision_tasks import own_args
+from ..common.cli import settings
+from ..common.cli.args import Parser, check_folder, check_number, integer, real
+from ..common.cli.settings import Setting
+from ..common.errors import UsageError, setting
+from ..common.methods import get_method, steps_of
+from ..common.methods.objectives import check_steps
+from . import own_args
 
 CLI = "image"  # the spelling of the settings: dashes, with '_' twins
 
@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad settings before anything is loaded or trained."""
     own_args.check_args(args)
-    from annealing_kd.computer_vision_tasks.data import DATASETS  # torch: only after --help
+    from .data import DATASETS  # torch: only after --help
 
     if args.dataset not in DATASETS and not own_args.is_own(args.dataset):
         raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}, "

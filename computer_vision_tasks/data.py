@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.training.seeding import EpochShuffleSampler
+from ..common.errors import UsageError
+from ..common.training.seeding import EpochShuffleSampler
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt dataset-fashion-mnist
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -237,7 +237,7 @@ def eval_loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
 def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw uint8 images (N,C,H,W) and labels of a split (a torchvision or
     :class:`ArrayImages` dataset, or a ``Subset`` of one)."""
-    from annealing_kd.computer_vision_tasks.tensor_loader import from_hwc
+    from .tensor_loader import from_hwc
 
     base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
     images, labels = from_hwc(base.data), torch.as_tensor(np.asarray(base.targets))
@@ -247,7 +247,7 @@ def uint8_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 def tensor_loader(ds: Dataset, spec: Spec, batch_size: int, train: bool, seed: int, device,
                   channels_last: bool):
     """A ``TensorLoader`` over a split held in memory, with :func:`transforms_for`'s crop-flip."""
-    from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader
+    from .tensor_loader import TensorLoader
 
     images, labels = uint8_arrays(ds)
     return TensorLoader(images, labels, batch_size, spec.mean, spec.std, train=train, seed=seed,

@@ -13,8 +13,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder import CHEAP_BYTES, file_sha256
+from ..common.errors import UsageError
+from ..common.run_folder import CHEAP_BYTES, file_sha256
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

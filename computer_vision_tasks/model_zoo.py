@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.computer_vision_tasks import models
+from ..common.errors import UsageError
+from . import models
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from annealing_kd.common.errors import UsageError
+from ..common.errors import UsageError
 
 # depth = 6n + 2: n BasicBlocks in each of the three stages (16, 32, 64 channels)
 RESNET_BLOCKS = {"resnet8": 1, "resnet14": 2, "resnet20": 3, "resnet26": 4, "resnet32": 5,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from annealing_kd.common.cli.args import integer, real
-from annealing_kd.common.cli.settings import Setting
-from annealing_kd.common.errors import UsageError
+from ..common.cli.args import integer, real
+from ..common.cli.settings import Setting
+from ..common.errors import UsageError
 
 AUGMENTS = ["auto", "crop-flip", "random-resized-crop"]
 MAX_IMAGE_SIZE = 8192

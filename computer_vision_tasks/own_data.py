@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from annealing_kd.common.cli import inputs
-from annealing_kd.common.errors import UsageError
-from annealing_kd.computer_vision_tasks import data
-from annealing_kd.computer_vision_tasks.own_args import CROP_FLIP_MAX_SIZE
+from ..common.cli import inputs
+from ..common.errors import UsageError
+from . import data
+from .own_args import CROP_FLIP_MAX_SIZE
 
 STATS_MAX_IMAGES = 10_000
 GREY_MODES = {"1", "L", "I", "I;16", "F"}
@@ -107,7 +107,7 @@ class HFSource(Source):
 
 def image_folder(root: str | Path) -> tuple[dict[str, Source], list[str]]:
     """The splits (train, and val and test where they exist) and class names of DIR."""
-    from annealing_kd.computer_vision_tasks.folder_scan import scan
+    from .folder_scan import scan
 
     root = Path(root)
     if not (root / "train").is_dir():
@@ -144,7 +144,7 @@ def hf_dataset(spec: str, image_column: str | None,
         raise UsageError("--dataset hf: needs a dataset name, e.g. --dataset hf:uoft-cs/cifar10")
     import datasets
 
-    from annealing_kd.common.cli.quiet import quiet_libraries
+    from ..common.cli.quiet import quiet_libraries
 
     try:
         with quiet_libraries("datasets"):  # an error is our one line

@@ -11,25 +11,25 @@ from typing import Any
 
 import torch
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.inputs import Inputs, Opened, given
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.methods import PhasePlan, get_method, run_method, table
-from annealing_kd.common.run_folder import check_apart, load_weights, weights_writer
-from annealing_kd.common.run_folder.run_dir import json_writer
-from annealing_kd.common.training.guards import (
+from ..common.cli import settings
+from ..common.cli.inputs import Inputs, Opened, given
+from ..common.errors import UsageError
+from ..common.methods import PhasePlan, get_method, run_method, table
+from ..common.run_folder import check_apart, load_weights, weights_writer
+from ..common.run_folder.run_dir import json_writer
+from ..common.training.guards import (
     check_teacher,
     has_batch_norm,
     majority_share,
     recalibrate_bn,
 )
-from annealing_kd.common.training.lr_schedules import LrSchedule
-from annealing_kd.common.training.pipeline import BasePipeline, run_accelerator
-from annealing_kd.common.training.seeding import role_seed, seed_everything
-from annealing_kd.common.training.trainer import BatchReader, Phase, frozen_logits, predict
-from annealing_kd.computer_vision_tasks import data, model_zoo, models, own_args
-from annealing_kd.computer_vision_tasks.cli import CLI
-from annealing_kd.computer_vision_tasks.teacher_cache import ImageCache, split_labels
+from ..common.training.lr_schedules import LrSchedule
+from ..common.training.pipeline import BasePipeline, run_accelerator
+from ..common.training.seeding import role_seed, seed_everything
+from ..common.training.trainer import BatchReader, Phase, frozen_logits, predict
+from . import data, model_zoo, models, own_args
+from .cli import CLI
+from .teacher_cache import ImageCache, split_labels
 
 
 def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -108,7 +108,7 @@ class ImagePipeline(BasePipeline):
         # one process downloads / unpacks; the data's fingerprint: the files its loader opened
         with self.acc.main_process_first(), next(iter(inputs.data.values()), nullcontext()):
             if own_args.is_own(args.dataset):  # imagefolder / hf:<name>: all from the data
-                from annealing_kd.computer_vision_tasks import own_data
+                from . import own_data
 
                 own = own_data.load(args)
                 self.spec, self.splits, self.own_info = own.spec, own.splits, own.info

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from annealing_kd.common.logit_cache import store
-from annealing_kd.common.logit_cache.epoch_logits import EpochLogits
+from ..common.logit_cache import store
+from ..common.logit_cache.epoch_logits import EpochLogits
 
 # Bump when the loaders draw their batches differently: older cache files then miss.
 STREAM_VERSION = 1
@@ -54,7 +54,7 @@ def split_labels(ds) -> torch.Tensor:
 
 def loader_recipe(loader, ds, student: str) -> dict[str, Any]:
     """What decides the batches of a loader besides the data, seed and epoch."""
-    from annealing_kd.computer_vision_tasks.tensor_loader import TensorLoader
+    from .tensor_loader import TensorLoader
 
     if isinstance(loader, TensorLoader):
         return {"loader": "tensor", "batch_size": loader.batch_size, "train": loader.train,

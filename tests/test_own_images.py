@@ -311,7 +311,7 @@ def test_hf_offline_unknown_dataset_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_datasets_is_imported_lazily(tmp_path):
     folder = write_folder(tmp_path / "d", {"train": 2, "val": 1})
-    code = ("import sys; from computer_vision_tasks import own_data, cli\n"
+    code = ("import sys; from annealing_kd.computer_vision_tasks import own_data, cli\n"
             f"own_data.load(cli.parse_args(['--dataset', 'imagefolder', '--dataset-dir', "
             f"{str(folder)!r}]))\n"
             "assert 'datasets' not in sys.modules, 'datasets imported'")

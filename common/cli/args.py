@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.errors import UsageError, setting
+from ..errors import UsageError, setting
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder import lock as run_lock
+from ..errors import UsageError
+from ..run_folder import lock as run_lock
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.run_folder import fingerprint
+from ..run_folder import fingerprint
 
 _recording: list[Opened] = []
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from annealing_kd.common.cli.args import Parser, check_number, integer, real, twins, whole_number
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.integrations import tracking
+from ..errors import UsageError, setting
+from ..integrations import tracking
+from .args import Parser, check_number, integer, real, twins, whole_number
 
 CLIS = ("image", "text")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from annealing_kd.common.run_folder import RunDir
+from ..run_folder import RunDir
 
 CURVES = "curves.png"
 

@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.run_folder import file_sha256
+from ..run_folder import file_sha256
 
 CITATION = """@inproceedings{jafari-etal-2021-annealing,
   title     = {Annealing Knowledge Distillation},
@@ -220,7 +220,7 @@ LOAD_IMAGE = """**Use.** `config.json` and `best.safetensors` in this folder reb
 without the training CLI (inputs normalized with the config's `mean` / `std`):
 
 ```python
-from annealing_kd.computer_vision_tasks.model_zoo import from_pretrained
+from ...computer_vision_tasks.model_zoo import from_pretrained
 
 model = from_pretrained("path/to/student")  # eval mode
 ```"""
@@ -230,7 +230,7 @@ def render(results: dict[str, Any], cli: str, teacher_path: str | None = None) -
     """The card's text: YAML front matter, then the description, section by section."""
     from huggingface_hub import ModelCard
 
-    from annealing_kd.common.run_folder import jsonable
+    from ..run_folder import jsonable
 
     results = json.loads(json.dumps(results, default=jsonable))  # as results.json holds them
     run = Path(results["config"].get("output_dir") or ".").resolve()

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.errors import UsageError, setting
+from ..errors import UsageError, setting
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 CHOICES = ("none", *TRACKERS, "all")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from annealing_kd.common.logit_cache.store import DTYPES, LogitCache, nbytes, stored
+from .store import DTYPES, LogitCache, nbytes, stored
 
 
 class _Clock:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.run_folder import WriteFailed, atomic_write
-from annealing_kd.common.run_folder.manifest import HEADER, MAGIC, SUFFIX, written_by_this_cache
+from ..errors import UsageError, setting
+from ..run_folder import WriteFailed, atomic_write
+from ..run_folder.manifest import HEADER, MAGIC, SUFFIX, written_by_this_cache
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NUMPY = {"fp32": np.float32, "bf16": np.int16, "fp16": np.float16}  # bf16: its raw 16 bits

@@ -4,8 +4,8 @@ A new method is one file: ``register(Method(name, (PhasePlan(...), ...), summary
 both CLIs offer it as ``--method name`` once the module is imported.
 """
 
-from annealing_kd.common.methods import annealing, kd, objectives, scratch, takd  # noqa: F401
-from annealing_kd.common.methods.base import (  # noqa: F401
+from . import annealing, kd, objectives, scratch, takd  # noqa: F401
+from .base import (  # noqa: F401
     METHODS,
     ROLES,
     TEACHER_PHASE,
@@ -15,4 +15,4 @@ from annealing_kd.common.methods.base import (  # noqa: F401
     method_names,
     register,
 )
-from annealing_kd.common.methods.run import plan, run_method, steps_of, table  # noqa: F401
+from .run import plan, run_method, steps_of, table  # noqa: F401

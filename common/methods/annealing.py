@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods.base import Method, PhasePlan, register
+from ..errors import UsageError, setting
+from .base import Method, PhasePlan, register
 
 if TYPE_CHECKING:  # torch is imported when the loss first runs: --help stays fast
     import torch

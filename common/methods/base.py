@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.errors import UsageError
+from ..cli import settings
+from ..errors import UsageError
 
 ROLES = ("teacher", "assistant", "student")  # the order of the end-of-run table
 

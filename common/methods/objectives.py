@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.args import check_number, real
-from annealing_kd.common.cli.settings import Setting
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.methods.annealing import check_schedule, check_temperature
+from ..cli import settings
+from ..cli.args import check_number, real
+from ..cli.settings import Setting
+from ..errors import UsageError, setting
+from .annealing import check_schedule, check_temperature
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def options_of(args: argparse.Namespace) -> dict[str, Any]:
 
 @register_objective("task", needs_teacher=False)
 def task(logits, labels, targets, phi, **options):
-    from annealing_kd.common.methods.losses import task_loss
+    from .losses import task_loss
 
     return task_loss(logits, labels)
 
@@ -100,7 +100,7 @@ def task(logits, labels, targets, phi, **options):
     Setting("anneal_reduction", "phase-1 MSE: mean over elements (the original code) or "
             "per-example sum (the paper's formula)", "mean", choices=["mean", "sum"])])
 def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **options):
-    from annealing_kd.common.methods.annealing import annealing_loss
+    from .annealing import annealing_loss
 
     return annealing_loss(logits, targets, phi, anneal_reduction)
 
@@ -116,6 +116,6 @@ def anneal(logits, labels, targets, phi, *, anneal_reduction: str = "mean", **op
             choices=["batchmean", "elementwise-mean"])])
 def kd(logits, labels, targets, phi, *, kd_alpha: float = 0.5, kd_temperature: float = 4.0,
        kd_reduction: str = "batchmean", **options):
-    from annealing_kd.common.methods.losses import hinton_kd_loss
+    from .losses import hinton_kd_loss
 
     return hinton_kd_loss(logits, targets, labels, kd_alpha, kd_temperature, kd_reduction)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from annealing_kd.common.methods.base import TEACHER_PHASE, Method, PhasePlan
+from .base import TEACHER_PHASE, Method, PhasePlan
 
 
 class Pipeline(Protocol):

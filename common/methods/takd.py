@@ -1,6 +1,6 @@
 """TAKD (Mirzadeh et al. 2020): teacher -> assistant by KD, then assistant -> student by KD."""
 
-from annealing_kd.common.methods.base import Method, PhasePlan, register
+from .base import Method, PhasePlan, register
 
 register(Method("takd", (
     PhasePlan("assistant", "assistant", "kd", teacher="teacher"),

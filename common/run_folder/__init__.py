@@ -1,8 +1,8 @@
 """The run folder's public face (docs/reliability.md). Imports no torch: the checkpoint
 functions import it when called."""
 
-from annealing_kd.common.run_folder import lock
-from annealing_kd.common.run_folder.checkpoint import (
+from . import lock
+from .checkpoint import (
     FileTransaction,
     WriteFailed,
     atomic_write,
@@ -15,16 +15,16 @@ from annealing_kd.common.run_folder.checkpoint import (
     save_weights,
     weights_writer,
 )
-from annealing_kd.common.run_folder.fingerprint import (
+from .fingerprint import (
     CHEAP_BYTES,
     changed,
     check_same_inputs,
     file_sha256,
     fingerprint,
 )
-from annealing_kd.common.run_folder.lock import LOCK
-from annealing_kd.common.run_folder.manifest import MANIFEST, Manifest, NotOurs
-from annealing_kd.common.run_folder.run_dir import (
+from .lock import LOCK
+from .manifest import MANIFEST, Manifest, NotOurs
+from .run_dir import (
     OutputFolder,
     RunDir,
     check_apart,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from annealing_kd.common.errors import UsageError, setting
+from ..errors import UsageError, setting
 
 if TYPE_CHECKING:
     import torch

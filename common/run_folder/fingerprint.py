@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.errors import UsageError, setting
+from ..errors import UsageError, setting
 
 CHEAP_BYTES = 64 * 2**20
 _digests: dict[tuple[int, int, int, int], str] = {}  # (dev, inode, size, mtime_ns) -> sha256

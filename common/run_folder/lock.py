@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from annealing_kd.common.errors import UsageError
+from ..errors import UsageError
 
 LOCK = ".annealing-kd.lock"
 _held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (folder fd, lock file fd)

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.errors import UsageError
-from annealing_kd.common.run_folder import lock as run_lock
-from annealing_kd.common.run_folder.checkpoint import atomic_write, is_temporary, remove_entry
-from annealing_kd.common.run_folder.fingerprint import file_sha256
+from ..errors import UsageError
+from . import lock as run_lock
+from .checkpoint import atomic_write, is_temporary, remove_entry
+from .fingerprint import file_sha256
 
 MANIFEST = ".annealing-kd-manifest.json"
 FORMAT = "annealing-kd-manifest/1"

@@ -12,16 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.run_folder import lock as run_lock
-from annealing_kd.common.run_folder.checkpoint import (
+from ..errors import UsageError, setting
+from . import lock as run_lock
+from .checkpoint import (
     FileTransaction,
     atomic_write,
     is_temporary,
     remove_temporaries,
 )
-from annealing_kd.common.run_folder.fingerprint import check_same_inputs
-from annealing_kd.common.run_folder.manifest import OWN_FILES, Manifest, NotOurs
+from .fingerprint import check_same_inputs
+from .manifest import OWN_FILES, Manifest, NotOurs
 
 RESUME, OVERWRITE = setting("resume"), setting("overwrite_output_dir")  # as each CLI spells them
 RESULTS, METRICS = "results.json", "metrics.jsonl"

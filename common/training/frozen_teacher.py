@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from annealing_kd.common.training.trainer import frozen_logits
+from .trainer import frozen_logits
 
 Forward = Callable[[nn.Module, Any], Any]
 LABEL_KEYS = ("labels", "label")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from annealing_kd.common.errors import UsageError, setting
+from ..errors import UsageError, setting
 
 
 def chance_margin(chance: float, n: int) -> float:

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from annealing_kd.common.cli import settings
-from annealing_kd.common.cli.inputs import Inputs
-from annealing_kd.common.integrations import model_card
-from annealing_kd.common.integrations.tracking import FOLDER, trackers
-from annealing_kd.common.methods import PhasePlan, get_method
-from annealing_kd.common.methods.objectives import options_of
-from annealing_kd.common.run_folder import RunDir
-from annealing_kd.common.training.environment import environment_info
-from annealing_kd.common.training.lr_schedules import LrSchedule
-from annealing_kd.common.training.trainer import Phase, Trainer, make_accelerator
+from ..cli import settings
+from ..cli.inputs import Inputs
+from ..integrations import model_card
+from ..integrations.tracking import FOLDER, trackers
+from ..methods import PhasePlan, get_method
+from ..methods.objectives import options_of
+from ..run_folder import RunDir
+from .environment import environment_info
+from .lr_schedules import LrSchedule
+from .trainer import Phase, Trainer, make_accelerator
 
 
 def run_accelerator(args, device: str, amp: str, grad_accum: int = 1):

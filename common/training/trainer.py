@@ -17,16 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from annealing_kd.common import run_folder
-from annealing_kd.common.errors import UsageError, setting
-from annealing_kd.common.integrations.curves import plot_curves
-from annealing_kd.common.integrations.tracking import Tracker
-from annealing_kd.common.methods.annealing import AnnealingSchedule
-from annealing_kd.common.methods.objectives import get_objective
-from annealing_kd.common.run_folder import commit_epoch  # by name: the kill tests patch it here
-from annealing_kd.common.training.lr_schedules import LrSchedule
-from annealing_kd.common.training.progress import progress_bar
-from annealing_kd.common.training.seeding import seed_everything
+from .. import run_folder
+from ..errors import UsageError, setting
+from ..integrations.curves import plot_curves
+from ..integrations.tracking import Tracker
+from ..methods.annealing import AnnealingSchedule
+from ..methods.objectives import get_objective
+from ..run_folder import commit_epoch  # by name: the kill tests patch it here
+from .lr_schedules import LrSchedule
+from .progress import progress_bar
+from .seeding import seed_everything
 
 Batch = Any
 Metrics = dict[str, float]
