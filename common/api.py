@@ -3,7 +3,7 @@
 The names in ``__all__`` are the interface; they keep their names and signatures (new keyword
 arguments may be added, with defaults). Everything else in ``common`` may change.
 
-    from .api import (AnnealingSchedule, all_teacher_logits, annealing_loss,
+    from annealing_kd.common.api import (AnnealingSchedule, all_teacher_logits, annealing_loss,
                                          check_teacher_logits, task_loss, teacher_logits)
 
     check_teacher_logits(all_teacher_logits(teacher, dev_loader), dev_labels)  # not at chance?

@@ -76,6 +76,11 @@ def test_image_cli_card(tmp_path):
     assert "--output-dir <output_dir>" in body and "| `learning_rate` |" in body
     assert f"test_accuracy {res['teacher']['test_accuracy']:.4f}" in body
     assert "examples: train 64, val 32" in body and "annealing_kd_train.py" in body
+    # the card's code rebuilds the student, as written
+    code = body.split("```python\n", 1)[1].split("```", 1)[0]
+    ns: dict = {}
+    exec(code.replace('"path/to/student"', repr(str(out / "student"))), ns)
+    assert not ns["model"].training and sum(p.numel() for p in ns["model"].parameters()) > 0
 
 
 @pytest.mark.slow  # about 50 s on a loaded 2-core CPU

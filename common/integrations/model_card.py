@@ -220,7 +220,7 @@ LOAD_IMAGE = """**Use.** `config.json` and `best.safetensors` in this folder reb
 without the training CLI (inputs normalized with the config's `mean` / `std`):
 
 ```python
-from ...computer_vision_tasks.model_zoo import from_pretrained
+from annealing_kd.computer_vision_tasks.model_zoo import from_pretrained
 
 model = from_pretrained("path/to/student")  # eval mode
 ```"""
