@@ -717,10 +717,11 @@ def submit(plan: Plan, args: argparse.Namespace) -> None:
     if not shutil.which("sbatch"):
         raise UsageError("--launcher slurm needs the SLURM client (sbatch, squeue, scontrol) on "
                          "the PATH: run on the cluster's login node")
+    slurm.sbatch_options(args)  # checked before anything is written
     refuse_other_commands(plan)
-    folder = prepare(plan, args)
     try:
-        slurm.submit(plan, folder, args, run_names(plan), depends_on)
+        held = slurm.queue()  # the scheduler answers before anything is written
+        slurm.submit(plan, prepare(plan, args), args, run_names(plan), depends_on, held)
     except RuntimeError as exc:
         raise UsageError(f"{exc}; check the cluster options (--partition, --account, ...)") from None
     print("submitted; follow with: the same command and --status; report with --report-only",

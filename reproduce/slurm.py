@@ -24,6 +24,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by a job: python reproduce/slurm.py job SPEC
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from annealing_kd.common.cli.args import integer  # noqa: E402
+from annealing_kd.common.errors import UsageError  # noqa: E402
+from annealing_kd.common.run_folder import content  # noqa: E402
+
 STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
           "RESV_DEL_HOLD", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT")
 JOBS = "slurm/jobs.json"  # run folder (relative to --out) -> job id, written by the submitter
@@ -40,17 +47,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--partition", default=None, help="sbatch --partition")
     g.add_argument("--account", default=None, help="sbatch --account")
     g.add_argument("--gpus-per-run", default=None, help="sbatch --gpus of each run, e.g. 1")
-    g.add_argument("--cpus-per-run", default="1", help="sbatch --cpus-per-task of each run")
+    g.add_argument("--cpus-per-run", type=integer, default=1,
+                   help="sbatch --cpus-per-task of each run")
     g.add_argument("--mem-per-run", default=None, help="sbatch --mem of each run, e.g. 16G")
     g.add_argument("--time-limit", default=None, help="sbatch --time of each run, e.g. 4:00:00")
-    g.add_argument("--stop-grace-s", default="120",
+    g.add_argument("--stop-grace-s", type=integer, default=120,
                    help="a job is asked to stop this long before its time limit (SLURM may send "
                         "it up to 60 s earlier) and requeues itself")
     g.add_argument("--sbatch-extra", default="", help="more sbatch options (one string)")
 
 
 def sbatch_options(args: argparse.Namespace) -> list[str]:
-    """The resources of every job, from run_table's options."""
+    """The resources of every job, from run_table's options (checked: one line, exit 2)."""
+    for flag, value, least in (("--cpus-per-run", args.cpus_per_run, 1),
+                               ("--stop-grace-s", args.stop_grace_s, 0)):
+        if value < least:
+            raise UsageError(f"{flag} must be at least {least}, got {value}")
+    try:
+        extra = shlex.split(args.sbatch_extra)
+    except ValueError as exc:
+        raise UsageError(f"--sbatch-extra is not a valid shell string ({exc})") from None
     opts = [f"--cpus-per-task={args.cpus_per_run}", "--requeue", "--open-mode=append",
             f"--signal=B:USR1@{args.stop_grace_s}"]
     for flag, value in (("partition", args.partition), ("account", args.account),
@@ -58,14 +74,15 @@ def sbatch_options(args: argparse.Namespace) -> list[str]:
                         ("time", args.time_limit)):
         if value:
             opts.append(f"--{flag}={value}")
-    return opts + shlex.split(args.sbatch_extra)
+    return opts + extra
 
 
 def queue() -> dict[str, str]:
     """Job id -> state of every job the scheduler still holds (pending, running, requeued...)."""
     proc = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"squeue failed: {proc.stderr.strip() or proc.returncode}")
+        why = " ".join(proc.stderr.split())[:300] or proc.returncode
+        raise RuntimeError(f"squeue failed ({why})")
     return dict(line.split(maxsplit=1) for line in proc.stdout.splitlines() if line.strip())
 
 
@@ -76,11 +93,13 @@ def read_jobs(out: Path) -> dict[str, str]:
         return {}
 
 
-def submit(plan, folder, args: argparse.Namespace, names: dict[int, str], depends_on) -> dict:
-    """Submit every run that is neither finished nor queued, in plan order; a run depends on the
-    jobs of the runs it reads that are not finished. Returns run folder -> job id."""
+def submit(plan, folder, args: argparse.Namespace, names: dict[int, str], depends_on,
+           held: dict[str, str]) -> dict:
+    """Submit every run that is neither finished nor queued (``held``: the scheduler's jobs),
+    in plan order; a run depends on the jobs of the runs it reads that are not finished.
+    Returns run folder -> job id."""
     out = folder.path
-    jobs, held = read_jobs(out), queue()
+    jobs = read_jobs(out)
     ids: dict[int, str] = {}
     for i, run in enumerate(plan.runs):
         rel = run.out.relative_to(out).as_posix()
@@ -131,7 +150,8 @@ def last_error(log: Path) -> str:
 def status(plan, out: Path, names: dict[int, str]) -> list[str]:
     """One line per run: finished, the scheduler's state, failed (its log's error), or not
     submitted."""
-    jobs, held = read_jobs(out), queue()
+    jobs = read_jobs(out)
+    held = queue() if jobs else {}  # nothing submitted: no scheduler needed
     lines = []
     for i, run in enumerate(plan.runs):
         rel = run.out.relative_to(out).as_posix()
@@ -155,9 +175,6 @@ def status(plan, out: Path, names: dict[int, str]) -> list[str]:
 def job(spec_path: str) -> int:
     """Run one table run inside its SLURM job: ``--resume`` when its folder holds something; on
     USR1 (the time limit is near) stop the run, requeue this job and exit 0."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from annealing_kd.common.run_folder import content
-
     spec = json.loads(Path(spec_path).read_text())
     cmd = spec["command"] + (["--resume"] if content(Path(spec["out"])) else [])
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -563,3 +563,24 @@ def test_a_bad_budget_list_is_one_line(budgets, capsys, tmp_path):
                     str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument --budgets:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cpus-per-run", "0"], "--cpus-per-run must be at least 1, got 0"),
+    ([], "squeue failed (no cluster here)"),
+])
+def test_a_refused_slurm_submission_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
+    """Bad cluster options, or a scheduler that does not answer: one line, and --out is not
+    created (nothing is written before the scheduler has answered)."""
+    from reproduce import slurm
+
+    def no_cluster():
+        raise RuntimeError("squeue failed (no cluster here)")
+
+    monkeypatch.setattr(rt.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm, "queue", no_cluster)
+    out = tmp_path / "table"
+    assert rt.main(["--table", "cifar10", "--out", str(out), "--launcher", "slurm", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()

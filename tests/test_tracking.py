@@ -5,6 +5,7 @@ a list as HF's; a tracker that is not installed is one error line naming the ext
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -202,6 +203,24 @@ def mlflow_history(out) -> tuple[list, dict[str, list[tuple[int, float]]]]:
     return runs, metrics
 
 
+@contextlib.contextmanager
+def stopped_after(epochs: int, monkeypatch):
+    """Runs in the block stop (as ctrl-C) once ``epochs`` epoch records are written."""
+    from annealing_kd.common.training.trainer import Trainer
+
+    write, seen = Trainer.write_results, {"epochs": 0}
+
+    def stopping(self, final=None):
+        write(self, final)
+        seen["epochs"] += 1
+        if seen["epochs"] == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "write_results", stopping)
+    yield
+    monkeypatch.setattr(Trainer, "write_results", write)
+
+
 @pytest.fixture
 def offline_trackers(monkeypatch):
     pytest.importorskip("wandb")
@@ -221,22 +240,11 @@ def test_wandb_and_mlflow_resume_in_the_same_tracker_run(tmp_path, monkeypatch, 
     the last; every tracker file is the run's, so --overwrite-output-dir takes the folder."""
     from test_cifar_pipeline import results, run
 
-    from annealing_kd.common.training.trainer import Trainer
-
-    write, seen = Trainer.write_results, {"epochs": 0}
-
-    def stopped_after_two_epochs(self, final=None):
-        write(self, final)
-        seen["epochs"] += 1
-        if seen["epochs"] == 2:
-            raise KeyboardInterrupt
-
     out = tmp_path / "run"
     flags = ["--report-to", "wandb", "mlflow,tensorboard", "--logging-steps", "1",
              "--run-name", "tiny", "--project_name", "annealing-kd"]
-    monkeypatch.setattr(Trainer, "write_results", stopped_after_two_epochs)
-    assert run(out, *flags) == 130
-    monkeypatch.setattr(Trainer, "write_results", write)
+    with stopped_after(2, monkeypatch):
+        assert run(out, *flags) == 130
     import mlflow
     import wandb
 
@@ -313,20 +321,9 @@ def test_a_file_of_yours_in_tracking_is_never_recorded_nor_deleted(tmp_path, mon
     are), so --overwrite-output-dir refuses with one line and the file stays."""
     from test_cifar_pipeline import run
 
-    from annealing_kd.common.training.trainer import Trainer
-
-    write, seen = Trainer.write_results, {"epochs": 0}
-
-    def stopped_after_one_epoch(self, final=None):
-        write(self, final)
-        seen["epochs"] += 1
-        if seen["epochs"] == 1:
-            raise KeyboardInterrupt
-
     out = tmp_path / "run"
-    monkeypatch.setattr(Trainer, "write_results", stopped_after_one_epoch)
-    assert run(out, "--report-to", "tensorboard", "--method", "scratch") == 130
-    monkeypatch.setattr(Trainer, "write_results", write)
+    with stopped_after(1, monkeypatch):
+        assert run(out, "--report-to", "tensorboard", "--method", "scratch") == 130
     notes = out / tracking.FOLDER / "my_notes.txt"
     notes.write_text("mine")
     assert run(out, "--report-to", "tensorboard", "--method", "scratch", "--resume") == 0
